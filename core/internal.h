@@ -1,0 +1,142 @@
+/* Private structures of the core: tensors, storage, tape nodes, scopes and the op
+ * registry. Only library sources and white-box tests include this header. */
+#ifndef KILN_INTERNAL_H
+#define KILN_INTERNAL_H
+
+#include "kiln.h"
+#include "pool.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+typedef struct kiln_node kiln_node;
+typedef struct kiln_op_def kiln_op_def;
+
+/* Reference-counted bytes on one device; views share it. */
+typedef struct kiln_storage {
+    kiln_pool_block *block; /* NULL for storage that kiln does not own */
+    void *data;
+    size_t nbytes;
+    kiln_device device;
+    int refcount;
+} kiln_storage;
+
+struct kiln_tensor {
+    kiln_storage *storage;
+    int64_t offset; /* bytes from storage->data to element 0 */
+    int ndim;
+    int64_t shape[KILN_MAX_DIMS];
+    int64_t strides[KILN_MAX_DIMS]; /* bytes; 0 on expanded axes */
+    kiln_dtype dtype;
+    kiln_device device;
+    bool requires_grad;
+    kiln_tensor *grad;  /* leaf gradient, owned by this tensor */
+    kiln_node *grad_fn; /* node that produced this tensor, NULL for leaves */
+    kiln_scope *scope;  /* owner; NULL when owned by another tensor (a .grad) */
+    kiln_tensor *scope_prev, *scope_next;
+};
+
+#define KILN_NODE_MAX_SAVED 4
+
+struct kiln_node {
+    const kiln_op_def *op;
+    int nin;
+    kiln_tensor **inputs;
+    bool *needs_grad; /* per input: it (or something before it) requires grad */
+    kiln_tensor *output;
+    void *attrs; /* copy of the op's attribute struct */
+    kiln_tensor *saved[KILN_NODE_MAX_SAVED]; /* extra tensors kept for backward */
+    kiln_tensor *grad_accum;                 /* gradient gathered for output during backward */
+    uint64_t visit_mark;
+    kiln_scope *scope;
+    kiln_node *scope_next;
+};
+
+struct kiln_scope {
+    kiln_scope *parent;
+    kiln_tensor *tensors; /* intrusive list of owned tensors */
+    kiln_node *nodes;
+    bool is_root;
+};
+
+/* ---- the op registry ------------------------------------------------------- */
+
+typedef struct {
+    const kiln_op_def *op;
+    int nin;
+    kiln_tensor *const *in;
+    kiln_tensor *out;
+    const void *attrs;
+} kiln_op_call;
+
+typedef kiln_status (*kiln_kernel_fn)(const kiln_op_call *call);
+/* Fills gin[i] (a tensor shaped like input i) for every i with node->needs_grad[i]. */
+typedef void (*kiln_backward_fn)(kiln_node *node, kiln_tensor *gout, kiln_tensor **gin);
+
+struct kiln_op_def {
+    const char *name;
+    kiln_kernel_fn kernel[2]; /* by kiln_device_type */
+    kiln_backward_fn backward;
+    bool not_differentiable; /* an explicit mark; backward must then be NULL */
+    size_t attrs_size;
+};
+
+/* Every op, from the per-area lists (core/ops/NAME.def). */
+const kiln_op_def *const *kiln__op_registry(int *count);
+
+/* Runs op's kernel for out's device with the given inputs, then records a tape
+ * node when grad is on and a differentiable input requires grad. On failure out
+ * is freed and NULL returned. out may be a view created by kiln__view. */
+kiln_tensor *kiln__run(const kiln_op_def *op, int nin, kiln_tensor *const *in, kiln_tensor *out,
+                       const void *attrs);
+/* Saves t on the node of out (for backward); no-op when out recorded nothing. */
+void kiln__save(kiln_tensor *out, int slot, kiln_tensor *t);
+/* A kernel that does nothing, for ops whose forward is pure view arithmetic. */
+kiln_status kiln__kernel_noop(const kiln_op_call *call);
+
+/* ---- errors ------------------------------------------------------------------ */
+
+/* Records status and a formatted message unless an earlier error is pending. */
+kiln_status kiln__error(kiln_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* True when every input is non-NULL, on one device and of a float dtype the device
+ * computes; otherwise records an error naming op and returns false. */
+bool kiln__check_float_inputs(const char *op, int n, kiln_tensor *const *ts);
+/* Non-NULL and on one device only. */
+bool kiln__check_inputs(const char *op, int n, kiln_tensor *const *ts);
+/* "[2, 3, 4]" */
+const char *kiln__shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
+/* Normalises a possibly negative axis; records an error naming op when out of range. */
+bool kiln__axis(const char *op, int axis, int ndim, int *out);
+
+/* ---- tensor construction (internal) ------------------------------------------- */
+
+/* A contiguous tensor in the current scope. */
+kiln_tensor *kiln__new(int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev);
+/* A contiguous tensor shaped like t, same dtype and device. */
+kiln_tensor *kiln__new_like(const kiln_tensor *t);
+/* A view of base's storage with the given geometry, in the current scope. */
+kiln_tensor *kiln__view(kiln_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,
+                        int64_t offset);
+/* Contiguous byte strides for shape. */
+void kiln__contiguous_strides(int ndim, const int64_t *shape, size_t elsize, int64_t *strides);
+int64_t kiln__numel(int ndim, const int64_t *shape);
+static inline char *kiln__ptr(const kiln_tensor *t) { return (char *)t->storage->data + t->offset; }
+static inline bool kiln__is_float(kiln_dtype dt) { return dt == KILN_F32 || dt == KILN_F64; }
+
+/* Broadcast shape of a and b (NumPy rules); records an error naming op on mismatch. */
+bool kiln__broadcast_shape(const char *op, int an, const int64_t *ashape, int bn, const int64_t *bshape,
+                           int *outn, int64_t *out);
+/* Sums g down to shape (ndim, shape) over broadcast axes: the gradient of a broadcast. */
+kiln_tensor *kiln__sum_to(kiln_tensor *g, int ndim, const int64_t *shape);
+
+/* ---- autograd internals ----------------------------------------------------------- */
+bool kiln__grad_mode(void);
+/* Adds g into leaf->grad (allocating it on first use). */
+kiln_status kiln__accumulate_grad(kiln_tensor *leaf, kiln_tensor *g);
+
+/* ---- the device layer --------------------------------------------------------------- */
+kiln_pool *kiln__device_pool(kiln_device d);
+/* Raw copies between devices; sizes in bytes, both sides contiguous. */
+kiln_status kiln__memcpy(void *dst, kiln_device ddev, const void *src, kiln_device sdev, size_t n);
+
+#endif

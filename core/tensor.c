@@ -1,0 +1,404 @@
+/* Tensors and scopes: creation, geometry queries, host transfers, ownership. A
+ * tensor's host struct is malloc'd and listed in its scope; its bytes come from
+ * the device pool through reference-counted storage shared by views. */
+#include "internal.h"
+#include "cuda_device.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* ---- scopes ------------------------------------------------------------------- */
+
+static _Thread_local kiln_scope g_root = {.is_root = true};
+static _Thread_local kiln_scope *g_current;
+
+static kiln_scope *current_scope(void) { return g_current ? g_current : &g_root; }
+
+static void scope_link(kiln_scope *s, kiln_tensor *t) {
+    t->scope = s;
+    t->scope_prev = NULL;
+    t->scope_next = s->tensors;
+    if (s->tensors) s->tensors->scope_prev = t;
+    s->tensors = t;
+}
+
+static void scope_unlink(kiln_tensor *t) {
+    kiln_scope *s = t->scope;
+    if (!s) return;
+    if (t->scope_prev) t->scope_prev->scope_next = t->scope_next;
+    else s->tensors = t->scope_next;
+    if (t->scope_next) t->scope_next->scope_prev = t->scope_prev;
+    t->scope = NULL;
+    t->scope_prev = t->scope_next = NULL;
+}
+
+void kiln__scope_add_node(kiln_node *n) {
+    kiln_scope *s = current_scope();
+    n->scope = s;
+    n->scope_next = s->nodes;
+    s->nodes = n;
+}
+
+kiln_scope *kiln_scope_begin(void) {
+    kiln_scope *s = calloc(1, sizeof *s);
+    if (!s) {
+        kiln__error(KILN_STATUS_OOM, "kiln_scope_begin: out of host memory");
+        return NULL;
+    }
+    s->parent = current_scope();
+    g_current = s;
+    return s;
+}
+
+static void storage_release(kiln_storage *st) {
+    if (!st || --st->refcount > 0) return;
+    if (st->block) {
+        kiln_pool *p = kiln__device_pool(st->device);
+        if (p) kiln_pool_free(p, st->block);
+    }
+    free(st);
+}
+
+static void tensor_destroy(kiln_tensor *t) {
+    if (t->grad_fn && t->grad_fn->output == t) t->grad_fn->output = NULL;
+    if (t->grad) tensor_destroy(t->grad);
+    storage_release(t->storage);
+    free(t);
+}
+
+void kiln__node_free(kiln_node *n);
+
+static void scope_clear(kiln_scope *s) {
+    /* Nodes first: they only point at tensors. Outer tensors never point at these
+     * nodes because kiln_scope_keep detaches what it moves out. */
+    kiln_node *n = s->nodes;
+    while (n) {
+        kiln_node *next = n->scope_next;
+        kiln__node_free(n);
+        n = next;
+    }
+    s->nodes = NULL;
+    kiln_tensor *t = s->tensors;
+    while (t) {
+        kiln_tensor *next = t->scope_next;
+        tensor_destroy(t);
+        t = next;
+    }
+    s->tensors = NULL;
+}
+
+void kiln_scope_end(kiln_scope *s) {
+    if (!s || s->is_root) return;
+    /* Close any scope opened inside s and left open. */
+    bool found = false;
+    for (kiln_scope *c = current_scope(); c; c = c->parent)
+        if (c == s) found = true;
+    if (!found) {
+        kiln__error(KILN_STATUS_STATE, "kiln_scope_end: scope is not open on this thread (ended twice?)");
+        return;
+    }
+    while (current_scope() != s) {
+        kiln_scope *inner = current_scope();
+        g_current = inner->parent;
+        scope_clear(inner);
+        free(inner);
+    }
+    g_current = s->parent == &g_root ? NULL : s->parent;
+    scope_clear(s);
+    free(s);
+}
+
+kiln_tensor *kiln_scope_keep(kiln_tensor *t) {
+    if (!t || !t->scope) return t;
+    kiln_scope *dest = t->scope->parent ? t->scope->parent : t->scope;
+    scope_unlink(t);
+    scope_link(dest, t);
+    t->grad_fn = NULL; /* its node dies with the inner scope */
+    return t;
+}
+
+void kiln_tensor_free(kiln_tensor *t) {
+    if (!t) return;
+    if (t->scope) scope_unlink(t);
+    tensor_destroy(t);
+}
+
+void kiln_shutdown(void) {
+    while (g_current) kiln_scope_end(g_current);
+    scope_clear(&g_root);
+    kiln__shutdown_pools();
+}
+
+/* ---- construction ------------------------------------------------------------- */
+
+int64_t kiln__numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+void kiln__contiguous_strides(int ndim, const int64_t *shape, size_t elsize, int64_t *strides) {
+    int64_t s = (int64_t)elsize;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= shape[i] > 1 ? shape[i] : 1;
+    }
+}
+
+static bool check_shape(const char *op, int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > KILN_MAX_DIMS) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: %d dimensions requested; kiln tensors have 0..%d", op, ndim,
+                    KILN_MAX_DIMS);
+        return false;
+    }
+    if (ndim && !shape) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: shape is NULL for a %d-d tensor", op, ndim);
+        return false;
+    }
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) {
+            char b[128];
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: shape %s has a negative size at axis %d", op,
+                        kiln__shape_str(ndim, shape, b, sizeof b), i);
+            return false;
+        }
+    }
+    return true;
+}
+
+static kiln_tensor *alloc_struct(int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
+    kiln_tensor *t = calloc(1, sizeof *t);
+    if (!t) {
+        kiln__error(KILN_STATUS_OOM, "out of host memory for a tensor header");
+        return NULL;
+    }
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->dtype = dt;
+    t->device = dev;
+    return t;
+}
+
+/* A contiguous tensor not yet owned by any scope. */
+static kiln_tensor *new_unowned(const char *op, int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
+    if (!check_shape(op, ndim, shape)) return NULL;
+    if ((unsigned)dt >= KILN_DTYPE_COUNT) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: dtype %d is not a kiln_dtype", op, (int)dt);
+        return NULL;
+    }
+    kiln_pool *pool = kiln__device_pool(dev);
+    if (!pool) return NULL;
+    size_t nbytes = (size_t)kiln__numel(ndim, shape) * kiln_dtype_size(dt);
+    kiln_pool_block *b = kiln_pool_alloc(pool, nbytes);
+    if (!b) return NULL;
+    kiln_storage *st = calloc(1, sizeof *st);
+    kiln_tensor *t = alloc_struct(ndim, shape, dt, dev);
+    if (!st || !t) {
+        free(st);
+        free(t);
+        kiln_pool_free(pool, b);
+        kiln__error(KILN_STATUS_OOM, "out of host memory for a tensor header");
+        return NULL;
+    }
+    st->block = b;
+    st->data = kiln_pool_block_ptr(b);
+    st->nbytes = nbytes;
+    st->device = dev;
+    st->refcount = 1;
+    t->storage = st;
+    kiln__contiguous_strides(ndim, shape, kiln_dtype_size(dt), t->strides);
+    return t;
+}
+
+kiln_tensor *kiln__new(int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
+    kiln_tensor *t = new_unowned("kiln_tensor_empty", ndim, shape, dt, dev);
+    if (t) scope_link(current_scope(), t);
+    return t;
+}
+
+kiln_tensor *kiln__new_like(const kiln_tensor *t) { return kiln__new(t->ndim, t->shape, t->dtype, t->device); }
+
+kiln_tensor *kiln__new_owned(const kiln_tensor *like) {
+    return new_unowned("gradient", like->ndim, like->shape, like->dtype, like->device);
+}
+
+kiln_tensor *kiln__view(kiln_tensor *base, int ndim, const int64_t *shape, const int64_t *strides, int64_t offset) {
+    kiln_tensor *t = alloc_struct(ndim, shape, base->dtype, base->device);
+    if (!t) return NULL;
+    for (int i = 0; i < ndim; i++) t->strides[i] = strides[i];
+    t->offset = offset;
+    t->storage = base->storage;
+    t->storage->refcount++;
+    scope_link(current_scope(), t);
+    return t;
+}
+
+kiln_tensor *kiln_tensor_empty(int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
+    return kiln__new(ndim, shape, dt, dev);
+}
+
+kiln_tensor *kiln_tensor_full(int ndim, const int64_t *shape, double value, kiln_dtype dt, kiln_device dev) {
+    kiln_tensor *t = kiln__new(ndim, shape, dt, dev);
+    if (t && kiln_tensor_fill(t, value) != KILN_STATUS_OK) {
+        kiln_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+kiln_tensor *kiln_tensor_zeros(int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
+    return kiln_tensor_full(ndim, shape, 0.0, dt, dev);
+}
+
+kiln_tensor *kiln_tensor_scalar(double value, kiln_dtype dt, kiln_device dev) {
+    return kiln_tensor_full(0, NULL, value, dt, dev);
+}
+
+kiln_tensor *kiln_tensor_from_host(const void *data, int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
+    if (!data) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tensor_from_host: data is NULL");
+        return NULL;
+    }
+    kiln_tensor *t = kiln__new(ndim, shape, dt, dev);
+    if (!t) return NULL;
+    if (kiln__memcpy(kiln__ptr(t), dev, data, KILN_CPU, t->storage->nbytes) != KILN_STATUS_OK) {
+        kiln_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+kiln_status kiln_tensor_to_host(const kiln_tensor *t, void *dst, size_t nbytes) {
+    if (!t || !dst)
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tensor_to_host: %s is NULL", t ? "dst" : "tensor");
+    size_t need = (size_t)kiln_tensor_numel(t) * kiln_dtype_size(t->dtype);
+    if (nbytes != need) {
+        char b[128];
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT,
+                           "kiln_tensor_to_host: buffer of %zu bytes for a %s %s tensor, which needs %zu", nbytes,
+                           kiln_dtype_name(t->dtype), kiln__shape_str(t->ndim, t->shape, b, sizeof b), need);
+    }
+    kiln_scope *s = kiln_scope_begin();
+    kiln_tensor *c = kiln_tensor_contiguous((kiln_tensor *)t);
+    kiln_status st = c ? kiln__memcpy(dst, KILN_CPU, kiln__ptr(c), c->device, need) : kiln_last_status();
+    kiln_scope_end(s);
+    return st;
+}
+
+/* ---- queries ---------------------------------------------------------------------- */
+
+int kiln_tensor_ndim(const kiln_tensor *t) { return t ? t->ndim : -1; }
+
+int64_t kiln_tensor_size(const kiln_tensor *t, int i) {
+    int a;
+    if (!t || !kiln__axis("kiln_tensor_size", i, t->ndim, &a) || t->ndim == 0) return -1;
+    return t->shape[a];
+}
+
+const int64_t *kiln_tensor_shape(const kiln_tensor *t) { return t ? t->shape : NULL; }
+
+int64_t kiln_tensor_stride(const kiln_tensor *t, int i) {
+    int a;
+    if (!t || !kiln__axis("kiln_tensor_stride", i, t->ndim, &a) || t->ndim == 0) return -1;
+    return t->strides[a] / (int64_t)kiln_dtype_size(t->dtype);
+}
+
+int64_t kiln_tensor_numel(const kiln_tensor *t) { return t ? kiln__numel(t->ndim, t->shape) : 0; }
+kiln_dtype kiln_tensor_dtype(const kiln_tensor *t) { return t ? t->dtype : KILN_F32; }
+kiln_device kiln_tensor_device(const kiln_tensor *t) { return t ? t->device : KILN_CPU; }
+void *kiln_tensor_data(const kiln_tensor *t) { return t ? kiln__ptr(t) : NULL; }
+
+bool kiln_tensor_is_contiguous(const kiln_tensor *t) {
+    if (!t) return false;
+    int64_t s = (int64_t)kiln_dtype_size(t->dtype);
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] == 1) continue;
+        if (t->strides[i] != s) return false;
+        s *= t->shape[i];
+    }
+    return true;
+}
+
+static double load_as_double(const void *p, kiln_dtype dt) {
+    switch (dt) {
+    case KILN_F32: return *(const float *)p;
+    case KILN_F64: return *(const double *)p;
+    case KILN_I32: return *(const int32_t *)p;
+    case KILN_I64: return (double)*(const int64_t *)p;
+    case KILN_U8: return *(const uint8_t *)p;
+    case KILN_F16: {
+        uint16_t h = *(const uint16_t *)p;
+        int e = (h >> 10) & 31, m = h & 1023;
+        double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m + 1024, e - 25);
+        return (h & 0x8000) ? -v : v;
+    }
+    case KILN_BF16: {
+        uint32_t u = (uint32_t)(*(const uint16_t *)p) << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    default: return NAN;
+    }
+}
+
+double kiln_tensor_item(const kiln_tensor *t) {
+    if (!t) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tensor_item: tensor is NULL");
+        return NAN;
+    }
+    if (kiln_tensor_numel(t) != 1) {
+        char b[128];
+        kiln__error(KILN_STATUS_SHAPE, "kiln_tensor_item: tensor of shape %s has %lld elements; item() needs one",
+                    kiln__shape_str(t->ndim, t->shape, b, sizeof b), (long long)kiln_tensor_numel(t));
+        return NAN;
+    }
+    unsigned char buf[8];
+    if (kiln__memcpy(buf, KILN_CPU, kiln__ptr(t), t->device, kiln_dtype_size(t->dtype)) != KILN_STATUS_OK)
+        return NAN;
+    return load_as_double(buf, t->dtype);
+}
+
+const char *kiln_tensor_describe(const kiln_tensor *t, char *buf, size_t n) {
+    if (!t) {
+        snprintf(buf, n, "NULL");
+        return buf;
+    }
+    char s[160], d[16];
+    snprintf(buf, n, "%s%s %s", kiln_dtype_name(t->dtype), kiln__shape_str(t->ndim, t->shape, s, sizeof s),
+             kiln_device_name(t->device, d, sizeof d));
+    return buf;
+}
+
+void kiln_tensor_print(const kiln_tensor *t, FILE *f) {
+    char desc[200];
+    fprintf(f, "tensor %s", kiln_tensor_describe(t, desc, sizeof desc));
+    if (!t) {
+        fputc('\n', f);
+        return;
+    }
+    if (t->requires_grad) fprintf(f, " requires_grad");
+    fprintf(f, "\n");
+    int64_t n = kiln_tensor_numel(t);
+    size_t es = kiln_dtype_size(t->dtype);
+    unsigned char *host = malloc(n ? (size_t)n * es : 1);
+    if (!host || kiln_tensor_to_host(t, host, (size_t)n * es) != KILN_STATUS_OK) {
+        fprintf(f, "  <values unavailable: %s>\n", kiln_last_error());
+        free(host);
+        return;
+    }
+    int64_t row = t->ndim ? t->shape[t->ndim - 1] : 1;
+    const int64_t edge = 3, max_full = 64;
+    fprintf(f, "  [");
+    for (int64_t i = 0; i < n; i++) {
+        if (n > max_full && i == edge) {
+            fprintf(f, " ...");
+            i = n - edge - 1;
+            continue;
+        }
+        if (i && row && i % row == 0) fprintf(f, "\n   ");
+        fprintf(f, " %.6g", load_as_double(host + (size_t)i * es, t->dtype));
+    }
+    fprintf(f, " ]\n");
+    free(host);
+}

@@ -1,0 +1,84 @@
+/* kiln tensor ops. Each op runs eagerly on its inputs' device and, when grad is
+ * enabled and an input requires grad, records a node on the tape. An op given a
+ * NULL input returns NULL and keeps the first error, so a whole step can be
+ * checked once at its end. Binary ops broadcast as NumPy/PyTorch do. */
+#ifndef KILN_OPS_H
+#define KILN_OPS_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- element-wise ---------------------------------------------------------- */
+KILN_API kiln_tensor *kiln_add(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_sub(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_mul(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_div(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_maximum(kiln_tensor *a, kiln_tensor *b);
+KILN_API kiln_tensor *kiln_minimum(kiln_tensor *a, kiln_tensor *b);
+/* a + s, a * s: a scalar on the right. */
+KILN_API kiln_tensor *kiln_add_scalar(kiln_tensor *a, double s);
+KILN_API kiln_tensor *kiln_mul_scalar(kiln_tensor *a, double s);
+KILN_API kiln_tensor *kiln_neg(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_exp(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_log(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_sqrt(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_abs(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_pow_scalar(kiln_tensor *a, double exponent);
+/* Clamp to [lo, hi]; pass -INFINITY / INFINITY for a one-sided clamp. */
+KILN_API kiln_tensor *kiln_clamp(kiln_tensor *a, double lo, double hi);
+KILN_API kiln_tensor *kiln_relu(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_leaky_relu(kiln_tensor *a, double negative_slope);
+KILN_API kiln_tensor *kiln_sigmoid(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_tanh(kiln_tensor *a);
+/* cond ? a : b, element-wise; cond is any dtype, nonzero meaning true. */
+KILN_API kiln_tensor *kiln_where(kiln_tensor *cond, kiln_tensor *a, kiln_tensor *b);
+
+/* ---- reductions ------------------------------------------------------------
+ * axes: naxes axes (negative count from the end); naxes == 0 reduces every axis. */
+KILN_API kiln_tensor *kiln_sum(kiln_tensor *a, int naxes, const int *axes, bool keepdim);
+KILN_API kiln_tensor *kiln_mean(kiln_tensor *a, int naxes, const int *axes, bool keepdim);
+/* Max over one axis; the gradient goes to the first maximal element (as torch.max(dim)). */
+KILN_API kiln_tensor *kiln_max(kiln_tensor *a, int axis, bool keepdim);
+/* Index (I64) of the first maximal element along axis. Not differentiable. */
+KILN_API kiln_tensor *kiln_argmax(kiln_tensor *a, int axis, bool keepdim);
+/* Sum of every element, as a 0-d tensor. */
+KILN_API kiln_tensor *kiln_sum_all(kiln_tensor *a);
+KILN_API kiln_tensor *kiln_mean_all(kiln_tensor *a);
+
+/* ---- softmax ----------------------------------------------------------------
+ * Over any axis (axis 1 of NCHW is the per-pixel softmax over channels). An axis
+ * of size 1 is an error: a softmax over one unit is always 1. */
+KILN_API kiln_tensor *kiln_softmax(kiln_tensor *a, int axis);
+KILN_API kiln_tensor *kiln_log_softmax(kiln_tensor *a, int axis);
+
+/* ---- matrix products ----------------------------------------------------------
+ * matmul: (.., M, K) x (.., K, N) -> (.., M, N) with batch dims broadcast; 1-d
+ * operands are promoted as torch.matmul does. Backprop: dA = dC·Bᵀ, dB = Aᵀ·dC. */
+KILN_API kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);
+
+/* ---- shape and views ------------------------------------------------------------
+ * Views share storage with their input. reshape is a view when the strides allow,
+ * else a copy; one size may be -1. */
+KILN_API kiln_tensor *kiln_reshape(kiln_tensor *a, int ndim, const int64_t *shape);
+KILN_API kiln_tensor *kiln_permute(kiln_tensor *a, const int *perm);
+KILN_API kiln_tensor *kiln_transpose(kiln_tensor *a, int dim0, int dim1);
+/* Elements start, start+step, ... < end along axis (negative start/end count from the end). */
+KILN_API kiln_tensor *kiln_slice(kiln_tensor *a, int axis, int64_t start, int64_t end, int64_t step);
+/* Broadcasts size-1 axes to shape (a view with stride 0); -1 keeps a size. */
+KILN_API kiln_tensor *kiln_expand(kiln_tensor *a, int ndim, const int64_t *shape);
+/* Removes axis (which must have size 1); axis == KILN_ALL_AXES removes every size-1 axis. */
+#define KILN_ALL_AXES 0x7fffffff
+KILN_API kiln_tensor *kiln_squeeze(kiln_tensor *a, int axis);
+KILN_API kiln_tensor *kiln_unsqueeze(kiln_tensor *a, int axis);
+/* Flattens axes start..end (inclusive) into one. */
+KILN_API kiln_tensor *kiln_flatten(kiln_tensor *a, int start_axis, int end_axis);
+/* Joins n tensors along axis; all other sizes must match. */
+KILN_API kiln_tensor *kiln_concat(int n, kiln_tensor *const *ts, int axis);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

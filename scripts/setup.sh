@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln needs to build and test, saying what it installs
+# and why. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+# package : why
+need=(
+  "cmake:the build"
+  "make:the build"
+  "gcc:the C compiler"
+  "pkg-config:finding libraries"
+  "libopenblas-dev:CPU matrix products (BLAS)"
+  "liblapacke-dev:CPU eigen-decomposition (LAPACK)"
+  "libpng-dev:PNG images in and out"
+  "libcriterion-dev:the C test framework"
+)
+if [ "${KILN_SETUP_PYTHON:-0}" = 1 ]; then
+  need+=("python3-numpy:Python tests and fixtures" "python3-pytest:Python tests")
+fi
+
+missing=()
+for entry in "${need[@]}"; do
+  pkg=${entry%%:*}
+  why=${entry#*:}
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    echo "kiln setup: installing $pkg ($why)"
+    missing+=("$pkg")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+  else
+    echo "kiln setup: these Debian packages are missing and I am not root: ${missing[*]}" >&2
+    echo "kiln setup: install them with: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "kiln setup: installed ${missing[*]}"
