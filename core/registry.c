@@ -4,11 +4,21 @@
 
 #define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
 #include "ops/core.def"
+#include "ops/tensor_ops.def"
+#include "ops/layers.def"
+#include "ops/losses.def"
+#include "ops/optim.def"
+#include "ops/cuda.def"
 #undef KILN_OP
 
 static const kiln_op_def *const g_ops[] = {
 #define KILN_OP(name) &kiln_op_##name,
 #include "ops/core.def"
+#include "ops/tensor_ops.def"
+#include "ops/layers.def"
+#include "ops/losses.def"
+#include "ops/optim.def"
+#include "ops/cuda.def"
 #undef KILN_OP
 };
 

@@ -4,5 +4,12 @@
 
 #include "kiln/core.h"
 #include "kiln/ops.h"
+#include "kiln/layers.h"
+#include "kiln/module.h"
+#include "kiln/losses.h"
+#include "kiln/metrics.h"
+#include "kiln/optim.h"
+#include "kiln/checkpoint.h"
+#include "kiln/cuda.h"
 
 #endif
