@@ -88,7 +88,7 @@ static kiln_status record(const kiln_op_def *op, int nin, kiln_tensor *const *in
 kiln_tensor *kiln__run(const kiln_op_def *op, int nin, kiln_tensor *const *in, kiln_tensor *out,
                        const void *attrs) {
     if (!out) return NULL;
-    kiln_kernel_fn k = op->kernel[out->device.type];
+    kiln_kernel_fn k = kiln__kernel(op, out->device.type);
     if (!k) {
         char d[16];
         kiln__error(KILN_STATUS_DEVICE, "%s: no kernel for %s in this build; run it on the cpu device", op->name,

@@ -75,7 +75,9 @@ typedef void (*kiln_backward_fn)(kiln_node *node, kiln_tensor *gout, kiln_tensor
 
 struct kiln_op_def {
     const char *name;
-    kiln_kernel_fn kernel[2]; /* by kiln_device_type */
+    /* by kiln_device_type: the CPU kernel; the CUDA slot only for device-agnostic
+     * kernels (views), CUDA kernels being listed in core/ops/cuda.def */
+    kiln_kernel_fn kernel[2];
     kiln_backward_fn backward;
     bool not_differentiable; /* an explicit mark; backward must then be NULL */
     size_t attrs_size;
@@ -83,6 +85,9 @@ struct kiln_op_def {
 
 /* Every op, from the per-area lists (core/ops/NAME.def). */
 const kiln_op_def *const *kiln__op_registry(int *count);
+/* The kernel of op for a device type: op->kernel[type], or for CUDA the entry of
+ * core/ops/cuda.def; NULL when the op has none there. */
+kiln_kernel_fn kiln__kernel(const kiln_op_def *op, kiln_device_type type);
 
 /* Runs op's kernel for out's device with the given inputs, then records a tape
  * node when grad is on and a differentiable input requires grad. On failure out

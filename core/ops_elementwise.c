@@ -155,7 +155,7 @@ static void copy_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
 kiln_status kiln__copy_into(kiln_tensor *dst, kiln_tensor *src) {
     kiln_tensor *in[1] = {src};
     kiln_op_call call = {&kiln_op_copy, 1, in, dst, NULL};
-    kiln_kernel_fn k = kiln_op_copy.kernel[dst->device.type];
+    kiln_kernel_fn k = kiln__kernel(&kiln_op_copy, dst->device.type);
     if (!k) return kiln__error(KILN_STATUS_DEVICE, "copy: no kernel for this device in this build");
     return k(&call);
 }
@@ -164,7 +164,7 @@ kiln_status kiln__add_into(kiln_tensor *dst, kiln_tensor *src) {
     kiln_tensor *in[2] = {dst, src};
     kiln_binary_attrs at = {KILN_BINARY_ADD, 0};
     kiln_op_call call = {&kiln_op_binary, 2, in, dst, &at};
-    kiln_kernel_fn k = kiln_op_binary.kernel[dst->device.type];
+    kiln_kernel_fn k = kiln__kernel(&kiln_op_binary, dst->device.type);
     if (!k) return kiln__error(KILN_STATUS_DEVICE, "add: no kernel for this device in this build");
     return k(&call);
 }
@@ -173,7 +173,7 @@ kiln_status kiln_tensor_fill(kiln_tensor *t, double value) {
     if (!t) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tensor_fill: tensor is NULL");
     kiln_fill_attrs at = {value};
     kiln_op_call call = {&kiln_op_fill, 0, NULL, t, &at};
-    kiln_kernel_fn k = kiln_op_fill.kernel[t->device.type];
+    kiln_kernel_fn k = kiln__kernel(&kiln_op_fill, t->device.type);
     if (!k) return kiln__error(KILN_STATUS_DEVICE, "fill: no kernel for this device in this build");
     return k(&call);
 }

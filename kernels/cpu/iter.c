@@ -12,7 +12,7 @@ void kiln_iter_broadcast_strides(const kiln_tensor *t, int ndim, const int64_t *
 void kiln_iter_init(kiln_iter *it, int nops, kiln_tensor *const *ops) {
     const kiln_tensor *out = ops[0];
     int nd = out->ndim;
-    int64_t shape[KILN_MAX_DIMS], strides[KILN_ITER_MAX_OPS][KILN_MAX_DIMS];
+    int64_t shape[KILN_MAX_DIMS] = {0}, strides[KILN_ITER_MAX_OPS][KILN_MAX_DIMS];
     for (int i = 0; i < nd; i++) shape[i] = out->shape[i];
     for (int k = 0; k < nops; k++) kiln_iter_broadcast_strides(ops[k], nd, shape, strides[k]);
     it->nops = nops;
