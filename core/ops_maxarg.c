@@ -15,7 +15,8 @@ const kiln_op_def kiln_op_max_backward = {
 /* Validates and returns the argmax indices in the keepdim shape; *src is a, or a
  * 1-element view of a 0-d a (whose only axis is then axis 0). */
 static kiln_tensor *argmax_keepdim(const char *op, kiln_tensor *a, int axis, kiln_tensor **src, int *ax) {
-    if (!kiln__check_float_inputs(op, 1, &a) || !kiln__axis(op, axis, a->ndim, ax)) return NULL;
+    /* a 0-d tensor has one axis-like position, reachable as 0 or -1 (as in torch) */
+    if (!kiln__check_float_inputs(op, 1, &a) || !kiln__axis(op, axis, a->ndim ? a->ndim : 1, ax)) return NULL;
     if (a->ndim == 0) {
         a = kiln_reshape(a, 1, (int64_t[]){1});
         if (!a) return NULL;

@@ -19,7 +19,7 @@ const kiln_op_def kiln_op_log_softmax_backward = {
 
 static kiln_tensor *run(const kiln_op_def *op, kiln_tensor *a, int axis) {
     int ax;
-    if (!kiln__check_float_inputs(op->name, 1, &a) || !kiln__axis(op->name, axis, a->ndim, &ax)) return NULL;
+    if (!kiln__check_float_inputs(op->name, 1, &a) || !kiln__axis(op->name, axis, a->ndim ? a->ndim : 1, &ax)) return NULL;
     if (a->ndim == 0 || a->shape[ax] == 1) {
         char b[128];
         kiln__error(KILN_STATUS_SHAPE,
