@@ -208,3 +208,14 @@ Test(matmul, errors) {
     cr_expect_null(kiln_softmax(kiln_matmul(a, b), 0));
     kt_expect_error(KILN_STATUS_SHAPE, "inner dimensions");
 }
+
+Test(matmul, gradient_of_a_sum_reads_an_expanded_gradient) {
+    /* d sum(A·B)/dA = 1·Bᵀ (row sums of B), d/dB = Aᵀ·1 (column sums of A) */
+    kiln_tensor *a = KT_F32(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
+    kiln_tensor *b = KT_F32(2, KT_SHAPE(3, 2), {7, 8, 9, 10, 11, 12});
+    kiln_tensor_set_requires_grad(a, true);
+    kiln_tensor_set_requires_grad(b, true);
+    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_matmul(a, b)), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    KT_EXPECT(kiln_tensor_grad(a), 0, 0, {15, 19, 23, 15, 19, 23});
+    KT_EXPECT(kiln_tensor_grad(b), 0, 0, {5, 5, 7, 7, 9, 9});
+}
