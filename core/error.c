@@ -54,8 +54,9 @@ const char *kiln__shape_str(int ndim, const int64_t *shape, char *buf, size_t n)
 }
 
 bool kiln__axis(const char *op, int axis, int ndim, int *out) {
-    int a = axis < 0 ? axis + ndim : axis;
-    if (a < 0 || a >= (ndim ? ndim : 1)) {
+    int n = ndim ? ndim : 1; /* a 0-d tensor takes axis 0 or -1, as in torch */
+    int a = axis < 0 ? axis + n : axis;
+    if (a < 0 || a >= n) {
         kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: axis %d is out of range for a %d-d tensor (use -%d..%d)", op,
                     axis, ndim, ndim, ndim - 1);
         return false;
