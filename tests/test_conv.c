@@ -3,14 +3,16 @@
  * for the threaded paths, backward through the float64 gradient checker, and every
  * error the front-ends report. */
 #include "support/kiln_test.h"
+#include "core/internal.h" /* the registry, for layer_ops_are_registered */
 #include "fixtures/layers_conv.h"
 #include "fixtures/layers_convt.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 TestSuite(conv, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-/* Tolerances: fixtures hold 10 significant digits; f32 sums of <= 72 products of
+/* Tolerances: fixtures hold 10 significant digits; f32 sums of <= 36 products of
  * values in [-1, 1]. */
 #define F64_TOL 1e-9
 #define F32_ATOL 2e-5
@@ -309,4 +311,41 @@ Test(conv, error_null_and_dtype) {
     cr_expect_null(kiln_conv2d(y, w, NULL, NULL));
     cr_expect_null(kiln_conv_transpose2d(y, w, NULL, NULL));
     kt_expect_error(KILN_STATUS_SHAPE, "reshape");
+}
+
+Test(conv, empty_batch) {
+    /* torch accepts N = 0: an empty output, and a zero weight gradient */
+    kiln_tensor *x = kt_rand_input(4, (int64_t[]){1, 2, 5, 5}, -1, 1);
+    kiln_tensor *x0 = kiln_slice(x, 0, 0, 0, 1);
+    kiln_tensor *w = kt_rand_input(4, (int64_t[]){3, 2, 3, 3}, -1, 1);
+    kiln_tensor *b = kt_rand_input(1, (int64_t[]){3}, -1, 1);
+    kiln_tensor *y = kiln_conv2d(x0, w, b, NULL);
+    KT_EXPECT_SHAPE(y, 4, 0, 3, 3, 3);
+    cr_assert_eq(kiln_backward(kiln_sum_all(y), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    KT_EXPECT(kiln_tensor_grad(b), 0, 0, {0, 0, 0});
+    double zeros[54] = {0};
+    kt_expect_values(kiln_tensor_grad(w), zeros, 54, 0, 0);
+    kiln_tensor *t = kiln_conv_transpose2d(kiln_conv2d(x0, w, NULL, NULL), w, NULL, NULL);
+    KT_EXPECT_SHAPE(t, 4, 0, 2, 5, 5);
+}
+
+Test(conv, layer_ops_are_registered) {
+    /* every op of core/ops/layers.def: a CPU kernel, and a backward or the explicit mark */
+    static const char *names[] = {"conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv_transpose2d",
+                                  "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+                                  "upsample_nearest2d", "upsample_nearest2d_backward", "upsample_bilinear2d",
+                                  "upsample_bilinear2d_backward"};
+    int count;
+    const kiln_op_def *const *ops = kiln__op_registry(&count);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const kiln_op_def *op = NULL;
+        for (int j = 0; j < count; j++)
+            if (strcmp(ops[j]->name, names[i]) == 0) op = ops[j];
+        cr_expect(op != NULL, "%s is not in the registry", names[i]);
+        if (!op) continue;
+        cr_expect(op->kernel[KILN_DEVICE_CPU] != NULL, "%s has no CPU kernel", names[i]);
+        bool is_backward = strstr(names[i], "_backward") != NULL;
+        cr_expect(is_backward ? op->not_differentiable && !op->backward : op->backward && !op->not_differentiable,
+                  "%s: backward rule / not-differentiable mark", names[i]);
+    }
 }

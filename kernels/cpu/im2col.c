@@ -182,11 +182,9 @@ static kiln_status run_conv(const kiln_op_call *call, conv_pass pass, const geom
     kiln_tensor *b = a ? kiln_cpu_dense(call->in[1]) : NULL;
     kiln_tensor *bias = b && call->nin > 2 ? kiln_cpu_dense(call->in[2]) : NULL;
     void *col = NULL;
-    kiln_status st = kiln_last_status();
-    if (a && b && (call->nin <= 2 || bias))
-        st = col_buffer(call->op->name, g, kiln_dtype_size(call->out->dtype), &col);
-    else if (st == KILN_STATUS_OK)
-        st = KILN_STATUS_OOM;
+    kiln_status st;
+    if (!a || !b || (call->nin > 2 && !bias)) st = kiln_last_status(); /* a packing copy failed */
+    else st = col_buffer(call->op->name, g, kiln_dtype_size(call->out->dtype), &col);
     if (st == KILN_STATUS_OK) {
         void *pa = kiln__ptr(a), *pb = kiln__ptr(b), *po = kiln__ptr(call->out);
         int64_t oc = call->out->shape[1], ol = call->out->shape[2] * call->out->shape[3];
