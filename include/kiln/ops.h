@@ -78,6 +78,17 @@ KILN_API kiln_tensor *kiln_flatten(kiln_tensor *a, int start_axis, int end_axis)
 /* Joins n tensors along axis; all other sizes must match. */
 KILN_API kiln_tensor *kiln_concat(int n, kiln_tensor *const *ts, int axis);
 
+/* ---- statistics and linear algebra -------------------------------------------------
+ * Covariance of the variables in x, as torch.cov: rowvar true means each row is a
+ * variable and each column an observation (torch's layout); false is the usual data
+ * matrix (N observations x D variables). Divides by observations - correction
+ * (1: unbiased). Composed of differentiable ops. */
+KILN_API kiln_tensor *kiln_cov(kiln_tensor *x, bool rowvar, int correction);
+/* Eigen-decomposition of a symmetric (n, n) matrix, as torch.linalg.eigh: eigenvalues
+ * ascending in *values (n), orthonormal eigenvectors as the COLUMNS of *vectors (n, n).
+ * Reads the lower triangle. LAPACK (syevd) on the CPU. Not differentiable. */
+KILN_API kiln_status kiln_eigh(kiln_tensor *a, kiln_tensor **values, kiln_tensor **vectors);
+
 #ifdef __cplusplus
 }
 #endif
