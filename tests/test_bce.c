@@ -129,3 +129,26 @@ Test(bce, with_logits_grad_is_sigmoid_minus_target) {
     cr_assert_eq(kiln_backward(kiln_bce_with_logits(x, y, NULL, NULL, KILN_REDUCTION_MEAN), NULL), KILN_STATUS_OK);
     KT_EXPECT(kiln_tensor_grad(x), 1e-15, 0, {(0.5 - 1) / 2, (1 / (1 + exp(-2.0))) / 2});
 }
+
+/* Large enough for the threaded path; a plain reference loop written here. */
+Test(bce, threaded_sum_matches_reference) {
+    int64_t shape[2] = {5, 9001};
+    kiln_tensor *x = kiln_tensor_randn(2, shape, 0, 4, KILN_F64, KILN_CPU);
+    kiln_tensor *y = kiln_tensor_rand(2, shape, 0, 1, KILN_F64, KILN_CPU);
+    kiln_tensor *pw = kiln_tensor_rand(1, &shape[1], 0.5, 3, KILN_F64, KILN_CPU);
+    const double *xv = kiln_tensor_data(x), *yv = kiln_tensor_data(y), *pv = kiln_tensor_data(pw);
+    double ref = 0;
+    for (int64_t i = 0; i < shape[0] * shape[1]; i++) {
+        double xi = xv[i], yi = yv[i], p = pv[i % shape[1]];
+        ref += (1 - yi) * xi + (1 + (p - 1) * yi) * (log1p(exp(-fabs(xi))) + fmax(-xi, 0));
+    }
+    KT_EXPECT(kiln_bce_with_logits(x, y, NULL, pw, KILN_REDUCTION_SUM), 1e-9, 1e-12, {ref});
+    kiln_tensor_set_requires_grad(x, true);
+    cr_assert_eq(kiln_backward(kiln_bce_with_logits(x, y, NULL, pw, KILN_REDUCTION_SUM), NULL), KILN_STATUS_OK);
+    double *g = kt_values(kiln_tensor_grad(x));
+    for (int64_t i = 0; i < shape[0] * shape[1]; i += 997) {
+        double p = pv[i % shape[1]], s = 1 / (1 + exp(-xv[i]));
+        cr_expect(fabs(g[i] - ((1 + (p - 1) * yv[i]) * s - p * yv[i])) < 1e-12, "grad[%lld]", (long long)i);
+    }
+    free(g);
+}

@@ -172,3 +172,36 @@ Test(cross_entropy, backward_through_sum_of_none) {
     kt_expect_values(kiln_tensor_grad(x2), a, kiln_tensor_numel(x), 1e-14, 0);
     free(a);
 }
+
+/* Large enough for the threaded path (positions split over threads, the sum a
+ * reduction): checked against a plain per-pixel reference written here. */
+Test(cross_entropy, threaded_pixel_grid_matches_reference) {
+    int64_t shape[4] = {2, 7, 48, 50}, N = 2, C = 7, S = 48 * 50;
+    kiln_tensor *x = kiln_tensor_randn(4, shape, 0, 3, KILN_F64, KILN_CPU);
+    kiln_tensor *w = kiln_tensor_rand(1, &C, 0.5, 2, KILN_F64, KILN_CPU);
+    int64_t *tv = malloc((size_t)(N * S) * sizeof *tv);
+    for (int64_t i = 0; i < N * S; i++) tv[i] = i % 11 == 3 ? -100 : (i * 7 + i / 5) % C;
+    kiln_tensor *t = kiln_tensor_from_host(tv, 3, (int64_t[]){2, 48, 50}, KILN_I64, KILN_CPU);
+    const double *xv = kiln_tensor_data(x), *wv = kiln_tensor_data(w);
+    double num = 0, den = 0, eps = 0.1;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t s = 0; s < S; s++) {
+            int64_t tc = tv[n * S + s];
+            if (tc == -100) continue;
+            double m = -INFINITY, z = 0, sm = 0;
+            for (int64_t c = 0; c < C; c++) m = fmax(m, xv[(n * C + c) * S + s]);
+            for (int64_t c = 0; c < C; c++) z += exp(xv[(n * C + c) * S + s] - m);
+            double lse = m + log(z);
+            for (int64_t c = 0; c < C; c++) sm -= wv[c] * (xv[(n * C + c) * S + s] - lse);
+            num += (1 - eps) * -wv[tc] * (xv[(n * C + tc) * S + s] - lse) + eps / (double)C * sm;
+            den += wv[tc];
+        }
+    free(tv);
+    kiln_cross_entropy_options o = kiln_cross_entropy_options_default();
+    o.weight = w;
+    o.label_smoothing = eps;
+    KT_EXPECT(kiln_cross_entropy(x, t, &o), 1e-12, 1e-10, {num / den});
+    kiln_tensor *xf = kiln_tensor_cast(x, KILN_F32);
+    o.weight = kiln_tensor_cast(w, KILN_F32);
+    KT_EXPECT(kiln_cross_entropy(xf, t, &o), 1e-5, 1e-5, {num / den});
+}
