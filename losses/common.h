@@ -20,6 +20,10 @@ kiln_tensor *kiln__loss_reduce(kiln_tensor *t, kiln_reduction r);
 double *kiln__loss_host_values(const char *op, kiln_tensor *t);
 /* The output of a loss op: the input's shape for 'none', 0-d otherwise. */
 kiln_tensor *kiln__loss_new_out(kiln_tensor *input, int ndim, const int64_t *shape, kiln_reduction r);
+/* Class indices (any device) in [0,C), or equal to ignore_index when allowed; the
+ * error names the bad value and C. Defined in cross_entropy.c. */
+bool kiln__loss_check_class_indices(const char *op, kiln_tensor *target, int64_t C, bool allow_ignore,
+                                    int64_t ignore_index);
 /* Records an error unless t does not require grad (for inputs kiln does not differentiate). */
 bool kiln__loss_no_grad_input(const char *op, const char *what, kiln_tensor *t);
 

@@ -6,9 +6,6 @@
 
 const kiln_op_def kiln_op_one_hot = {"one_hot", {kiln_cpu_one_hot, NULL}, NULL, true, sizeof(kiln_one_hot_attrs)};
 
-bool kiln__loss_check_class_indices(const char *op, kiln_tensor *target, int64_t C, bool allow_ignore,
-                                    int64_t ignore_index);
-
 static bool check_smooth(const char *op, double smooth) {
     if (smooth >= 0) return true;
     kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: smooth %g must be >= 0 (1.0 is usual)", op, smooth);
