@@ -1,0 +1,187 @@
+/* CPU kernels of bce and bce_with_logits, forward and backward, each one fused
+ * pass. Operands share the input's shape (weights arrive as stride-0 views), so
+ * one strided walk serves all; sums accumulate in double, rows split over threads. */
+#include "losses.h"
+#include "iter.h"
+
+#define WALK_MAX_OPS 6
+
+/* A strided walk over the input's shape for up to 6 operands; absent operands
+ * (NULL) read a dummy with stride 0 and must be skipped by the caller. */
+typedef struct {
+    int nops;
+    int64_t rows, inner;
+    int nd;
+    int64_t shape[KILN_MAX_DIMS];
+    int64_t st[WALK_MAX_OPS][KILN_MAX_DIMS];
+    char *base[WALK_MAX_OPS];
+} walk;
+
+static double g_dummy;
+
+static void walk_init(walk *w, const kiln_tensor *like, int nops, kiln_tensor *const *ops) {
+    w->nops = nops;
+    w->nd = like->ndim;
+    for (int d = 0; d < like->ndim; d++) w->shape[d] = like->shape[d];
+    for (int k = 0; k < nops; k++) {
+        if (ops[k]) {
+            kiln_iter_broadcast_strides(ops[k], like->ndim, like->shape, w->st[k]);
+            w->base[k] = kiln__ptr(ops[k]);
+        } else {
+            for (int d = 0; d < like->ndim; d++) w->st[k][d] = 0;
+            w->base[k] = (char *)&g_dummy;
+        }
+    }
+    w->inner = like->ndim ? like->shape[like->ndim - 1] : 1;
+    w->rows = 1;
+    for (int d = 0; d + 1 < like->ndim; d++) w->rows *= like->shape[d];
+}
+
+static inline void walk_row(const walk *w, int64_t r, char **p) {
+    for (int k = 0; k < w->nops; k++) p[k] = w->base[k];
+    for (int d = w->nd - 2; d >= 0 && r; d--) {
+        int64_t i = r % w->shape[d];
+        r /= w->shape[d];
+        for (int k = 0; k < w->nops; k++) p[k] += i * w->st[k][d];
+    }
+}
+
+static inline int64_t walk_inner_stride(const walk *w, int k) { return w->nd ? w->st[k][w->nd - 1] : 0; }
+
+/* Runs BODY for every element with char *p[nops]; BODY may add to double acc. */
+#define WALK(w, ...)                                                                    \
+    do {                                                                                \
+        const walk *wp_ = (w);                                                          \
+        int64_t rows_ = wp_->rows, inner_ = wp_->inner, is_[WALK_MAX_OPS];              \
+        for (int k_ = 0; k_ < wp_->nops; k_++) is_[k_] = walk_inner_stride(wp_, k_);    \
+        _Pragma("omp parallel for schedule(static) reduction(+ : acc) if (rows_ * inner_ > 32768 && rows_ > 1)") \
+        for (int64_t r_ = 0; r_ < rows_; r_++) {                                        \
+            char *p[WALK_MAX_OPS];                                                      \
+            walk_row(wp_, r_, p);                                                       \
+            for (int64_t i_ = 0; i_ < inner_; i_++) {                                   \
+                __VA_ARGS__;                                                               \
+                for (int k_ = 0; k_ < wp_->nops; k_++) p[k_] += is_[k_];                \
+            }                                                                           \
+        }                                                                               \
+    } while (0)
+
+/* Stores the reduced value (the 'none' case wrote its elements already). */
+#define STORE_REDUCED(T, out, reduction, acc, n)                                            \
+    do {                                                                                    \
+        if ((reduction) != 0) /* KILN_REDUCTION_NONE */                                     \
+            *(T *)kiln__ptr(out) = (T)((reduction) == 1 ? (acc) / (double)(n) : (acc));     \
+    } while (0)
+
+#define BCE_FORWARD(T, SFX)                                                                   \
+    do {                                                                                      \
+        kiln_tensor *ops[4] = {none ? call->out : NULL, x, call->in[1], call->in[2]};         \
+        bool hw = call->in[2] != NULL;                                                        \
+        walk w;                                                                               \
+        walk_init(&w, x, 4, ops);                                                             \
+        WALK(&w, {                                                                            \
+            T v = kiln_bce_##SFX(*(T *)p[1], *(T *)p[2]);                                     \
+            if (hw) v *= *(T *)p[3];                                                          \
+            if (none) *(T *)p[0] = v;                                                         \
+            else acc += v;                                                                    \
+        });                                                                                   \
+        STORE_REDUCED(T, call->out, at->reduction, acc, n);                                   \
+    } while (0)
+
+KILN_CPU_KERNEL(bce) {
+    const kiln_bce_attrs *at = call->attrs;
+    kiln_tensor *x = call->in[0];
+    bool none = at->reduction == 0;
+    int64_t n = kiln_tensor_numel(x);
+    double acc = 0;
+    if (x->dtype == KILN_F32) BCE_FORWARD(float, f32);
+    else BCE_FORWARD(double, f64);
+    return KILN_STATUS_OK;
+}
+
+/* g: 0-d (reduced) or the input's shape, maybe strided; mean scales by 1/n. */
+#define BCE_BACKWARD(T, SFX)                                                                  \
+    do {                                                                                      \
+        kiln_tensor *ops[5] = {call->out, call->in[0], x, call->in[2], call->in[3]};          \
+        bool hw = call->in[3] != NULL;                                                        \
+        T scale = (T)(at->reduction == 1 ? 1.0 / (double)n : 1.0);                            \
+        walk w;                                                                               \
+        walk_init(&w, x, 5, ops);                                                             \
+        WALK(&w, {                                                                            \
+            T p_ = *(T *)p[2], y_ = *(T *)p[3], g_ = *(T *)p[1] * scale;                      \
+            T wt_ = hw ? *(T *)p[4] : (T)1, v;                                                \
+            switch (at->wrt) {                                                                \
+            case KILN_LOSS_WRT_INPUT: v = wt_ * kiln_bce_grad_input_##SFX(p_, y_); break;     \
+            case KILN_LOSS_WRT_TARGET: v = wt_ * kiln_bce_grad_target_##SFX(p_); break;       \
+            default: v = kiln_bce_##SFX(p_, y_); break;                                       \
+            }                                                                                 \
+            *(T *)p[0] = g_ * v;                                                              \
+        });                                                                                   \
+    } while (0)
+
+KILN_CPU_KERNEL(bce_backward) {
+    const kiln_bce_attrs *at = call->attrs;
+    kiln_tensor *x = call->in[1];
+    int64_t n = kiln_tensor_numel(x);
+    double acc = 0;
+    (void)acc;
+    if (x->dtype == KILN_F32) BCE_BACKWARD(float, f32);
+    else BCE_BACKWARD(double, f64);
+    return KILN_STATUS_OK;
+}
+
+#define BCEL_FORWARD(T, SFX)                                                                  \
+    do {                                                                                      \
+        kiln_tensor *ops[5] = {none ? call->out : NULL, x, call->in[1], call->in[2], call->in[3]}; \
+        bool hw = call->in[2] != NULL, hpw = call->in[3] != NULL;                             \
+        walk w;                                                                               \
+        walk_init(&w, x, 5, ops);                                                             \
+        WALK(&w, {                                                                            \
+            T v = kiln_bce_logits_##SFX(*(T *)p[1], *(T *)p[2], hpw ? *(T *)p[4] : (T)1);     \
+            if (hw) v *= *(T *)p[3];                                                          \
+            if (none) *(T *)p[0] = v;                                                         \
+            else acc += v;                                                                    \
+        });                                                                                   \
+        STORE_REDUCED(T, call->out, at->reduction, acc, n);                                   \
+    } while (0)
+
+KILN_CPU_KERNEL(bce_with_logits) {
+    const kiln_bce_attrs *at = call->attrs;
+    kiln_tensor *x = call->in[0];
+    bool none = at->reduction == 0;
+    int64_t n = kiln_tensor_numel(x);
+    double acc = 0;
+    if (x->dtype == KILN_F32) BCEL_FORWARD(float, f32);
+    else BCEL_FORWARD(double, f64);
+    return KILN_STATUS_OK;
+}
+
+#define BCEL_BACKWARD(T, SFX)                                                                 \
+    do {                                                                                      \
+        kiln_tensor *ops[6] = {call->out, call->in[0], x, call->in[2], call->in[3], call->in[4]}; \
+        bool hw = call->in[3] != NULL, hpw = call->in[4] != NULL;                             \
+        T scale = (T)(at->reduction == 1 ? 1.0 / (double)n : 1.0);                            \
+        walk w;                                                                               \
+        walk_init(&w, x, 6, ops);                                                             \
+        WALK(&w, {                                                                            \
+            T x_ = *(T *)p[2], y_ = *(T *)p[3], g_ = *(T *)p[1] * scale;                      \
+            T wt_ = hw ? *(T *)p[4] : (T)1, pw_ = hpw ? *(T *)p[5] : (T)1, v;                 \
+            switch (at->wrt) {                                                                \
+            case KILN_LOSS_WRT_INPUT: v = wt_ * kiln_bce_logits_grad_input_##SFX(x_, y_, pw_); break; \
+            case KILN_LOSS_WRT_TARGET: v = wt_ * kiln_bce_logits_grad_target_##SFX(x_, pw_); break; \
+            case KILN_LOSS_WRT_WEIGHT: v = kiln_bce_logits_##SFX(x_, y_, pw_); break;         \
+            default: v = wt_ * kiln_bce_logits_grad_pos_weight_##SFX(x_, y_); break;          \
+            }                                                                                 \
+            *(T *)p[0] = g_ * v;                                                              \
+        });                                                                                   \
+    } while (0)
+
+KILN_CPU_KERNEL(bce_with_logits_backward) {
+    const kiln_bce_attrs *at = call->attrs;
+    kiln_tensor *x = call->in[1];
+    int64_t n = kiln_tensor_numel(x);
+    double acc = 0;
+    (void)acc;
+    if (x->dtype == KILN_F32) BCEL_BACKWARD(float, f32);
+    else BCEL_BACKWARD(double, f64);
+    return KILN_STATUS_OK;
+}

@@ -1,0 +1,237 @@
+/* CPU kernels of cross_entropy and nll_loss over (N,C,d1..dk): each position
+ * (n,d1..dk) walks its C logits along the class stride (no permute), takes the
+ * max-subtracted log-sum-exp and the loss in the same pass; backward writes
+ * softmax - target per position in one pass. Positions split over threads. */
+#include "losses.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Geometry of one call: the position axes (every axis but the class axis) with
+ * byte strides of each operand, and the class-axis strides. */
+typedef struct {
+    int P;
+    int64_t pshape[KILN_MAX_DIMS];
+    int64_t xs[KILN_MAX_DIMS], ts[KILN_MAX_DIMS], gs[KILN_MAX_DIMS], os[KILN_MAX_DIMS];
+    int64_t xcs, tcs, ocs, ws, C, npos;
+} ce_plan;
+
+/* x: (N,C,d..) or (C); target: position-shaped (indices) or x-shaped (probs);
+ * g: NULL, 0-d or position-shaped; out: position-shaped, x-shaped or 0-d. */
+static void plan_init(ce_plan *p, const kiln_tensor *x, const kiln_tensor *t, int prob, const kiln_tensor *g,
+                      const kiln_tensor *w, const kiln_tensor *out) {
+    int cax = x->ndim == 1 ? 0 : 1;
+    p->C = x->shape[cax];
+    p->xcs = x->strides[cax];
+    p->tcs = prob ? t->strides[cax] : 0;
+    p->ws = w ? w->strides[0] : 0;
+    bool out_like_x = out->ndim == x->ndim;
+    p->ocs = out_like_x ? out->strides[cax] : 0;
+    p->P = 0;
+    p->npos = 1;
+    for (int d = 0; d < x->ndim; d++) {
+        if (d == cax) continue;
+        int j = p->P++, pd = d < cax ? d : d - 1; /* the axis in position-shaped tensors */
+        p->pshape[j] = x->shape[d];
+        p->xs[j] = x->strides[d];
+        p->ts[j] = prob ? t->strides[d] : t->strides[pd];
+        p->gs[j] = g && g->ndim ? g->strides[pd] : 0;
+        p->os[j] = out->ndim == 0 ? 0 : out_like_x ? out->strides[d] : out->strides[pd];
+        p->npos *= x->shape[d];
+    }
+}
+
+/* Byte offsets of position q in x, target, g and out. */
+static inline void plan_pos(const ce_plan *p, int64_t q, int64_t *xo, int64_t *to, int64_t *go, int64_t *oo) {
+    *xo = *to = *go = *oo = 0;
+    for (int j = p->P - 1; j >= 0 && q; j--) {
+        int64_t i = q % p->pshape[j];
+        q /= p->pshape[j];
+        *xo += i * p->xs[j];
+        *to += i * p->ts[j];
+        *go += i * p->gs[j];
+        *oo += i * p->os[j];
+    }
+}
+
+#define XC(c) (*(const T *)(xp + (c) * pl.xcs))
+#define WC(c) (wb ? (double)*(const T *)(wb + (c) * pl.ws) : 1.0)
+#define TC(c) (*(const T *)(tp + (c) * pl.tcs))
+
+/* log-sum-exp over the class axis at xp, max subtracted so no exp overflows. */
+#define LSE(T, xp, out_lse)                                                 \
+    do {                                                                    \
+        double m_ = -INFINITY, s_ = 0;                                      \
+        for (int64_t c = 0; c < pl.C; c++) m_ = fmax(m_, (double)XC(c));    \
+        for (int64_t c = 0; c < pl.C; c++) s_ += exp((double)XC(c) - m_);   \
+        out_lse = m_ + log(s_);                                             \
+    } while (0)
+
+/* Forward: log_probs says x already holds log-probabilities (nll_loss). */
+#define CE_FORWARD(T)                                                                                \
+    do {                                                                                             \
+        _Pragma("omp parallel for schedule(static) reduction(+ : acc, wsum) if (pl.npos * pl.C > 32768)") \
+        for (int64_t q = 0; q < pl.npos; q++) {                                                      \
+            int64_t xo, to, go, oo;                                                                  \
+            plan_pos(&pl, q, &xo, &to, &go, &oo);                                                    \
+            const char *xp = xb + xo, *tp = tb + to;                                                 \
+            double loss = 0, lse = 0;                                                                \
+            if (!log_probs) LSE(T, xp, lse);                                                         \
+            if (at->prob_target) {                                                                   \
+                for (int64_t c = 0; c < pl.C; c++)                                                   \
+                    loss -= WC(c) * ((double)TC(c) * (1 - eps) + eps / (double)pl.C) * ((double)XC(c) - lse); \
+                wsum += 1;                                                                           \
+            } else {                                                                                 \
+                int64_t t = *(const int64_t *)tp;                                                    \
+                if (t != at->ignore_index) {                                                         \
+                    double wt = WC(t);                                                               \
+                    loss = -(1 - eps) * wt * ((double)XC(t) - lse);                                  \
+                    if (eps > 0) {                                                                   \
+                        double sm = 0;                                                               \
+                        for (int64_t c = 0; c < pl.C; c++) sm -= WC(c) * ((double)XC(c) - lse);      \
+                        loss += eps / (double)pl.C * sm;                                             \
+                    }                                                                                \
+                    wsum += wt;                                                                      \
+                }                                                                                    \
+            }                                                                                        \
+            if (none) *(T *)(ob + oo) = (T)loss;                                                     \
+            else acc += loss;                                                                        \
+        }                                                                                            \
+        if (!none) *(T *)ob = (T)(at->reduction == 1 ? acc / wsum : acc);                            \
+    } while (0)
+
+static kiln_status ce_forward(const kiln_op_call *call, int log_probs) {
+    const kiln_ce_attrs *at = call->attrs;
+    const kiln_tensor *x = call->in[0], *t = call->in[1], *w = call->in[2];
+    ce_plan pl;
+    plan_init(&pl, x, t, at->prob_target, NULL, w, call->out);
+    const char *xb = kiln__ptr(x), *tb = kiln__ptr(t), *wb = w ? kiln__ptr(w) : NULL;
+    char *ob = kiln__ptr(call->out);
+    bool none = at->reduction == 0;
+    double eps = at->label_smoothing, acc = 0, wsum = 0;
+    if (x->dtype == KILN_F32) {
+        typedef float T;
+        CE_FORWARD(T);
+    } else {
+        typedef double T;
+        CE_FORWARD(T);
+    }
+    return KILN_STATUS_OK;
+}
+
+KILN_CPU_KERNEL(cross_entropy) { return ce_forward(call, 0); }
+KILN_CPU_KERNEL(nll_loss) { return ce_forward(call, 1); }
+
+/* The divisor of 'mean': summed weights of the non-ignored targets (index
+ * targets) or the number of positions (probability targets). */
+static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const char *tb, const char *wb, kiln_dtype dt) {
+    if (at->prob_target) return (double)pl->npos;
+    double wsum = 0;
+    for (int64_t q = 0; q < pl->npos; q++) {
+        int64_t xo, to, go, oo;
+        plan_pos(pl, q, &xo, &to, &go, &oo);
+        int64_t t = *(const int64_t *)(tb + to);
+        if (t == at->ignore_index) continue;
+        wsum += !wb ? 1.0 : dt == KILN_F32 ? *(const float *)(wb + t * pl->ws) : *(const double *)(wb + t * pl->ws);
+    }
+    return wsum;
+}
+
+#define OC(c) (*(T *)(op + (c) * pl.ocs))
+
+#define CE_BACKWARD(T)                                                                               \
+    do {                                                                                             \
+        _Pragma("omp parallel for schedule(static) if (pl.npos * pl.C > 32768)")                     \
+        for (int64_t q = 0; q < pl.npos; q++) {                                                      \
+            int64_t xo, to, go, oo;                                                                  \
+            plan_pos(&pl, q, &xo, &to, &go, &oo);                                                    \
+            const char *xp = xb + xo, *tp = tb + to;                                                 \
+            char *op = ob + oo;                                                                      \
+            double gi = (double)*(const T *)(gb + go) * scale, lse = 0;                              \
+            if (!log_probs) LSE(T, xp, lse);                                                         \
+            if (at->prob_target) {                                                                   \
+                if (at->wrt == KILN_LOSS_WRT_TARGET) {                                               \
+                    for (int64_t c = 0; c < pl.C; c++)                                               \
+                        OC(c) = (T)(-gi * (1 - eps) * WC(c) * ((double)XC(c) - lse));                \
+                    continue;                                                                        \
+                }                                                                                    \
+                double wtsum = 0;                                                                    \
+                for (int64_t c = 0; c < pl.C; c++)                                                   \
+                    wtsum += WC(c) * ((double)TC(c) * (1 - eps) + eps / (double)pl.C);              \
+                for (int64_t c = 0; c < pl.C; c++) {                                                 \
+                    double tc = (double)TC(c) * (1 - eps) + eps / (double)pl.C;                      \
+                    OC(c) = (T)(gi * (exp((double)XC(c) - lse) * wtsum - WC(c) * tc));               \
+                }                                                                                    \
+                continue;                                                                            \
+            }                                                                                        \
+            int64_t t = *(const int64_t *)tp;                                                        \
+            if (t == at->ignore_index) {                                                             \
+                for (int64_t c = 0; c < pl.C; c++) OC(c) = (T)0;                                     \
+                continue;                                                                            \
+            }                                                                                        \
+            double wt = WC(t);                                                                       \
+            if (log_probs) {                                                                         \
+                for (int64_t c = 0; c < pl.C; c++) OC(c) = (T)(c == t ? -gi * wt : 0.0);             \
+                continue;                                                                            \
+            }                                                                                        \
+            for (int64_t c = 0; c < pl.C; c++) {                                                     \
+                double pc = exp((double)XC(c) - lse);                                                \
+                double v = (1 - eps) * wt * (pc - (c == t ? 1.0 : 0.0));                             \
+                if (eps > 0) v += eps / (double)pl.C * (wall * pc - WC(c));                          \
+                OC(c) = (T)(gi * v);                                                                 \
+            }                                                                                        \
+        }                                                                                            \
+    } while (0)
+
+static kiln_status ce_backward(const kiln_op_call *call, int log_probs) {
+    const kiln_ce_attrs *at = call->attrs;
+    const kiln_tensor *g = call->in[0], *x = call->in[1], *t = call->in[2], *w = call->in[3];
+    ce_plan pl;
+    plan_init(&pl, x, t, at->prob_target, g, w, call->out);
+    const char *gb = kiln__ptr(g), *xb = kiln__ptr(x), *tb = kiln__ptr(t), *wb = w ? kiln__ptr(w) : NULL;
+    char *ob = kiln__ptr(call->out);
+    double eps = at->label_smoothing, scale = 1, wall = 0;
+    if (at->reduction == 1) scale = 1.0 / mean_divisor(&pl, at, tb, wb, x->dtype);
+    if (x->dtype == KILN_F32) {
+        typedef float T;
+        for (int64_t c = 0; c < pl.C; c++) wall += WC(c);
+        CE_BACKWARD(T);
+    } else {
+        typedef double T;
+        for (int64_t c = 0; c < pl.C; c++) wall += WC(c);
+        CE_BACKWARD(T);
+    }
+    return KILN_STATUS_OK;
+}
+
+KILN_CPU_KERNEL(cross_entropy_backward) { return ce_backward(call, 0); }
+KILN_CPU_KERNEL(nll_loss_backward) { return ce_backward(call, 1); }
+
+#define ONE_HOT(T)                                                                   \
+    do {                                                                             \
+        memset(kiln__ptr(out), 0, (size_t)kiln_tensor_numel(out) * sizeof(T));       \
+        for (int64_t q = 0; q < pl.npos; q++) {                                      \
+            int64_t xo, to, go, oo;                                                  \
+            plan_pos(&pl, q, &xo, &to, &go, &oo);                                    \
+            int64_t c = *(const int64_t *)(tb + to);                                 \
+            if (c >= 0 && c < pl.C) *(T *)(ob + xo + c * pl.xcs) = (T)1;             \
+        }                                                                            \
+    } while (0)
+
+/* out is contiguous (N,C,d..); the plan treats it as x and the target as indices. */
+KILN_CPU_KERNEL(one_hot) {
+    const kiln_tensor *t = call->in[0];
+    kiln_tensor *out = call->out;
+    ce_plan pl;
+    plan_init(&pl, out, t, 0, NULL, NULL, t);
+    const char *tb = kiln__ptr(t);
+    char *ob = kiln__ptr(out);
+    if (out->dtype == KILN_F32) {
+        typedef float T;
+        ONE_HOT(T);
+    } else {
+        typedef double T;
+        ONE_HOT(T);
+    }
+    return KILN_STATUS_OK;
+}
