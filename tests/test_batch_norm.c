@@ -4,6 +4,8 @@
 #include "support/kiln_test.h"
 #include "fixtures/nn_batch_norm.h"
 
+#include <stdlib.h>
+
 TestSuite(batch_norm, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 #define N_OF(a) ((int64_t)(sizeof(a) / sizeof((a)[0])))
@@ -121,4 +123,34 @@ Test(batch_norm, errors) {
     cr_expect_null(kiln_module_forward(seq, x));
     kt_expect_error(KILN_STATUS_SHAPE, "module '0' (BatchNorm2d): input [2, 3, 2, 2]");
     kiln_module_free(seq);
+}
+
+/* Above the kernels' threading threshold: forward and gradients against the same
+ * normalisation composed from elementwise ops and reductions (autograd through them). */
+Test(batch_norm, large_input_matches_composed_reference) {
+    const int64_t shape[4] = {4, 8, 33, 33};
+    kiln_tensor *x = kiln_tensor_randn(4, shape, 1.5, 2.0, KILN_F64, KILN_CPU);
+    kiln_tensor *w = kiln_tensor_rand(1, (int64_t[]){8}, 0.5, 1.5, KILN_F64, KILN_CPU);
+    kiln_tensor *b = kiln_tensor_rand(1, (int64_t[]){8}, -1, 1, KILN_F64, KILN_CPU);
+    kiln_tensor *g = kiln_tensor_randn(4, shape, 0, 1, KILN_F64, KILN_CPU);
+    kiln_tensor *x2 = kiln_tensor_clone(x), *w2 = kiln_tensor_clone(w), *b2 = kiln_tensor_clone(b);
+    kiln_tensor *leaves[6] = {x, w, b, x2, w2, b2};
+    for (int i = 0; i < 6; i++) kiln_tensor_set_requires_grad(leaves[i], true);
+    kiln_tensor *y = kiln_batch_norm2d(x, w, b, NULL, NULL, true, 0.1, 1e-5);
+    const int axes[3] = {0, 2, 3};
+    kiln_tensor *mean = kiln_mean(x2, 3, axes, true);
+    kiln_tensor *d = kiln_sub(x2, mean);
+    kiln_tensor *var = kiln_mean(kiln_mul(d, d), 3, axes, true);
+    kiln_tensor *cw = kiln_reshape(w2, 4, (int64_t[]){1, 8, 1, 1}), *cb = kiln_reshape(b2, 4, (int64_t[]){1, 8, 1, 1});
+    kiln_tensor *ref = kiln_add(kiln_mul(kiln_div(d, kiln_sqrt(kiln_add_scalar(var, 1e-5))), cw), cb);
+    double *rv = kt_values(ref);
+    kt_expect_values(y, rv, kiln_tensor_numel(ref), 1e-12, 1e-12);
+    free(rv);
+    cr_assert_eq(kiln_backward(y, g), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_backward(ref, g), KILN_STATUS_OK, "%s", kiln_last_error());
+    for (int i = 0; i < 3; i++) {
+        double *e = kt_values(kiln_tensor_grad(leaves[i + 3]));
+        kt_expect_values(kiln_tensor_grad(leaves[i]), e, kiln_tensor_numel(leaves[i]), 1e-9, 1e-9);
+        free(e);
+    }
 }

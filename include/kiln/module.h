@@ -108,10 +108,13 @@ KILN_API kiln_module *kiln_sequential_create(void);
 /* Appends child under the next index name ("0", "1", ...). Same ownership as kiln_module_add. */
 KILN_API kiln_status kiln_sequential_append(kiln_module *seq, kiln_module *child);
 
-/* Adds child under name (no '.', unique among m's parameters, buffers and children).
- * m takes ownership of child in every case: on failure child is freed, so
- * kiln_module_add(m, "fc", kiln_linear_create(...)) never leaks. A module that is
- * already a child, or whose arena was already built, cannot be added. */
+/* Adds child under name (no '.', unique among m's parameters, buffers and children)
+ * and sets it to m's train/eval mode. m takes ownership of child: on failure child is
+ * freed, so kiln_module_add(m, "fc", kiln_linear_create(...)) never leaks; the one
+ * exception is a child that already belongs to a tree (a child of another module, or
+ * an ancestor of m), which is refused and left where it is. A root whose arena was
+ * already built (it ran forward or was finalized) cannot be added either: build the
+ * whole tree first, then use it. */
 KILN_API kiln_status kiln_module_add(kiln_module *m, const char *name, kiln_module *child);
 /* Registers a parameter named name, initialised with a copy of init's values (init
  * stays the caller's). Returns the module's tensor (requires grad), or NULL. */

@@ -101,13 +101,12 @@ KILN_CPU_KERNEL(linear) {
     if (!fits_int("linear", m, n, k)) return kiln_last_status();
     size_t es = kiln_dtype_size(out->dtype);
     char *o = kiln__ptr(out);
-    /* Seed every row with the bias (beta = 1) or zero. */
-    for (int64_t r = 0; r < m; r++) {
-        for (int64_t j = 0; j < n; j++) {
-            char *dst = o + (size_t)(r * n + j) * es;
-            if (!b) memset(dst, 0, es);
-            else memcpy(dst, kiln__ptr(b) + j * b->strides[0], es);
-        }
+    /* Seed every row with the bias (then beta = 1) or zero. */
+    if (!b) {
+        memset(o, 0, (size_t)(m * n) * es);
+    } else if (m > 0) {
+        for (int64_t j = 0; j < n; j++) memcpy(o + (size_t)j * es, kiln__ptr(b) + j * b->strides[0], es);
+        for (int64_t r = 1; r < m; r++) memcpy(o + (size_t)(r * n) * es, o, (size_t)n * es);
     }
     if (m == 0 || n == 0 || k == 0) return KILN_STATUS_OK;
     blas_mat mx, mw;
