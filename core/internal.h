@@ -122,6 +122,11 @@ kiln_tensor *kiln__new_like(const kiln_tensor *t);
 /* A view of base's storage with the given geometry, in the current scope. */
 kiln_tensor *kiln__view(kiln_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,
                         int64_t offset);
+/* Takes t out of its scope: the caller (a module) owns it and frees it with kiln_tensor_free. */
+void kiln__tensor_disown(kiln_tensor *t);
+/* Points t (keeping its shape and dtype, made contiguous) at base's storage from byte
+ * offset, releasing its old storage: how parameters move into an arena in place. */
+void kiln__tensor_rebind(kiln_tensor *t, kiln_tensor *base, int64_t offset);
 /* Contiguous byte strides for shape. */
 void kiln__contiguous_strides(int ndim, const int64_t *shape, size_t elsize, int64_t *strides);
 int64_t kiln__numel(int ndim, const int64_t *shape);

@@ -123,6 +123,19 @@ void kiln_tensor_free(kiln_tensor *t) {
     tensor_destroy(t);
 }
 
+/* Module-owned tensors (parameters, buffers, arenas) live outside every scope. */
+void kiln__tensor_disown(kiln_tensor *t) {
+    if (t) scope_unlink(t);
+}
+
+void kiln__tensor_rebind(kiln_tensor *t, kiln_tensor *base, int64_t offset) {
+    base->storage->refcount++;
+    storage_release(t->storage);
+    t->storage = base->storage;
+    t->offset = offset;
+    kiln__contiguous_strides(t->ndim, t->shape, kiln_dtype_size(t->dtype), t->strides);
+}
+
 void kiln_shutdown(void) {
     while (g_current) kiln_scope_end(g_current);
     scope_clear(&g_root);

@@ -1,0 +1,118 @@
+/* CPU kernels of batch norm over axis 1 of (N, C, ...) inputs with any strides:
+ * per-channel statistics, the normalisation, and the three backward pieces. Each
+ * channel is independent, so channels are split over threads; sums are in double. */
+#include "nn.h"
+
+#include <math.h>
+
+/* (N, C, H, W) geometry of a 2-, 3- or 4-d tensor, missing trailing axes of size 1. */
+typedef struct {
+    int64_t n, c, h, w;
+    int64_t sn, sc, sh, sw; /* bytes */
+    char *base;
+    kiln_dtype dt;
+} bn_geom;
+
+static bn_geom geom(const kiln_tensor *t) {
+    bn_geom g = {t->shape[0], t->shape[1], 1, 1, t->strides[0], t->strides[1], 0, 0, kiln__ptr(t), t->dtype};
+    if (t->ndim == 3) {
+        g.w = t->shape[2];
+        g.sw = t->strides[2];
+    } else if (t->ndim >= 4) {
+        g.h = t->shape[2];
+        g.w = t->shape[3];
+        g.sh = t->strides[2];
+        g.sw = t->strides[3];
+    }
+    return g;
+}
+
+static inline double ld(const char *p, kiln_dtype dt) { return dt == KILN_F32 ? *(const float *)p : *(const double *)p; }
+static inline void st(char *p, kiln_dtype dt, double v) {
+    if (dt == KILN_F32) *(float *)p = (float)v;
+    else *(double *)p = v;
+}
+/* Element c of a 1-d per-channel tensor, or dflt when it is absent. */
+static inline double chan(const kiln_tensor *t, int64_t c, double dflt) {
+    return t ? ld(kiln__ptr(t) + c * t->strides[0], t->dtype) : dflt;
+}
+
+#define AT(g, n_, c_, h_, w_) ((g).base + (n_) * (g).sn + (c_) * (g).sc + (h_) * (g).sh + (w_) * (g).sw)
+/* Runs BODY for every (i, y, z) of channel c. */
+#define EACH(g, BODY)                                   \
+    for (int64_t i = 0; i < (g).n; i++)                 \
+        for (int64_t y = 0; y < (g).h; y++)             \
+            for (int64_t z = 0; z < (g).w; z++) { BODY; }
+
+KILN_CPU_KERNEL(batch_norm_stats) {
+    bn_geom x = geom(call->in[0]);
+    kiln_tensor *out = call->out;
+    double cnt = (double)(x.n * x.h * x.w);
+    char *o = kiln__ptr(out);
+    size_t es = kiln_dtype_size(out->dtype);
+#pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
+    for (int64_t c = 0; c < x.c; c++) {
+        double s = 0, s2 = 0;
+        EACH(x, s += ld(AT(x, i, c, y, z), x.dt));
+        double mean = cnt > 0 ? s / cnt : NAN;
+        /* two passes: the variance of large-mean data stays accurate */
+        EACH(x, { double d = ld(AT(x, i, c, y, z), x.dt) - mean; s2 += d * d; });
+        st(o + (size_t)c * es, out->dtype, mean);
+        st(o + (size_t)(x.c + c) * es, out->dtype, cnt > 0 ? s2 / cnt : NAN);
+    }
+    return KILN_STATUS_OK;
+}
+
+KILN_CPU_KERNEL(batch_norm) {
+    const kiln_batch_norm_attrs *at = call->attrs;
+    bn_geom x = geom(call->in[0]), o = geom(call->out);
+    const kiln_tensor *w = call->in[1], *b = call->in[2], *mean = call->in[3], *var = call->in[4];
+#pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
+    for (int64_t c = 0; c < x.c; c++) {
+        double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
+        double scale = chan(w, c, 1) * inv, shift = chan(b, c, 0) - m * scale;
+        EACH(x, st(AT(o, i, c, y, z), o.dt, ld(AT(x, i, c, y, z), x.dt) * scale + shift));
+    }
+    return KILN_STATUS_OK;
+}
+
+/* Training mode (mean, var from this batch): dx = w·invstd·(g - mean(g) - x̂·mean(g·x̂)),
+ * the full gradient through the batch statistics; eval mode: dx = g·w·invstd. */
+KILN_CPU_KERNEL(batch_norm_backward) {
+    const kiln_batch_norm_attrs *at = call->attrs;
+    bn_geom g = geom(call->in[0]), x = geom(call->in[1]);
+    const kiln_tensor *w = call->in[2], *mean = call->in[3], *var = call->in[4];
+    kiln_tensor *out = call->out;
+    double cnt = (double)(x.n * x.h * x.w);
+    bn_geom o = at->which == 0 ? geom(out) : g;
+    char *oc = kiln__ptr(out);
+    int64_t ocs = out->ndim ? out->strides[0] : 0;
+#pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
+    for (int64_t c = 0; c < x.c; c++) {
+        double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
+        double sg = 0, sgx = 0;
+        if (at->which != 0 || at->training)
+            EACH(x, {
+                double gv = ld(AT(g, i, c, y, z), g.dt);
+                sg += gv;
+                sgx += gv * (ld(AT(x, i, c, y, z), x.dt) - m) * inv;
+            });
+        if (at->which == 1) {
+            st(oc + c * ocs, out->dtype, sgx);
+        } else if (at->which == 2) {
+            st(oc + c * ocs, out->dtype, sg);
+        } else {
+            double k = chan(w, c, 1) * inv;
+            if (at->training) {
+                double mg = sg / cnt, mgx = sgx / cnt;
+                EACH(x, {
+                    double xh = (ld(AT(x, i, c, y, z), x.dt) - m) * inv;
+                    st(AT(o, i, c, y, z), o.dt, k * (ld(AT(g, i, c, y, z), g.dt) - mg - xh * mgx));
+                });
+            } else {
+                EACH(x, st(AT(o, i, c, y, z), o.dt, k * ld(AT(g, i, c, y, z), g.dt)));
+            }
+        }
+    }
+    return KILN_STATUS_OK;
+}

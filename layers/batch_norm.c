@@ -1,0 +1,101 @@
+/* batch_norm2d over (N, C, H, W): training normalizes with the batch statistics
+ * (biased variance) and moves the running statistics toward them (unbiased
+ * variance, running = (1-m)·running + m·batch, as torch); eval uses the running
+ * statistics. Backward is dedicated kernels, the full batch-stat gradient in training. */
+#include "../core/internal.h"
+#include "../kernels/cpu/nn.h"
+
+static void batch_norm_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
+
+const kiln_op_def kiln_op_batch_norm_stats = {
+    "batch_norm_stats", {kiln_cpu_batch_norm_stats, NULL}, NULL, true, 0};
+const kiln_op_def kiln_op_batch_norm = {
+    "batch_norm", {kiln_cpu_batch_norm, NULL}, batch_norm_bw, false, sizeof(kiln_batch_norm_attrs)};
+const kiln_op_def kiln_op_batch_norm_backward = {
+    "batch_norm_backward", {kiln_cpu_batch_norm_backward, NULL}, NULL, true, sizeof(kiln_batch_norm_attrs)};
+
+static bool check_channel_tensor(const char *what, kiln_tensor *t, const kiln_tensor *x) {
+    if (!t) return true;
+    char b1[128], b2[128];
+    if (t->ndim != 1 || t->shape[0] != x->shape[1]) {
+        kiln__error(KILN_STATUS_SHAPE, "batch_norm2d: %s %s must be 1-d with one value per channel (%lld) of input %s",
+                    what, kiln__shape_str(t->ndim, t->shape, b1, sizeof b1), (long long)x->shape[1],
+                    kiln__shape_str(x->ndim, x->shape, b2, sizeof b2));
+        return false;
+    }
+    kiln_tensor *pair[2] = {(kiln_tensor *)x, t};
+    return kiln__check_float_inputs("batch_norm2d", 2, pair);
+}
+
+/* running = (1 - m)·running + m·batch, computed without recording and written in place. */
+static kiln_status update_running(kiln_tensor *running, kiln_tensor *batch, double m, double correction) {
+    kiln_scope *s = kiln_scope_begin();
+    if (!s) return kiln_last_status();
+    kiln_no_grad_begin();
+    kiln_tensor *nv = kiln_add(kiln_mul_scalar(running, 1.0 - m), kiln_mul_scalar(batch, m * correction));
+    kiln_status st = nv ? kiln_tensor_copy_(running, nv) : kiln_last_status();
+    kiln_no_grad_end();
+    kiln_scope_end(s);
+    return st;
+}
+
+kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias, kiln_tensor *running_mean,
+                               kiln_tensor *running_var, bool training, double momentum, double eps) {
+    if (!kiln__check_float_inputs("batch_norm2d", 1, &x)) return NULL;
+    char b1[128];
+    if (x->ndim != 4) {
+        kiln__error(KILN_STATUS_SHAPE, "batch_norm2d: input %s must be 4-d (N, C, H, W)",
+                    kiln__shape_str(x->ndim, x->shape, b1, sizeof b1));
+        return NULL;
+    }
+    if (!check_channel_tensor("weight", weight, x) || !check_channel_tensor("bias", bias, x) ||
+        !check_channel_tensor("running_mean", running_mean, x) || !check_channel_tensor("running_var", running_var, x))
+        return NULL;
+    if (!running_mean != !running_var) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "batch_norm2d: running_mean and running_var must both be given or "
+                    "both be NULL");
+        return NULL;
+    }
+    if (!training && !running_mean) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "batch_norm2d: eval mode normalizes with the running statistics; "
+                    "pass running_mean and running_var, or use training mode");
+        return NULL;
+    }
+    if (!(eps > 0)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "batch_norm2d: eps %g must be positive", eps);
+        return NULL;
+    }
+    int64_t c = x->shape[1], cnt = x->shape[0] * x->shape[2] * x->shape[3];
+    if (training && cnt <= 1) {
+        kiln__error(KILN_STATUS_SHAPE, "batch_norm2d: expected more than 1 value per channel when training, got "
+                    "input %s; use a larger batch or eval mode", kiln__shape_str(x->ndim, x->shape, b1, sizeof b1));
+        return NULL;
+    }
+    kiln_tensor *mean = running_mean, *var = running_var;
+    if (training) {
+        int64_t sshape[2] = {2, c};
+        kiln_tensor *stats = kiln__run(&kiln_op_batch_norm_stats, 1, &x, kiln__new(2, sshape, x->dtype, x->device), NULL);
+        if (!stats) return NULL;
+        int64_t es = (int64_t)kiln_dtype_size(x->dtype);
+        mean = kiln__view(stats, 1, &c, &es, stats->offset);
+        var = kiln__view(stats, 1, &c, &es, stats->offset + c * es);
+        if (!mean || !var) return NULL;
+        if (running_mean && (update_running(running_mean, mean, momentum, 1.0) != KILN_STATUS_OK ||
+                             update_running(running_var, var, momentum, (double)cnt / (double)(cnt - 1)) !=
+                                 KILN_STATUS_OK))
+            return NULL;
+    }
+    kiln_batch_norm_attrs at = {eps, training, 0};
+    kiln_tensor *in[5] = {x, weight, bias, mean, var};
+    return kiln__run(&kiln_op_batch_norm, 5, in, kiln__new_like(x), &at);
+}
+
+static void batch_norm_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
+    kiln_batch_norm_attrs at = *(const kiln_batch_norm_attrs *)n->attrs;
+    kiln_tensor *in[5] = {g, n->inputs[0], n->inputs[1], n->inputs[3], n->inputs[4]};
+    for (int i = 0; i < 3; i++) {
+        if (!n->needs_grad[i]) continue;
+        at.which = i;
+        gin[i] = kiln__run(&kiln_op_batch_norm_backward, 5, in, kiln__new_like(n->inputs[i]), &at);
+    }
+}

@@ -1,0 +1,61 @@
+/* linear: y = x·Wᵀ + b over any leading batch axes, W stored (out_features,
+ * in_features) as PyTorch. Forward and both backward products are one BLAS gemm
+ * each (kernels/cpu/linear.c); the bias gradient is a sum over the batch axes. */
+#include "../core/internal.h"
+#include "../kernels/cpu/nn.h"
+
+static void linear_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
+
+const kiln_op_def kiln_op_linear = {"linear", {kiln_cpu_linear, NULL}, linear_bw, false, 0};
+const kiln_op_def kiln_op_linear_backward = {
+    "linear_backward", {kiln_cpu_linear_backward, NULL}, NULL, true, sizeof(kiln_linear_bw_attrs)};
+
+kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias) {
+    kiln_tensor *in[3] = {x, weight, bias};
+    int nin = bias ? 3 : 2;
+    if (!kiln__check_float_inputs("linear", nin, in)) return NULL;
+    char b1[128], b2[128], b3[128];
+    if (weight->ndim != 2) {
+        kiln__error(KILN_STATUS_SHAPE, "linear: weight %s must be 2-d (out_features, in_features) as torch",
+                    kiln__shape_str(weight->ndim, weight->shape, b1, sizeof b1));
+        return NULL;
+    }
+    int64_t out_f = weight->shape[0], in_f = weight->shape[1];
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != in_f) {
+        kiln__error(KILN_STATUS_SHAPE,
+                    "linear: input %s has %lld features in its last axis but weight %s expects %lld "
+                    "(weight is (out_features, in_features))",
+                    kiln__shape_str(x->ndim, x->shape, b1, sizeof b1),
+                    (long long)(x->ndim ? x->shape[x->ndim - 1] : 0),
+                    kiln__shape_str(weight->ndim, weight->shape, b2, sizeof b2), (long long)in_f);
+        return NULL;
+    }
+    if (bias && (bias->ndim != 1 || bias->shape[0] != out_f)) {
+        kiln__error(KILN_STATUS_SHAPE, "linear: bias %s must be 1-d of out_features (%lld) for weight %s",
+                    kiln__shape_str(bias->ndim, bias->shape, b1, sizeof b1), (long long)out_f,
+                    kiln__shape_str(weight->ndim, weight->shape, b3, sizeof b3));
+        return NULL;
+    }
+    int64_t shape[KILN_MAX_DIMS];
+    for (int i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = out_f;
+    return kiln__run(&kiln_op_linear, nin, in, kiln__new(x->ndim, shape, x->dtype, x->device), NULL);
+}
+
+static void linear_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
+    kiln_tensor *x = n->inputs[0], *w = n->inputs[1];
+    if (n->needs_grad[0]) {
+        kiln_linear_bw_attrs at = {0};
+        kiln_tensor *in[2] = {g, w};
+        gin[0] = kiln__run(&kiln_op_linear_backward, 2, in, kiln__new_like(x), &at);
+    }
+    if (n->needs_grad[1]) {
+        kiln_linear_bw_attrs at = {1};
+        kiln_tensor *in[2] = {g, x};
+        gin[1] = kiln__run(&kiln_op_linear_backward, 2, in, kiln__new_like(w), &at);
+    }
+    if (n->nin > 2 && n->needs_grad[2]) {
+        kiln_tensor *b = n->inputs[2];
+        gin[2] = kiln__sum_to(g, b->ndim, b->shape);
+    }
+}
