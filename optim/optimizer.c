@@ -250,10 +250,12 @@ kiln_status kiln_optimizer_step(kiln_optimizer *o) {
     bool updated = false;
     kiln_tensor *grads_small[64], **grads = o->n <= 64 ? grads_small : malloc((size_t)o->n * sizeof *grads);
     if (!grads) return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
+    /* One pass needs one set of coefficients: adam's bias corrections depend on the
+     * step, sgd's only on whether the momentum buffer exists yet. */
     bool fused = all;
     for (int i = 0; i < o->n && fused; i++) {
         grads[i] = o->params[i]->grad;
-        fused = steps[i] == steps[0];
+        fused = o->kind == KIND_SGD ? (steps[i] == 0) == (steps[0] == 0) : steps[i] == steps[0];
     }
     if (fused && adjacent(o->params, o->n) && adjacent(grads, o->n)) {
         update_span(o, kiln__ptr(o->params[0]), kiln__ptr(grads[0]), 0, o->total, (double)steps[0] + 1);
