@@ -348,3 +348,35 @@ Test(optim, errors_name_the_problem) {
     kiln_optimizer_free(o);
     kiln_optimizer_free(NULL);
 }
+
+/* Above the OpenMP threshold: the fused arena pass (threads over 100k elements) and
+ * the per-parameter passes compute the same bits, element-wise math being order-free. */
+Test(optim, large_arena_fused_equals_per_parameter) {
+    const int64_t n0 = 60000, n1 = 40001, n = n0 + n1;
+    kiln_tensor *init = kiln_tensor_randn(1, &n, 0, 1, KILN_F32, KILN_CPU);
+    kiln_tensor *gv = kiln_tensor_randn(1, &n, 0, 1, KILN_F32, KILN_CPU);
+    kiln_tensor *arena = kiln_tensor_clone(init), *garena = kiln_tensor_clone(gv);
+    kiln_tensor *a[2] = {kiln__view(arena, 1, &n0, (int64_t[]){4}, 0), kiln__view(arena, 1, &n1, (int64_t[]){4}, n0 * 4)};
+    a[0]->grad = kiln__view(garena, 1, &n0, (int64_t[]){4}, 0);
+    a[1]->grad = kiln__view(garena, 1, &n1, (int64_t[]){4}, n0 * 4);
+    kiln_tensor *s[2] = {kiln_tensor_clone(kiln_slice(init, 0, 0, n0, 1)), kiln_tensor_clone(kiln_slice(init, 0, n0, n, 1))};
+    for (int i = 0; i < 2; i++) {
+        s[i]->grad = kiln__new_owned(s[i]);
+        kiln_tensor_copy_(s[i]->grad, kiln_slice(gv, 0, i ? n0 : 0, i ? n : n0, 1));
+    }
+    kiln_adam_options o = kiln_adamw_defaults();
+    o.amsgrad = true;
+    kiln_optimizer *oa = kiln_optim_adamw(a, 2, o), *os = kiln_optim_adamw(s, 2, o);
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(kiln_optimizer_step(oa), KILN_STATUS_OK);
+        cr_assert_eq(kiln_optimizer_step(os), KILN_STATUS_OK);
+    }
+    cr_expect_eq(kiln_optimizer_fused_updates(oa), 3);
+    cr_expect_eq(kiln_optimizer_fused_updates(os), 0);
+    const float *pa = kiln_tensor_data(arena);
+    cr_expect(!memcmp(pa, kiln_tensor_data(s[0]), (size_t)n0 * 4) &&
+              !memcmp(pa + n0, kiln_tensor_data(s[1]), (size_t)n1 * 4), "fused and per-parameter updates differ");
+    a[0]->grad = a[1]->grad = NULL;
+    kiln_optimizer_free(oa);
+    kiln_optimizer_free(os);
+}
