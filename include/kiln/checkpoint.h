@@ -1,4 +1,7 @@
-/* kiln checkpoint API (filled in by its area). */
+/* kiln checkpoint API: safetensors files (the format of the Python `safetensors`
+ * package: an 8-byte little-endian header length, a JSON header naming each
+ * tensor's dtype, shape and data_offsets, then the raw little-endian bytes).
+ * Writes are atomic; reads validate the whole header before touching a tensor. */
 #ifndef KILN_CHECKPOINT_H
 #define KILN_CHECKPOINT_H
 
@@ -8,6 +11,63 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* A tensor and its name, e.g. "enc1.0.weight" or "state.0.exp_avg". */
+typedef struct {
+    const char *name;
+    kiln_tensor *tensor;
+} kiln_named_tensor;
+
+/* One entry of the header's "__metadata__" string map. */
+typedef struct {
+    const char *key;
+    const char *value;
+} kiln_metadata_entry;
+
+/* Writes the tensors (any device, any strides; f32, f64, f16, bf16, i32, i64, u8)
+ * and the metadata to path atomically: a temporary file in the same directory is
+ * written, fsync'd and renamed over path, so path holds either the old file or the
+ * complete new one. Names must be unique, non-empty and not "__metadata__". On any
+ * failure the temporary file is removed and path is left untouched. */
+KILN_API kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *tensors, int n,
+                                           const kiln_metadata_entry *meta, int nmeta);
+
+/* Loads the file's tensors into existing tensors by name, converting nothing: each
+ * file entry must have the tensor's dtype and shape. strict (as torch's
+ * load_state_dict): names missing from the file and file entries no tensor asked
+ * for are errors too. Every problem is listed in one error message, and the tensors
+ * are written only when there is none. A corrupt or truncated file is
+ * KILN_STATUS_FORMAT, a file that cannot be read KILN_STATUS_IO, a name, dtype or
+ * shape that does not match KILN_STATUS_SHAPE. */
+KILN_API kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *into, int n, bool strict);
+
+/* ---- reading a file's table -------------------------------------------------------- */
+
+typedef struct kiln_safetensors kiln_safetensors;
+
+typedef struct {
+    const char *name;
+    const char *dtype_name; /* as in the file: "F32", "BF16", "I8", ... */
+    int dtype;              /* the kiln_dtype, or -1 for a valid safetensors dtype kiln has no tensors of */
+    int ndim;
+    int64_t shape[KILN_MAX_DIMS];
+    uint64_t begin, end;    /* data_offsets, relative to the data area */
+} kiln_safetensors_entry;
+
+/* Opens and validates a file (header and table; the data is read on demand).
+ * NULL and an error when it is unreadable or invalid. */
+KILN_API kiln_safetensors *kiln_safetensors_open(const char *path);
+KILN_API void kiln_safetensors_close(kiln_safetensors *f);
+/* Tensors in data order. */
+KILN_API int kiln_safetensors_count(const kiln_safetensors *f);
+KILN_API const kiln_safetensors_entry *kiln_safetensors_entry_at(const kiln_safetensors *f, int i);
+/* The entry with that name, or NULL. */
+KILN_API const kiln_safetensors_entry *kiln_safetensors_find(const kiln_safetensors *f, const char *name);
+/* A new CPU tensor (in the current scope) holding the named tensor's values. */
+KILN_API kiln_tensor *kiln_safetensors_read(kiln_safetensors *f, const char *name);
+/* The "__metadata__" map: its entries (owned by f) and one value by key (NULL if absent). */
+KILN_API int kiln_safetensors_metadata(const kiln_safetensors *f, const kiln_metadata_entry **entries);
+KILN_API const char *kiln_safetensors_metadata_get(const kiln_safetensors *f, const char *key);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,605 @@
+/* safetensors checkpoints: the format of the Python `safetensors` package (u64
+ * little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}
+ * with an optional "__metadata__" string map, then the tensors' raw bytes packed
+ * back to back). Writing is atomic (temporary file, fsync, rename); reading
+ * validates the whole table before any tensor is touched. */
+#include "internal.h"
+#include "json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "kiln's safetensors I/O assumes a little-endian host, as the format's data is little-endian"
+#endif
+
+/* The safetensors package refuses headers above 100 MB; so do we. */
+#define MAX_HEADER_LEN 100000000ull
+
+typedef struct {
+    const char *name;
+    size_t size;
+    int kiln; /* kiln_dtype or -1 */
+} st_dtype;
+
+static const st_dtype g_dtypes[] = {
+    {"F64", 8, KILN_F64}, {"F32", 4, KILN_F32}, {"F16", 2, KILN_F16}, {"BF16", 2, KILN_BF16},
+    {"I64", 8, KILN_I64}, {"I32", 4, KILN_I32}, {"U8", 1, KILN_U8},   {"I16", 2, -1},
+    {"U16", 2, -1},       {"U32", 4, -1},       {"U64", 8, -1},       {"I8", 1, -1},
+    {"BOOL", 1, -1},      {"F8_E4M3", 1, -1},   {"F8_E5M2", 1, -1},
+};
+#define N_DTYPES ((int)(sizeof g_dtypes / sizeof g_dtypes[0]))
+
+static const st_dtype *dtype_by_name(const char *s) {
+    for (int i = 0; i < N_DTYPES; i++)
+        if (!strcmp(g_dtypes[i].name, s)) return &g_dtypes[i];
+    return NULL;
+}
+
+static const st_dtype *dtype_of(kiln_dtype dt) {
+    for (int i = 0; i < N_DTYPES; i++)
+        if (g_dtypes[i].kiln == (int)dt) return &g_dtypes[i];
+    return NULL;
+}
+
+struct kiln_safetensors {
+    FILE *f;
+    char *path;
+    uint64_t data_start, data_len;
+    kiln_json *header;
+    int n;
+    kiln_safetensors_entry *entries; /* sorted by data offset; strings point into header */
+    int nmeta;
+    kiln_metadata_entry *meta;
+};
+
+/* ---- a growable message, for errors that list many names ---------------------------- */
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+} strbuf;
+
+static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if (b->len + (size_t)k + 1 > b->cap) {
+        size_t nc = (b->len + (size_t)k + 1) * 2;
+        char *s = realloc(b->s, nc);
+        if (!s) return;
+        b->s = s;
+        b->cap = nc;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)k;
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+void kiln_safetensors_close(kiln_safetensors *f) {
+    if (!f) return;
+    if (f->f) fclose(f->f);
+    free(f->path);
+    kiln__json_free(f->header);
+    free(f->entries);
+    free(f->meta);
+    free(f);
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    const kiln_safetensors_entry *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+static bool as_uint(const kiln_json *v, uint64_t *out) {
+    if (!v || v->type != KILN_JSON_NUMBER || !v->is_uint) return false;
+    *out = v->uint;
+    return true;
+}
+
+static kiln_safetensors *open_fail(kiln_safetensors *f, kiln_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static kiln_safetensors *open_fail(kiln_safetensors *f, kiln_status s, const char *fmt, ...) {
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    kiln__error(s, "safetensors '%s': %s", f->path ? f->path : "?", msg);
+    kiln_safetensors_close(f);
+    return NULL;
+}
+
+/* Checks one table entry and fills e. Returns an error text or NULL. */
+static const char *parse_entry(const char *name, const kiln_json *v, uint64_t data_len, kiln_safetensors_entry *e,
+                               char *why, size_t n) {
+    e->name = name;
+    if (v->type != KILN_JSON_OBJECT) return "is not an object";
+    const kiln_json *dt = kiln__json_get(v, "dtype"), *sh = kiln__json_get(v, "shape"),
+                    *off = kiln__json_get(v, "data_offsets");
+    if (!dt || dt->type != KILN_JSON_STRING) return "has no \"dtype\" string";
+    const st_dtype *d = dtype_by_name(dt->string);
+    if (!d) {
+        snprintf(why, n, "has unknown dtype \"%.64s\" (safetensors dtypes: F64 F32 F16 BF16 I64 I32 I16 I8 U64 "
+                 "U32 U16 U8 BOOL F8_E4M3 F8_E5M2)", dt->string);
+        return why;
+    }
+    e->dtype_name = d->name;
+    e->dtype = d->kiln;
+    if (!sh || sh->type != KILN_JSON_ARRAY) return "has no \"shape\" array";
+    if (sh->count > KILN_MAX_DIMS) {
+        snprintf(why, n, "has %d dimensions; kiln tensors have at most %d", sh->count, KILN_MAX_DIMS);
+        return why;
+    }
+    e->ndim = sh->count;
+    uint64_t bytes = d->size;
+    bool overflow = false;
+    for (int k = 0; k < sh->count; k++) {
+        uint64_t s;
+        if (!as_uint(&sh->items[k], &s) || s > (uint64_t)INT64_MAX) return "has a shape entry that is not a size";
+        e->shape[k] = (int64_t)s;
+        if (s && bytes > UINT64_MAX / s) overflow = true;
+        else bytes *= s;
+    }
+    if (!off || off->type != KILN_JSON_ARRAY || off->count != 2 || !as_uint(&off->items[0], &e->begin) ||
+        !as_uint(&off->items[1], &e->end))
+        return "has no \"data_offsets\" pair of non-negative integers";
+    if (e->end < e->begin) return "has data_offsets that end before they begin";
+    if (e->end > data_len) {
+        snprintf(why, n, "has data_offsets [%llu, %llu] past the end of the data area (%llu bytes)",
+                 (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)data_len);
+        return why;
+    }
+    if (overflow || e->end - e->begin != bytes) {
+        char sb[160];
+        snprintf(why, n, "is %s%s (%s%llu bytes) but its data_offsets [%llu, %llu] span %llu bytes", d->name,
+                 kiln__shape_str(e->ndim, e->shape, sb, sizeof sb), overflow ? "more than " : "",
+                 overflow ? (unsigned long long)UINT64_MAX : (unsigned long long)bytes, (unsigned long long)e->begin,
+                 (unsigned long long)e->end, (unsigned long long)(e->end - e->begin));
+        return why;
+    }
+    return NULL;
+}
+
+kiln_safetensors *kiln_safetensors_open(const char *path) {
+    if (!path) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_safetensors_open: path is NULL");
+        return NULL;
+    }
+    kiln_safetensors *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
+        kiln__error(KILN_STATUS_OOM, "kiln_safetensors_open: out of host memory");
+        return NULL;
+    }
+    f->f = fopen(path, "rb");
+    if (!f->f) return open_fail(f, KILN_STATUS_IO, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f->f), &st) != 0) return open_fail(f, KILN_STATUS_IO, "cannot stat: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode)) return open_fail(f, KILN_STATUS_IO, "not a regular file");
+    uint64_t size = (uint64_t)st.st_size;
+    unsigned char lenb[8];
+    if (size < 8)
+        return open_fail(f, KILN_STATUS_FORMAT, "the file is %llu bytes, too short for the 8-byte header length "
+                         "(truncated?)", (unsigned long long)size);
+    if (fread(lenb, 1, 8, f->f) != 8) return open_fail(f, KILN_STATUS_IO, "cannot read the header length");
+    uint64_t hl = 0;
+    for (int k = 7; k >= 0; k--) hl = hl << 8 | lenb[k];
+    if (hl < 2 || hl > MAX_HEADER_LEN)
+        return open_fail(f, KILN_STATUS_FORMAT, "header length %llu is not sane (2..%llu bytes); not a safetensors "
+                         "file?", (unsigned long long)hl, MAX_HEADER_LEN);
+    if (hl > size - 8)
+        return open_fail(f, KILN_STATUS_FORMAT, "header length %llu runs past the end of the %llu-byte file "
+                         "(truncated?)", (unsigned long long)hl, (unsigned long long)size);
+    f->data_start = 8 + hl;
+    f->data_len = size - f->data_start;
+    char *text = malloc(hl);
+    if (!text) return open_fail(f, KILN_STATUS_OOM, "out of host memory for a %llu-byte header", (unsigned long long)hl);
+    if (fread(text, 1, hl, f->f) != hl) {
+        free(text);
+        return open_fail(f, KILN_STATUS_IO, "cannot read the header");
+    }
+    char err[200];
+    if (text[0] != '{') {
+        free(text);
+        return open_fail(f, KILN_STATUS_FORMAT, "the header does not start with '{'");
+    }
+    f->header = kiln__json_parse(text, hl, err, sizeof err);
+    free(text);
+    if (!f->header) return open_fail(f, KILN_STATUS_FORMAT, "the JSON header is malformed: %s", err);
+    kiln_json *h = f->header;
+    f->entries = calloc((size_t)h->count + 1, sizeof *f->entries);
+    if (!f->entries) return open_fail(f, KILN_STATUS_OOM, "out of host memory");
+    for (int k = 0; k < h->count; k++) {
+        const char *name = h->keys[k];
+        const kiln_json *v = &h->items[k];
+        if (!strcmp(name, "__metadata__")) {
+            if (v->type != KILN_JSON_OBJECT) return open_fail(f, KILN_STATUS_FORMAT, "__metadata__ is not an object");
+            f->meta = calloc((size_t)v->count + 1, sizeof *f->meta);
+            if (!f->meta) return open_fail(f, KILN_STATUS_OOM, "out of host memory");
+            for (int m = 0; m < v->count; m++) {
+                if (v->items[m].type != KILN_JSON_STRING)
+                    return open_fail(f, KILN_STATUS_FORMAT, "__metadata__ value of \"%.64s\" is not a string",
+                                     v->keys[m]);
+                f->meta[m] = (kiln_metadata_entry){v->keys[m], v->items[m].string};
+            }
+            f->nmeta = v->count;
+            continue;
+        }
+        char why[300];
+        const char *bad = parse_entry(name, v, f->data_len, &f->entries[f->n], why, sizeof why);
+        if (bad) return open_fail(f, KILN_STATUS_FORMAT, "tensor \"%.128s\" %s", name, bad);
+        f->n++;
+    }
+    /* The data area must be exactly the tensors, back to back. */
+    qsort(f->entries, (size_t)f->n, sizeof *f->entries, cmp_entry);
+    uint64_t at = 0;
+    for (int k = 0; k < f->n; k++) {
+        kiln_safetensors_entry *e = &f->entries[k];
+        if (e->begin < at)
+            return open_fail(f, KILN_STATUS_FORMAT, "tensor \"%.128s\" [%llu, %llu] overlaps tensor \"%.128s\" "
+                             "(which ends at %llu)", e->name, (unsigned long long)e->begin,
+                             (unsigned long long)e->end, f->entries[k - 1].name, (unsigned long long)at);
+        if (e->begin > at)
+            return open_fail(f, KILN_STATUS_FORMAT, "bytes [%llu, %llu) of the data area belong to no tensor (gap "
+                             "before \"%.128s\")", (unsigned long long)at, (unsigned long long)e->begin, e->name);
+        at = e->end;
+    }
+    if (at != f->data_len)
+        return open_fail(f, KILN_STATUS_FORMAT, "the tensors cover %llu bytes but the data area has %llu (trailing "
+                         "bytes or a wrong header length)", (unsigned long long)at, (unsigned long long)f->data_len);
+    return f;
+}
+
+int kiln_safetensors_count(const kiln_safetensors *f) { return f ? f->n : 0; }
+
+const kiln_safetensors_entry *kiln_safetensors_entry_at(const kiln_safetensors *f, int i) {
+    return f && i >= 0 && i < f->n ? &f->entries[i] : NULL;
+}
+
+const kiln_safetensors_entry *kiln_safetensors_find(const kiln_safetensors *f, const char *name) {
+    if (!f || !name) return NULL;
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(f->entries[i].name, name)) return &f->entries[i];
+    return NULL;
+}
+
+int kiln_safetensors_metadata(const kiln_safetensors *f, const kiln_metadata_entry **entries) {
+    if (entries) *entries = f ? f->meta : NULL;
+    return f ? f->nmeta : 0;
+}
+
+const char *kiln_safetensors_metadata_get(const kiln_safetensors *f, const char *key) {
+    if (!f || !key) return NULL;
+    for (int i = 0; i < f->nmeta; i++)
+        if (!strcmp(f->meta[i].key, key)) return f->meta[i].value;
+    return NULL;
+}
+
+static kiln_status read_bytes(kiln_safetensors *f, const kiln_safetensors_entry *e, void *dst) {
+    uint64_t n = e->end - e->begin;
+    if (!n) return KILN_STATUS_OK;
+    if (fseeko(f->f, (off_t)(f->data_start + e->begin), SEEK_SET) != 0 || fread(dst, 1, n, f->f) != n)
+        return kiln__error(KILN_STATUS_IO, "safetensors '%s': cannot read tensor \"%.128s\" (file changed while "
+                           "open?)", f->path, e->name);
+    return KILN_STATUS_OK;
+}
+
+/* Reads entry e into dst (same dtype and shape; any device and strides). */
+static kiln_status read_into(kiln_safetensors *f, const kiln_safetensors_entry *e, kiln_tensor *dst) {
+    if (dst->device.type == KILN_DEVICE_CPU && kiln_tensor_is_contiguous(dst)) return read_bytes(f, e, kiln__ptr(dst));
+    void *buf = malloc(e->end - e->begin ? e->end - e->begin : 1);
+    if (!buf) return kiln__error(KILN_STATUS_OOM, "safetensors: out of host memory reading \"%.128s\"", e->name);
+    kiln_status st = read_bytes(f, e, buf);
+    if (st == KILN_STATUS_OK) {
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *tmp = kiln_tensor_from_host(buf, e->ndim, e->shape, dst->dtype, dst->device);
+        st = tmp ? kiln_tensor_copy_(dst, tmp) : kiln_last_status();
+        kiln_scope_end(s);
+    }
+    free(buf);
+    return st;
+}
+
+kiln_tensor *kiln_safetensors_read(kiln_safetensors *f, const char *name) {
+    if (!f || !name) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_safetensors_read: file or name is NULL");
+        return NULL;
+    }
+    const kiln_safetensors_entry *e = kiln_safetensors_find(f, name);
+    if (!e) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "safetensors '%s': no tensor named \"%.128s\"", f->path, name);
+        return NULL;
+    }
+    if (e->dtype < 0) {
+        kiln__error(KILN_STATUS_DTYPE, "safetensors '%s': tensor \"%.128s\" is %s, which kiln has no tensors of",
+                    f->path, name, e->dtype_name);
+        return NULL;
+    }
+    kiln_tensor *t = kiln__new(e->ndim, e->shape, (kiln_dtype)e->dtype, KILN_CPU);
+    if (t && read_bytes(f, e, kiln__ptr(t)) != KILN_STATUS_OK) {
+        kiln_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static bool same_geometry(const kiln_safetensors_entry *e, const kiln_tensor *t) {
+    if (e->dtype != (int)t->dtype || e->ndim != t->ndim) return false;
+    for (int k = 0; k < e->ndim; k++)
+        if (e->shape[k] != t->shape[k]) return false;
+    return true;
+}
+
+kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *into, int n, bool strict) {
+    const char *op = "kiln_safetensors_load";
+    if (n < 0 || (n > 0 && !into)) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: no tensors given", op);
+    for (int i = 0; i < n; i++) {
+        if (!into[i].name || !into[i].tensor)
+            return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: entry %d has a NULL %s", op, i,
+                               into[i].name ? "tensor (an earlier call failed?)" : "name");
+        for (int j = 0; j < i; j++)
+            if (!strcmp(into[i].name, into[j].name))
+                return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: name \"%.128s\" is given twice", op,
+                                   into[i].name);
+    }
+    kiln_safetensors *f = kiln_safetensors_open(path);
+    if (!f) return kiln_last_status();
+    const kiln_safetensors_entry **match = calloc((size_t)n + 1, sizeof *match);
+    bool *used = calloc((size_t)f->n + 1, sizeof *used);
+    if (!match || !used) {
+        free(match);
+        free(used);
+        kiln_safetensors_close(f);
+        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
+    }
+    strbuf missing = {0}, unexpected = {0}, mismatched = {0};
+    int n_missing = 0, n_unexpected = 0, n_mismatched = 0;
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < f->n; k++)
+            if (!strcmp(f->entries[k].name, into[i].name)) {
+                match[i] = &f->entries[k];
+                used[k] = true;
+                break;
+            }
+        const kiln_safetensors_entry *e = match[i];
+        if (!e) {
+            sb_printf(&missing, "%s\"%s\"", n_missing++ ? ", " : "", into[i].name);
+        } else if (!same_geometry(e, into[i].tensor)) {
+            char s1[160], s2[160];
+            sb_printf(&mismatched, "%s\"%s\" (file %s%s, tensor %s)", n_mismatched++ ? ", " : "", into[i].name,
+                      e->dtype_name, kiln__shape_str(e->ndim, e->shape, s1, sizeof s1),
+                      kiln_tensor_describe(into[i].tensor, s2, sizeof s2));
+        }
+    }
+    for (int k = 0; k < f->n; k++)
+        if (!used[k]) sb_printf(&unexpected, "%s\"%s\"", n_unexpected++ ? ", " : "", f->entries[k].name);
+    kiln_status st = KILN_STATUS_OK;
+    if (n_mismatched || (strict && (n_missing || n_unexpected))) {
+        strbuf msg = {0};
+        sb_printf(&msg, "%s '%s': nothing loaded:", op, path);
+        if (n_mismatched) sb_printf(&msg, " %d mismatched: %s;", n_mismatched, mismatched.s);
+        if (strict && n_missing) sb_printf(&msg, " %d missing from the file: %s;", n_missing, missing.s);
+        if (strict && n_unexpected) sb_printf(&msg, " %d unexpected in the file: %s;", n_unexpected, unexpected.s);
+        if (strict && !n_mismatched) sb_printf(&msg, " (pass strict=false to load the names that match)");
+        st = kiln__error(KILN_STATUS_SHAPE, "%s", msg.s ? msg.s : op);
+        free(msg.s);
+    }
+    for (int i = 0; i < n && st == KILN_STATUS_OK; i++)
+        if (match[i]) st = read_into(f, match[i], into[i].tensor);
+    free(missing.s);
+    free(unexpected.s);
+    free(mismatched.s);
+    free(match);
+    free(used);
+    kiln_safetensors_close(f);
+    return st;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    kiln_tensor *t;
+    const st_dtype *d;
+} save_item;
+
+static int cmp_save(const void *a, const void *b) {
+    const save_item *x = a, *y = b;
+    /* the safetensors package's order: larger alignment first, then by name */
+    if (x->d->size != y->d->size) return x->d->size > y->d->size ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static bool valid_name(const char *s) { return s && s[0] && kiln__utf8_valid(s, strlen(s)); }
+
+/* Builds the padded JSON header in memory. */
+static char *build_header(const save_item *items, int n, const kiln_metadata_entry *meta, int nmeta, size_t *len) {
+    char *buf = NULL;
+    size_t sz = 0;
+    FILE *m = open_memstream(&buf, &sz);
+    if (!m) return NULL;
+    fputc('{', m);
+    bool first = true;
+    if (nmeta > 0) {
+        fputs("\"__metadata__\":{", m);
+        for (int i = 0; i < nmeta; i++) {
+            if (i) fputc(',', m);
+            kiln__json_write_string(m, meta[i].key);
+            fputc(':', m);
+            kiln__json_write_string(m, meta[i].value);
+        }
+        fputc('}', m);
+        first = false;
+    }
+    uint64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        if (!first) fputc(',', m);
+        first = false;
+        kiln__json_write_string(m, items[i].name);
+        fprintf(m, ":{\"dtype\":\"%s\",\"shape\":[", items[i].d->name);
+        for (int k = 0; k < items[i].t->ndim; k++) fprintf(m, k ? ",%lld" : "%lld", (long long)items[i].t->shape[k]);
+        uint64_t bytes = (uint64_t)kiln_tensor_numel(items[i].t) * items[i].d->size;
+        fprintf(m, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at, (unsigned long long)(at + bytes));
+        at += bytes;
+    }
+    fputc('}', m);
+    /* pad with spaces so the data area starts 8-byte aligned, as the package does */
+    long pos = ftell(m);
+    while (pos >= 0 && (pos + 8) % 8) fputc(' ', m), pos++;
+    if (fclose(m) != 0) {
+        free(buf);
+        return NULL;
+    }
+    *len = sz;
+    return buf;
+}
+
+static kiln_status write_tensor(FILE *out, const save_item *it) {
+    kiln_tensor *t = it->t;
+    size_t bytes = (size_t)kiln_tensor_numel(t) * it->d->size;
+    if (!bytes) return KILN_STATUS_OK;
+    if (t->device.type == KILN_DEVICE_CPU && kiln_tensor_is_contiguous(t))
+        return fwrite(kiln__ptr(t), 1, bytes, out) == bytes ? KILN_STATUS_OK : KILN_STATUS_IO;
+    void *buf = malloc(bytes);
+    if (!buf) return kiln__error(KILN_STATUS_OOM, "kiln_safetensors_save: out of host memory for \"%.128s\"",
+                                 it->name);
+    kiln_status st = kiln_tensor_to_host(t, buf, bytes);
+    if (st == KILN_STATUS_OK && fwrite(buf, 1, bytes, out) != bytes) st = KILN_STATUS_IO;
+    free(buf);
+    return st;
+}
+
+kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *tensors, int n,
+                                  const kiln_metadata_entry *meta, int nmeta) {
+    const char *op = "kiln_safetensors_save";
+    if (!path || !path[0]) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: path is empty", op);
+    if (n < 0 || (n > 0 && !tensors) || nmeta < 0 || (nmeta > 0 && !meta))
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: tensors or metadata array is NULL", op);
+    for (int i = 0; i < nmeta; i++) {
+        if (!valid_name(meta[i].key) || !meta[i].value || !kiln__utf8_valid(meta[i].value, strlen(meta[i].value)))
+            return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: metadata entry %d needs a non-empty UTF-8 key and "
+                               "a UTF-8 value", op, i);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(meta[i].key, meta[j].key))
+                return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: metadata key \"%.128s\" is given twice", op,
+                                   meta[i].key);
+    }
+    save_item *items = calloc((size_t)n + 1, sizeof *items);
+    if (!items) return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
+    kiln_status st = KILN_STATUS_OK;
+    for (int i = 0; i < n && st == KILN_STATUS_OK; i++) {
+        const kiln_named_tensor *nt = &tensors[i];
+        if (!valid_name(nt->name) || !strcmp(nt->name, "__metadata__"))
+            st = kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: entry %d needs a non-empty UTF-8 name other than "
+                             "\"__metadata__\"", op, i);
+        else if (!nt->tensor)
+            st = kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: tensor \"%.128s\" is NULL (an earlier call failed?)",
+                             op, nt->name);
+        else
+            items[i] = (save_item){nt->name, nt->tensor, dtype_of(nt->tensor->dtype)};
+        for (int j = 0; j < i && st == KILN_STATUS_OK; j++)
+            if (!strcmp(nt->name, tensors[j].name))
+                st = kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: name \"%.128s\" is given twice", op, nt->name);
+    }
+    if (st != KILN_STATUS_OK) {
+        free(items);
+        return st;
+    }
+    qsort(items, (size_t)n, sizeof *items, cmp_save);
+    size_t hl = 0;
+    char *header = build_header(items, n, meta, nmeta, &hl);
+    if (!header) {
+        free(items);
+        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory for the header", op);
+    }
+
+    /* The temporary file lives beside path so that rename() is atomic. */
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (!tmp) {
+        free(items);
+        free(header);
+        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
+    }
+    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    FILE *out = NULL;
+    const char *stage = "create a temporary file";
+    int err = 0;
+    if (fd < 0) {
+        err = errno;
+        goto fail;
+    }
+    fchmod(fd, 0644);
+    if (!(out = fdopen(fd, "wb"))) {
+        err = errno;
+        close(fd);
+        goto fail;
+    }
+    stage = "write";
+    unsigned char lenb[8];
+    for (int k = 0; k < 8; k++) lenb[k] = (unsigned char)((uint64_t)hl >> (8 * k));
+    errno = 0;
+    if (fwrite(lenb, 1, 8, out) != 8 || fwrite(header, 1, hl, out) != hl) goto fail_errno;
+    for (int i = 0; i < n; i++) {
+        kiln_status ws = write_tensor(out, &items[i]);
+        if (ws == KILN_STATUS_IO) goto fail_errno;
+        if (ws != KILN_STATUS_OK) {
+            fclose(out);
+            unlink(tmp);
+            free(tmp);
+            free(items);
+            free(header);
+            return ws;
+        }
+    }
+    if (fflush(out) != 0) goto fail_errno;
+    stage = "fsync";
+    if (fsync(fileno(out)) != 0) goto fail_errno;
+    stage = "close";
+    FILE *o2 = out;
+    out = NULL;
+    if (fclose(o2) != 0) goto fail_errno;
+    stage = "rename the temporary file over";
+    if (rename(tmp, path) != 0) goto fail_errno;
+    /* Make the rename itself durable: fsync the directory (best effort). */
+    {
+        char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+        if (dir) {
+            const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
+            int dfd = open(d, O_RDONLY | O_DIRECTORY);
+            if (dfd >= 0) {
+                fsync(dfd);
+                close(dfd);
+            }
+            free(dir);
+        }
+    }
+    free(tmp);
+    free(items);
+    free(header);
+    return KILN_STATUS_OK;
+fail_errno:
+    err = errno ? errno : EIO;
+fail:
+    if (out) fclose(out);
+    if (fd >= 0) unlink(tmp);
+    st = kiln__error(KILN_STATUS_IO, "%s: cannot %s '%s': %s; the previous file, if any, is untouched", op, stage,
+                     fd >= 0 ? path : tmp, strerror(err));
+    free(tmp);
+    free(items);
+    free(header);
+    return st;
+}
