@@ -264,9 +264,12 @@ static kiln_tensor *rand_tensor(const char *op, int ndim, const int64_t *shape, 
         kiln__error(KILN_STATUS_DTYPE, "%s: dtype %s; random tensors are f32 or f64", op, kiln_dtype_name(dt));
         return NULL;
     }
-    if (normal ? !(b >= 0) : !(a < b)) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, normal ? "%s: std %g must be >= 0" : "%s: lo must be below hi "
-                    "(got %g)", op, normal ? b : a);
+    if (normal && !(b >= 0)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: std %g must be >= 0", op, b);
+        return NULL;
+    }
+    if (!normal && !(a < b)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: lo (%g) must be below hi (%g)", op, a, b);
         return NULL;
     }
     kiln_tensor *t = kiln__new(ndim, shape, dt, dev);
