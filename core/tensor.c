@@ -88,10 +88,11 @@ static void scope_clear(kiln_scope *s) {
 }
 
 void kiln_scope_end(kiln_scope *s) {
-    if (!s || s->is_root) return;
-    /* Close any scope opened inside s and left open. */
+    if (!s) return;
+    /* s may be a scope that already ended (and was freed): only compare it with the
+     * open scopes until it is found among them, never read through it before. */
     bool found = false;
-    for (kiln_scope *c = current_scope(); c; c = c->parent)
+    for (kiln_scope *c = current_scope(); c && !c->is_root; c = c->parent)
         if (c == s) found = true;
     if (!found) {
         kiln__error(KILN_STATUS_STATE, "kiln_scope_end: scope is not open on this thread (ended twice?)");
@@ -113,7 +114,13 @@ kiln_tensor *kiln_scope_keep(kiln_tensor *t) {
     kiln_scope *dest = t->scope->parent ? t->scope->parent : t->scope;
     scope_unlink(t);
     scope_link(dest, t);
-    t->grad_fn = NULL; /* its node dies with the inner scope */
+    /* Its node dies with the inner scope: cut t from the tape as kiln_tensor_detach
+     * would. A computed tensor stops requiring grad (else later backward calls would
+     * treat it as a leaf and accumulate into it); a leaf keeps its flag. */
+    if (t->grad_fn) {
+        t->grad_fn = NULL;
+        t->requires_grad = false;
+    }
     return t;
 }
 
