@@ -296,9 +296,23 @@ kiln_status kiln_tensor_to_host(const kiln_tensor *t, void *dst, size_t nbytes) 
 
 int kiln_tensor_ndim(const kiln_tensor *t) { return t ? t->ndim : -1; }
 
+/* A 0-d tensor has no axis to ask about (kiln__axis accepts axis 0 there, as
+ * reductions do); answer -1 with an error rather than silently. */
+static bool query_axis(const char *fn, const kiln_tensor *t, int i, int *a) {
+    if (!t) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: tensor is NULL", fn);
+        return false;
+    }
+    if (t->ndim == 0) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: a 0-d tensor has no axis %d", fn, i);
+        return false;
+    }
+    return kiln__axis(fn, i, t->ndim, a);
+}
+
 int64_t kiln_tensor_size(const kiln_tensor *t, int i) {
     int a;
-    if (!t || !kiln__axis("kiln_tensor_size", i, t->ndim, &a) || t->ndim == 0) return -1;
+    if (!query_axis("kiln_tensor_size", t, i, &a)) return -1;
     return t->shape[a];
 }
 
@@ -306,7 +320,7 @@ const int64_t *kiln_tensor_shape(const kiln_tensor *t) { return t ? t->shape : N
 
 int64_t kiln_tensor_stride(const kiln_tensor *t, int i) {
     int a;
-    if (!t || !kiln__axis("kiln_tensor_stride", i, t->ndim, &a) || t->ndim == 0) return -1;
+    if (!query_axis("kiln_tensor_stride", t, i, &a)) return -1;
     return t->strides[a] / (int64_t)kiln_dtype_size(t->dtype);
 }
 
