@@ -150,6 +150,10 @@ kiln_tensor *kiln_where(kiln_tensor *cond, kiln_tensor *a, kiln_tensor *b) {
 }
 
 static void where_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
+    /* A float condition may require grad (a mask computed from parameters): the
+     * output is piecewise constant in it, so its gradient is zero. */
+    kiln_tensor *c = n->inputs[0];
+    if (n->needs_grad[0]) gin[0] = kiln_tensor_zeros(c->ndim, c->shape, c->dtype, c->device);
     kiln_tensor *zero = kiln_tensor_scalar(0.0, g->dtype, g->device);
     for (int side = 1; side <= 2; side++) {
         if (!n->needs_grad[side]) continue;
