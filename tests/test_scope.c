@@ -173,3 +173,12 @@ Test(scope, a_step_loop_returns_to_the_same_memory) {
         cr_expect_eq(in_use(), base, "step %d", step);
     }
 }
+
+Test(scope, freeing_a_gradient_is_refused) {
+    kiln_tensor *x = kiln_tensor_full(1, (int64_t[]){2}, 1, KILN_F32, KILN_CPU);
+    kiln_tensor_set_requires_grad(x, true);
+    cr_assert_eq(kiln_backward(kiln_sum_all(x), NULL), KILN_STATUS_OK);
+    kiln_tensor_free(kiln_tensor_grad(x));
+    kt_expect_error(KILN_STATUS_STATE, "kiln_tensor_zero_grad");
+    KT_EXPECT(kiln_tensor_grad(x), 0, 0, {1, 1}); /* still there, still valid */
+}
