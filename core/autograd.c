@@ -88,10 +88,11 @@ static kiln_status record(const kiln_op_def *op, int nin, kiln_tensor *const *in
 kiln_tensor *kiln__run(const kiln_op_def *op, int nin, kiln_tensor *const *in, kiln_tensor *out,
                        const void *attrs) {
     if (!out) return NULL;
+    const char *name = op->label && attrs ? op->label(attrs) : op->name;
     kiln_kernel_fn k = kiln__kernel(op, out->device.type);
     if (!k) {
         char d[16];
-        kiln__error(KILN_STATUS_DEVICE, "%s: no kernel for %s in this build; run it on the cpu device", op->name,
+        kiln__error(KILN_STATUS_DEVICE, "%s: no kernel for %s in this build; run it on the cpu device", name,
                     kiln_device_name(out->device, d, sizeof d));
         kiln_tensor_free(out);
         return NULL;
@@ -103,8 +104,8 @@ kiln_tensor *kiln__run(const kiln_op_def *op, int nin, kiln_tensor *const *in, k
     }
     if (g_anomaly && has_nonfinite(out)) {
         char b[200];
-        kiln__error(KILN_STATUS_ANOMALY, "anomaly mode: %s produced NaN or Inf in its %s output", op->name,
-                    kiln_tensor_describe(out, b, sizeof b));
+        kiln__error(KILN_STATUS_ANOMALY, "anomaly mode: %s (registry op %s) produced NaN or Inf in its %s output",
+                    name, op->name, kiln_tensor_describe(out, b, sizeof b));
         kiln_tensor_free(out);
         return NULL;
     }
@@ -199,10 +200,18 @@ kiln_status kiln_backward(kiln_tensor *root, kiln_tensor *grad_output) {
                            "kiln_backward: root %s is not a scalar; reduce it (kiln_sum_all / kiln_mean_all) or pass "
                            "grad_output of its shape",
                            kiln_tensor_describe(root, b1, sizeof b1));
-    if (grad_output && (!same_shape(grad_output, root) || grad_output->dtype != root->dtype ||
-                        !kiln_device_equal(grad_output->device, root->device)))
-        return kiln__error(KILN_STATUS_SHAPE, "kiln_backward: grad_output %s does not match root %s",
-                           kiln_tensor_describe(grad_output, b1, sizeof b1), kiln_tensor_describe(root, b2, sizeof b2));
+    if (grad_output) {
+        /* the status says which of shape, dtype and device differs */
+        kiln_status bad = !kiln_device_equal(grad_output->device, root->device) ? KILN_STATUS_DEVICE
+                          : grad_output->dtype != root->dtype                    ? KILN_STATUS_DTYPE
+                          : !same_shape(grad_output, root)                       ? KILN_STATUS_SHAPE
+                                                                                 : KILN_STATUS_OK;
+        if (bad != KILN_STATUS_OK)
+            return kiln__error(bad, "kiln_backward: grad_output %s does not match root %s; it needs the root's "
+                               "shape, dtype and device",
+                               kiln_tensor_describe(grad_output, b1, sizeof b1),
+                               kiln_tensor_describe(root, b2, sizeof b2));
+    }
     kiln_no_grad_begin();
     kiln_status st = KILN_STATUS_OK;
     kiln_tensor *g = grad_output ? grad_output : kiln_tensor_full(root->ndim, root->shape, 1.0, root->dtype, root->device);

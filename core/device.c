@@ -26,26 +26,32 @@ const char *kiln_device_name(kiln_device d, char *buf, size_t n) {
     return buf;
 }
 
-kiln_status kiln_device_parse(const char *s, kiln_device *out) {
-    if (!s) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "device name is NULL");
+/* Parses without recording an error, so that kiln_default_device can word its own. */
+static bool parse_device(const char *s, kiln_device *out) {
     if (strcmp(s, "cpu") == 0) {
         *out = KILN_CPU;
-        return KILN_STATUS_OK;
+        return true;
     }
     if (strncmp(s, "cuda", 4) == 0) {
         if (s[4] == '\0') {
             *out = KILN_CUDA(0);
-            return KILN_STATUS_OK;
+            return true;
         }
-        if (s[4] == ':') {
+        if (s[4] == ':' && s[5] >= '0' && s[5] <= '9') { /* digits only: strtol would take "+1", " 1" */
             char *end;
             long i = strtol(s + 5, &end, 10);
-            if (end != s + 5 && *end == '\0' && i >= 0 && i < 1024) {
+            if (*end == '\0' && i < 1024) {
                 *out = KILN_CUDA((int)i);
-                return KILN_STATUS_OK;
+                return true;
             }
         }
     }
+    return false;
+}
+
+kiln_status kiln_device_parse(const char *s, kiln_device *out) {
+    if (!s || !out) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_device_parse: %s is NULL", s ? "out" : "name");
+    if (parse_device(s, out)) return KILN_STATUS_OK;
     return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "unknown device '%s': use cpu, cuda or cuda:N", s);
 }
 
@@ -65,8 +71,13 @@ bool kiln_device_available(kiln_device d) {
 kiln_device kiln_default_device(void) {
     const char *env = getenv("KILN_DEVICE");
     kiln_device d;
-    if (env && *env && kiln_device_parse(env, &d) == KILN_STATUS_OK) return d;
-    return kiln_cuda_device_count() > 0 ? KILN_CUDA(0) : KILN_CPU;
+    kiln_device fallback = kiln_cuda_device_count() > 0 ? KILN_CUDA(0) : KILN_CPU;
+    if (!env || !*env) return fallback;
+    if (parse_device(env, &d)) return d;
+    char fb[16];
+    kiln__error(KILN_STATUS_INVALID_ARGUMENT, "KILN_DEVICE='%s' is not a device (use cpu, cuda or cuda:N); using %s",
+                env, kiln_device_name(fallback, fb, sizeof fb));
+    return fallback;
 }
 
 /* ---- pools ------------------------------------------------------------------ */

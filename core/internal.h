@@ -81,6 +81,9 @@ struct kiln_op_def {
     kiln_backward_fn backward;
     bool not_differentiable; /* an explicit mark; backward must then be NULL */
     size_t attrs_size;
+    /* Optional: the user-facing name for these attrs when one def serves several
+     * ops (unary: "log", "sqrt"), so messages name the op the user called. */
+    const char *(*label)(const void *attrs);
 };
 
 /* Every op, from the per-area lists (core/ops/NAME.def). */

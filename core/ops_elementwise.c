@@ -14,12 +14,17 @@ static void binary_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void where_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void copy_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_unary = {"unary", {kiln_cpu_unary, NULL}, unary_bw, false, sizeof(kiln_unary_attrs)};
+static const char *unary_label(const void *attrs);
+static const char *binary_label(const void *attrs);
+
+const kiln_op_def kiln_op_unary = {
+    "unary", {kiln_cpu_unary, NULL}, unary_bw, false, sizeof(kiln_unary_attrs), unary_label};
 const kiln_op_def kiln_op_unary_backward = {
-    "unary_backward", {kiln_cpu_unary_backward, NULL}, NULL, true, sizeof(kiln_unary_attrs)};
-const kiln_op_def kiln_op_binary = {"binary", {kiln_cpu_binary, NULL}, binary_bw, false, sizeof(kiln_binary_attrs)};
+    "unary_backward", {kiln_cpu_unary_backward, NULL}, NULL, true, sizeof(kiln_unary_attrs), unary_label};
+const kiln_op_def kiln_op_binary = {
+    "binary", {kiln_cpu_binary, NULL}, binary_bw, false, sizeof(kiln_binary_attrs), binary_label};
 const kiln_op_def kiln_op_binary_backward = {
-    "binary_backward", {kiln_cpu_binary_backward, NULL}, NULL, true, sizeof(kiln_binary_attrs)};
+    "binary_backward", {kiln_cpu_binary_backward, NULL}, NULL, true, sizeof(kiln_binary_attrs), binary_label};
 const kiln_op_def kiln_op_where = {"where", {kiln_cpu_where, NULL}, where_bw, false, 0};
 /* copy is differentiable so that contiguous() and copies of views pass gradients */
 const kiln_op_def kiln_op_copy = {"copy", {kiln_cpu_copy, NULL}, copy_bw, false, 0};
@@ -30,6 +35,15 @@ static const char *const unary_names[KILN_UNARY_COUNT] = {
     "neg", "exp", "log", "sqrt", "abs", "pow", "clamp", "relu", "leaky_relu", "sigmoid", "tanh", "add_scalar",
     "mul_scalar"};
 static const char *const binary_names[KILN_BINARY_COUNT] = {"add", "sub", "mul", "div", "maximum", "minimum"};
+
+static const char *unary_label(const void *attrs) {
+    int k = ((const kiln_unary_attrs *)attrs)->kind;
+    return k >= 0 && k < KILN_UNARY_COUNT ? unary_names[k] : "unary";
+}
+static const char *binary_label(const void *attrs) {
+    int k = ((const kiln_binary_attrs *)attrs)->kind;
+    return k >= 0 && k < KILN_BINARY_COUNT ? binary_names[k] : "binary";
+}
 
 /* ---- unary -------------------------------------------------------------------- */
 
@@ -136,6 +150,10 @@ kiln_tensor *kiln_where(kiln_tensor *cond, kiln_tensor *a, kiln_tensor *b) {
 }
 
 static void where_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
+    /* A float condition may require grad (a mask computed from parameters): the
+     * output is piecewise constant in it, so its gradient is zero. */
+    kiln_tensor *c = n->inputs[0];
+    if (n->needs_grad[0]) gin[0] = kiln_tensor_zeros(c->ndim, c->shape, c->dtype, c->device);
     kiln_tensor *zero = kiln_tensor_scalar(0.0, g->dtype, g->device);
     for (int side = 1; side <= 2; side++) {
         if (!n->needs_grad[side]) continue;
@@ -264,9 +282,12 @@ static kiln_tensor *rand_tensor(const char *op, int ndim, const int64_t *shape, 
         kiln__error(KILN_STATUS_DTYPE, "%s: dtype %s; random tensors are f32 or f64", op, kiln_dtype_name(dt));
         return NULL;
     }
-    if (normal ? !(b >= 0) : !(a < b)) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, normal ? "%s: std %g must be >= 0" : "%s: lo must be below hi "
-                    "(got %g)", op, normal ? b : a);
+    if (normal && !(b >= 0)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: std %g must be >= 0", op, b);
+        return NULL;
+    }
+    if (!normal && !(a < b)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: lo (%g) must be below hi (%g)", op, a, b);
         return NULL;
     }
     kiln_tensor *t = kiln__new(ndim, shape, dt, dev);

@@ -13,6 +13,7 @@ typedef struct kiln_segment {
     void *base;
     size_t size;
     bool small;
+    struct kiln_pool_block *first; /* block at base: never absorbed, so stable */
     struct kiln_segment *prev, *next;
 } kiln_segment;
 
@@ -153,6 +154,7 @@ kiln_pool_block *kiln_pool_alloc(kiln_pool *p, size_t nbytes) {
         b->ptr = s->base;
         b->size = s->size;
         b->seg = s;
+        s->first = b;
     }
     /* Split when the remainder is worth keeping as a block of its own. */
     size_t rest = b->size - size;
@@ -179,9 +181,10 @@ kiln_pool_block *kiln_pool_alloc(kiln_pool *p, size_t nbytes) {
     return b;
 }
 
-/* Absorbs b's right neighbour n (free) into b. */
-static void merge_right(kiln_pool *p, kiln_pool_block *b, kiln_pool_block *n) {
-    bin_remove(p, n);
+/* Absorbs b's right address neighbour n into b. Neither may be in a bin: the
+ * caller takes them out first (bin_remove on a block outside a bin would cut the
+ * bin's list at its head). */
+static void absorb_right(kiln_pool_block *b, kiln_pool_block *n) {
     b->size += n->size;
     b->next = n->next;
     if (n->next) n->next->prev = b;
@@ -193,11 +196,14 @@ void kiln_pool_free(kiln_pool *p, kiln_pool_block *b) {
     pthread_mutex_lock(&p->lock);
     p->stats.in_use -= b->size;
     b->free = true;
-    if (b->next && b->next->free) merge_right(p, b, b->next);
+    if (b->next && b->next->free) {
+        bin_remove(p, b->next);
+        absorb_right(b, b->next);
+    }
     if (b->prev && b->prev->free) {
         kiln_pool_block *prev = b->prev;
         bin_remove(p, prev);
-        merge_right(p, prev, b);
+        absorb_right(prev, b);
         b = prev;
     }
     bin_insert(p, b);
@@ -227,17 +233,12 @@ size_t kiln_pool_destroy(kiln_pool *p) {
     size_t leaked = p->stats.in_use;
     while (p->segments) {
         kiln_segment *s = p->segments;
-        /* free the block records of this segment: find its first block through the bins
-         * or, for in-use blocks, they are unreachable here; walk from any known block. */
-        free_segment(p, s);
-    }
-    for (int bin = 0; bin < 2; bin++) {
-        kiln_pool_block *b = p->bins[bin];
-        while (b) {
-            kiln_pool_block *n = b->fnext;
+        /* every block record, free or in use, hangs off the segment's address chain */
+        for (kiln_pool_block *b = s->first, *n; b; b = n) {
+            n = b->next;
             free(b);
-            b = n;
         }
+        free_segment(p, s);
     }
     pthread_mutex_destroy(&p->lock);
     free(p);

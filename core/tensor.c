@@ -88,10 +88,11 @@ static void scope_clear(kiln_scope *s) {
 }
 
 void kiln_scope_end(kiln_scope *s) {
-    if (!s || s->is_root) return;
-    /* Close any scope opened inside s and left open. */
+    if (!s) return;
+    /* s may be a scope that already ended (and was freed): only compare it with the
+     * open scopes until it is found among them, never read through it before. */
     bool found = false;
-    for (kiln_scope *c = current_scope(); c; c = c->parent)
+    for (kiln_scope *c = current_scope(); c && !c->is_root; c = c->parent)
         if (c == s) found = true;
     if (!found) {
         kiln__error(KILN_STATUS_STATE, "kiln_scope_end: scope is not open on this thread (ended twice?)");
@@ -113,13 +114,26 @@ kiln_tensor *kiln_scope_keep(kiln_tensor *t) {
     kiln_scope *dest = t->scope->parent ? t->scope->parent : t->scope;
     scope_unlink(t);
     scope_link(dest, t);
-    t->grad_fn = NULL; /* its node dies with the inner scope */
+    /* Its node dies with the inner scope: cut t from the tape as kiln_tensor_detach
+     * would. A computed tensor stops requiring grad (else later backward calls would
+     * treat it as a leaf and accumulate into it); a leaf keeps its flag. */
+    if (t->grad_fn) {
+        t->grad_fn = NULL;
+        t->requires_grad = false;
+    }
     return t;
 }
 
 void kiln_tensor_free(kiln_tensor *t) {
     if (!t) return;
-    if (t->scope) scope_unlink(t);
+    if (!t->scope) {
+        /* only a .grad has no scope: its leaf owns it and would be left pointing at
+         * freed memory */
+        kiln__error(KILN_STATUS_STATE, "kiln_tensor_free: this tensor is a gradient owned by its leaf; use "
+                    "kiln_tensor_zero_grad() on the leaf instead");
+        return;
+    }
+    scope_unlink(t);
     tensor_destroy(t);
 }
 
@@ -302,9 +316,23 @@ kiln_status kiln_tensor_to_host(const kiln_tensor *t, void *dst, size_t nbytes) 
 
 int kiln_tensor_ndim(const kiln_tensor *t) { return t ? t->ndim : -1; }
 
+/* A 0-d tensor has no axis to ask about (kiln__axis accepts axis 0 there, as
+ * reductions do); answer -1 with an error rather than silently. */
+static bool query_axis(const char *fn, const kiln_tensor *t, int i, int *a) {
+    if (!t) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: tensor is NULL", fn);
+        return false;
+    }
+    if (t->ndim == 0) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: a 0-d tensor has no axis %d", fn, i);
+        return false;
+    }
+    return kiln__axis(fn, i, t->ndim, a);
+}
+
 int64_t kiln_tensor_size(const kiln_tensor *t, int i) {
     int a;
-    if (!t || !kiln__axis("kiln_tensor_size", i, t->ndim, &a) || t->ndim == 0) return -1;
+    if (!query_axis("kiln_tensor_size", t, i, &a)) return -1;
     return t->shape[a];
 }
 
@@ -312,7 +340,7 @@ const int64_t *kiln_tensor_shape(const kiln_tensor *t) { return t ? t->shape : N
 
 int64_t kiln_tensor_stride(const kiln_tensor *t, int i) {
     int a;
-    if (!t || !kiln__axis("kiln_tensor_stride", i, t->ndim, &a) || t->ndim == 0) return -1;
+    if (!query_axis("kiln_tensor_stride", t, i, &a)) return -1;
     return t->strides[a] / (int64_t)kiln_dtype_size(t->dtype);
 }
 
