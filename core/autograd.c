@@ -128,8 +128,9 @@ kiln_status kiln__add_into(kiln_tensor *dst, kiln_tensor *src);
 
 kiln_status kiln__accumulate_grad(kiln_tensor *leaf, kiln_tensor *g) {
     if (!leaf->grad) {
-        leaf->grad = kiln__new_owned(leaf);
-        if (!leaf->grad) return kiln_last_status();
+        kiln_tensor *ng = kiln__new_owned(leaf);
+        if (!ng) return kiln_last_status();
+        kiln__set_grad(leaf, ng);
         return kiln__copy_into(leaf->grad, g);
     }
     return kiln__add_into(leaf->grad, g);

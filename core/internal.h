@@ -31,6 +31,7 @@ struct kiln_tensor {
     kiln_device device;
     bool requires_grad;
     kiln_tensor *grad;  /* leaf gradient, owned by this tensor */
+    bool is_grad;       /* this tensor is some leaf's .grad (kiln__set_grad) */
     kiln_node *grad_fn; /* node that produced this tensor, NULL for leaves */
     kiln_scope *scope;  /* owner; NULL when owned by another tensor (a .grad) */
     kiln_tensor *scope_prev, *scope_next;
@@ -144,6 +145,8 @@ kiln_tensor *kiln__sum_to(kiln_tensor *g, int ndim, const int64_t *shape);
 
 /* ---- autograd internals ----------------------------------------------------------- */
 bool kiln__grad_mode(void);
+/* Makes g (taken out of its scope) the gradient owned by leaf, freeing an old one. */
+void kiln__set_grad(kiln_tensor *leaf, kiln_tensor *g);
 /* Adds g into leaf->grad (allocating it on first use). */
 kiln_status kiln__accumulate_grad(kiln_tensor *leaf, kiln_tensor *g);
 

@@ -126,15 +126,23 @@ kiln_tensor *kiln_scope_keep(kiln_tensor *t) {
 
 void kiln_tensor_free(kiln_tensor *t) {
     if (!t) return;
-    if (!t->scope) {
-        /* only a .grad has no scope: its leaf owns it and would be left pointing at
-         * freed memory */
+    if (t->is_grad) {
+        /* its leaf owns it and would be left pointing at freed memory */
         kiln__error(KILN_STATUS_STATE, "kiln_tensor_free: this tensor is a gradient owned by its leaf; use "
                     "kiln_tensor_zero_grad() on the leaf instead");
         return;
     }
     scope_unlink(t);
     tensor_destroy(t);
+}
+
+void kiln__set_grad(kiln_tensor *leaf, kiln_tensor *g) {
+    if (leaf->grad && leaf->grad != g) tensor_destroy(leaf->grad);
+    if (g) {
+        scope_unlink(g);
+        g->is_grad = true;
+    }
+    leaf->grad = g;
 }
 
 /* Module-owned tensors (parameters, buffers, arenas) live outside every scope. */

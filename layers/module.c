@@ -530,9 +530,9 @@ static kiln_status build_arenas(kiln_module *m) {
         if (st == KILN_STATUS_OK && !p->grad) {
             int64_t es = (int64_t)kiln_dtype_size(dt), strides[KILN_MAX_DIMS];
             kiln__contiguous_strides(p->ndim, p->shape, (size_t)es, strides);
-            p->grad = kiln__view(ga, p->ndim, p->shape, strides, off * es);
-            if (!p->grad) st = kiln_last_status();
-            else kiln__tensor_disown(p->grad);
+            kiln_tensor *g = kiln__view(ga, p->ndim, p->shape, strides, off * es);
+            if (!g) st = kiln_last_status();
+            else kiln__set_grad(p, g);
         }
         off += kiln_tensor_numel(p);
     }

@@ -14,7 +14,7 @@ static kiln_tensor *param(int n, const double *v) {
 }
 #define PARAM(...) param((int)(sizeof((double[])__VA_ARGS__) / sizeof(double)), (double[])__VA_ARGS__)
 
-Test(autograd, requires_grad_propagates) {
+KT_TEST(autograd, requires_grad_propagates) {
     kiln_tensor *c = KT_F64(1, KT_SHAPE(2), {1, 2});
     kiln_tensor *p = PARAM({3, 4});
     cr_expect_not(kiln_tensor_requires_grad(c), "tensors start without requires_grad");
@@ -36,7 +36,7 @@ Test(autograd, requires_grad_propagates) {
     kt_expect_error(KILN_STATUS_STATE, "kiln_tensor_detach");
 }
 
-Test(autograd, backward_from_a_scalar) {
+KT_TEST(autograd, backward_from_a_scalar) {
     kiln_tensor *x = PARAM({1, -2, 3});
     kiln_tensor *loss = kiln_sum_all(kiln_mul(x, x));
     cr_expect_null(kiln_tensor_grad(x), "no gradient before backward");
@@ -53,7 +53,7 @@ Test(autograd, backward_from_a_scalar) {
     KT_EXPECT(kiln_tensor_grad(z), 0, 0, {1});
 }
 
-Test(autograd, backward_with_an_output_gradient) {
+KT_TEST(autograd, backward_with_an_output_gradient) {
     kiln_tensor *x = PARAM({1, 2, 3});
     kiln_tensor *y = kiln_mul_scalar(kiln_mul(x, x), 0.5); /* dy/dx = x */
     kiln_tensor *go = KT_F64(1, KT_SHAPE(3), {10, 20, -1});
@@ -66,7 +66,7 @@ Test(autograd, backward_with_an_output_gradient) {
     KT_EXPECT(kiln_tensor_grad(p), 0, 0, {4, 5});
 }
 
-Test(autograd, gradients_accumulate_across_calls_and_zero_grad_resets) {
+KT_TEST(autograd, gradients_accumulate_across_calls_and_zero_grad_resets) {
     kiln_tensor *x = PARAM({1, 2});
     kiln_tensor *loss = kiln_sum_all(kiln_mul(x, x));
     cr_assert_eq(kiln_backward(loss, NULL), KILN_STATUS_OK);
@@ -84,7 +84,7 @@ Test(autograd, gradients_accumulate_across_calls_and_zero_grad_resets) {
     cr_expect_null(kiln_tensor_grad(fresh));
 }
 
-Test(autograd, a_tensor_used_twice_gets_both_contributions) {
+KT_TEST(autograd, a_tensor_used_twice_gets_both_contributions) {
     /* y = x*x + exp(x): dy/dx = 2x + e^x */
     kiln_tensor *x = PARAM({0, 1, -1});
     kiln_tensor *y = kiln_add(kiln_mul(x, x), kiln_exp(x));
@@ -92,7 +92,7 @@ Test(autograd, a_tensor_used_twice_gets_both_contributions) {
     KT_EXPECT(kiln_tensor_grad(x), 1e-15, 1e-15, {1, 2 + M_E, -2 + exp(-1)});
 }
 
-Test(autograd, diamond_through_an_intermediate) {
+KT_TEST(autograd, diamond_through_an_intermediate) {
     /* a = 2x; b = a + a; c = a * b = 2a^2 = 8x^2 -> dc/dx = 16x, reached through
      * three paths into a (two via b, one direct) */
     kiln_tensor *x = PARAM({1, -0.5});
@@ -105,7 +105,7 @@ Test(autograd, diamond_through_an_intermediate) {
     cr_expect_null(kiln_tensor_grad(b));
 }
 
-Test(autograd, only_inputs_that_require_grad_receive_one) {
+KT_TEST(autograd, only_inputs_that_require_grad_receive_one) {
     kiln_tensor *w = PARAM({2, 3});
     kiln_tensor *c = KT_F64(1, KT_SHAPE(2), {5, 7});
     cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(w, c)), NULL), KILN_STATUS_OK);
@@ -113,7 +113,7 @@ Test(autograd, only_inputs_that_require_grad_receive_one) {
     cr_expect_null(kiln_tensor_grad(c));
 }
 
-Test(autograd, where_with_a_float_condition_that_requires_grad) {
+KT_TEST(autograd, where_with_a_float_condition_that_requires_grad) {
     /* the condition's gradient is zero (the output is piecewise constant in it) */
     kiln_tensor *m = PARAM({1, 0, 2});
     kiln_tensor *a = PARAM({1, 2, 3});
@@ -124,7 +124,7 @@ Test(autograd, where_with_a_float_condition_that_requires_grad) {
     KT_EXPECT(kiln_tensor_grad(m), 0, 0, {0, 0, 0});
 }
 
-Test(autograd, no_grad_region_records_nothing) {
+KT_TEST(autograd, no_grad_region_records_nothing) {
     kiln_tensor *x = PARAM({1, 2});
     cr_expect(kiln_grad_enabled());
     kiln_no_grad_begin();
@@ -149,7 +149,7 @@ Test(autograd, no_grad_region_records_nothing) {
     KT_EXPECT(kiln_tensor_grad(x), 0, 0, {1, 4});
 }
 
-Test(autograd, backward_errors) {
+KT_TEST(autograd, backward_errors) {
     kiln_tensor *x = PARAM({1, 2});
     kiln_tensor *y = kiln_mul_scalar(x, 2);
     cr_expect_eq(kiln_backward(y, NULL), KILN_STATUS_SHAPE);
@@ -166,7 +166,7 @@ Test(autograd, backward_errors) {
     cr_expect_null(kiln_tensor_grad(x), "failed backward calls left no gradient");
 }
 
-Test(autograd, integer_tensors_cannot_require_grad) {
+KT_TEST(autograd, integer_tensors_cannot_require_grad) {
     const kiln_dtype dts[] = {KILN_I32, KILN_I64, KILN_U8, KILN_F16, KILN_BF16};
     for (int i = 0; i < 5; i++) {
         kiln_tensor *t = kiln_tensor_zeros(1, (int64_t[]){2}, dts[i], KILN_CPU);
@@ -179,7 +179,7 @@ Test(autograd, integer_tensors_cannot_require_grad) {
     cr_expect_eq(kiln_tensor_set_requires_grad(f, true), KILN_STATUS_OK);
 }
 
-Test(autograd, deep_chains_do_not_recurse) {
+KT_TEST(autograd, deep_chains_do_not_recurse) {
     /* 20000 nodes: the topological walk is iterative */
     kiln_tensor *x = PARAM({0.5});
     kiln_tensor *y = x;
@@ -188,7 +188,7 @@ Test(autograd, deep_chains_do_not_recurse) {
     KT_EXPECT(kiln_tensor_grad(x), 0, 0, {1});
 }
 
-Test(autograd, f32_gradients_match_f64) {
+KT_TEST(autograd, f32_gradients_match_f64) {
     const double v[] = {0.3, -1.2, 2.0};
     kiln_tensor *xd = PARAM({0.3, -1.2, 2.0});
     kiln_tensor *xf = kt_tensor(KILN_F32, 1, (int64_t[]){3}, v);

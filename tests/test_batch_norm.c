@@ -13,7 +13,7 @@ static const int64_t XS[4] = {2, 3, 2, 3};
 static const double *const FX_X[3] = {FX_BN_X0, FX_BN_X1, FX_BN_X2};
 static const double *const FX_Y[3] = {FX_BN_Y0, FX_BN_Y1, FX_BN_Y2};
 
-Test(batch_norm, functional_matches_torch) {
+KT_TEST(batch_norm, functional_matches_torch) {
     for (int k = 0; k < 2; k++) {
         kiln_dtype dt = k ? KILN_F32 : KILN_F64;
         double tol = k ? 2e-5 : 1e-12; /* f32: normalised values of order 1, variances of order 10 */
@@ -34,7 +34,7 @@ Test(batch_norm, functional_matches_torch) {
     }
 }
 
-Test(batch_norm, module_matches_torch) {
+KT_TEST(batch_norm, module_matches_torch) {
     kiln_module *bn = kiln_batch_norm2d_create(3, KILN_F64);
     cr_assert(bn, "%s", kiln_last_error());
     cr_assert_eq(kiln_tensor_copy_(kiln_module_get(bn, "weight"), KT_F64(1, KT_SHAPE(3), {FX_BN_W[0], FX_BN_W[1],
@@ -61,7 +61,7 @@ Test(batch_norm, module_matches_torch) {
 }
 
 /* momentum = NAN is torch's momentum=None: running stats are the plain average of the batches. */
-Test(batch_norm, cumulative_average_momentum) {
+KT_TEST(batch_norm, cumulative_average_momentum) {
     kiln_module *bn = kiln_batch_norm2d_create_ex(1, 1e-5, NAN, false, true, KILN_F64);
     cr_assert(bn, "%s", kiln_last_error());
     cr_expect_eq(kiln_module_num_parameters(bn), 0);
@@ -72,7 +72,7 @@ Test(batch_norm, cumulative_average_momentum) {
     kiln_module_free(bn);
 }
 
-Test(batch_norm, strided_input) {
+KT_TEST(batch_norm, strided_input) {
     /* x stored as (N, H, W, C) and viewed as NCHW */
     kiln_tensor *x = kt_tensor(KILN_F64, 4, XS, FX_BN_X0);
     kiln_tensor *nhwc = kiln_tensor_contiguous(kiln_permute(x, (int[]){0, 2, 3, 1}));
@@ -93,7 +93,7 @@ static kiln_tensor *f_bn(kiln_tensor *const *in, void *ctx) {
                              0.1, 1e-5);
 }
 
-Test(batch_norm, gradcheck_training_and_eval) {
+KT_TEST(batch_norm, gradcheck_training_and_eval) {
     kiln_tensor *in[3] = {kt_rand_input(4, (int64_t[]){2, 3, 2, 2}, -2, 2), kt_rand_input(1, (int64_t[]){3}, 0.5, 1.5),
                           kt_rand_input(1, (int64_t[]){3}, -1, 1)};
     bn_case train = {true, true, NULL, NULL};
@@ -104,7 +104,7 @@ Test(batch_norm, gradcheck_training_and_eval) {
     cr_expect(kt_gradcheck(f_bn, &eval, 3, in, 1e-6, 1e-8, 1e-6));
 }
 
-Test(batch_norm, errors) {
+KT_TEST(batch_norm, errors) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){2, 3, 2, 2}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_batch_norm2d(kiln_tensor_zeros(3, (int64_t[]){2, 3, 4}, KILN_F32, KILN_CPU), NULL, NULL,
                                      NULL, NULL, true, 0.1, 1e-5));
@@ -127,7 +127,7 @@ Test(batch_norm, errors) {
 
 /* Above the kernels' threading threshold: forward and gradients against the same
  * normalisation composed from elementwise ops and reductions (autograd through them). */
-Test(batch_norm, large_input_matches_composed_reference) {
+KT_TEST(batch_norm, large_input_matches_composed_reference) {
     const int64_t shape[4] = {4, 8, 33, 33};
     kiln_tensor *x = kiln_tensor_randn(4, shape, 1.5, 2.0, KILN_F64, KILN_CPU);
     kiln_tensor *w = kiln_tensor_rand(1, (int64_t[]){8}, 0.5, 1.5, KILN_F64, KILN_CPU);

@@ -32,8 +32,8 @@ static void check_bce(kiln_dtype dt) {
     }
 }
 
-Test(bce, forward_f64) { check_bce(KILN_F64); }
-Test(bce, forward_f32) { check_bce(KILN_F32); }
+KT_TEST(bce, forward_f64) { check_bce(KILN_F64); }
+KT_TEST(bce, forward_f32) { check_bce(KILN_F32); }
 
 static void check_bce_logits(kiln_dtype dt) {
     const double *e_y[3] = {bcel_y_none, bcel_y_mean, bcel_y_sum}, *e_w[3] = {bcel_w_none, bcel_w_mean, bcel_w_sum};
@@ -55,11 +55,11 @@ static void check_bce_logits(kiln_dtype dt) {
     }
 }
 
-Test(bce, with_logits_forward_f64) { check_bce_logits(KILN_F64); }
-Test(bce, with_logits_forward_f32) { check_bce_logits(KILN_F32); }
+KT_TEST(bce, with_logits_forward_f64) { check_bce_logits(KILN_F64); }
+KT_TEST(bce, with_logits_forward_f32) { check_bce_logits(KILN_F32); }
 
 /* Logits of +-40 and +-1000: the stable form gives finite, exact values. */
-Test(bce, with_logits_is_stable_in_the_tails) {
+KT_TEST(bce, with_logits_is_stable_in_the_tails) {
     kiln_tensor *x = KT_F32(1, KT_SHAPE(4), {1000, -1000, 40, -40});
     kiln_tensor *y = KT_F32(1, KT_SHAPE(4), {0, 1, 1, 1});
     KT_EXPECT(kiln_bce_with_logits(x, y, NULL, NULL, KILN_REDUCTION_NONE), 1e-6, 1e-6,
@@ -67,13 +67,13 @@ Test(bce, with_logits_is_stable_in_the_tails) {
 }
 
 /* p = 0 or 1 with the wrong label: PyTorch's clamp at -100, not inf. */
-Test(bce, clamps_log_at_minus_100) {
+KT_TEST(bce, clamps_log_at_minus_100) {
     kiln_tensor *p = KT_F64(1, KT_SHAPE(4), {0, 1, 0, 1});
     kiln_tensor *y = KT_F64(1, KT_SHAPE(4), {1, 0, 0, 1});
     KT_EXPECT(kiln_bce(p, y, NULL, KILN_REDUCTION_NONE), 0, 0, {100, 100, 0, 0});
 }
 
-Test(bce, strided_inputs) {
+KT_TEST(bce, strided_inputs) {
     kiln_tensor *p = kiln_transpose(T(KILN_F64, m_p), 1, 3), *y = kiln_transpose(T(KILN_F64, m_y), 1, 3);
     kiln_tensor *x = kiln_transpose(T(KILN_F64, m_x), 1, 3);
     cr_assert(!kiln_tensor_is_contiguous(p));
@@ -94,7 +94,7 @@ static kiln_tensor *f_bce(kiln_tensor *const *in, void *vctx) {
     return c->logits ? kiln_bce_with_logits(in[0], in[1], w, pw, c->r) : kiln_bce(in[0], in[1], w, c->r);
 }
 
-Test(bce, gradcheck_bce_input_target_weight) {
+KT_TEST(bce, gradcheck_bce_input_target_weight) {
     for (int r = 0; r < 3; r++) {
         bce_ctx c = {reds[r], false, true, false};
         kiln_tensor *in[3] = {kt_rand_input(3, (int64_t[]){2, 3, 4}, 0.05, 0.95),
@@ -103,7 +103,7 @@ Test(bce, gradcheck_bce_input_target_weight) {
     }
 }
 
-Test(bce, gradcheck_bce_with_logits_all_inputs) {
+KT_TEST(bce, gradcheck_bce_with_logits_all_inputs) {
     for (int r = 0; r < 3; r++) {
         bce_ctx c = {reds[r], true, true, true};
         /* weight broadcast over the batch, pos_weight (C,1,1) over an (N,C,H,W) input */
@@ -115,14 +115,14 @@ Test(bce, gradcheck_bce_with_logits_all_inputs) {
     }
 }
 
-Test(bce, gradcheck_bce_with_logits_plain) {
+KT_TEST(bce, gradcheck_bce_with_logits_plain) {
     bce_ctx c = {KILN_REDUCTION_MEAN, true, false, false};
     kiln_tensor *in[2] = {kt_rand_input(2, (int64_t[]){5, 3}, -6, 6), kt_rand_input(2, (int64_t[]){5, 3}, 0, 1)};
     cr_expect(kt_gradcheck(f_bce, &c, 2, in, 1e-6, 1e-8, 1e-6));
 }
 
 /* The fused backward equals sigmoid(x) - y for the plain mean case, by hand. */
-Test(bce, with_logits_grad_is_sigmoid_minus_target) {
+KT_TEST(bce, with_logits_grad_is_sigmoid_minus_target) {
     kiln_tensor *x = KT_F64(1, KT_SHAPE(2), {0, 2});
     kiln_tensor *y = KT_F64(1, KT_SHAPE(2), {1, 0});
     kiln_tensor_set_requires_grad(x, true);
@@ -131,7 +131,7 @@ Test(bce, with_logits_grad_is_sigmoid_minus_target) {
 }
 
 /* Large enough for the threaded path; a plain reference loop written here. */
-Test(bce, threaded_sum_matches_reference) {
+KT_TEST(bce, threaded_sum_matches_reference) {
     int64_t shape[2] = {5, 9001};
     kiln_tensor *x = kiln_tensor_randn(2, shape, 0, 4, KILN_F64, KILN_CPU);
     kiln_tensor *y = kiln_tensor_rand(2, shape, 0, 1, KILN_F64, KILN_CPU);

@@ -96,7 +96,7 @@ static kiln_tensor *cast(kiln_tensor *t, kiln_dtype dt) {
 
 /* ---- round trips -------------------------------------------------------------------------- */
 
-Test(checkpoint, round_trip_values_names_dtypes_metadata) {
+KT_TEST(checkpoint, round_trip_values_names_dtypes_metadata) {
     kiln_tensor *w = KT_F32(2, KT_SHAPE(2, 3), {1.5, -2, 3, 4e-3, 5, -6});
     kiln_tensor *b = KT_F64(1, KT_SHAPE(4), {0.1, 0.2, -0.3, 1e300});
     kiln_tensor *steps = cast(kiln_tensor_scalar(123456789012.0, KILN_F64, KILN_CPU), KILN_I64);
@@ -176,7 +176,7 @@ Test(checkpoint, round_trip_values_names_dtypes_metadata) {
     cleanup_dir();
 }
 
-Test(checkpoint, file_written_by_pytorch_safetensors_loads_by_name) {
+KT_TEST(checkpoint, file_written_by_pytorch_safetensors_loads_by_name) {
     const char *path = "tests/fixtures/torch_small.safetensors";
     kiln_safetensors *f = kiln_safetensors_open(path);
     cr_assert(f, "%s", kiln_last_error());
@@ -202,7 +202,7 @@ Test(checkpoint, file_written_by_pytorch_safetensors_loads_by_name) {
 
 /* ---- what load reports ---------------------------------------------------------------------- */
 
-Test(checkpoint, load_reports_every_missing_unexpected_and_mismatched_name) {
+KT_TEST(checkpoint, load_reports_every_missing_unexpected_and_mismatched_name) {
     const char *path = tmp_path("m.safetensors");
     kiln_named_tensor ts[] = {{"a", KT_F32(1, KT_SHAPE(2), {1, 2})},
                               {"b", KT_F32(2, KT_SHAPE(2, 2), {1, 2, 3, 4})},
@@ -242,7 +242,7 @@ Test(checkpoint, load_reports_every_missing_unexpected_and_mismatched_name) {
 
 /* ---- atomic writes -------------------------------------------------------------------------- */
 
-Test(checkpoint, failing_write_leaves_the_previous_file_intact) {
+KT_TEST(checkpoint, failing_write_leaves_the_previous_file_intact) {
     const char *path = tmp_path("ckpt.safetensors");
     kiln_named_tensor old[] = {{"w", KT_F32(1, KT_SHAPE(3), {1, 2, 3})}};
     cr_assert_eq(kiln_safetensors_save(path, old, 1, NULL, 0), KILN_STATUS_OK, "%s", kiln_last_error());
@@ -298,7 +298,7 @@ Test(checkpoint, failing_write_leaves_the_previous_file_intact) {
 
 #define ENTRY(name, dt, shape, b, e) "\"" name "\":{\"dtype\":\"" dt "\",\"shape\":" shape ",\"data_offsets\":[" #b "," #e "]}"
 
-Test(checkpoint, corrupt_headers_are_format_errors) {
+KT_TEST(checkpoint, corrupt_headers_are_format_errors) {
     const char *ok = "{" ENTRY("a", "F32", "[2]", 0, 8) "}";
     /* sanity: the crafted form is valid */
     kiln_safetensors *f = kiln_safetensors_open(craft("ok", UINT64_MAX, ok, 8));
@@ -371,7 +371,7 @@ Test(checkpoint, corrupt_headers_are_format_errors) {
 
 /* Every truncation of a valid file, and single-byte corruptions all over its header,
  * give errors or valid tables, never crashes (the ASan build checks the reads). */
-Test(checkpoint, truncations_and_byte_flips_never_crash) {
+KT_TEST(checkpoint, truncations_and_byte_flips_never_crash) {
     const char *path = tmp_path("v.safetensors");
     kiln_named_tensor ts[] = {{"weight", KT_F32(2, KT_SHAPE(2, 2), {1, 2, 3, 4})},
                               {"bias", KT_F64(1, KT_SHAPE(2), {5, 6})}};

@@ -69,14 +69,14 @@ static void check(kiln_dtype dt, bool arena) {
     }
 }
 
-Test(clip, grad_norm_f64) { check(KILN_F64, false); }
-Test(clip, grad_norm_f32) { check(KILN_F32, false); }
-Test(clip, grad_norm_on_a_gradient_arena) {
+KT_TEST(clip, grad_norm_f64) { check(KILN_F64, false); }
+KT_TEST(clip, grad_norm_f32) { check(KILN_F32, false); }
+KT_TEST(clip, grad_norm_on_a_gradient_arena) {
     check(KILN_F64, true);
     check(KILN_F32, true);
 }
 
-Test(clip, grad_value) {
+KT_TEST(clip, grad_value) {
     for (int arena = 0; arena < 2; arena++) {
         grads G = make(KILN_F64, arena);
         cr_expect_eq(kiln_clip_grad_value(G.p, 3, 0.75), KILN_STATUS_OK, "%s", kiln_last_error());
@@ -85,7 +85,7 @@ Test(clip, grad_value) {
     }
 }
 
-Test(clip, parameters_without_gradients_are_skipped) {
+KT_TEST(clip, parameters_without_gradients_are_skipped) {
     kiln_tensor *p[2] = {KT_F64(1, KT_SHAPE(2), {0, 0}), KT_F64(1, KT_SHAPE(2), {0, 0})};
     kiln_tensor_set_requires_grad(p[0], true);
     kiln_tensor_set_requires_grad(p[1], true);
@@ -99,7 +99,7 @@ Test(clip, parameters_without_gradients_are_skipped) {
     cr_expect_null(kiln_tensor_grad(p[0]));
 }
 
-Test(clip, errors) {
+KT_TEST(clip, errors) {
     kiln_tensor *p = KT_F64(1, KT_SHAPE(2), {0, 0});
     cr_expect(isnan(kiln_clip_grad_norm(&p, 1, 1.0, 0)));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "norm_type");

@@ -4,7 +4,7 @@
 
 TestSuite(concat, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-Test(concat, along_each_axis) {
+KT_TEST(concat, along_each_axis) {
     kiln_tensor *a = KT_F32(2, KT_SHAPE(2, 2), {1, 2, 3, 4});
     kiln_tensor *b = KT_F32(2, KT_SHAPE(1, 2), {5, 6});
     kiln_tensor *c = KT_F32(2, KT_SHAPE(2, 1), {7, 8});
@@ -19,7 +19,7 @@ Test(concat, along_each_axis) {
     cr_expect_neq(one, a, "concat makes a new tensor");
 }
 
-Test(concat, channels_of_nchw) {
+KT_TEST(concat, channels_of_nchw) {
     /* U-Net skip connections: [1,2,2,2] and [1,1,2,2] along channels */
     kiln_tensor *x = kiln_reshape(kiln_tensor_arange(0, 8, 1, KILN_F64, KILN_CPU), 4, (int64_t[]){1, 2, 2, 2});
     kiln_tensor *y = kiln_reshape(kiln_tensor_arange(10, 14, 1, KILN_F64, KILN_CPU), 4, (int64_t[]){1, 1, 2, 2});
@@ -28,7 +28,7 @@ Test(concat, channels_of_nchw) {
     KT_EXPECT(r, 0, 0, {0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13});
 }
 
-Test(concat, views_empty_pieces_and_integers) {
+KT_TEST(concat, views_empty_pieces_and_integers) {
     kiln_tensor *a = KT_F64(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *at = kiln_transpose(a, 0, 1);                 /* [3,2]: 1 4 / 2 5 / 3 6 */
     kiln_tensor *col = kiln_slice(at, 1, 1, 2, 1);             /* [3,1]: 4 5 6 */
@@ -45,7 +45,7 @@ Test(concat, views_empty_pieces_and_integers) {
     KT_EXPECT(kiln_concat(2, (kiln_tensor *[]){u, u}, 1), 0, 0, {1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6});
 }
 
-Test(concat, gradient_is_each_inputs_slice) {
+KT_TEST(concat, gradient_is_each_inputs_slice) {
     kiln_tensor *a = KT_F64(2, KT_SHAPE(2, 1), {1, 2});
     kiln_tensor *b = KT_F64(2, KT_SHAPE(2, 2), {3, 4, 5, 6});
     kiln_tensor *c = KT_F64(2, KT_SHAPE(2, 1), {7, 8});
@@ -66,7 +66,7 @@ static kiln_tensor *f_cat(kiln_tensor *const *x, void *ctx) {
     return kiln_mul(r, r);
 }
 
-Test(concat, gradcheck) {
+KT_TEST(concat, gradcheck) {
     int ax0 = 0, ax1 = -1;
     kiln_tensor *in0[3] = {kt_rand_input(2, (int64_t[]){2, 3}, -1, 1), kt_rand_input(2, (int64_t[]){4, 3}, -1, 1),
                            kt_rand_input(2, (int64_t[]){3, 1}, -1, 1)};
@@ -76,7 +76,7 @@ Test(concat, gradcheck) {
     cr_expect(kt_gradcheck(f_cat, &ax1, 3, in1, 1e-6, 1e-8, 1e-6));
 }
 
-Test(concat, errors) {
+KT_TEST(concat, errors) {
     kiln_tensor *a = kiln_tensor_zeros(2, (int64_t[]){2, 3}, KILN_F32, KILN_CPU);
     kiln_tensor *b = kiln_tensor_zeros(2, (int64_t[]){2, 4}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_concat(2, (kiln_tensor *[]){a, b}, 0));

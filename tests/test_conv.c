@@ -68,26 +68,26 @@ static void run_convt_case(const layers_convt_case *c, kiln_dtype dt, bool view)
 
 #define NCASES(a) (sizeof(a) / sizeof((a)[0]))
 
-Test(conv, conv2d_matches_torch_f32) {
+KT_TEST(conv, conv2d_matches_torch_f32) {
     for (size_t i = 0; i < NCASES(layers_conv_cases); i++) run_conv_case(&layers_conv_cases[i], KILN_F32, false);
 }
-Test(conv, conv2d_matches_torch_f64) {
+KT_TEST(conv, conv2d_matches_torch_f64) {
     for (size_t i = 0; i < NCASES(layers_conv_cases); i++) run_conv_case(&layers_conv_cases[i], KILN_F64, false);
 }
-Test(conv, conv2d_matches_torch_strided_inputs) {
+KT_TEST(conv, conv2d_matches_torch_strided_inputs) {
     for (size_t i = 0; i < NCASES(layers_conv_cases); i++) run_conv_case(&layers_conv_cases[i], KILN_F64, true);
 }
-Test(conv, conv_transpose2d_matches_torch_f32) {
+KT_TEST(conv, conv_transpose2d_matches_torch_f32) {
     for (size_t i = 0; i < NCASES(layers_convt_cases); i++) run_convt_case(&layers_convt_cases[i], KILN_F32, false);
 }
-Test(conv, conv_transpose2d_matches_torch_f64) {
+KT_TEST(conv, conv_transpose2d_matches_torch_f64) {
     for (size_t i = 0; i < NCASES(layers_convt_cases); i++) run_convt_case(&layers_convt_cases[i], KILN_F64, false);
 }
-Test(conv, conv_transpose2d_matches_torch_strided_inputs) {
+KT_TEST(conv, conv_transpose2d_matches_torch_strided_inputs) {
     for (size_t i = 0; i < NCASES(layers_convt_cases); i++) run_convt_case(&layers_convt_cases[i], KILN_F64, true);
 }
 
-Test(conv, defaults_when_params_null) {
+KT_TEST(conv, defaults_when_params_null) {
     /* 1x1 input channel, 2x2 kernel of ones: each output is a 2x2 window sum */
     kiln_tensor *x = KT_F32(4, KT_SHAPE(1, 1, 2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *w = KT_F32(4, KT_SHAPE(1, 1, 2, 2), {1, 1, 1, 1});
@@ -122,7 +122,7 @@ static void direct_conv(const double *x, const double *w, double *y, const int64
                 }
 }
 
-Test(conv, conv2d_large_matches_direct_loop) {
+KT_TEST(conv, conv2d_large_matches_direct_loop) {
     /* big enough that im2col/col2im and the bias add run threaded */
     const int64_t xs[4] = {2, 8, 37, 41}, ws[4] = {12, 4, 3, 3};
     kiln_tensor *x = kiln_tensor_rand(4, xs, -1, 1, KILN_F32, KILN_CPU);
@@ -169,40 +169,40 @@ static kiln_conv2d_params conv_params(int64_t s, int64_t p, int64_t d, int64_t g
     return r;
 }
 
-Test(conv, grad_basic_with_bias) {
+KT_TEST(conv, grad_basic_with_bias) {
     conv_ctx c = {.p = conv_params(1, 0, 1, 1, false)};
     check_conv_grad((int64_t[]){2, 2, 5, 4}, (int64_t[]){3, 2, 3, 2}, 3, &c);
 }
-Test(conv, grad_stride2_pad1_dilation2) {
+KT_TEST(conv, grad_stride2_pad1_dilation2) {
     conv_ctx c = {.p = conv_params(2, 1, 2, 1, false)};
     check_conv_grad((int64_t[]){1, 2, 7, 6}, (int64_t[]){2, 2, 3, 3}, 2, &c);
 }
-Test(conv, grad_same_even_kernel) {
+KT_TEST(conv, grad_same_even_kernel) {
     conv_ctx c = {.p = conv_params(1, 0, 1, 1, true)};
     check_conv_grad((int64_t[]){1, 2, 5, 4}, (int64_t[]){2, 2, 2, 4}, 0, &c);
 }
-Test(conv, grad_groups2) {
+KT_TEST(conv, grad_groups2) {
     conv_ctx c = {.p = conv_params(1, 1, 1, 2, false)};
     check_conv_grad((int64_t[]){2, 4, 4, 3}, (int64_t[]){4, 2, 3, 3}, 4, &c);
 }
-Test(conv, grad_depthwise) {
+KT_TEST(conv, grad_depthwise) {
     conv_ctx c = {.p = conv_params(2, 1, 1, 3, false)};
     check_conv_grad((int64_t[]){1, 3, 5, 5}, (int64_t[]){6, 1, 3, 3}, 6, &c);
 }
-Test(conv, grad_pointwise) {
+KT_TEST(conv, grad_pointwise) {
     conv_ctx c = {.p = conv_params(1, 0, 1, 1, false)};
     check_conv_grad((int64_t[]){2, 3, 3, 2}, (int64_t[]){2, 3, 1, 1}, 2, &c);
 }
-Test(conv, grad_transpose_s2_op1) {
+KT_TEST(conv, grad_transpose_s2_op1) {
     conv_ctx c = {.transpose = true, .t = {{2, 2}, {1, 1}, {1, 1}, {1, 1}, 1}};
     check_conv_grad((int64_t[]){2, 2, 3, 3}, (int64_t[]){2, 3, 3, 3}, 3, &c);
 }
-Test(conv, grad_transpose_groups_dilation) {
+KT_TEST(conv, grad_transpose_groups_dilation) {
     conv_ctx c = {.transpose = true, .t = {{1, 2}, {1, 0}, {1, 1}, {2, 2}, 2}};
     check_conv_grad((int64_t[]){1, 4, 3, 3}, (int64_t[]){4, 1, 3, 2}, 2, &c);
 }
 
-Test(conv, backward_through_expanded_gradient) {
+KT_TEST(conv, backward_through_expanded_gradient) {
     /* sum() hands conv2d a stride-0 gradient; it must equal an explicit ones gradient */
     kiln_tensor *x = kt_rand_input(4, (int64_t[]){2, 2, 5, 5}, -1, 1);
     kiln_tensor *w = kt_rand_input(4, (int64_t[]){3, 2, 3, 3}, -1, 1);
@@ -223,7 +223,7 @@ Test(conv, backward_through_expanded_gradient) {
 
 /* ---- errors ------------------------------------------------------------------------ */
 
-Test(conv, error_ranks) {
+KT_TEST(conv, error_ranks) {
     kiln_tensor *x3 = kiln_tensor_zeros(3, (int64_t[]){2, 5, 5}, KILN_F32, KILN_CPU);
     kiln_tensor *w = kiln_tensor_zeros(4, (int64_t[]){3, 2, 3, 3}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_conv2d(x3, w, NULL, NULL));
@@ -237,7 +237,7 @@ Test(conv, error_ranks) {
     kt_expect_error(KILN_STATUS_SHAPE, "NCHW");
 }
 
-Test(conv, error_channels_and_groups) {
+KT_TEST(conv, error_channels_and_groups) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){1, 4, 5, 5}, KILN_F32, KILN_CPU);
     kiln_tensor *w = kiln_tensor_zeros(4, (int64_t[]){6, 3, 3, 3}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_conv2d(x, w, NULL, NULL));
@@ -259,7 +259,7 @@ Test(conv, error_channels_and_groups) {
     kt_expect_error(KILN_STATUS_SHAPE, "expects 6");
 }
 
-Test(conv, error_kernel_larger_than_padded_input) {
+KT_TEST(conv, error_kernel_larger_than_padded_input) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){1, 1, 4, 4}, KILN_F32, KILN_CPU);
     kiln_tensor *w = kiln_tensor_zeros(4, (int64_t[]){1, 1, 5, 3}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_conv2d(x, w, NULL, NULL));
@@ -272,7 +272,7 @@ Test(conv, error_kernel_larger_than_padded_input) {
     cr_expect_not_null(kiln_conv2d(x, w3, NULL, &p), "%s", kiln_last_error());
 }
 
-Test(conv, error_bad_params) {
+KT_TEST(conv, error_bad_params) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){1, 1, 4, 4}, KILN_F32, KILN_CPU);
     kiln_tensor *w = kiln_tensor_zeros(4, (int64_t[]){1, 1, 3, 3}, KILN_F32, KILN_CPU);
     kiln_conv2d_params p = conv_params(0, 0, 1, 1, false);
@@ -301,7 +301,7 @@ Test(conv, error_bad_params) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "stride -1");
 }
 
-Test(conv, error_null_and_dtype) {
+KT_TEST(conv, error_null_and_dtype) {
     kiln_tensor *w = kiln_tensor_zeros(4, (int64_t[]){1, 1, 3, 3}, KILN_F32, KILN_CPU);
     kiln_tensor *x64 = kiln_tensor_zeros(4, (int64_t[]){1, 1, 4, 4}, KILN_F64, KILN_CPU);
     cr_expect_null(kiln_conv2d(x64, w, NULL, NULL));
@@ -313,7 +313,7 @@ Test(conv, error_null_and_dtype) {
     kt_expect_error(KILN_STATUS_SHAPE, "reshape");
 }
 
-Test(conv, empty_batch) {
+KT_TEST(conv, empty_batch) {
     /* torch accepts N = 0: an empty output, and a zero weight gradient */
     kiln_tensor *x = kt_rand_input(4, (int64_t[]){1, 2, 5, 5}, -1, 1);
     kiln_tensor *x0 = kiln_slice(x, 0, 0, 0, 1);
@@ -329,7 +329,7 @@ Test(conv, empty_batch) {
     KT_EXPECT_SHAPE(t, 4, 0, 2, 5, 5);
 }
 
-Test(conv, layer_ops_are_registered) {
+KT_TEST(conv, layer_ops_are_registered) {
     /* every op of core/ops/layers.def: a CPU kernel, and a backward or the explicit mark */
     static const char *names[] = {"conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv_transpose2d",
                                   "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",

@@ -73,19 +73,19 @@ static void run_case(const ce_case *c, kiln_dtype dt, bool strided, double atol,
 }
 
 /* f64: rounding only; f32: inputs rounded to 24 bits, losses of size ~1-10. */
-Test(cross_entropy, every_fixture_case_f64) {
+KT_TEST(cross_entropy, every_fixture_case_f64) {
     for (size_t i = 0; i < sizeof ce_cases / sizeof ce_cases[0]; i++) run_case(&ce_cases[i], KILN_F64, false, 1e-12, 1e-10);
 }
 
-Test(cross_entropy, every_fixture_case_f32) {
+KT_TEST(cross_entropy, every_fixture_case_f32) {
     for (size_t i = 0; i < sizeof ce_cases / sizeof ce_cases[0]; i++) run_case(&ce_cases[i], KILN_F32, false, 1e-5, 1e-5);
 }
 
-Test(cross_entropy, every_fixture_case_strided_input) {
+KT_TEST(cross_entropy, every_fixture_case_strided_input) {
     for (size_t i = 0; i < sizeof ce_cases / sizeof ce_cases[0]; i++) run_case(&ce_cases[i], KILN_F64, true, 1e-12, 1e-10);
 }
 
-Test(cross_entropy, all_ignored_mean_is_nan_and_grad_zero) {
+KT_TEST(cross_entropy, all_ignored_mean_is_nan_and_grad_zero) {
     const grid *g = find_grid("ign");
     kiln_tensor *x = kt_tensor(KILN_F64, g->ndim, g->shape, g->x);
     kiln_tensor_set_requires_grad(x, true);
@@ -130,16 +130,16 @@ static void gradcheck_index(const char *gname, bool nll) {
             }
 }
 
-Test(cross_entropy, gradcheck_index_targets_matrix) { gradcheck_index("mat", false); }
-Test(cross_entropy, gradcheck_index_targets_pixels) { gradcheck_index("pix", false); }
-Test(cross_entropy, gradcheck_index_targets_vector) { gradcheck_index("vec", false); }
-Test(cross_entropy, gradcheck_nll_loss) {
+KT_TEST(cross_entropy, gradcheck_index_targets_matrix) { gradcheck_index("mat", false); }
+KT_TEST(cross_entropy, gradcheck_index_targets_pixels) { gradcheck_index("pix", false); }
+KT_TEST(cross_entropy, gradcheck_index_targets_vector) { gradcheck_index("vec", false); }
+KT_TEST(cross_entropy, gradcheck_nll_loss) {
     gradcheck_index("mat", true);
     gradcheck_index("pix", true);
 }
 
 /* Probability targets: the gradient reaches both the logits and the target. */
-Test(cross_entropy, gradcheck_probability_targets) {
+KT_TEST(cross_entropy, gradcheck_probability_targets) {
     const grid *g = find_grid("pix");
     for (int r = 0; r < 3; r++)
         for (int w = 0; w < 2; w++) {
@@ -155,7 +155,7 @@ Test(cross_entropy, gradcheck_probability_targets) {
 }
 
 /* The gradient of 'none' arrives through an expanded (stride-0) view. */
-Test(cross_entropy, backward_through_sum_of_none) {
+KT_TEST(cross_entropy, backward_through_sum_of_none) {
     const grid *g = find_grid("pix");
     kiln_tensor *x = kt_tensor(KILN_F64, g->ndim, g->shape, g->x);
     kiln_tensor_set_requires_grad(x, true);
@@ -175,7 +175,7 @@ Test(cross_entropy, backward_through_sum_of_none) {
 
 /* Large enough for the threaded path (positions split over threads, the sum a
  * reduction): checked against a plain per-pixel reference written here. */
-Test(cross_entropy, threaded_pixel_grid_matches_reference) {
+KT_TEST(cross_entropy, threaded_pixel_grid_matches_reference) {
     int64_t shape[4] = {2, 7, 48, 50}, N = 2, C = 7, S = 48 * 50;
     kiln_tensor *x = kiln_tensor_randn(4, shape, 0, 3, KILN_F64, KILN_CPU);
     kiln_tensor *w = kiln_tensor_rand(1, &C, 0.5, 2, KILN_F64, KILN_CPU);

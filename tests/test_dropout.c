@@ -7,14 +7,14 @@
 
 TestSuite(dropout, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-Test(dropout, eval_and_p0_are_identity) {
+KT_TEST(dropout, eval_and_p0_are_identity) {
     kiln_tensor *x = KT_F32(1, KT_SHAPE(3), {1, 2, 3});
     cr_expect_eq(kiln_dropout(x, 0.5, false), x);
     cr_expect_eq(kiln_dropout(x, 0.0, true), x);
     KT_EXPECT(kiln_dropout(x, 1.0, true), 0, 0, {0, 0, 0});
 }
 
-Test(dropout, statistics) {
+KT_TEST(dropout, statistics) {
     const int64_t n = 200000;
     const double p = 0.3;
     kiln_tensor *x = kiln_tensor_full(1, &n, 2.0, KILN_F32, KILN_CPU);
@@ -31,7 +31,7 @@ Test(dropout, statistics) {
     cr_expect(fabs(frac - p) < 0.005, "dropped fraction %.4f, expected %.2f", frac, p);
 }
 
-Test(dropout, deterministic_for_a_seed) {
+KT_TEST(dropout, deterministic_for_a_seed) {
     const int64_t n = 1000;
     kiln_tensor *x = kiln_tensor_full(1, &n, 1.0, KILN_F64, KILN_CPU);
     kiln_manual_seed(42);
@@ -50,7 +50,7 @@ Test(dropout, deterministic_for_a_seed) {
     free(c);
 }
 
-Test(dropout, backward_uses_the_forward_mask) {
+KT_TEST(dropout, backward_uses_the_forward_mask) {
     const int64_t n = 64;
     kiln_tensor *x = kiln_tensor_full(1, &n, 1.0, KILN_F64, KILN_CPU);
     kiln_tensor_set_requires_grad(x, true);
@@ -68,12 +68,12 @@ static kiln_tensor *f_dropout(kiln_tensor *const *in, void *ctx) {
     return kiln_dropout(in[0], 0.4, true);
 }
 
-Test(dropout, gradcheck_fixed_mask) {
+KT_TEST(dropout, gradcheck_fixed_mask) {
     kiln_tensor *x = kt_rand_input(2, (int64_t[]){3, 5}, -1, 1);
     cr_expect(kt_gradcheck(f_dropout, NULL, 1, &x, 1e-6, 1e-8, 1e-6));
 }
 
-Test(dropout, strided_input_masks_by_logical_index) {
+KT_TEST(dropout, strided_input_masks_by_logical_index) {
     kiln_tensor *base = kiln_tensor_rand(2, (int64_t[]){4, 6}, 1, 2, KILN_F64, KILN_CPU);
     kiln_tensor *t = kiln_transpose(base, 0, 1);
     kiln_tensor *c = kiln_tensor_contiguous(t);
@@ -86,7 +86,7 @@ Test(dropout, strided_input_masks_by_logical_index) {
     free(b);
 }
 
-Test(dropout, module_follows_train_and_eval) {
+KT_TEST(dropout, module_follows_train_and_eval) {
     kiln_module *d = kiln_dropout_create(0.5);
     cr_assert(d);
     const int64_t n = 100;
@@ -98,7 +98,7 @@ Test(dropout, module_follows_train_and_eval) {
     kiln_module_free(d);
 }
 
-Test(dropout, errors) {
+KT_TEST(dropout, errors) {
     kiln_tensor *x = KT_F32(1, KT_SHAPE(2), {1, 2});
     cr_expect_null(kiln_dropout(x, 1.5, true));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "probability 1.5");

@@ -57,7 +57,7 @@ static void check_unary(const char *name, unary_fn f, int n, const double *x, co
 #define CHECK5(name, f, ...) check_unary(name, f, 5, X5, (const double[])__VA_ARGS__)
 #define CHECKP(name, f, ...) check_unary(name, f, 4, P4, (const double[])__VA_ARGS__)
 
-Test(elementwise, unary_forward_values) {
+KT_TEST(elementwise, unary_forward_values) {
     CHECK5("neg", u_neg, {2, 0.5, 0, -0.5, -3});
     CHECK5("exp", u_exp, {0.1353352832366127, 0.6065306597126334, 1.0, 1.6487212707001282, 20.085536923187668});
     CHECKP("log", u_log, {-1.3862943611198906, 0.0, 1.3862943611198906, 0.6931471805599453});
@@ -79,7 +79,7 @@ Test(elementwise, unary_forward_values) {
     CHECK5("mul_scalar", u_muls, {4, 1, 0, -1, -6});
 }
 
-Test(elementwise, special_values) {
+KT_TEST(elementwise, special_values) {
     /* log(0) = -inf, log(-1) = nan, sqrt(-1) = nan, exp overflows to inf, 1/0 = inf */
     kiln_tensor *z = KT_F64(1, KT_SHAPE(4), {0, -1, 1000, -1000});
     KT_EXPECT(kiln_log(z), 0, 0, {-INFINITY, NAN, 6.907755278982137, NAN});
@@ -108,7 +108,7 @@ static void check_binary(const char *name, binary_fn f, const double *want) {
     }
 }
 
-Test(elementwise, binary_forward_values) {
+KT_TEST(elementwise, binary_forward_values) {
     check_binary("add", kiln_add, (const double[]){3, 2, 2, 1, 7.75});
     check_binary("sub", kiln_sub, (const double[]){-1, -6, 4, 0, -8.25});
     check_binary("mul", kiln_mul, (const double[]){2, -8, -3, 0.25, -2});
@@ -117,7 +117,7 @@ Test(elementwise, binary_forward_values) {
     check_binary("minimum", kiln_minimum, (const double[]){1, -2, -1, 0.5, -0.25});
 }
 
-Test(elementwise, where_forward) {
+KT_TEST(elementwise, where_forward) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         kiln_tensor *c = kt_tensor(KILN_U8, 1, (int64_t[]){4}, (const double[]){1, 0, 7, 0});
@@ -154,7 +154,7 @@ static void gradcheck_unary(const char *name, unary_fn f, double lo, double hi) 
     cr_expect(kt_gradcheck(gc_unary, (void *)f, 1, &x, GC_EPS, GC_ATOL, GC_RTOL), "%s", name);
 }
 
-Test(elementwise, unary_backward_gradcheck) {
+KT_TEST(elementwise, unary_backward_gradcheck) {
     gradcheck_unary("neg", u_neg, -2, 2);
     gradcheck_unary("exp", u_exp, -2, 2);
     gradcheck_unary("log", u_log, 0.2, 3);
@@ -175,7 +175,7 @@ Test(elementwise, unary_backward_gradcheck) {
     gradcheck_unary("mul_scalar", u_muls, -2, 2);
 }
 
-Test(elementwise, binary_backward_gradcheck) {
+KT_TEST(elementwise, binary_backward_gradcheck) {
     const struct { const char *name; binary_fn f; double lo, hi; } ops[] = {
         {"add", kiln_add, -2, 2}, {"sub", kiln_sub, -2, 2}, {"mul", kiln_mul, -2, 2},
         {"div", kiln_div, 0.5, 2}, {"maximum", kiln_maximum, -2, 2}, {"minimum", kiln_minimum, -2, 2},
@@ -187,7 +187,7 @@ Test(elementwise, binary_backward_gradcheck) {
     }
 }
 
-Test(elementwise, where_backward_gradcheck) {
+KT_TEST(elementwise, where_backward_gradcheck) {
     kiln_tensor *x[3] = {kt_rand_input(2, (int64_t[]){3, 4}, -1, 1), kt_rand_input(1, (int64_t[]){4}, -1, 1),
                          KT_F64(2, KT_SHAPE(3, 4), {1, 0, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1})};
     cr_expect(kt_gradcheck(gc_where, NULL, 3, x, GC_EPS, GC_ATOL, GC_RTOL));
@@ -209,12 +209,12 @@ static void expect_grad(const char *name, unary_fn f, int n, const double *x, co
     free(g);
 }
 
-Test(elementwise, clamp_passes_the_gradient_at_its_bounds) {
+KT_TEST(elementwise, clamp_passes_the_gradient_at_its_bounds) {
     expect_grad("clamp", u_clamp, 5, (const double[]){-1, 1, 0, 2, -3}, (const double[]){1, 1, 1, 0, 0});
     expect_grad("clamp lo", u_clamp_lo, 3, (const double[]){0.25, 0, 1e300}, (const double[]){1, 0, 1});
 }
 
-Test(elementwise, abs_relu_leaky_at_zero) {
+KT_TEST(elementwise, abs_relu_leaky_at_zero) {
     expect_grad("abs", u_abs, 3, (const double[]){0, -0.0, -2}, (const double[]){0, 0, -1});
     expect_grad("relu", u_relu, 3, (const double[]){0, -1, 1}, (const double[]){0, 0, 1});
     expect_grad("leaky_relu", u_leaky, 3, (const double[]){0, -1, 1}, (const double[]){0.1, 0.1, 1});
@@ -222,7 +222,7 @@ Test(elementwise, abs_relu_leaky_at_zero) {
     expect_grad("pow 2", u_pow2, 2, (const double[]){0, -3}, (const double[]){0, -6});
 }
 
-Test(elementwise, maximum_minimum_ties_split_the_gradient) {
+KT_TEST(elementwise, maximum_minimum_ties_split_the_gradient) {
     for (int m = 0; m < 2; m++) {
         kiln_tensor *a = KT_F64(1, KT_SHAPE(3), {1, 2, 3});
         kiln_tensor *b = KT_F64(1, KT_SHAPE(3), {1, 0, 5});
@@ -240,7 +240,7 @@ Test(elementwise, maximum_minimum_ties_split_the_gradient) {
     }
 }
 
-Test(elementwise, sigmoid_far_from_zero_does_not_overflow) {
+KT_TEST(elementwise, sigmoid_far_from_zero_does_not_overflow) {
     kiln_set_anomaly_mode(true); /* any NaN or Inf, forward or backward, fails the op */
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
@@ -262,7 +262,7 @@ Test(elementwise, sigmoid_far_from_zero_does_not_overflow) {
 
 /* ---- broadcasting ------------------------------------------------------------------- */
 
-Test(elementwise, broadcasting_forward) {
+KT_TEST(elementwise, broadcasting_forward) {
     /* scalar */
     KT_EXPECT(kiln_sub(KT_F32(2, KT_SHAPE(2, 2), {1, 2, 3, 4}), kiln_tensor_scalar(1, KILN_F32, KILN_CPU)), 0, 0,
               {0, 1, 2, 3});
@@ -293,7 +293,7 @@ Test(elementwise, broadcasting_forward) {
 
 typedef struct { int na, nb; int64_t sa[4], sb[4]; } bshape;
 
-Test(elementwise, broadcasting_backward_gradcheck) {
+KT_TEST(elementwise, broadcasting_backward_gradcheck) {
     const bshape cases[] = {
         {2, 0, {2, 3}, {0}},             /* scalar */
         {3, 1, {2, 3, 4}, {4}},          /* leading dims */
@@ -320,7 +320,7 @@ Test(elementwise, broadcasting_backward_gradcheck) {
 
 /* ---- non-contiguous inputs -------------------------------------------------------------- */
 
-Test(elementwise, strided_inputs_give_the_same_values) {
+KT_TEST(elementwise, strided_inputs_give_the_same_values) {
     kiln_tensor *m = KT_F32(2, KT_SHAPE(3, 4), {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
     kiln_tensor *t = kiln_transpose(m, 0, 1);              /* [4, 3] */
     kiln_tensor *s = kiln_slice(m, 1, 0, 4, 2);            /* [3, 2]: columns 0 and 2 */
@@ -358,7 +358,7 @@ static kiln_tensor *f_strided(kiln_tensor *const *x, void *ctx) {
     return kiln_add(kiln_maximum(u, kiln_slice(s, 1, 0, 4, 1)), kiln_sum(w, 1, (int[]){1}, true));
 }
 
-Test(elementwise, strided_inputs_backward_gradcheck) {
+KT_TEST(elementwise, strided_inputs_backward_gradcheck) {
     kiln_tensor *x[2] = {kt_rand_input(2, (int64_t[]){4, 5}, -1, 1), kt_rand_input(2, (int64_t[]){3, 1}, -1, 1)};
     cr_expect(kt_gradcheck(f_strided, NULL, 2, x, GC_EPS, GC_ATOL, GC_RTOL));
 }

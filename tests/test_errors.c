@@ -11,7 +11,7 @@ TestSuite(errors, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 
-Test(errors, a_null_chain_keeps_the_first_error) {
+KT_TEST(errors, a_null_chain_keeps_the_first_error) {
     kiln_tensor *a = KT_F32(1, KT_SHAPE(2), {1, 2});
     kiln_tensor *b = KT_F32(1, KT_SHAPE(3), {1, 2, 3});
     kiln_tensor_set_requires_grad(a, true);
@@ -76,7 +76,7 @@ static kiln_tensor *n_detach(kiln_tensor *x) { return kiln_tensor_detach(x); }
 static kiln_tensor *n_cast(kiln_tensor *x) { return kiln_tensor_cast(x, KILN_F64); }
 static kiln_tensor *n_to(kiln_tensor *x) { return kiln_tensor_to(x, KILN_CPU); }
 
-Test(errors, every_op_given_null_returns_null_with_an_error) {
+KT_TEST(errors, every_op_given_null_returns_null_with_an_error) {
     static const struct { const char *name; null_fn f; } ops[] = {
         {"neg", n_neg}, {"exp", n_exp}, {"log", n_log}, {"sqrt", n_sqrt}, {"abs", n_abs}, {"pow", n_pow},
         {"clamp", n_clamp}, {"relu", n_relu}, {"leaky_relu", n_leaky}, {"sigmoid", n_sigmoid}, {"tanh", n_tanh},
@@ -119,7 +119,7 @@ static kiln_tensor fake_cuda(const kiln_tensor *cpu) {
     return f;
 }
 
-Test(errors, mixed_devices_are_refused) {
+KT_TEST(errors, mixed_devices_are_refused) {
     kiln_tensor *a = KT_F32(2, KT_SHAPE(2, 2), {1, 2, 3, 4});
     kiln_tensor g = fake_cuda(a), *gpu = &g;
     cr_expect_null(kiln_add(a, gpu));
@@ -141,7 +141,7 @@ Test(errors, mixed_devices_are_refused) {
     kt_expect_error(KILN_STATUS_DEVICE, "grad_output f32[2, 2] cuda:0 does not match root f32[2, 2] cpu");
 }
 
-Test(errors, dtypes_an_op_does_not_compute_are_refused) {
+KT_TEST(errors, dtypes_an_op_does_not_compute_are_refused) {
     kiln_tensor *f = KT_F32(1, KT_SHAPE(2), {1, 2});
     kiln_tensor *i = kiln_tensor_cast(f, KILN_I64);
     cr_expect_null(kiln_add(i, f));
@@ -160,7 +160,7 @@ Test(errors, dtypes_an_op_does_not_compute_are_refused) {
     KT_EXPECT(kiln_where(kiln_tensor_cast(KT_F32(1, KT_SHAPE(2), {0, 3}), KILN_U8), f, kiln_neg(f)), 0, 0, {-1, 2});
 }
 
-Test(errors, axes_out_of_range) {
+KT_TEST(errors, axes_out_of_range) {
     kiln_tensor *a = kiln_tensor_zeros(2, SHAPE(2, 3), KILN_F32, KILN_CPU);
     cr_expect_null(kiln_sum(a, 1, (int[]){2}, false));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "sum: axis 2 is out of range for a 2-d tensor (use -2..1)");
@@ -182,7 +182,7 @@ Test(errors, axes_out_of_range) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "permute: axis 0 appears twice");
 }
 
-Test(errors, bad_reshapes_and_expands) {
+KT_TEST(errors, bad_reshapes_and_expands) {
     kiln_tensor *a = kiln_tensor_zeros(2, SHAPE(2, 3), KILN_F32, KILN_CPU);
     cr_expect_null(kiln_reshape(a, 1, SHAPE(4)));
     kt_expect_error(KILN_STATUS_SHAPE, "reshape: cannot reshape [2, 3] (6 elements) to [4] (4 elements)");
@@ -202,7 +202,7 @@ Test(errors, bad_reshapes_and_expands) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "clamp: lo (1) is greater than hi (0)");
 }
 
-Test(errors, cuda_without_a_device_is_no_device) {
+KT_TEST(errors, cuda_without_a_device_is_no_device) {
     int n = kiln_cuda_device_count();
     kiln_device missing = KILN_CUDA(n); /* one past the last device, in every build */
     cr_expect_not(kiln_device_available(missing));
@@ -224,7 +224,7 @@ Test(errors, cuda_without_a_device_is_no_device) {
 #endif
 }
 
-Test(errors, device_names_parse) {
+KT_TEST(errors, device_names_parse) {
     kiln_device d = KILN_CPU;
     cr_expect_eq(kiln_device_parse("cuda", &d), KILN_STATUS_OK);
     cr_expect(d.type == KILN_DEVICE_CUDA && d.index == 0);
@@ -250,7 +250,7 @@ Test(errors, device_names_parse) {
     cr_expect_not(kiln_device_equal(KILN_CUDA(0), KILN_CUDA(1)));
 }
 
-Test(errors, default_device_follows_KILN_DEVICE) {
+KT_TEST(errors, default_device_follows_KILN_DEVICE) {
     setenv("KILN_DEVICE", "cpu", 1);
     cr_expect(kiln_device_equal(kiln_default_device(), KILN_CPU));
     setenv("KILN_DEVICE", "cuda:1", 1);
@@ -268,7 +268,7 @@ Test(errors, default_device_follows_KILN_DEVICE) {
     setenv("KILN_DEVICE", "cpu", 1);
 }
 
-Test(errors, anomaly_mode_names_the_op) {
+KT_TEST(errors, anomaly_mode_names_the_op) {
     kiln_tensor *x = KT_F32(1, KT_SHAPE(2), {-1, 2});
     cr_expect_not(kiln_anomaly_mode());
     /* off: NaN flows through, as in torch */
@@ -295,7 +295,7 @@ Test(errors, anomaly_mode_names_the_op) {
     kiln_set_anomaly_mode(false);
 }
 
-Test(errors, status_names) {
+KT_TEST(errors, status_names) {
     for (int s = KILN_STATUS_OK; s <= KILN_STATUS_NOT_IMPLEMENTED; s++) {
         const char *n = kiln_status_name((kiln_status)s);
         cr_expect(n && *n && strcmp(n, "unknown status") != 0, "status %d has no name", s);

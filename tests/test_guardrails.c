@@ -10,7 +10,7 @@ static kiln_tensor *i64(int ndim, const int64_t *shape, const int64_t *v) {
 
 /* ---- a softmax over one unit ------------------------------------------------------- */
 
-Test(guardrails, cross_entropy_over_one_class) {
+KT_TEST(guardrails, cross_entropy_over_one_class) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){2, 1, 3, 3}, KILN_F32, KILN_CPU);
     kiln_tensor *t = kiln_tensor_zeros(3, (int64_t[]){2, 3, 3}, KILN_I64, KILN_CPU);
     cr_expect_null(kiln_cross_entropy(x, t, NULL));
@@ -27,7 +27,7 @@ Test(guardrails, cross_entropy_over_one_class) {
 
 /* ---- probabilities vs logits -------------------------------------------------------- */
 
-Test(guardrails, bce_given_logits) {
+KT_TEST(guardrails, bce_given_logits) {
     kiln_tensor *x = KT_F32(1, KT_SHAPE(3), {0.2, 1.7, -0.3});
     kiln_tensor *y = KT_F32(1, KT_SHAPE(3), {0, 1, 0});
     cr_expect_null(kiln_bce(x, y, NULL, KILN_REDUCTION_MEAN));
@@ -39,7 +39,7 @@ Test(guardrails, bce_given_logits) {
 
 /* ---- target shapes: never a silent broadcast ------------------------------------------ */
 
-Test(guardrails, target_shape_differs_from_input) {
+KT_TEST(guardrails, target_shape_differs_from_input) {
     /* (4,1) against (4): the broadcast would compare 16 pairs */
     kiln_tensor *x = kiln_tensor_zeros(2, (int64_t[]){4, 1}, KILN_F32, KILN_CPU);
     kiln_tensor *p = kiln_tensor_full(2, (int64_t[]){4, 1}, 0.5, KILN_F32, KILN_CPU);
@@ -63,7 +63,7 @@ Test(guardrails, target_shape_differs_from_input) {
     }
 }
 
-Test(guardrails, cross_entropy_target_shapes) {
+KT_TEST(guardrails, cross_entropy_target_shapes) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){2, 3, 4, 4}, KILN_F32, KILN_CPU);
     /* (N,1,H,W) class indices: the channel axis must be dropped */
     cr_expect_null(kiln_cross_entropy(x, kiln_tensor_zeros(4, (int64_t[]){2, 1, 4, 4}, KILN_I64, KILN_CPU), NULL));
@@ -87,7 +87,7 @@ Test(guardrails, cross_entropy_target_shapes) {
 
 /* ---- class indices ------------------------------------------------------------------------ */
 
-Test(guardrails, class_index_out_of_range) {
+KT_TEST(guardrails, class_index_out_of_range) {
     kiln_tensor *x = kiln_tensor_zeros(2, (int64_t[]){3, 3}, KILN_F32, KILN_CPU);
     kiln_tensor *t = i64(1, (int64_t[]){3}, (const int64_t[]){0, 5, 1});
     cr_expect_null(kiln_cross_entropy(x, t, NULL));
@@ -110,7 +110,7 @@ Test(guardrails, class_index_out_of_range) {
 
 /* ---- dtypes ------------------------------------------------------------------------------- */
 
-Test(guardrails, wrong_target_dtype) {
+KT_TEST(guardrails, wrong_target_dtype) {
     kiln_tensor *x = kiln_tensor_zeros(2, (int64_t[]){2, 3}, KILN_F32, KILN_CPU);
     kiln_tensor *t32 = kiln_tensor_zeros(1, (int64_t[]){2}, KILN_I32, KILN_CPU);
     cr_expect_null(kiln_cross_entropy(x, t32, NULL));
@@ -129,7 +129,7 @@ Test(guardrails, wrong_target_dtype) {
 
 /* ---- arguments --------------------------------------------------------------------------------- */
 
-Test(guardrails, bad_arguments) {
+KT_TEST(guardrails, bad_arguments) {
     kiln_tensor *x = kiln_tensor_zeros(2, (int64_t[]){2, 3}, KILN_F64, KILN_CPU);
     kiln_tensor *t = kiln_tensor_zeros(1, (int64_t[]){2}, KILN_I64, KILN_CPU);
     kiln_cross_entropy_options o = kiln_cross_entropy_options_default();
@@ -152,7 +152,7 @@ Test(guardrails, bad_arguments) {
 }
 
 /* An op handed NULL returns NULL and keeps the first error. */
-Test(guardrails, null_inputs_keep_the_first_error) {
+KT_TEST(guardrails, null_inputs_keep_the_first_error) {
     kiln_tensor *x = kiln_tensor_zeros(2, (int64_t[]){2, 1}, KILN_F32, KILN_CPU);
     kiln_tensor *t = kiln_tensor_zeros(1, (int64_t[]){2}, KILN_I64, KILN_CPU);
     kiln_tensor *bad = kiln_cross_entropy(x, t, NULL); /* first error: one class */
@@ -163,7 +163,7 @@ Test(guardrails, null_inputs_keep_the_first_error) {
 
 /* ---- metrics ----------------------------------------------------------------------------------- */
 
-Test(guardrails, metrics_errors) {
+KT_TEST(guardrails, metrics_errors) {
     kiln_binary_metrics *m = kiln_binary_metrics_create(0.5, KILN_SCORES_PROBABILITIES);
     kiln_tensor *logits = KT_F32(1, KT_SHAPE(3), {-2, 0.3, 4});
     kiln_tensor *y = KT_F32(1, KT_SHAPE(3), {0, 1, 1});

@@ -12,7 +12,7 @@ static kiln_tensor *fx(const double *v, int ndim, const int64_t *shape, kiln_dty
     return kt_tensor(dt, ndim, shape, v);
 }
 
-Test(linear, forward_matches_torch_f64_and_f32) {
+KT_TEST(linear, forward_matches_torch_f64_and_f32) {
     for (int k = 0; k < 2; k++) {
         kiln_dtype dt = k ? KILN_F32 : KILN_F64;
         double tol = k ? 1e-5 : 1e-12; /* f32: a 4-term dot product of values ~1 */
@@ -29,7 +29,7 @@ Test(linear, forward_matches_torch_f64_and_f32) {
 }
 
 /* Transposed (column-major), row-strided and unfoldable views give the contiguous result. */
-Test(linear, strided_operands) {
+KT_TEST(linear, strided_operands) {
     kiln_tensor *x = fx(FX_LIN_X, 3, (int64_t[]){2, 3, 4}, KILN_F64);
     kiln_tensor *w = fx(FX_LIN_W, 2, (int64_t[]){5, 4}, KILN_F64);
     kiln_tensor *b = fx(FX_LIN_B, 1, (int64_t[]){5}, KILN_F64);
@@ -53,7 +53,7 @@ Test(linear, strided_operands) {
                             FX_LIN_W[16] + 0.5});
 }
 
-Test(linear, backward_by_hand) {
+KT_TEST(linear, backward_by_hand) {
     kiln_tensor *x = KT_F32(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *w = KT_F32(2, KT_SHAPE(2, 3), {1, 0, -1, 0.5, 0.5, 0.5});
     kiln_tensor *b = KT_F32(1, KT_SHAPE(2), {10, 20});
@@ -78,7 +78,7 @@ static kiln_tensor *f_linear_views(kiln_tensor *const *in, void *ctx) {
     return kiln_linear(x, kiln_transpose(in[1], 0, 1), in[2]);
 }
 
-Test(linear, gradcheck_f64) {
+KT_TEST(linear, gradcheck_f64) {
     kiln_tensor *in[3] = {kt_rand_input(3, (int64_t[]){2, 3, 4}, -1, 1), kt_rand_input(2, (int64_t[]){5, 4}, -1, 1),
                           kt_rand_input(1, (int64_t[]){5}, -1, 1)};
     cr_expect(kt_gradcheck(f_linear, NULL, 3, in, 1e-6, 1e-8, 1e-6));
@@ -90,7 +90,7 @@ Test(linear, gradcheck_f64) {
     cr_expect(kt_gradcheck(f_linear, NULL, 3, one, 1e-6, 1e-8, 1e-6));
 }
 
-Test(linear, empty_batch_and_zero_features) {
+KT_TEST(linear, empty_batch_and_zero_features) {
     kiln_tensor *w = kiln_tensor_full(2, (int64_t[]){3, 0}, 1, KILN_F32, KILN_CPU);
     kiln_tensor *b = KT_F32(1, KT_SHAPE(3), {1, 2, 3});
     KT_EXPECT(kiln_linear(kiln_tensor_zeros(2, (int64_t[]){2, 0}, KILN_F32, KILN_CPU), w, b), 0, 0,
@@ -100,7 +100,7 @@ Test(linear, empty_batch_and_zero_features) {
     KT_EXPECT_SHAPE(y, 2, 0, 3);
 }
 
-Test(linear, errors) {
+KT_TEST(linear, errors) {
     kiln_tensor *w = kiln_tensor_zeros(2, (int64_t[]){5, 4}, KILN_F32, KILN_CPU);
     kiln_tensor *x = kiln_tensor_zeros(2, (int64_t[]){2, 3}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_linear(x, w, NULL));

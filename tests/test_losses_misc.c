@@ -39,11 +39,11 @@ static void check_all(kiln_dtype dt) {
     }
 }
 
-Test(losses_misc, forward_f64) { check_all(KILN_F64); }
-Test(losses_misc, forward_f32) { check_all(KILN_F32); }
+KT_TEST(losses_misc, forward_f64) { check_all(KILN_F64); }
+KT_TEST(losses_misc, forward_f32) { check_all(KILN_F32); }
 
 /* Hand-computed: dice of p = [1,0.5,0,0], t = [1,1,0,0]: inter 1.5, sums 1.5 + 2. */
-Test(losses_misc, dice_by_hand) {
+KT_TEST(losses_misc, dice_by_hand) {
     kiln_tensor *p = KT_F64(2, KT_SHAPE(1, 4), {1, 0.5, 0, 0});
     kiln_tensor *t = KT_F64(2, KT_SHAPE(1, 4), {1, 1, 0, 0});
     KT_EXPECT(kiln_dice_loss(p, t, 0.0, KILN_REDUCTION_NONE), 1e-15, 0, {1 - 3.0 / 3.5});
@@ -68,7 +68,7 @@ static kiln_tensor *f_misc(kiln_tensor *const *in, void *vctx) {
     }
 }
 
-Test(losses_misc, gradcheck_every_loss) {
+KT_TEST(losses_misc, gradcheck_every_loss) {
     static const char *names[] = {"mse", "l1", "dice", "dice_multiclass", "focal", "focal_noalpha"};
     for (int which = 0; which < 6; which++)
         for (int r = 0; r < 3; r++) {

@@ -7,7 +7,7 @@
 
 TestSuite(matmul, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-Test(matmul, hand_values) {
+KT_TEST(matmul, hand_values) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         kiln_tensor *a = kt_tensor(dt, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
@@ -19,7 +19,7 @@ Test(matmul, hand_values) {
     }
 }
 
-Test(matmul, one_dimensional_operands) {
+KT_TEST(matmul, one_dimensional_operands) {
     kiln_tensor *v = KT_F64(1, KT_SHAPE(3), {1, 2, 3});
     kiln_tensor *w = KT_F64(1, KT_SHAPE(3), {4, 5, 6});
     kiln_tensor *m = KT_F64(2, KT_SHAPE(2, 3), {1, 0, 2, 0, 1, 1});   /* [2,3] */
@@ -56,7 +56,7 @@ static void ref_bmm(const double *a, const double *b, double *c, int64_t T, int6
             }
 }
 
-Test(matmul, batch_broadcasting) {
+KT_TEST(matmul, batch_broadcasting) {
     /* [2,1,2,3] x [3,3,4] -> [2,3,2,4]: a repeats over the 3, b over the 2 */
     kiln_tensor *a = kiln_tensor_randn(4, (int64_t[]){2, 1, 2, 3}, 0, 1, KILN_F64, KILN_CPU);
     kiln_tensor *b = kiln_tensor_randn(3, (int64_t[]){3, 3, 4}, 0, 1, KILN_F64, KILN_CPU);
@@ -74,7 +74,7 @@ Test(matmul, batch_broadcasting) {
     free(bv);
 }
 
-Test(matmul, transposed_strided_and_expanded_views) {
+KT_TEST(matmul, transposed_strided_and_expanded_views) {
     kiln_tensor *a = kiln_tensor_randn(3, (int64_t[]){3, 4, 5}, 0, 1, KILN_F64, KILN_CPU);
     kiln_tensor *b = kiln_tensor_randn(3, (int64_t[]){3, 5, 2}, 0, 1, KILN_F64, KILN_CPU);
     double *ref = kt_values(kiln_matmul(a, b));
@@ -103,7 +103,7 @@ Test(matmul, transposed_strided_and_expanded_views) {
     free(ref3);
 }
 
-Test(matmul, dense_layer_over_a_batch_equals_per_sample_products) {
+KT_TEST(matmul, dense_layer_over_a_batch_equals_per_sample_products) {
     /* Y = X·Wᵀ with W [out, in] as torch's Linear stores it */
     const int64_t B = 6, IN = 5, OUT = 3;
     kiln_tensor *X = kiln_tensor_randn(2, (int64_t[]){B, IN}, 0, 1, KILN_F64, KILN_CPU);
@@ -126,7 +126,7 @@ Test(matmul, dense_layer_over_a_batch_equals_per_sample_products) {
     free(yv);
 }
 
-Test(matmul, dense_layer_backprop) {
+KT_TEST(matmul, dense_layer_backprop) {
     /* dX = dY·W and dW = dYᵀ·X (the transposes of the product's inputs) */
     kiln_tensor *X = KT_F64(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *W = KT_F64(2, KT_SHAPE(2, 3), {1, 0, -1, 2, 1, 0});
@@ -140,7 +140,7 @@ Test(matmul, dense_layer_backprop) {
     KT_EXPECT(kiln_tensor_grad(W), 0, 0, {13, 17, 21, 18, 24, 30});
 }
 
-Test(matmul, empty_inner_dimension_gives_zeros) {
+KT_TEST(matmul, empty_inner_dimension_gives_zeros) {
     kiln_tensor *a = kiln_tensor_zeros(2, (int64_t[]){2, 0}, KILN_F32, KILN_CPU);
     kiln_tensor *b = kiln_tensor_zeros(2, (int64_t[]){0, 3}, KILN_F32, KILN_CPU);
     kiln_tensor *c = kiln_matmul(a, b);
@@ -171,7 +171,7 @@ static void gradcheck_shapes(int kind, int na, const int64_t *sa, int nb, const 
               kiln_tensor_describe(in[0], b1, sizeof b1), kiln_tensor_describe(in[1], b2, sizeof b2));
 }
 
-Test(matmul, gradcheck) {
+KT_TEST(matmul, gradcheck) {
     gradcheck_shapes(0, 2, (int64_t[]){3, 4}, 2, (int64_t[]){4, 2});
     gradcheck_shapes(0, 4, (int64_t[]){2, 1, 2, 3}, 3, (int64_t[]){3, 3, 4}); /* broadcast both ways */
     gradcheck_shapes(0, 3, (int64_t[]){2, 3, 4}, 2, (int64_t[]){4, 5});       /* shared weight, folded */
@@ -185,7 +185,7 @@ Test(matmul, gradcheck) {
     gradcheck_shapes(2, 2, (int64_t[]){3, 8}, 2, (int64_t[]){4, 2});          /* strided a */
 }
 
-Test(matmul, errors) {
+KT_TEST(matmul, errors) {
     kiln_tensor *a = kiln_tensor_zeros(2, (int64_t[]){2, 3}, KILN_F32, KILN_CPU);
     kiln_tensor *b = kiln_tensor_zeros(2, (int64_t[]){4, 5}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_matmul(a, b));
@@ -209,7 +209,7 @@ Test(matmul, errors) {
     kt_expect_error(KILN_STATUS_SHAPE, "inner dimensions");
 }
 
-Test(matmul, gradient_of_a_sum_reads_an_expanded_gradient) {
+KT_TEST(matmul, gradient_of_a_sum_reads_an_expanded_gradient) {
     /* d sum(A·B)/dA = 1·Bᵀ (row sums of B), d/dB = Aᵀ·1 (column sums of A) */
     kiln_tensor *a = KT_F32(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *b = KT_F32(2, KT_SHAPE(3, 2), {7, 8, 9, 10, 11, 12});

@@ -15,7 +15,7 @@ static kiln_tensor *labels(int ndim, const int64_t *shape, const int64_t *v) {
 
 #define EXPECT_NEAR(a, b) cr_expect(fabs((a) - (b)) < 1e-12, "%s = %.15g, expected %.15g", #a, (double)(a), (double)(b))
 
-Test(metrics, binary_from_probabilities) {
+KT_TEST(metrics, binary_from_probabilities) {
     kiln_binary_metrics *m = kiln_binary_metrics_create(0.5, KILN_SCORES_PROBABILITIES);
     cr_assert(m);
     /* preds > 0.5: 1 0 1 1 0 0 (0.5 itself is not above the threshold) */
@@ -46,7 +46,7 @@ Test(metrics, binary_from_probabilities) {
     kiln_binary_metrics_free(m);
 }
 
-Test(metrics, binary_from_logits) {
+KT_TEST(metrics, binary_from_logits) {
     /* threshold 0.75 on sigmoid: logit(0.75) = log 3 = 1.0986 */
     kiln_binary_metrics *m = kiln_binary_metrics_create(0.75, KILN_SCORES_LOGITS);
     kiln_tensor *x = KT_F64(1, KT_SHAPE(5), {-3, 0, 1.0, 1.2, 8});
@@ -66,7 +66,7 @@ static kiln_tensor *grid_scores(void) {
     /* argmax: [0 1 2 / 1 0(tie c0,c1 -> first) 2] */
 }
 
-Test(metrics, confusion_matrix_from_pixel_scores) {
+KT_TEST(metrics, confusion_matrix_from_pixel_scores) {
     kiln_confusion_matrix *cm = kiln_confusion_matrix_create(3, 255);
     cr_assert(cm);
     int64_t ts[3] = {1, 2, 3};
@@ -99,7 +99,7 @@ Test(metrics, confusion_matrix_from_pixel_scores) {
 }
 
 /* mIoU skips classes absent from both prediction and target. */
-Test(metrics, mean_iou_excludes_absent_classes_and_accumulates) {
+KT_TEST(metrics, mean_iou_excludes_absent_classes_and_accumulates) {
     kiln_confusion_matrix *cm = kiln_confusion_matrix_create(4, -100);
     int64_t s = 4;
     kiln_tensor *p = labels(1, &s, (const int64_t[]){0, 0, 1, 1});
@@ -130,7 +130,7 @@ Test(metrics, mean_iou_excludes_absent_classes_and_accumulates) {
 }
 
 /* Scores (N,C) with N = 2: argmax accuracy over samples; a strided scores view. */
-Test(metrics, argmax_accuracy_on_strided_scores) {
+KT_TEST(metrics, argmax_accuracy_on_strided_scores) {
     kiln_confusion_matrix *cm = kiln_confusion_matrix_create(3, -100);
     kiln_tensor *sc = kiln_transpose(KT_F64(2, KT_SHAPE(3, 2), {0.1, 0.7, 0.8, 0.2, 0.1, 0.1}), 0, 1); /* (2,3) */
     int64_t n = 2;
@@ -141,7 +141,7 @@ Test(metrics, argmax_accuracy_on_strided_scores) {
 }
 
 /* A failed update counts nothing from its batch. */
-Test(metrics, failed_update_leaves_counts) {
+KT_TEST(metrics, failed_update_leaves_counts) {
     kiln_confusion_matrix *cm = kiln_confusion_matrix_create(2, -100);
     int64_t n = 3;
     cr_expect_neq(kiln_confusion_matrix_update(cm, labels(1, &n, (const int64_t[]){0, 1, 1}),

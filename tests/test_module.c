@@ -29,7 +29,7 @@ static kiln_module *make_block(kiln_dtype dt) {
     return root;
 }
 
-Test(module, state_dict_names_match_torch) {
+KT_TEST(module, state_dict_names_match_torch) {
     kiln_module *m = make_block(KILN_F32);
     cr_assert_eq(kiln_module_num_state(m), N_OF(FX_STATE));
     for (int i = 0; i < N_OF(FX_STATE); i++) {
@@ -62,7 +62,7 @@ Test(module, state_dict_names_match_torch) {
     kiln_module_free(m);
 }
 
-Test(module, sequential_forward_is_the_composition) {
+KT_TEST(module, sequential_forward_is_the_composition) {
     kiln_module *mlp = kiln_sequential_create();
     kiln_sequential_append(mlp, kiln_linear_create(4, 8, true, KILN_F64));
     kiln_sequential_append(mlp, kiln_tanh_create());
@@ -90,7 +90,7 @@ typedef struct {
 } user_ctx;
 static void user_ctx_free(void *p) { ((user_ctx *)p)->freed++; }
 
-Test(module, custom_module_with_parameters_and_children) {
+KT_TEST(module, custom_module_with_parameters_and_children) {
     user_ctx uc = {0};
     kiln_module *net = kiln_module_create("Net", NULL, NULL, NULL);
     kiln_module *blk = kiln_module_create("Scaled", scaled_forward, &uc, user_ctx_free);
@@ -114,7 +114,7 @@ Test(module, custom_module_with_parameters_and_children) {
     cr_expect_eq(uc.freed, 1);
 }
 
-Test(module, arenas_are_contiguous_and_hold_the_gradients) {
+KT_TEST(module, arenas_are_contiguous_and_hold_the_gradients) {
     kiln_module *m = make_block(KILN_F32);
     kiln_tensor *flat = kiln_module_flat_parameters(m), *gflat = kiln_module_flat_gradients(m);
     cr_assert(flat && gflat, "%s", kiln_last_error());
@@ -158,7 +158,7 @@ Test(module, arenas_are_contiguous_and_hold_the_gradients) {
     kiln_module_free(m);
 }
 
-Test(module, repacking_keeps_pointers_and_values) {
+KT_TEST(module, repacking_keeps_pointers_and_values) {
     kiln_module *m = kiln_sequential_create();
     kiln_sequential_append(m, kiln_linear_create(2, 2, true, KILN_F32));
     kiln_tensor *flat = kiln_module_flat_parameters(m);
@@ -175,7 +175,7 @@ Test(module, repacking_keeps_pointers_and_values) {
     kiln_module_free(m);
 }
 
-Test(module, train_eval_propagates) {
+KT_TEST(module, train_eval_propagates) {
     kiln_module *m = make_block(KILN_F32);
     cr_expect(kiln_module_is_training(kiln_module_child(m, "enc1.1")));
     kiln_module_train(m, false);
@@ -191,7 +191,7 @@ Test(module, train_eval_propagates) {
     kiln_module_free(m);
 }
 
-Test(module, outlives_scopes_and_frees_without_leaks) {
+KT_TEST(module, outlives_scopes_and_frees_without_leaks) {
     size_t live0 = kiln_memory_stats(KILN_CPU).in_use;
     kiln_scope *s = kiln_scope_begin();
     kiln_module *m = kiln_sequential_create();
@@ -214,7 +214,7 @@ Test(module, outlives_scopes_and_frees_without_leaks) {
                  kiln_memory_stats(KILN_CPU).in_use - live0);
 }
 
-Test(module, initialisers) {
+KT_TEST(module, initialisers) {
     /* Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias */
     kiln_module *lin = kiln_linear_create(100, 50, true, KILN_F64);
     for (int k = 0; k < 2; k++) {
@@ -271,7 +271,7 @@ Test(module, initialisers) {
     kt_expect_error(KILN_STATUS_SHAPE, "fewer than 2 dimensions");
 }
 
-Test(module, forward_errors_name_the_module) {
+KT_TEST(module, forward_errors_name_the_module) {
     kiln_module *m = make_block(KILN_F32);
     cr_expect_null(kiln_module_forward(kiln_module_child(m, "enc1"), kiln_tensor_zeros(2, (int64_t[]){2, 5}, KILN_F32,
                                                                                        KILN_CPU)));
@@ -283,7 +283,7 @@ Test(module, forward_errors_name_the_module) {
     kiln_module_free(m);
 }
 
-Test(module, structural_errors) {
+KT_TEST(module, structural_errors) {
     kiln_module *m = make_block(KILN_F32);
     /* duplicate and dotted names; the rejected child is freed (no leak at teardown) */
     cr_expect_eq(kiln_module_add(m, "enc1", kiln_relu_create()), KILN_STATUS_INVALID_ARGUMENT);

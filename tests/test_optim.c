@@ -129,15 +129,15 @@ static void check_case(const opt_case *c, kiln_dtype dt, bool arena) {
     kiln_scope_end(s);
 }
 
-Test(optim, every_case_f64_matches_torch) {
+KT_TEST(optim, every_case_f64_matches_torch) {
     for (int i = 0; i < OPT_NCASES; i++) check_case(&opt_cases[i], KILN_F64, false);
 }
 
-Test(optim, every_case_f32_matches_torch) {
+KT_TEST(optim, every_case_f32_matches_torch) {
     for (int i = 0; i < OPT_NCASES; i++) check_case(&opt_cases[i], KILN_F32, false);
 }
 
-Test(optim, arena_parameters_take_the_fused_path) {
+KT_TEST(optim, arena_parameters_take_the_fused_path) {
     for (int i = 0; i < OPT_NCASES; i++) {
         check_case(&opt_cases[i], KILN_F64, true);
         check_case(&opt_cases[i], KILN_F32, true);
@@ -151,7 +151,7 @@ static const opt_case *find_case(const char *name) {
     return NULL;
 }
 
-Test(optim, exported_state_matches_torch_state) {
+KT_TEST(optim, exported_state_matches_torch_state) {
     const char *names[] = {"sgd_dampening_wd", "adam_betas_wd", "adam_skip_maximize", "adamw_amsgrad"};
     for (int n = 0; n < 4; n++) {
         const opt_case *c = find_case(names[n]);
@@ -224,14 +224,14 @@ static void resume_case(const char *name, bool arena) {
     rmdir(dir);
 }
 
-Test(optim, resume_from_checkpoint_continues_exactly) {
+KT_TEST(optim, resume_from_checkpoint_continues_exactly) {
     resume_case("adam_amsgrad", false);
     resume_case("adamw", true);
     resume_case("sgd_nesterov_wd", true);
     resume_case("sgd_maximize_skip", false);
 }
 
-Test(optim, metadata_of_another_kind_is_refused) {
+KT_TEST(optim, metadata_of_another_kind_is_refused) {
     params P = make_params(KILN_F32, false);
     kiln_optimizer *o = kiln_optim_adam(P.p, 2, kiln_adam_defaults());
     kiln_metadata_entry m[] = {{"optimizer", "sgd"}, {"lr", "0.5"}};
@@ -248,7 +248,7 @@ Test(optim, metadata_of_another_kind_is_refused) {
     kiln_optimizer_free(o);
 }
 
-Test(optim, lr_get_set_and_defaults) {
+KT_TEST(optim, lr_get_set_and_defaults) {
     params P = make_params(KILN_F32, false);
     kiln_optimizer *o = kiln_optim_sgd(P.p, 2, kiln_sgd_defaults());
     cr_expect_eq(kiln_optimizer_get_lr(o), 1e-3);
@@ -270,7 +270,7 @@ Test(optim, lr_get_set_and_defaults) {
     kiln_optimizer_free(o);
 }
 
-Test(optim, zero_grad_clears_arena_and_separate_grads) {
+KT_TEST(optim, zero_grad_clears_arena_and_separate_grads) {
     for (int arena = 0; arena < 2; arena++) {
         params P = make_params(KILN_F64, arena);
         set_grad(&P, 0, opt_grads[0]);
@@ -284,7 +284,7 @@ Test(optim, zero_grad_clears_arena_and_separate_grads) {
     }
 }
 
-Test(optim, no_gradients_means_no_update) {
+KT_TEST(optim, no_gradients_means_no_update) {
     params P = make_params(KILN_F64, false);
     kiln_optimizer *o = kiln_optim_adam(P.p, 2, kiln_adam_defaults());
     cr_expect_eq(kiln_optimizer_step(o), KILN_STATUS_OK);
@@ -294,7 +294,7 @@ Test(optim, no_gradients_means_no_update) {
 }
 
 /* A leaf that is a transposed view: updated through a contiguous copy. */
-Test(optim, strided_parameter) {
+KT_TEST(optim, strided_parameter) {
     kiln_tensor *base = KT_F64(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *p = kiln_transpose(base, 0, 1); /* [3,2]: 1 4 / 2 5 / 3 6 */
     cr_assert(p && !kiln_tensor_is_contiguous(p));
@@ -307,7 +307,7 @@ Test(optim, strided_parameter) {
     kiln_optimizer_free(o);
 }
 
-Test(optim, errors_name_the_problem) {
+KT_TEST(optim, errors_name_the_problem) {
     params P = make_params(KILN_F32, false);
     cr_expect_null(kiln_optim_sgd(P.p, 0, kiln_sgd_defaults()));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "empty parameter list");
@@ -351,7 +351,7 @@ Test(optim, errors_name_the_problem) {
 
 /* Above the OpenMP threshold: the fused arena pass (threads over 100k elements) and
  * the per-parameter passes compute the same bits, element-wise math being order-free. */
-Test(optim, large_arena_fused_equals_per_parameter) {
+KT_TEST(optim, large_arena_fused_equals_per_parameter) {
     const int64_t n0 = 60000, n1 = 40001, n = n0 + n1;
     kiln_tensor *init = kiln_tensor_randn(1, &n, 0, 1, KILN_F32, KILN_CPU);
     kiln_tensor *gv = kiln_tensor_randn(1, &n, 0, 1, KILN_F32, KILN_CPU);

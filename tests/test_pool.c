@@ -58,7 +58,7 @@ static kiln_pool_block *alloc_ok(kiln_pool *p, size_t n) {
 
 static char *ptr(kiln_pool_block *b) { return kiln_pool_block_ptr(b); }
 
-Test(pool, sizes_round_up_to_the_block_granularity) {
+KT_TEST(pool, sizes_round_up_to_the_block_granularity) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     const size_t req[] = {0, 1, 511, 512, 513, 1000, 4096, 4097};
@@ -83,7 +83,7 @@ Test(pool, sizes_round_up_to_the_block_granularity) {
     destroy_pool(p, &c);
 }
 
-Test(pool, small_and_large_size_classes) {
+KT_TEST(pool, small_and_large_size_classes) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     /* 1 MiB is the largest small request: it shares a 2 MiB segment */
@@ -118,7 +118,7 @@ Test(pool, small_and_large_size_classes) {
     destroy_pool(p, &c);
 }
 
-Test(pool, large_block_splits_when_the_rest_is_worth_keeping) {
+KT_TEST(pool, large_block_splits_when_the_rest_is_worth_keeping) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     /* 8 MiB segment; take 3 MiB of it: the 5 MiB rest becomes a free block */
@@ -135,7 +135,7 @@ Test(pool, large_block_splits_when_the_rest_is_worth_keeping) {
     destroy_pool(p, &c);
 }
 
-Test(pool, best_fit_picks_the_smallest_free_block_that_fits) {
+KT_TEST(pool, best_fit_picks_the_smallest_free_block_that_fits) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     /* free holes of 4K, 2K and 8K separated by live 512-byte blocks, then the tail */
@@ -161,7 +161,7 @@ Test(pool, best_fit_picks_the_smallest_free_block_that_fits) {
     destroy_pool(p, &c);
 }
 
-Test(pool, freed_neighbours_merge_and_the_free_list_survives) {
+KT_TEST(pool, freed_neighbours_merge_and_the_free_list_survives) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     kiln_pool_block *a = alloc_ok(p, KIB), *b = alloc_ok(p, KIB), *cc = alloc_ok(p, KIB), *d = alloc_ok(p, KIB);
@@ -192,7 +192,7 @@ Test(pool, freed_neighbours_merge_and_the_free_list_survives) {
     destroy_pool(p, &c);
 }
 
-Test(pool, stats_track_use_peak_cache_and_backing_calls) {
+KT_TEST(pool, stats_track_use_peak_cache_and_backing_calls) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     kiln_pool_stats st = kiln_pool_get_stats(p);
@@ -230,7 +230,7 @@ Test(pool, stats_track_use_peak_cache_and_backing_calls) {
     destroy_pool(p, &c);
 }
 
-Test(pool, limit_frees_the_cache_and_retries_before_failing) {
+KT_TEST(pool, limit_frees_the_cache_and_retries_before_failing) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     kiln_pool_set_limit(p, 4 * MIB);
@@ -263,7 +263,7 @@ Test(pool, limit_frees_the_cache_and_retries_before_failing) {
     destroy_pool(p, &c);
 }
 
-Test(pool, backend_out_of_memory_takes_the_same_path) {
+KT_TEST(pool, backend_out_of_memory_takes_the_same_path) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     c.capacity = 6 * MIB; /* the "device" holds 6 MiB */
@@ -278,7 +278,7 @@ Test(pool, backend_out_of_memory_takes_the_same_path) {
     destroy_pool(p, &c);
 }
 
-Test(pool, destroy_reports_and_frees_live_blocks) {
+KT_TEST(pool, destroy_reports_and_frees_live_blocks) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     alloc_ok(p, KIB);
@@ -304,7 +304,7 @@ static void training_step(kiln_pool *p) {
     for (int i = N - 1; i >= 0; i -= 2) kiln_pool_free(p, grad[i]);
 }
 
-Test(pool, steady_state_training_makes_no_backing_allocations) {
+KT_TEST(pool, steady_state_training_makes_no_backing_allocations) {
     counting_backend c;
     kiln_pool *p = make_pool(&c);
     training_step(p);
@@ -325,7 +325,7 @@ Test(pool, steady_state_training_makes_no_backing_allocations) {
 
 /* ---- the same through the public API, on the CPU pool ---------------------------------- */
 
-Test(pool, cpu_pool_stats_follow_tensors_and_scopes) {
+KT_TEST(pool, cpu_pool_stats_follow_tensors_and_scopes) {
     kiln_pool_stats s0 = kiln_memory_stats(KILN_CPU);
     kiln_scope *s = kiln_scope_begin();
     kiln_tensor *a = kiln_tensor_zeros(2, (int64_t[]){10, 10}, KILN_F32, KILN_CPU); /* 400 B -> 512 */
@@ -346,7 +346,7 @@ Test(pool, cpu_pool_stats_follow_tensors_and_scopes) {
     cr_expect_eq(kiln_memory_stats(KILN_CPU).reserved, 0, "nothing is live: every segment goes back");
 }
 
-Test(pool, cpu_pool_limit_gives_oom_with_stats) {
+KT_TEST(pool, cpu_pool_limit_gives_oom_with_stats) {
     kiln_memory_set_limit(KILN_CPU, 4 * MIB);
     kiln_tensor *ok = kiln_tensor_empty(1, (int64_t[]){512 * 1024}, KILN_F32, KILN_CPU); /* 2 MiB */
     cr_assert(ok != NULL, "%s", kiln_last_error());
@@ -356,7 +356,7 @@ Test(pool, cpu_pool_limit_gives_oom_with_stats) {
     kiln_memory_set_limit(KILN_CPU, 0);
 }
 
-Test(pool, cpu_training_steps_reach_a_steady_state) {
+KT_TEST(pool, cpu_training_steps_reach_a_steady_state) {
     kiln_tensor *w = kiln_tensor_randn(2, (int64_t[]){64, 32}, 0, 0.1, KILN_F32, KILN_CPU);
     kiln_tensor *bias = kiln_tensor_zeros(1, (int64_t[]){32}, KILN_F32, KILN_CPU);
     kiln_tensor_set_requires_grad(w, true);

@@ -48,11 +48,11 @@ static void run_cases(kiln_dtype dt, bool view) {
     }
 }
 
-Test(pool2d, matches_torch_f32) { run_cases(KILN_F32, false); }
-Test(pool2d, matches_torch_f64) { run_cases(KILN_F64, false); }
-Test(pool2d, matches_torch_strided_input) { run_cases(KILN_F64, true); }
+KT_TEST(pool2d, matches_torch_f32) { run_cases(KILN_F32, false); }
+KT_TEST(pool2d, matches_torch_f64) { run_cases(KILN_F64, false); }
+KT_TEST(pool2d, matches_torch_strided_input) { run_cases(KILN_F64, true); }
 
-Test(pool2d, max_gradient_goes_to_first_maximum) {
+KT_TEST(pool2d, max_gradient_goes_to_first_maximum) {
     /* windows (2x2, stride 1) of [[1 3 3] [3 2 0]]: both maxima are 3, first at (0,1) */
     kiln_tensor *x = KT_F64(4, KT_SHAPE(1, 1, 2, 3), {1, 3, 3, 3, 2, 0});
     kiln_tensor_set_requires_grad(x, true);
@@ -64,7 +64,7 @@ Test(pool2d, max_gradient_goes_to_first_maximum) {
     KT_EXPECT(kiln_tensor_grad(x), 0, 0, {0, 2, 0, 0, 0, 0});
 }
 
-Test(pool2d, max_padding_is_minus_infinity_and_nan_wins) {
+KT_TEST(pool2d, max_padding_is_minus_infinity_and_nan_wins) {
     kiln_tensor *x = KT_F32(4, KT_SHAPE(1, 1, 2, 2), {-5, -4, -3, NAN});
     kiln_pool2d_params p = kiln_pool2d_params_default(2, 2);
     p.stride[0] = p.stride[1] = 1;
@@ -74,7 +74,7 @@ Test(pool2d, max_padding_is_minus_infinity_and_nan_wins) {
     KT_EXPECT(y, 0, 0, {-5, -4, -4, -3, NAN, NAN, -3, NAN, NAN});
 }
 
-Test(pool2d, avg_gradient_by_hand) {
+KT_TEST(pool2d, avg_gradient_by_hand) {
     /* 3x3 window, stride 2, padding 1 over 3x3: four windows; corners of each are padding */
     kiln_tensor *x = KT_F64(4, KT_SHAPE(1, 1, 3, 3), {1, 2, 3, 4, 5, 6, 7, 8, 9});
     kiln_tensor_set_requires_grad(x, true);
@@ -90,7 +90,7 @@ Test(pool2d, avg_gradient_by_hand) {
     KT_EXPECT(kiln_avg_pool2d(x, &p), 1e-12, 0, {3, 4, 6, 7});
 }
 
-Test(pool2d, large_max_pool_matches_direct_loop) {
+KT_TEST(pool2d, large_max_pool_matches_direct_loop) {
     const int64_t xs[4] = {2, 10, 65, 63};
     kiln_tensor *x = kiln_tensor_rand(4, xs, -1, 1, KILN_F32, KILN_CPU);
     kiln_pool2d_params p = kiln_pool2d_params_default(3, 3);
@@ -117,7 +117,7 @@ static kiln_tensor *f_pool(kiln_tensor *const *in, void *ctx) {
     return c->is_max ? kiln_max_pool2d(in[0], &p) : kiln_avg_pool2d(in[0], &p);
 }
 
-Test(pool2d, gradcheck_every_fixture_config) {
+KT_TEST(pool2d, gradcheck_every_fixture_config) {
     for (size_t i = 0; i < sizeof layers_pool_cases / sizeof layers_pool_cases[0]; i++) {
         const layers_pool_case *c = &layers_pool_cases[i];
         kiln_tensor *x = kt_rand_input(4, c->x, -1, 1);
@@ -125,7 +125,7 @@ Test(pool2d, gradcheck_every_fixture_config) {
     }
 }
 
-Test(pool2d, errors) {
+KT_TEST(pool2d, errors) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){1, 1, 4, 4}, KILN_F32, KILN_CPU);
     kiln_tensor *x3 = kiln_tensor_zeros(3, (int64_t[]){1, 4, 4}, KILN_F32, KILN_CPU);
     kiln_pool2d_params p = kiln_pool2d_params_default(2, 2);

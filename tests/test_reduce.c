@@ -10,7 +10,7 @@ static kiln_tensor *iota234(kiln_dtype dt) {
     return kiln_reshape(r, 3, (int64_t[]){2, 3, 4});
 }
 
-Test(reduce, sum_several_axes) {
+KT_TEST(reduce, sum_several_axes) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         kiln_tensor *x = iota234(dt);
@@ -30,7 +30,7 @@ Test(reduce, sum_several_axes) {
     }
 }
 
-Test(reduce, sum_empty_axis_list_reduces_everything) {
+KT_TEST(reduce, sum_empty_axis_list_reduces_everything) {
     kiln_tensor *x = iota234(KILN_F64);
     kiln_tensor *s = kiln_sum(x, 0, NULL, false);
     cr_assert_eq(kiln_tensor_ndim(s), 0);
@@ -41,7 +41,7 @@ Test(reduce, sum_empty_axis_list_reduces_everything) {
     KT_EXPECT(kiln_sum_all(x), 0, 0, {276});
 }
 
-Test(reduce, mean_several_axes) {
+KT_TEST(reduce, mean_several_axes) {
     kiln_tensor *x = iota234(KILN_F32);
     /* mean over i,j of 12i+4j+k = 6 + 4 + k */
     kiln_tensor *m = kiln_mean(x, 2, (int[]){0, 1}, false);
@@ -58,7 +58,7 @@ Test(reduce, mean_several_axes) {
     KT_EXPECT(kiln_mean(x, 1, (int[]){-2}, false), 0, 1e-6, {4, 5, 6, 7, 16, 17, 18, 19});
 }
 
-Test(reduce, empty_tensors) {
+KT_TEST(reduce, empty_tensors) {
     kiln_tensor *e = kiln_tensor_zeros(2, (int64_t[]){0, 3}, KILN_F32, KILN_CPU);
     /* torch: sum over nothing is 0, mean over nothing is NaN */
     KT_EXPECT(kiln_sum_all(e), 0, 0, {0});
@@ -71,7 +71,7 @@ Test(reduce, empty_tensors) {
     cr_assert_eq(kiln_last_status(), KILN_STATUS_OK, "%s", kiln_last_error());
 }
 
-Test(reduce, sum_of_a_noncontiguous_view) {
+KT_TEST(reduce, sum_of_a_noncontiguous_view) {
     kiln_tensor *x = iota234(KILN_F64);
     kiln_tensor *p = kiln_permute(x, (int[]){2, 0, 1}); /* [4,2,3] */
     kiln_tensor *s = kiln_sum(p, 2, (int[]){1, 2}, false); /* over i and j: 12*3 + 4*3*2... */
@@ -93,14 +93,14 @@ static kiln_tensor *f_mean_all(kiln_tensor *const *x, void *ctx) {
     return kiln_mean_all(x[0]);
 }
 
-Test(reduce, sum_mean_gradcheck) {
+KT_TEST(reduce, sum_mean_gradcheck) {
     kiln_tensor *x = kt_rand_input(3, (int64_t[]){3, 4, 5}, -1, 1);
     cr_expect(kt_gradcheck(f_sum, NULL, 1, &x, 1e-6, 1e-8, 1e-6));
     cr_expect(kt_gradcheck(f_mean, NULL, 1, &x, 1e-6, 1e-8, 1e-6));
     cr_expect(kt_gradcheck(f_mean_all, NULL, 1, &x, 1e-6, 1e-8, 1e-6));
 }
 
-Test(reduce, sum_errors) {
+KT_TEST(reduce, sum_errors) {
     kiln_tensor *x = iota234(KILN_F32);
     cr_expect_null(kiln_sum(x, 2, (int[]){1, 1}, false));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "appears twice");
@@ -112,7 +112,7 @@ Test(reduce, sum_errors) {
 
 /* ---- max / argmax ------------------------------------------------------------------ */
 
-Test(reduce, max_argmax_forward) {
+KT_TEST(reduce, max_argmax_forward) {
     for (int d = 0; d < 2; d++) {
         kiln_tensor *x = kt_tensor(d ? KILN_F64 : KILN_F32, 2, (int64_t[]){2, 3}, (double[]){1, 5, 3, 7, 2, 7});
         kiln_tensor *v1 = kiln_max(x, 1, false);
@@ -130,7 +130,7 @@ Test(reduce, max_argmax_forward) {
     }
 }
 
-Test(reduce, max_over_channels_of_nchw_view) {
+KT_TEST(reduce, max_over_channels_of_nchw_view) {
     /* a [1,2,2,3] NHWC tensor permuted to NCHW [1,3,2,2]: argmax over C per pixel */
     kiln_tensor *nhwc = KT_F32(4, KT_SHAPE(1, 2, 2, 3), {0.1, 0.7, 0.2, 0.5, 0.4, 0.1, 0.3, 0.3, 0.4, 0.9, 0.05, 0.05});
     kiln_tensor *nchw = kiln_permute(nhwc, (int[]){0, 3, 1, 2});
@@ -140,14 +140,14 @@ Test(reduce, max_over_channels_of_nchw_view) {
     KT_EXPECT(kiln_max(nchw, 1, false), 0, 1e-7, {0.7, 0.5, 0.4, 0.9});
 }
 
-Test(reduce, max_nan_is_the_max) {
+KT_TEST(reduce, max_nan_is_the_max) {
     kiln_tensor *x = KT_F32(2, KT_SHAPE(3, 3), {1, NAN, 3, NAN, NAN, 0, -INFINITY, -INFINITY, -INFINITY});
     KT_EXPECT(kiln_max(x, 1, false), 0, 0, {NAN, NAN, -INFINITY});
     KT_EXPECT(kiln_argmax(x, 1, false), 0, 0, {1, 0, 0});
     KT_EXPECT(kiln_argmax(x, 0, false), 0, 0, {1, 0, 0});
 }
 
-Test(reduce, max_of_a_scalar) {
+KT_TEST(reduce, max_of_a_scalar) {
     kiln_tensor *x = kiln_tensor_scalar(4.5, KILN_F64, KILN_CPU);
     kiln_tensor *v = kiln_max(x, 0, false);
     cr_assert_eq(kiln_tensor_ndim(v), 0, "%s", kiln_last_error());
@@ -157,7 +157,7 @@ Test(reduce, max_of_a_scalar) {
     KT_EXPECT(i, 0, 0, {0});
 }
 
-Test(reduce, max_gradient_goes_to_the_first_maximum) {
+KT_TEST(reduce, max_gradient_goes_to_the_first_maximum) {
     kiln_tensor *x = KT_F64(2, KT_SHAPE(2, 3), {1, 5, 3, 7, 2, 7});
     kiln_tensor_set_requires_grad(x, true);
     kiln_tensor *v = kiln_max(x, 1, false);
@@ -165,7 +165,7 @@ Test(reduce, max_gradient_goes_to_the_first_maximum) {
     KT_EXPECT(kiln_tensor_grad(x), 0, 0, {0, 2, 0, 2, 0, 0});
 }
 
-Test(reduce, argmax_is_not_differentiable) {
+KT_TEST(reduce, argmax_is_not_differentiable) {
     kiln_tensor *x = kt_rand_input(2, (int64_t[]){3, 4}, -1, 1);
     kiln_tensor *i = kiln_argmax(x, 1, false);
     cr_assert_not_null(i, "%s", kiln_last_error());
@@ -179,12 +179,12 @@ static kiln_tensor *f_max(kiln_tensor *const *x, void *ctx) {
     return kiln_mul(kiln_max(t, axis, axis == 1), kiln_max(t, axis, axis == 1));
 }
 
-Test(reduce, max_gradcheck) {
+KT_TEST(reduce, max_gradcheck) {
     kiln_tensor *x = kt_rand_input(3, (int64_t[]){3, 4, 5}, -1, 1); /* ties have probability 0 */
     for (int axis = -1; axis < 3; axis++) cr_expect(kt_gradcheck(f_max, &axis, 1, &x, 1e-6, 1e-8, 1e-6), "axis %d", axis);
 }
 
-Test(reduce, max_errors) {
+KT_TEST(reduce, max_errors) {
     kiln_tensor *x = KT_F32(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     cr_expect_null(kiln_max(x, 2, false));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "axis 2 is out of range");
@@ -200,7 +200,7 @@ Test(reduce, max_errors) {
     kt_expect_error(KILN_STATUS_DTYPE, "i64");
 }
 
-Test(reduce, null_input_keeps_the_first_error) {
+KT_TEST(reduce, null_input_keeps_the_first_error) {
     kiln_tensor *x = KT_F32(1, KT_SHAPE(3), {1, 2, 3});
     kiln_tensor *bad = kiln_max(x, 5, false);
     cr_expect_null(kiln_sum(kiln_max(bad, 0, false), 0, NULL, false));

@@ -10,7 +10,7 @@
 
 TestSuite(registry, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-Test(registry, is_not_empty_and_names_are_unique) {
+KT_TEST(registry, is_not_empty_and_names_are_unique) {
     int n = 0;
     const kiln_op_def *const *ops = kiln__op_registry(&n);
     cr_assert_gt(n, 0);
@@ -21,7 +21,7 @@ Test(registry, is_not_empty_and_names_are_unique) {
     }
 }
 
-Test(registry, every_op_has_a_backward_rule_or_the_mark) {
+KT_TEST(registry, every_op_has_a_backward_rule_or_the_mark) {
     int n = 0;
     const kiln_op_def *const *ops = kiln__op_registry(&n);
     for (int i = 0; i < n; i++) {
@@ -33,14 +33,14 @@ Test(registry, every_op_has_a_backward_rule_or_the_mark) {
     }
 }
 
-Test(registry, every_op_has_a_cpu_kernel) {
+KT_TEST(registry, every_op_has_a_cpu_kernel) {
     int n = 0;
     const kiln_op_def *const *ops = kiln__op_registry(&n);
     for (int i = 0; i < n; i++)
         cr_expect(kiln__kernel(ops[i], KILN_DEVICE_CPU) != NULL, "op '%s' has no CPU kernel", ops[i]->name);
 }
 
-Test(registry, every_op_has_a_cuda_kernel) {
+KT_TEST(registry, every_op_has_a_cuda_kernel) {
 #ifndef KILN_HAVE_CUDA
     cr_skip_test("CPU-only build: no CUDA kernels to check");
 #else

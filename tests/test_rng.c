@@ -27,14 +27,14 @@ static void ref_philox(const uint32_t ctr[4], const uint32_t key[2], uint32_t ou
     memcpy(out, c, sizeof c);
 }
 
-Test(rng, philox_known_answer) {
+KT_TEST(rng, philox_known_answer) {
     uint32_t o[4];
     kiln_philox4x32(0, 0, o);
     const uint32_t want[4] = {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u};
     for (int i = 0; i < 4; i++) cr_expect_eq(o[i], want[i], "word %d: %08x, expected %08x", i, o[i], want[i]);
 }
 
-Test(rng, reference_matches_random123_vectors) {
+KT_TEST(rng, reference_matches_random123_vectors) {
     /* the reference itself, on Random123's other two kat_vectors for philox4x32-10 */
     struct { uint32_t ctr[4], key[2], out[4]; } kat[] = {
         {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}},
@@ -49,7 +49,7 @@ Test(rng, reference_matches_random123_vectors) {
     }
 }
 
-Test(rng, philox_maps_counter_and_seed_to_the_right_words) {
+KT_TEST(rng, philox_maps_counter_and_seed_to_the_right_words) {
     const uint64_t counters[] = {1, 2, 0xffffffffu, 0x100000000ull, 0x0123456789abcdefull, ~0ull};
     const uint64_t seeds[] = {0, 1234, 0xdeadbeefcafef00dull, 0xffffffff00000000ull};
     for (int i = 0; i < 6; i++)
@@ -70,7 +70,7 @@ static double *draw(int64_t n, bool normal, double a, double b, kiln_dtype dt) {
     return kt_values(t);
 }
 
-Test(rng, tensor_element_i_is_philox_counter_offset_plus_i) {
+KT_TEST(rng, tensor_element_i_is_philox_counter_offset_plus_i) {
     kiln_manual_seed(99);
     double *v = draw(10, false, -2, 3, KILN_F64);
     double *w = draw(10, true, 1, 0.5, KILN_F64);
@@ -82,7 +82,7 @@ Test(rng, tensor_element_i_is_philox_counter_offset_plus_i) {
     free(w);
 }
 
-Test(rng, same_seed_same_numbers) {
+KT_TEST(rng, same_seed_same_numbers) {
     kiln_manual_seed(7);
     double *a = draw(257, false, 0, 1, KILN_F32);
     double *an = draw(33, true, 0, 1, KILN_F64);
@@ -99,7 +99,7 @@ Test(rng, same_seed_same_numbers) {
     free(a), free(an), free(b), free(bn), free(c);
 }
 
-Test(rng, state_save_and_restore_resumes_the_sequence) {
+KT_TEST(rng, state_save_and_restore_resumes_the_sequence) {
     kiln_manual_seed(42);
     double *first = draw(100, false, 0, 1, KILN_F64);
     uint64_t seed, offset;
@@ -127,7 +127,7 @@ static void moments(const double *v, int64_t n, double *mean, double *var) {
     *var = ss / (double)(n - 1);
 }
 
-Test(rng, uniform_bounds_and_moments) {
+KT_TEST(rng, uniform_bounds_and_moments) {
     const int64_t n = 100000;
     const double lo = -1.5, hi = 2.5, w = hi - lo;
     for (int d = 0; d < 2; d++) {
@@ -151,7 +151,7 @@ Test(rng, uniform_bounds_and_moments) {
     }
 }
 
-Test(rng, f32_uniform_never_reaches_the_open_upper_bound) {
+KT_TEST(rng, f32_uniform_never_reaches_the_open_upper_bound) {
     /* [1, 1 + 2^-23): half of the doubles drawn round to hi in f32; all must come back as 1 */
     const int64_t n = 1000;
     double hi = 1.0 + 0x1p-23;
@@ -160,7 +160,7 @@ Test(rng, f32_uniform_never_reaches_the_open_upper_bound) {
     free(v);
 }
 
-Test(rng, normal_mean_std_and_shape) {
+KT_TEST(rng, normal_mean_std_and_shape) {
     const int64_t n = 100000;
     const double mu = 3.0, sigma = 2.0;
     for (int d = 0; d < 2; d++) {
@@ -182,7 +182,7 @@ Test(rng, normal_mean_std_and_shape) {
     }
 }
 
-Test(rng, bad_arguments_are_errors) {
+KT_TEST(rng, bad_arguments_are_errors) {
     int64_t n = 4;
     kiln_manual_seed(5);
     cr_expect_null(kiln_tensor_rand(1, &n, 1, 1, KILN_F32, KILN_CPU));

@@ -18,34 +18,34 @@ static void expect_lrs(const char *name, const kiln_schedule *s, const double *r
     cr_expect_eq(kiln_last_status(), KILN_STATUS_OK, "%s: %s", name, kiln_last_error());
 }
 
-Test(schedule, step_lr) {
+KT_TEST(schedule, step_lr) {
     kiln_schedule s = kiln_schedule_step(0.1, 7, 0.5);
     expect_lrs("StepLR", &s, sched_step);
 }
 
-Test(schedule, multistep_lr) {
+KT_TEST(schedule, multistep_lr) {
     kiln_schedule s = kiln_schedule_multistep(0.1, (int64_t[]){10, 25, 60}, 3, 0.3);
     expect_lrs("MultiStepLR", &s, sched_multistep);
 }
 
-Test(schedule, exponential_lr) {
+KT_TEST(schedule, exponential_lr) {
     kiln_schedule s = kiln_schedule_exponential(0.1, 0.97);
     expect_lrs("ExponentialLR", &s, sched_exponential);
 }
 
-Test(schedule, cosine_annealing_past_t_max) {
+KT_TEST(schedule, cosine_annealing_past_t_max) {
     kiln_schedule s = kiln_schedule_cosine(0.1, 30, 0.001);
     expect_lrs("CosineAnnealingLR", &s, sched_cosine);
 }
 
-Test(schedule, linear_warmup_and_decay) {
+KT_TEST(schedule, linear_warmup_and_decay) {
     kiln_schedule s = kiln_schedule_linear(0.1, 0.1, 1.0, 20);
     expect_lrs("LinearLR warm-up", &s, sched_linear);
     kiln_schedule d = kiln_schedule_linear(0.2, 1.0, 0.25, 40);
     expect_lrs("LinearLR decay", &d, sched_linear_decay);
 }
 
-Test(schedule, onecycle_defaults_and_linear) {
+KT_TEST(schedule, onecycle_defaults_and_linear) {
     kiln_schedule s = kiln_schedule_onecycle(0.5, 100);
     cr_expect(s.pct_start == 0.3 && s.div_factor == 25 && s.final_div_factor == 1e4 && !s.anneal_linear);
     expect_lrs("OneCycleLR", &s, sched_onecycle);
@@ -60,7 +60,7 @@ Test(schedule, onecycle_defaults_and_linear) {
 }
 
 /* Driving an optimizer: the lr each step used is the schedule's. */
-Test(schedule, drives_an_optimizer) {
+KT_TEST(schedule, drives_an_optimizer) {
     kiln_tensor *p = KT_F64(1, KT_SHAPE(1), {0});
     kiln_tensor_set_requires_grad(p, true);
     kiln_optimizer *o = kiln_optim_sgd(&p, 1, kiln_sgd_defaults());
@@ -77,7 +77,7 @@ Test(schedule, drives_an_optimizer) {
     kiln_optimizer_free(o);
 }
 
-Test(schedule, invalid_parameters_are_errors) {
+KT_TEST(schedule, invalid_parameters_are_errors) {
     kiln_schedule s = kiln_schedule_step(0.1, 0, 0.5);
     cr_expect(isnan(kiln_schedule_lr(&s, 3)));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "step_size");

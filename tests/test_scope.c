@@ -8,7 +8,7 @@ TestSuite(scope, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 static size_t in_use(void) { return kiln_memory_stats(KILN_CPU).in_use; }
 
-Test(scope, end_frees_tensors_views_grads_and_nodes) {
+KT_TEST(scope, end_frees_tensors_views_grads_and_nodes) {
     size_t before = in_use();
     kiln_scope *s = kiln_scope_begin();
     cr_assert(s != NULL);
@@ -24,7 +24,7 @@ Test(scope, end_frees_tensors_views_grads_and_nodes) {
     cr_expect_eq(kiln_last_status(), KILN_STATUS_OK, "%s", kiln_last_error());
 }
 
-Test(scope, ending_an_outer_scope_ends_the_inner_ones) {
+KT_TEST(scope, ending_an_outer_scope_ends_the_inner_ones) {
     size_t before = in_use();
     kiln_scope *outer = kiln_scope_begin();
     kiln_tensor_zeros(1, (int64_t[]){100}, KILN_F32, KILN_CPU);
@@ -46,7 +46,7 @@ Test(scope, ending_an_outer_scope_ends_the_inner_ones) {
     cr_expect_not_null(t);
 }
 
-Test(scope, ending_a_scope_twice_is_an_error) {
+KT_TEST(scope, ending_a_scope_twice_is_an_error) {
     kiln_scope *s = kiln_scope_begin();
     kiln_tensor_zeros(1, (int64_t[]){4}, KILN_F32, KILN_CPU);
     kiln_scope_end(s);
@@ -57,7 +57,7 @@ Test(scope, ending_a_scope_twice_is_an_error) {
     cr_expect_eq(kiln_last_status(), KILN_STATUS_OK);
 }
 
-Test(scope, inner_scope_ends_alone) {
+KT_TEST(scope, inner_scope_ends_alone) {
     size_t before = in_use();
     kiln_scope *outer = kiln_scope_begin();
     kiln_tensor *a = kiln_tensor_full(1, (int64_t[]){3}, 5, KILN_F32, KILN_CPU);
@@ -72,7 +72,7 @@ Test(scope, inner_scope_ends_alone) {
     cr_expect_eq(in_use(), before);
 }
 
-Test(scope, keep_moves_a_result_out_and_detaches_it) {
+KT_TEST(scope, keep_moves_a_result_out_and_detaches_it) {
     kiln_tensor *w = KT_F32(1, KT_SHAPE(3), {1, 2, 3});
     kiln_tensor_set_requires_grad(w, true);
     size_t before = in_use();
@@ -99,7 +99,7 @@ Test(scope, keep_moves_a_result_out_and_detaches_it) {
     kiln_tensor_free(z);
 }
 
-Test(scope, keep_of_a_leaf_keeps_requires_grad) {
+KT_TEST(scope, keep_of_a_leaf_keeps_requires_grad) {
     kiln_scope *s = kiln_scope_begin();
     kiln_tensor *p = kiln_tensor_zeros(1, (int64_t[]){2}, KILN_F32, KILN_CPU);
     kiln_tensor_set_requires_grad(p, true);
@@ -111,7 +111,7 @@ Test(scope, keep_of_a_leaf_keeps_requires_grad) {
     KT_EXPECT(kiln_tensor_grad(p), 0, 0, {3, 3});
 }
 
-Test(scope, keep_goes_one_level_up) {
+KT_TEST(scope, keep_goes_one_level_up) {
     size_t before = in_use();
     kiln_scope *outer = kiln_scope_begin();
     kiln_scope *inner = kiln_scope_begin();
@@ -124,7 +124,7 @@ Test(scope, keep_goes_one_level_up) {
     cr_expect_null(kiln_scope_keep(NULL));
 }
 
-Test(scope, tensor_free_of_a_scope_tensor) {
+KT_TEST(scope, tensor_free_of_a_scope_tensor) {
     size_t before = in_use();
     kiln_scope *s = kiln_scope_begin();
     kiln_tensor *a = kiln_tensor_zeros(1, (int64_t[]){1000}, KILN_F32, KILN_CPU);
@@ -141,7 +141,7 @@ Test(scope, tensor_free_of_a_scope_tensor) {
     (void)c;
 }
 
-Test(scope, views_keep_storage_alive_after_the_base_is_freed) {
+KT_TEST(scope, views_keep_storage_alive_after_the_base_is_freed) {
     size_t before = in_use();
     kiln_tensor *base = kiln_tensor_arange(0, 12, 1, KILN_F32, KILN_CPU);
     kiln_tensor *m = kiln_reshape(base, 2, (int64_t[]){3, 4});
@@ -160,7 +160,7 @@ Test(scope, views_keep_storage_alive_after_the_base_is_freed) {
     cr_expect_eq(in_use(), before);
 }
 
-Test(scope, a_step_loop_returns_to_the_same_memory) {
+KT_TEST(scope, a_step_loop_returns_to_the_same_memory) {
     kiln_tensor *w = kiln_tensor_randn(1, (int64_t[]){50}, 0, 1, KILN_F64, KILN_CPU);
     kiln_tensor_set_requires_grad(w, true);
     size_t base = 0;
@@ -174,7 +174,7 @@ Test(scope, a_step_loop_returns_to_the_same_memory) {
     }
 }
 
-Test(scope, freeing_a_gradient_is_refused) {
+KT_TEST(scope, freeing_a_gradient_is_refused) {
     kiln_tensor *x = kiln_tensor_full(1, (int64_t[]){2}, 1, KILN_F32, KILN_CPU);
     kiln_tensor_set_requires_grad(x, true);
     cr_assert_eq(kiln_backward(kiln_sum_all(x), NULL), KILN_STATUS_OK);

@@ -3,7 +3,7 @@
 
 TestSuite(smoke, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-Test(smoke, add_broadcast_forward_backward) {
+KT_TEST(smoke, add_broadcast_forward_backward) {
     kiln_tensor *a = KT_F32(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *b = KT_F32(1, KT_SHAPE(3), {10, 20, 30});
     kiln_tensor_set_requires_grad(a, true);
@@ -23,7 +23,7 @@ static kiln_tensor *f_views(kiln_tensor *const *x, void *ctx) {
     return kiln_sigmoid(kiln_mul(r, kiln_exp(r)));
 }
 
-Test(smoke, gradcheck_views) {
+KT_TEST(smoke, gradcheck_views) {
     kiln_tensor *x = kt_rand_input(2, (int64_t[]){3, 4}, -1, 1);
     cr_expect(kt_gradcheck(f_views, NULL, 1, &x, 1e-6, 1e-8, 1e-6));
 }

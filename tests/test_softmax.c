@@ -11,7 +11,7 @@ TestSuite(softmax, .init = kiln_test_setup, .fini = kiln_test_teardown);
 #define SM123 0.0900305731703804, 0.2447284710547976, 0.6652409557748219
 #define LSM123 -2.4076059644443806, -1.4076059644443806, -0.4076059644443806
 
-Test(softmax, hand_values) {
+KT_TEST(softmax, hand_values) {
     kiln_tensor *x = KT_F64(1, KT_SHAPE(3), {1, 2, 3});
     KT_EXPECT(kiln_softmax(x, 0), 1e-15, 1e-14, {SM123});
     KT_EXPECT(kiln_log_softmax(x, -1), 1e-15, 1e-14, {LSM123});
@@ -20,7 +20,7 @@ Test(softmax, hand_values) {
     KT_EXPECT(kiln_log_softmax(xf, 0), 1e-7, 1e-6, {LSM123});
 }
 
-Test(softmax, both_axes_of_a_matrix) {
+KT_TEST(softmax, both_axes_of_a_matrix) {
     /* rows [1,2,3] and [3,3,3]; columns (1,3), (2,3), (3,3) */
     kiln_tensor *x = KT_F64(2, KT_SHAPE(2, 3), {1, 2, 3, 3, 3, 3});
     KT_EXPECT(kiln_softmax(x, 1), 1e-15, 1e-14, {SM123, 1.0 / 3, 1.0 / 3, 1.0 / 3});
@@ -32,7 +32,7 @@ Test(softmax, both_axes_of_a_matrix) {
                -0.3132616875182228, -0.6931471805599453});
 }
 
-Test(softmax, stable_for_large_and_infinite_inputs) {
+KT_TEST(softmax, stable_for_large_and_infinite_inputs) {
     kiln_tensor *x = KT_F32(1, KT_SHAPE(3), {1001, 1002, 1003});
     KT_EXPECT(kiln_softmax(x, 0), 1e-7, 1e-6, {SM123});
     KT_EXPECT(kiln_log_softmax(x, 0), 1e-7, 1e-6, {LSM123});
@@ -60,7 +60,7 @@ static void ref_softmax_nchw(const double *x, double *y, int64_t N, int64_t C, i
         }
 }
 
-Test(softmax, per_pixel_over_nchw_channels) {
+KT_TEST(softmax, per_pixel_over_nchw_channels) {
     /* H*W = 45 spans more than one block of pixels, and ends in a partial one */
     const int64_t N = 2, C = 7, H = 5, W = 9, n = N * C * H * W;
     for (int d = 0; d < 2; d++) {
@@ -86,7 +86,7 @@ Test(softmax, per_pixel_over_nchw_channels) {
     }
 }
 
-Test(softmax, views_give_the_same_values_as_copies) {
+KT_TEST(softmax, views_give_the_same_values_as_copies) {
     kiln_tensor *nhwc = kiln_tensor_randn(4, (int64_t[]){2, 5, 7, 3}, 0, 2, KILN_F32, KILN_CPU);
     kiln_tensor *nchw = kiln_permute(nhwc, (int[]){0, 3, 1, 2}); /* channels strided by 1, pixels by 3 */
     kiln_tensor *dense = kiln_tensor_contiguous(nchw);
@@ -99,7 +99,7 @@ Test(softmax, views_give_the_same_values_as_copies) {
     free(b);
 }
 
-Test(softmax, gradient_of_a_sum) {
+KT_TEST(softmax, gradient_of_a_sum) {
     /* sum(softmax) is 1 whatever x: zero gradient. d sum(log_softmax)/dx = 1 - C*softmax. */
     kiln_tensor *x = KT_F64(1, KT_SHAPE(3), {1, 2, 3});
     kiln_tensor_set_requires_grad(x, true);
@@ -121,7 +121,7 @@ static kiln_tensor *f_softmax(kiln_tensor *const *x, void *ctx) {
     return c->log_ ? kiln_log_softmax(t, c->axis) : kiln_softmax(t, c->axis);
 }
 
-Test(softmax, gradcheck_per_pixel_nchw) {
+KT_TEST(softmax, gradcheck_per_pixel_nchw) {
     /* odd sizes; H*W = 35 > one block */
     kiln_tensor *x = kt_rand_input(4, (int64_t[]){2, 3, 5, 7}, -2, 2);
     for (int log_ = 0; log_ < 2; log_++) {
@@ -130,7 +130,7 @@ Test(softmax, gradcheck_per_pixel_nchw) {
     }
 }
 
-Test(softmax, gradcheck_views_and_other_axes) {
+KT_TEST(softmax, gradcheck_views_and_other_axes) {
     kiln_tensor *nhwc = kt_rand_input(4, (int64_t[]){2, 3, 5, 3}, -2, 2);
     kiln_tensor *nchw = kt_rand_input(4, (int64_t[]){1, 3, 3, 7}, -2, 2);
     for (int log_ = 0; log_ < 2; log_++) {
@@ -142,7 +142,7 @@ Test(softmax, gradcheck_views_and_other_axes) {
     }
 }
 
-Test(softmax, size_one_axis_is_an_error) {
+KT_TEST(softmax, size_one_axis_is_an_error) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){2, 1, 4, 4}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_softmax(x, 1));
     kt_expect_error(KILN_STATUS_SHAPE, "always 1");
@@ -156,7 +156,7 @@ Test(softmax, size_one_axis_is_an_error) {
     cr_expect_not_null(kiln_softmax(x, 2), "%s", kiln_last_error());
 }
 
-Test(softmax, other_errors) {
+KT_TEST(softmax, other_errors) {
     kiln_tensor *x = KT_F32(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     cr_expect_null(kiln_softmax(x, 2));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "out of range");
@@ -166,7 +166,7 @@ Test(softmax, other_errors) {
     kt_expect_error(KILN_STATUS_DTYPE, "softmax");
 }
 
-Test(softmax, empty_inputs) {
+KT_TEST(softmax, empty_inputs) {
     kiln_tensor *e = kiln_tensor_zeros(3, (int64_t[]){0, 4, 3}, KILN_F32, KILN_CPU);
     KT_EXPECT_SHAPE(kiln_softmax(e, 1), 3, 0, 4, 3);
     kiln_tensor *z = kiln_tensor_zeros(2, (int64_t[]){3, 0}, KILN_F32, KILN_CPU);

@@ -12,7 +12,7 @@ TestSuite(tensor, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 /* ---- creation ------------------------------------------------------------------- */
 
-Test(tensor, empty_has_the_asked_geometry) {
+KT_TEST(tensor, empty_has_the_asked_geometry) {
     kiln_tensor *t = kiln_tensor_empty(3, SHAPE(2, 3, 4), KILN_F64, KILN_CPU);
     KT_EXPECT_SHAPE(t, 3, 2, 3, 4);
     cr_expect_eq(kiln_tensor_numel(t), 24);
@@ -25,7 +25,7 @@ Test(tensor, empty_has_the_asked_geometry) {
     cr_expect_eq(kiln_tensor_numel(e), 0);
 }
 
-Test(tensor, bad_shapes_and_dtypes_are_errors) {
+KT_TEST(tensor, bad_shapes_and_dtypes_are_errors) {
     cr_expect_null(kiln_tensor_empty(2, SHAPE(2, -3), KILN_F32, KILN_CPU));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "negative size at axis 1");
     cr_expect_null(kiln_tensor_empty(9, SHAPE(1, 1, 1, 1, 1, 1, 1, 1, 1), KILN_F32, KILN_CPU));
@@ -41,7 +41,7 @@ Test(tensor, bad_shapes_and_dtypes_are_errors) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "axis 1 is out of range");
 }
 
-Test(tensor, zeros_full_scalar) {
+KT_TEST(tensor, zeros_full_scalar) {
     KT_EXPECT(kiln_tensor_zeros(2, SHAPE(2, 2), KILN_F32, KILN_CPU), 0, 0, {0, 0, 0, 0});
     KT_EXPECT(kiln_tensor_full(1, SHAPE(3), -2.5, KILN_F64, KILN_CPU), 0, 0, {-2.5, -2.5, -2.5});
     KT_EXPECT(kiln_tensor_full(1, SHAPE(2), 7.9, KILN_I32, KILN_CPU), 0, 0, {7, 7});
@@ -58,7 +58,7 @@ Test(tensor, zeros_full_scalar) {
     kiln_clear_error();
 }
 
-Test(tensor, from_host_and_to_host) {
+KT_TEST(tensor, from_host_and_to_host) {
     const float v[6] = {1, 2, 3, 4, 5, 6};
     kiln_tensor *t = kiln_tensor_from_host(v, 2, SHAPE(2, 3), KILN_F32, KILN_CPU);
     float back[6] = {0};
@@ -75,7 +75,7 @@ Test(tensor, from_host_and_to_host) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "dst is NULL");
 }
 
-Test(tensor, arange_follows_torch) {
+KT_TEST(tensor, arange_follows_torch) {
     KT_EXPECT(kiln_tensor_arange(0, 5, 1, KILN_F32, KILN_CPU), 0, 0, {0, 1, 2, 3, 4});
     KT_EXPECT(kiln_tensor_arange(1, 2, 0.25, KILN_F64, KILN_CPU), 0, 0, {1, 1.25, 1.5, 1.75});
     KT_EXPECT(kiln_tensor_arange(5, 0, -2, KILN_F32, KILN_CPU), 0, 0, {5, 3, 1});
@@ -90,7 +90,7 @@ Test(tensor, arange_follows_torch) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "step must be nonzero");
 }
 
-Test(tensor, rand_and_randn_shapes) {
+KT_TEST(tensor, rand_and_randn_shapes) {
     kiln_tensor *u = kiln_tensor_rand(2, SHAPE(3, 5), 0, 1, KILN_F32, KILN_CPU);
     kiln_tensor *n = kiln_tensor_randn(3, SHAPE(2, 1, 4), 0, 1, KILN_F64, KILN_CPU);
     KT_EXPECT_SHAPE(u, 2, 3, 5);
@@ -100,7 +100,7 @@ Test(tensor, rand_and_randn_shapes) {
 
 /* ---- dtypes ------------------------------------------------------------------------ */
 
-Test(tensor, every_dtype_round_trips_through_the_host) {
+KT_TEST(tensor, every_dtype_round_trips_through_the_host) {
     unsigned char bytes[64];
     for (int i = 0; i < 64; i++) bytes[i] = (unsigned char)(i * 37 + 11);
     for (int d = 0; d < KILN_DTYPE_COUNT; d++) {
@@ -122,7 +122,7 @@ Test(tensor, every_dtype_round_trips_through_the_host) {
     }
 }
 
-Test(tensor, casts_between_dtypes) {
+KT_TEST(tensor, casts_between_dtypes) {
     kiln_tensor *f = KT_F32(1, KT_SHAPE(6), {-2.7, -0.5, 0, 0.5, 2.7, 100.25});
     KT_EXPECT(kiln_tensor_cast(f, KILN_I32), 0, 0, {-2, 0, 0, 0, 2, 100}); /* toward zero, as torch */
     KT_EXPECT(kiln_tensor_cast(f, KILN_I64), 0, 0, {-2, 0, 0, 0, 2, 100});
@@ -155,7 +155,7 @@ static double *from_bits16(kiln_dtype dt, const uint16_t *bits, int n) {
     return kt_values(h);
 }
 
-Test(tensor, f16_conversion_rounds_to_nearest_even) {
+KT_TEST(tensor, f16_conversion_rounds_to_nearest_even) {
     const double v[] = {
         1.0, -2.0, 0.0, -0.0, 65504.0, /* largest finite */
         65519.99, 65520.0,             /* just below the halfway point to 2^16, and on it: ties go to inf */
@@ -181,7 +181,7 @@ Test(tensor, f16_conversion_rounds_to_nearest_even) {
     cr_expect(((nb >> 10) & 31) == 31 && (nb & 1023) != 0, "NaN -> %04x is not a NaN", nb);
 }
 
-Test(tensor, f16_bits_decode_exactly) {
+KT_TEST(tensor, f16_bits_decode_exactly) {
     const uint16_t bits[] = {0x3c00, 0x0001, 0x03ff, 0x0400, 0x7bff, 0xfc00, 0x7c00, 0x8000, 0x3555, 0xc100};
     const double want[] = {1.0, 0x1p-24, 1023 * 0x1p-24, 0x1p-14, 65504.0, -INFINITY, INFINITY, -0.0,
                            0x1.554p-2, -2.5};
@@ -195,7 +195,7 @@ Test(tensor, f16_bits_decode_exactly) {
     free(v);
 }
 
-Test(tensor, bf16_conversion_rounds_to_nearest_even) {
+KT_TEST(tensor, bf16_conversion_rounds_to_nearest_even) {
     const double v[] = {
         1.0, -2.0, 0.0,
         1.0 + 0x1p-8,            /* halfway between 1 and 1+2^-7: to even (1) */
@@ -220,7 +220,7 @@ Test(tensor, bf16_conversion_rounds_to_nearest_even) {
 
 /* ---- item, describe, print ------------------------------------------------------------ */
 
-Test(tensor, item) {
+KT_TEST(tensor, item) {
     cr_expect_eq(kiln_tensor_item(kiln_tensor_scalar(-1.5, KILN_F64, KILN_CPU)), -1.5);
     cr_expect_eq(kiln_tensor_item(kiln_tensor_full(2, SHAPE(1, 1), 9, KILN_I64, KILN_CPU)), 9);
     /* one element of a view, at an offset */
@@ -232,7 +232,7 @@ Test(tensor, item) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "NULL");
 }
 
-Test(tensor, describe) {
+KT_TEST(tensor, describe) {
     char buf[64];
     cr_expect_str_eq(kiln_tensor_describe(kiln_tensor_empty(2, SHAPE(2, 3), KILN_F32, KILN_CPU), buf, sizeof buf),
                      "f32[2, 3] cpu");
@@ -256,7 +256,7 @@ static char *print_to_string(const kiln_tensor *t) {
     return s;
 }
 
-Test(tensor, print) {
+KT_TEST(tensor, print) {
     kiln_tensor *t = KT_F32(2, KT_SHAPE(2, 3), {1, 2.5, -3, 4, 5, 6});
     char *s = print_to_string(t);
     cr_expect_str_eq(s, "tensor f32[2, 3] cpu\n  [ 1 2.5 -3\n    4 5 6 ]\n");
@@ -278,7 +278,7 @@ Test(tensor, print) {
 
 /* ---- strides, contiguity, views ---------------------------------------------------------- */
 
-Test(tensor, strides_are_in_elements) {
+KT_TEST(tensor, strides_are_in_elements) {
     kiln_tensor *t = kiln_tensor_zeros(3, SHAPE(2, 3, 4), KILN_F64, KILN_CPU);
     cr_expect(kiln_tensor_stride(t, 0) == 12 && kiln_tensor_stride(t, 1) == 4 && kiln_tensor_stride(t, 2) == 1);
     cr_expect_eq(kiln_tensor_stride(t, -3), 12);
@@ -290,7 +290,7 @@ Test(tensor, strides_are_in_elements) {
     cr_expect(kiln_tensor_stride(e, 0) == 0 && kiln_tensor_stride(e, 1) == 1);
 }
 
-Test(tensor, contiguity) {
+KT_TEST(tensor, contiguity) {
     kiln_tensor *t = kiln_tensor_zeros(2, SHAPE(4, 3), KILN_F32, KILN_CPU);
     cr_expect(kiln_tensor_is_contiguous(t));
     cr_expect_not(kiln_tensor_is_contiguous(kiln_transpose(t, 0, 1)));
@@ -306,7 +306,7 @@ Test(tensor, contiguity) {
     cr_expect_eq(kiln_tensor_contiguous(t), t, "contiguous() of a contiguous tensor is the tensor itself");
 }
 
-Test(tensor, copy_broadcasts_into_the_destination) {
+KT_TEST(tensor, copy_broadcasts_into_the_destination) {
     kiln_tensor *dst = kiln_tensor_zeros(2, SHAPE(2, 3), KILN_F32, KILN_CPU);
     cr_assert_eq(kiln_tensor_copy_(dst, KT_F32(1, KT_SHAPE(3), {1, 2, 3})), KILN_STATUS_OK);
     KT_EXPECT(dst, 0, 0, {1, 2, 3, 1, 2, 3});
@@ -327,7 +327,7 @@ Test(tensor, copy_broadcasts_into_the_destination) {
     kiln_clear_error();
 }
 
-Test(tensor, detach_shares_storage_and_clone_does_not) {
+KT_TEST(tensor, detach_shares_storage_and_clone_does_not) {
     kiln_tensor *a = KT_F32(1, KT_SHAPE(3), {1, 2, 3});
     kiln_tensor_set_requires_grad(a, true);
     kiln_tensor *d = kiln_tensor_detach(a);
@@ -352,7 +352,7 @@ Test(tensor, detach_shares_storage_and_clone_does_not) {
     KT_EXPECT(mc, 0, 0, {1, 3, 2, 4});
 }
 
-Test(tensor, to_cpu_is_a_contiguous_copy) {
+KT_TEST(tensor, to_cpu_is_a_contiguous_copy) {
     kiln_tensor *a = KT_F32(2, KT_SHAPE(2, 3), {1, 2, 3, 4, 5, 6});
     kiln_tensor *t = kiln_transpose(a, 0, 1);
     kiln_tensor *c = kiln_tensor_to(t, KILN_CPU);

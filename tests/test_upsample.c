@@ -44,11 +44,11 @@ static void run_cases(kiln_dtype dt, bool view) {
     }
 }
 
-Test(upsample, matches_torch_f32) { run_cases(KILN_F32, false); }
-Test(upsample, matches_torch_f64) { run_cases(KILN_F64, false); }
-Test(upsample, matches_torch_strided_input) { run_cases(KILN_F64, true); }
+KT_TEST(upsample, matches_torch_f32) { run_cases(KILN_F32, false); }
+KT_TEST(upsample, matches_torch_f64) { run_cases(KILN_F64, false); }
+KT_TEST(upsample, matches_torch_strided_input) { run_cases(KILN_F64, true); }
 
-Test(upsample, nearest_2x_by_hand) {
+KT_TEST(upsample, nearest_2x_by_hand) {
     kiln_tensor *x = KT_F64(4, KT_SHAPE(1, 1, 1, 2), {1, 2});
     kiln_tensor_set_requires_grad(x, true);
     kiln_tensor *y = kiln_upsample_nearest2d_scale(x, 2, 2);
@@ -58,7 +58,7 @@ Test(upsample, nearest_2x_by_hand) {
     KT_EXPECT(kiln_tensor_grad(x), 0, 0, {4, 4});
 }
 
-Test(upsample, bilinear_by_hand) {
+KT_TEST(upsample, bilinear_by_hand) {
     /* 1x2 -> 1x4. align_corners: src = dst/3 -> 1, 4/3, 5/3, 2.
      * half-pixel: src = (dst+0.5)/2 - 0.5 clamped -> 0, 0.25, 0.75, 1 -> 1, 1.25, 1.75, 2 */
     kiln_tensor *x = KT_F64(4, KT_SHAPE(1, 1, 1, 2), {1, 2});
@@ -68,7 +68,7 @@ Test(upsample, bilinear_by_hand) {
 
 static kiln_tensor *f_up(kiln_tensor *const *in, void *ctx) { return apply(ctx, in[0]); }
 
-Test(upsample, gradcheck_every_fixture_config) {
+KT_TEST(upsample, gradcheck_every_fixture_config) {
     for (size_t i = 0; i < sizeof layers_upsample_cases / sizeof layers_upsample_cases[0]; i++) {
         const layers_upsample_case *c = &layers_upsample_cases[i];
         kiln_tensor *x = kt_rand_input(4, c->x, -1, 1);
@@ -76,7 +76,7 @@ Test(upsample, gradcheck_every_fixture_config) {
     }
 }
 
-Test(upsample, errors) {
+KT_TEST(upsample, errors) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){1, 1, 2, 2}, KILN_F32, KILN_CPU);
     kiln_tensor *x3 = kiln_tensor_zeros(3, (int64_t[]){1, 2, 2}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_upsample_nearest2d(x3, 4, 4));

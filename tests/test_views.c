@@ -21,7 +21,7 @@ static kiln_tensor *iota(int ndim, const int64_t *shape) {
 
 /* ---- reshape -------------------------------------------------------------------------- */
 
-Test(views, reshape_of_contiguous_is_a_view) {
+KT_TEST(views, reshape_of_contiguous_is_a_view) {
     kiln_tensor *a = iota(2, SHAPE(2, 6));
     kiln_tensor *r = kiln_reshape(a, 3, SHAPE(3, 2, 2));
     KT_EXPECT_SHAPE(r, 3, 3, 2, 2);
@@ -38,7 +38,7 @@ Test(views, reshape_of_contiguous_is_a_view) {
     KT_EXPECT_SHAPE(kiln_reshape(s, 3, SHAPE(1, -1, 1)), 3, 1, 1, 1);
 }
 
-Test(views, reshape_of_strided_tensors_copies_only_when_it_must) {
+KT_TEST(views, reshape_of_strided_tensors_copies_only_when_it_must) {
     kiln_tensor *a = iota(2, SHAPE(2, 3));
     kiln_tensor *t = kiln_transpose(a, 0, 1); /* [3, 2], strides (1, 3) */
     kiln_tensor *flat = kiln_reshape(t, 1, SHAPE(6));
@@ -79,14 +79,14 @@ static kiln_tensor *f_reshape(kiln_tensor *const *x, void *ctx) {
     return kiln_add(kiln_mul(r, r), kiln_reshape(kiln_exp(v), 2, SHAPE(4, 6)));
 }
 
-Test(views, reshape_backward) {
+KT_TEST(views, reshape_backward) {
     kiln_tensor *x = kt_rand_input(3, SHAPE(2, 3, 4), -1, 1);
     GC(f_reshape, 1, &x);
 }
 
 /* ---- permute / transpose ------------------------------------------------------------------ */
 
-Test(views, permute_and_transpose) {
+KT_TEST(views, permute_and_transpose) {
     kiln_tensor *a = iota(3, SHAPE(2, 3, 4));
     kiln_tensor *p = kiln_permute(a, (int[]){2, 0, 1});
     KT_EXPECT_SHAPE(p, 3, 4, 2, 3);
@@ -118,7 +118,7 @@ static kiln_tensor *f_permute(kiln_tensor *const *x, void *ctx) {
     return kiln_mul(kiln_sigmoid(p), kiln_unsqueeze(t, -1));
 }
 
-Test(views, permute_transpose_backward) {
+KT_TEST(views, permute_transpose_backward) {
     kiln_tensor *x[2] = {kt_rand_input(3, SHAPE(2, 3, 4), -1, 1), kt_rand_input(2, SHAPE(4, 3), -1, 1)};
     GC(f_permute, 2, x);
 }
@@ -139,7 +139,7 @@ static void expect_slice(int64_t start, int64_t end, int64_t step, int n, const 
                  (const double[]){0, __VA_ARGS__} + 1)
 #define SLICE_EMPTY(start, end, step) expect_slice(start, end, step, 0, NULL)
 
-Test(views, slice_follows_python) {
+KT_TEST(views, slice_follows_python) {
     SLICE(2, 8, 3, 2, 5);
     SLICE(0, 10, 4, 0, 4, 8);
     SLICE(1, 10, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9);
@@ -172,7 +172,7 @@ static kiln_tensor *f_slice(kiln_tensor *const *x, void *ctx) {
     return kiln_add(kiln_mul(d, d), kiln_sum(kiln_exp(c), 1, (int[]){1}, true));
 }
 
-Test(views, slice_backward) {
+KT_TEST(views, slice_backward) {
     kiln_tensor *x = kt_rand_input(2, SHAPE(3, 7), -1, 1);
     GC(f_slice, 1, &x);
     /* an empty slice passes a zero gradient */
@@ -185,7 +185,7 @@ Test(views, slice_backward) {
 
 /* ---- expand ------------------------------------------------------------------------------------ */
 
-Test(views, expand) {
+KT_TEST(views, expand) {
     kiln_tensor *a = KT_F32(2, KT_SHAPE(3, 1), {1, 2, 3});
     kiln_tensor *e = kiln_expand(a, 2, SHAPE(3, 4));
     KT_EXPECT(e, 0, 0, {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3});
@@ -207,14 +207,14 @@ static kiln_tensor *f_expand(kiln_tensor *const *x, void *ctx) {
     return kiln_mul(kiln_tanh(e), s);
 }
 
-Test(views, expand_backward) {
+KT_TEST(views, expand_backward) {
     kiln_tensor *x[2] = {kt_rand_input(2, SHAPE(3, 1), -1, 1), kt_rand_input(0, NULL, -1, 1)};
     GC(f_expand, 2, x);
 }
 
 /* ---- squeeze, unsqueeze, flatten --------------------------------------------------------------- */
 
-Test(views, squeeze_unsqueeze_flatten) {
+KT_TEST(views, squeeze_unsqueeze_flatten) {
     kiln_tensor *a = iota(4, SHAPE(1, 3, 1, 2));
     KT_EXPECT_SHAPE(kiln_squeeze(a, KILN_ALL_AXES), 2, 3, 2);
     KT_EXPECT_SHAPE(kiln_squeeze(a, 0), 3, 3, 1, 2);
@@ -253,7 +253,7 @@ static kiln_tensor *f_squeeze(kiln_tensor *const *x, void *ctx) {
     return kiln_mul(u, kiln_flatten(x[0], 0, -1));                    /* [1, 12] */
 }
 
-Test(views, squeeze_unsqueeze_flatten_backward) {
+KT_TEST(views, squeeze_unsqueeze_flatten_backward) {
     kiln_tensor *x = kt_rand_input(4, SHAPE(1, 3, 1, 4), -1, 1);
     GC(f_squeeze, 1, &x);
 }
@@ -268,7 +268,7 @@ static kiln_tensor *f_chain(kiln_tensor *const *x, void *ctx) {
     return kiln_sigmoid(kiln_mul(e, kiln_squeeze(kiln_slice(p, 0, 0, 1, 1), 0)));
 }
 
-Test(views, composed_views_backward) {
+KT_TEST(views, composed_views_backward) {
     kiln_tensor *x = kt_rand_input(1, SHAPE(24), -2, 2);
     GC(f_chain, 1, &x);
 }

@@ -12,13 +12,17 @@ void kiln_test_setup(void) {
     g_test_scope = kiln_scope_begin();
 }
 
-void kiln_test_teardown(void) {
-    kiln_scope_end(g_test_scope);
+void kt_check_leaks(void) {
+    if (g_test_scope) kiln_scope_end(g_test_scope);
     g_test_scope = NULL;
-    kiln_pool_stats st = kiln_memory_stats(KILN_CPU);
-    size_t live = st.in_use;
+    size_t live = kiln_memory_stats(KILN_CPU).in_use;
+    cr_expect_eq(live, 0, "leak check: %zu bytes still live in the CPU pool after the test scope ended", live);
+}
+
+void kiln_test_teardown(void) {
+    if (g_test_scope) kiln_scope_end(g_test_scope);
+    g_test_scope = NULL;
     kiln_shutdown();
-    cr_expect_eq(live, 0, "teardown: %zu bytes still live in the CPU pool after the test scope ended", live);
 }
 
 kiln_tensor *kt_tensor(kiln_dtype dt, int ndim, const int64_t *shape, const double *values) {

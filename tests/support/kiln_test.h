@@ -8,9 +8,23 @@
 #include <kiln.h>
 #include <math.h>
 
-/* Opens a scope for the test; kiln_test_teardown ends it and asserts zero live bytes. */
+/* Opens a scope for the test (the suite's .init). */
 void kiln_test_setup(void);
+/* Ends the test's scope and fails the test unless the CPU pool holds zero live bytes. */
+void kt_check_leaks(void);
+/* The suite's .fini: ends a scope still open and shuts kiln down. */
 void kiln_test_teardown(void);
+
+/* A Criterion test whose body is followed by the leak check. The check must run in
+ * the test body: Criterion reports assertions made in .fini but does not fail the
+ * test for them. Use KT_TEST everywhere instead of Test. */
+#define KT_TEST(Suite, Name, ...)                                                  \
+    static void kt_body_##Suite##_##Name(void);                                    \
+    Test(Suite, Name, ##__VA_ARGS__) {                                             \
+        kt_body_##Suite##_##Name();                                                \
+        kt_check_leaks();                                                          \
+    }                                                                              \
+    static void kt_body_##Suite##_##Name(void)
 
 /* A CPU tensor from literal values. */
 kiln_tensor *kt_tensor(kiln_dtype dt, int ndim, const int64_t *shape, const double *values);
