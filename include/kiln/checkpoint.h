@@ -69,6 +69,24 @@ KILN_API kiln_tensor *kiln_safetensors_read(kiln_safetensors *f, const char *nam
 KILN_API int kiln_safetensors_metadata(const kiln_safetensors *f, const kiln_metadata_entry **entries);
 KILN_API const char *kiln_safetensors_metadata_get(const kiln_safetensors *f, const char *key);
 
+/* ---- training checkpoints ------------------------------------------------------------
+ * A module's state_dict (parameters and buffers under torch's names, so PyTorch's
+ * load_state_dict reads the file), optionally an optimizer's state under
+ * "optimizer.state.<i>.*", its hyper-parameters and step count as "optimizer.*"
+ * metadata, and the generator's position ("kiln.rng_seed", "kiln.rng_offset"), so a
+ * resumed run continues exactly. extra: more metadata (e.g. the epoch); may be NULL. */
+struct kiln_module;
+struct kiln_optimizer;
+KILN_API kiln_status kiln_checkpoint_save(const char *path, struct kiln_module *m, struct kiln_optimizer *opt,
+                                          const kiln_metadata_entry *extra, int nextra);
+/* Loads what kiln_checkpoint_save wrote (or a safetensors state_dict saved from
+ * PyTorch) into m and, when opt is non-NULL, the optimizer state and hyper-parameters,
+ * and restores the generator's position when the file has it. strict: every entry of
+ * m's state_dict must be in the file and the file must hold nothing else (optimizer
+ * entries are allowed when opt is NULL). Nothing is written when anything mismatches. */
+KILN_API kiln_status kiln_checkpoint_load(const char *path, struct kiln_module *m, struct kiln_optimizer *opt,
+                                          bool strict);
+
 #ifdef __cplusplus
 }
 #endif
