@@ -174,7 +174,7 @@ kiln_status kiln_png_read_f32(const char *path, int want_channels, float **data,
     if (!data) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_png_read_f32: data is NULL");
     *data = NULL;
     uint8_t *bytes;
-    int c, h, w;
+    int c = 0, h = 0, w = 0;
     kiln_status st = kiln_png_read_u8(path, want_channels, &bytes, &c, &h, &w);
     if (st) return st;
     size_t HW = (size_t)h * w;
@@ -195,7 +195,7 @@ kiln_status kiln_png_read_f32(const char *path, int want_channels, float **data,
 
 kiln_tensor *kiln_png_read_tensor(const char *path, int want_channels, kiln_device dev) {
     float *px;
-    int c, h, w;
+    int c = 0, h = 0, w = 0;
     if (kiln_png_read_f32(path, want_channels, &px, &c, &h, &w)) return NULL;
     kiln_tensor *t = kiln_tensor_from_host(px, 3, (int64_t[]){c, h, w}, KILN_F32, dev);
     free(px);
@@ -213,6 +213,7 @@ kiln_status kiln_png_write_tensor(const char *path, kiln_tensor *t) {
                               kiln_tensor_describe(t, b, sizeof b), path ? path : "(null)");
     }
     int64_t h = kiln_tensor_size(t, -2), w = kiln_tensor_size(t, -1);
+    kiln_no_grad_begin(); /* a picture of a prediction is no part of its graph */
     kiln_scope *s = kiln_scope_begin();
     kiln_tensor *f = kiln_tensor_dtype(t) == KILN_F32 ? t : kiln_tensor_cast(t, KILN_F32);
     float *px = malloc((size_t)(c * h * w) * sizeof(float));
@@ -222,5 +223,6 @@ kiln_status kiln_png_write_tensor(const char *path, kiln_tensor *t) {
     if (!st) st = kiln_png_write_f32(path, px, (int)c, (int)h, (int)w);
     free(px);
     kiln_scope_end(s);
+    kiln_no_grad_end();
     return st;
 }

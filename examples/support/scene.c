@@ -44,7 +44,10 @@ static inline void rng_colour(rng *r, float out[3], float r0, float r1, float g0
     out[1] = rng_uniform(r, g0, g1);
     out[2] = rng_uniform(r, b0, b1);
 }
-static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
+static inline float clampf(float v, float lo, float hi) { /* two selects the compiler turns into min/max */
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
 
 /* ---- the scene being painted -------------------------------------------------------- */
 
@@ -675,7 +678,9 @@ static void finish(scene *s) {
     const float unit = 1.0f / 1024.0f;
     float *r = s->rgb, *g = r + s->HW, *b = g + s->HW;
     for (size_t p = 0; p < s->HW; p++) {
-        uint64_t h = mix64(s->key ^ (p * 0x9E3779B97F4A7C15ull));
+        uint64_t h = (s->key ^ p) * 0x9E3779B97F4A7C15ull; /* a light hash is enough for grain */
+        h = (h ^ (h >> 29)) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 32;
         float lum = 0.06f * ((float)(h & 1023) * unit - 0.5f);
         r[p] = clampf(r[p] * cast[0] + lum + 0.02f * ((float)(h >> 10 & 1023) * unit - 0.5f), 0, 1);
         g[p] = clampf(g[p] * cast[1] + lum + 0.02f * ((float)(h >> 20 & 1023) * unit - 0.5f), 0, 1);
