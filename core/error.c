@@ -34,12 +34,27 @@ const char *kiln_status_name(kiln_status s) {
     return "unknown status";
 }
 
-kiln_status kiln__error(kiln_status s, const char *fmt, ...) {
-    if (g_status != KILN_STATUS_OK) return s;
+static kiln_status set_errorv(kiln_status s, const char *fmt, va_list ap) {
+    if (g_status != KILN_STATUS_OK || s == KILN_STATUS_OK) return s;
     g_status = s;
+    vsnprintf(g_message, sizeof g_message, fmt, ap);
+    return s;
+}
+
+kiln_status kiln__error(kiln_status s, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_message, sizeof g_message, fmt, ap);
+    set_errorv(s, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* The same for code outside the library (example support, user programs), so their
+ * failures read like the library's own. */
+kiln_status kiln_set_error(kiln_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    set_errorv(s, fmt, ap);
     va_end(ap);
     return s;
 }

@@ -13,6 +13,7 @@ need=(
   "liblapacke-dev:CPU eigen-decomposition (LAPACK)"
   "libpng-dev:PNG images in and out"
   "libcriterion-dev:the C test framework"
+  "dataset-fashion-mnist:Fashion-MNIST for the fashion_mnist and autoencoder examples (IDX .gz files)"
 )
 if [ "${KILN_SETUP_PYTHON:-0}" = 1 ]; then
   need+=("python3-numpy:Python tests and fixtures" "python3-pytest:Python tests")

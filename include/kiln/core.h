@@ -45,6 +45,13 @@ KILN_API kiln_status kiln_last_status(void);
 /* Its message: names the op, the shapes and the fix. "" when there is none. */
 KILN_API const char *kiln_last_error(void);
 KILN_API void kiln_clear_error(void);
+/* Records an error from code outside the library (example support, user programs)
+ * with the same keep-the-first rule; returns s. A status of OK records nothing. */
+KILN_API kiln_status kiln_set_error(kiln_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 KILN_API const char *kiln_status_name(kiln_status s);
 
 /* ---- dtypes and devices ------------------------------------------------- */

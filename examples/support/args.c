@@ -1,0 +1,174 @@
+/* Table-driven command-line parsing for the examples (--name value or --name=value),
+ * the options they all share, and the two file-system helpers they need for --out. */
+#include "kiln_examples.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *type_hint(const kiln_arg *a) {
+    switch (a->type) {
+    case KILN_ARG_INT:
+    case KILN_ARG_I64: return "N";
+    case KILN_ARG_DOUBLE: return "X";
+    case KILN_ARG_STRING: return "S";
+    case KILN_ARG_FLAG: return "";
+    case KILN_ARG_DEVICE: return "DEV";
+    case KILN_ARG_CHOICE: return a->choices ? a->choices : "S";
+    }
+    return "";
+}
+
+void kiln_args_usage(FILE *f, const char *prog, const char *about, int n, const kiln_arg *table) {
+    fprintf(f, "usage: %s [options]\n", prog ? prog : "example");
+    if (about) fprintf(f, "%s\n", about);
+    fprintf(f, "options:\n");
+    for (int i = 0; i < n; i++) {
+        char left[96];
+        const char *hint = type_hint(&table[i]);
+        snprintf(left, sizeof left, "--%s%s%s", table[i].name, *hint ? " " : "", hint);
+        fprintf(f, "  %-28s %s\n", left, table[i].help ? table[i].help : "");
+    }
+    fprintf(f, "  %-28s %s\n", "--help", "show this and exit");
+}
+
+/* True when choice is one of the '|'-separated names in list. */
+static bool in_choices(const char *list, const char *choice) {
+    size_t n = strlen(choice);
+    for (const char *p = list; p && *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, choice, n) == 0) return true;
+        p = bar ? bar + 1 : NULL;
+    }
+    return false;
+}
+
+static kiln_status set_value(const kiln_arg *a, const char *v) {
+    char *end;
+    errno = 0;
+    switch (a->type) {
+    case KILN_ARG_INT:
+    case KILN_ARG_I64: {
+        long long x = strtoll(v, &end, 10);
+        if (end == v || *end || errno == ERANGE || (a->type == KILN_ARG_INT && (x < INT_MIN || x > INT_MAX)))
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not a%s integer", a->name, v,
+                                  a->type == KILN_ARG_INT ? "n int-sized" : "");
+        if (a->type == KILN_ARG_INT)
+            *(int *)a->dest = (int)x;
+        else
+            *(int64_t *)a->dest = x;
+        return KILN_STATUS_OK;
+    }
+    case KILN_ARG_DOUBLE: {
+        double x = strtod(v, &end);
+        if (end == v || *end || errno == ERANGE)
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not a number", a->name, v);
+        *(double *)a->dest = x;
+        return KILN_STATUS_OK;
+    }
+    case KILN_ARG_STRING: *(const char **)a->dest = v; return KILN_STATUS_OK;
+    case KILN_ARG_CHOICE:
+        if (!in_choices(a->choices, v))
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not one of %s", a->name, v,
+                                  a->choices ? a->choices : "(none)");
+        *(const char **)a->dest = v;
+        return KILN_STATUS_OK;
+    case KILN_ARG_DEVICE: {
+        kiln_device d;
+        if (kiln_device_parse(v, &d) != KILN_STATUS_OK) {
+            kiln_clear_error(); /* replace the parser's message with one about the option */
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not a device; use cpu, cuda or cuda:N",
+                                  a->name, v);
+        }
+        *(kiln_device *)a->dest = d;
+        return KILN_STATUS_OK;
+    }
+    case KILN_ARG_FLAG: break;
+    }
+    return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: takes no value", a->name);
+}
+
+kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n, const kiln_arg *table) {
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            kiln_args_usage(stdout, argv[0], about, n, table);
+            return KILN_ARGS_HELP;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "unexpected argument '%s' (options start with --; see --help)",
+                           arg);
+            return KILN_ARGS_ERROR;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const kiln_arg *a = NULL;
+        for (int k = 0; k < n && !a; k++)
+            if (strlen(table[k].name) == len && strncmp(table[k].name, name, len) == 0) a = &table[k];
+        if (!a) {
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "unknown option '--%.*s' (see --help)", (int)len, name);
+            return KILN_ARGS_ERROR;
+        }
+        if (a->type == KILN_ARG_FLAG) {
+            if (eq) {
+                kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: takes no value", a->name);
+                return KILN_ARGS_ERROR;
+            }
+            *(bool *)a->dest = true;
+            continue;
+        }
+        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!value) {
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: needs a value (%s)", a->name, type_hint(a));
+            return KILN_ARGS_ERROR;
+        }
+        if (set_value(a, value) != KILN_STATUS_OK) return KILN_ARGS_ERROR;
+    }
+    return KILN_ARGS_OK;
+}
+
+void kiln_common_defaults(kiln_common_args *a) {
+    memset(a, 0, sizeof *a);
+    a->device = kiln_default_device();
+    a->epochs = 3;
+    a->batch = 16;
+    a->size = 128;
+    a->seed = 0;
+    a->data = NULL;
+    a->out = ".";
+    a->json = false;
+}
+
+kiln_status kiln_make_dirs(const char *path) {
+    if (!path || !*path) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_make_dirs: empty path");
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof buf)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_make_dirs: path of %zu bytes is too long", n);
+    memcpy(buf, path, n + 1);
+    /* Create each prefix in turn; one that exists already is fine if it is a directory. */
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        struct stat sb;
+        if (mkdir(buf, 0777) != 0 && !(errno == EEXIST && stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode)))
+            return kiln_set_error(KILN_STATUS_IO, "kiln_make_dirs: cannot create directory '%s': %s", buf,
+                                  errno == EEXIST ? "a file of that name is in the way" : strerror(errno));
+        buf[i] = saved;
+    }
+    return KILN_STATUS_OK;
+}
+
+kiln_status kiln_path_join(char *buf, size_t n, const char *dir, const char *name) {
+    if (!buf || !name) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_path_join: buffer or name is NULL");
+    bool slash = dir && *dir && dir[strlen(dir) - 1] != '/';
+    int k = snprintf(buf, n, "%s%s%s", dir ? dir : "", slash ? "/" : "", name);
+    if (k < 0 || (size_t)k >= n)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_path_join: '%s/%s' does not fit in %zu bytes",
+                              dir ? dir : "", name, n);
+    return KILN_STATUS_OK;
+}

@@ -1,0 +1,241 @@
+/* Support code shared by the example programs: synthetic aerial scenes, PNG in and
+ * out, image grids and plots, the Fashion-MNIST IDX reader, progress output, JSON
+ * result lines and command-line parsing. Plain C on the CPU plus libpng and zlib.
+ * Fallible calls return a kiln_status (or NULL) and set kiln's error message. */
+#ifndef KILN_EXAMPLES_H
+#define KILN_EXAMPLES_H
+
+#include <kiln.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- synthetic aerial scenes ----------------------------------------------------
+ * A scene is a top-down view at a fixed ground resolution (a car is about 9x4 px),
+ * so a larger image shows more ground and more objects, not bigger ones. */
+
+typedef enum {
+    KILN_SCENE_GROUND = 0, /* grass and bare soil                  palette (150,130, 90) */
+    KILN_SCENE_ROAD,       /* roads and parking lots, lane marks   palette ( 85, 85, 85) */
+    KILN_SCENE_BUILDING,   /* roofs                                 palette (220, 60, 50) */
+    KILN_SCENE_TREE,       /* tree crowns (they may hide cars)      palette ( 40,150, 40) */
+    KILN_SCENE_WATER,      /* ponds and rivers                      palette ( 40,100,220) */
+    KILN_SCENE_CAR,        /* cars, also in shadow                  palette (255,220,  0) */
+    KILN_SCENE_SHADOW,     /* cast shadows on ground or road        palette (120, 40,160) */
+    KILN_SCENE_NUM_CLASSES
+} kiln_scene_class;
+
+/* RGB colour of each class, for colour-coded label maps. */
+extern const uint8_t kiln_scene_palette[KILN_SCENE_NUM_CLASSES][3];
+/* "ground", "road", ... ; "?" out of range. */
+const char *kiln_scene_class_name(int cls);
+
+/* Renders one scene for a seed: rgb is 3*H*W floats (CHW, in [0,1]); labels (may be
+ * NULL) is H*W class indices. The same seed and size give the same bytes, always.
+ * H and W must be in 8..4096. */
+kiln_status kiln_scene_generate(uint64_t seed, int H, int W, float *rgb, uint8_t *labels);
+
+typedef enum { KILN_SCENE_TRAIN = 0, KILN_SCENE_HELDOUT = 1 } kiln_scene_split;
+
+/* The seed of scene `index` of a split: base * 2^32 + index, plus 2^31 for held-out
+ * scenes. Indices below 2^31 keep the two splits' seeds disjoint for any base. */
+uint64_t kiln_scene_seed(kiln_scene_split split, uint64_t base, int64_t index);
+
+/* Renders scenes first .. first+n-1 of a split into new tensors on dev (owned by the
+ * current scope): images (n,3,H,W) f32, masks (n,1,H,W) f32 holding 1 on cars, labels
+ * (n,H,W) i64 class indices. Pass NULL for any output you do not need. */
+kiln_status kiln_scene_batch(kiln_scene_split split, uint64_t base, int64_t first, int64_t n, int H, int W,
+                             kiln_device dev, kiln_tensor **images, kiln_tensor **masks, kiln_tensor **labels);
+
+/* ---- PNG --------------------------------------------------------------------------
+ * 8-bit PNGs through libpng. channels: 1 (gray) or 3 (RGB). Read errors are
+ * KILN_STATUS_IO (missing, unreadable) or KILN_STATUS_FORMAT (not a PNG, corrupt,
+ * truncated), with the file name and libpng's reason in the message. */
+
+/* data: CHW floats, clamped to [0,1] and rounded to 8 bits. */
+kiln_status kiln_png_write_f32(const char *path, const float *data, int channels, int H, int W);
+/* data: interleaved HWC bytes. */
+kiln_status kiln_png_write_u8(const char *path, const uint8_t *data, int channels, int H, int W);
+/* Reads gray, gray+alpha, RGB, RGBA or palette PNGs (16-bit ones are reduced to 8,
+ * alpha is dropped). want_channels: 1 or 3 converts to that; 0 keeps the file's (1 for
+ * gray, 3 for colour). *data is malloc'd HWC bytes; free() it. */
+kiln_status kiln_png_read_u8(const char *path, int want_channels, uint8_t **data, int *channels, int *H, int *W);
+/* As kiln_png_read_u8 but *data is malloc'd CHW floats in [0,1]. */
+kiln_status kiln_png_read_f32(const char *path, int want_channels, float **data, int *channels, int *H, int *W);
+/* A (C,H,W) f32 tensor in [0,1] from a PNG, on dev (C as want_channels above). */
+kiln_tensor *kiln_png_read_tensor(const char *path, int want_channels, kiln_device dev);
+/* Writes a (C,H,W) or (H,W) f32 tensor (C = 1 or 3, values in [0,1]) on any device. */
+kiln_status kiln_png_write_tensor(const char *path, kiln_tensor *t);
+
+/* ---- canvases, grids and plots ------------------------------------------------------ */
+
+/* An RGB image in memory (HWC bytes) to draw on. */
+typedef struct {
+    int h, w;
+    uint8_t *px;
+} kiln_canvas;
+
+kiln_canvas *kiln_canvas_new(int h, int w, uint8_t r, uint8_t g, uint8_t b);
+void kiln_canvas_free(kiln_canvas *c);
+kiln_status kiln_canvas_save_png(const kiln_canvas *c, const char *path);
+/* Clipped drawing; colours as 0xRRGGBB. */
+void kiln_canvas_fill_rect(kiln_canvas *c, int x, int y, int w, int h, uint32_t rgb);
+void kiln_canvas_line(kiln_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb);
+/* Text in the built-in 5x7 font (digits, letters shown upper-case, . , - + : / % ( ) = _ ),
+ * scaled by an integer factor; returns the width drawn. */
+int kiln_canvas_text(kiln_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale);
+int kiln_canvas_text_width(const char *s, int scale);
+/* Draws a CHW float image (channels 1 or 3, clamped to [0,1]) with its top-left corner
+ * at (x,y), each pixel as a scale x scale block. */
+void kiln_canvas_image_f32(kiln_canvas *c, int x, int y, const float *chw, int channels, int h, int w, int scale);
+/* Draws class indices in the scene palette (indices outside it are drawn black). */
+void kiln_canvas_labels(kiln_canvas *c, int x, int y, const int64_t *labels, int h, int w, int scale);
+
+/* One row per sample, one column per tensor, with an optional title above each column.
+ * Each column is (N,3,H,W) f32 (RGB), (N,1,H,W) f32 (gray: masks, probabilities), or
+ * (N,H,W) / (N,1,H,W) i64 class indices (drawn in the scene palette); all share N,H,W.
+ * Draws the first min(N, max_rows) samples, each pixel as scale x scale. */
+kiln_status kiln_grid_save_png(const char *path, int ncols, kiln_tensor *const *cols, const char *const *titles,
+                               int max_rows, int scale);
+/* Tiles the images of one (N,C,H,W) f32 tensor (C = 1 or 3), per_row to a row. */
+kiln_status kiln_tile_save_png(const char *path, kiln_tensor *images, int per_row, int scale);
+
+typedef struct {
+    const char *name;  /* legend text */
+    const double *y;   /* n values; NaN leaves a gap */
+    int n;             /* x runs 1..n (epochs) */
+} kiln_series;
+
+/* Line plot of several series on shared axes, with ticks, a legend and a title. */
+kiln_status kiln_plot_lines_png(const char *path, const char *title, const char *xlabel, int nseries,
+                                const kiln_series *series, int width, int height);
+/* Eigenvalue spectrum: bars of each value's share of the total (values clamped at 0,
+ * drawn in the given order) and a line of the cumulative share, on a 0..1 axis. */
+kiln_status kiln_plot_spectrum_png(const char *path, const char *title, const double *eigenvalues, int n,
+                                   int width, int height);
+
+/* ---- Fashion-MNIST (IDX files, gzip or plain) ---------------------------------------- */
+
+/* An IDX ubyte image file as a (N,1,rows,cols) f32 tensor in [0,1] on dev. */
+kiln_tensor *kiln_idx_read_images(const char *path, kiln_device dev);
+/* An IDX ubyte label file as a (N) i64 tensor on dev. */
+kiln_tensor *kiln_idx_read_labels(const char *path, kiln_device dev);
+/* The directory holding the Fashion-MNIST files: data_dir when given (it must hold
+ * them), else where Debian's dataset-fashion-mnist package installs them. */
+kiln_status kiln_fashion_mnist_find(const char *data_dir, char *dir, size_t n);
+/* Loads the training (60000) or test (10000) split from a directory found as above:
+ * images (N,1,28,28) f32, labels (N) i64 in 0..9. */
+kiln_status kiln_fashion_mnist_load(const char *data_dir, bool train, kiln_device dev, kiln_tensor **images,
+                                    kiln_tensor **labels);
+extern const char *const kiln_fashion_mnist_classes[10];
+
+/* ---- progress, timing and the JSON result line ------------------------------------ */
+
+typedef enum { KILN_PROGRESS_AUTO = 0, KILN_PROGRESS_BAR, KILN_PROGRESS_LINES, KILN_PROGRESS_QUIET } kiln_progress_mode;
+
+typedef struct {
+    FILE *out;
+    kiln_progress_mode mode; /* AUTO resolves to BAR on a terminal, LINES otherwise */
+    char label[32];
+    int64_t total, done;
+    double t_start, t_last_draw;
+    int last_decile;         /* LINES: the last tenth of the work reported */
+    double loss;
+} kiln_progress;
+
+/* Seconds on a monotonic clock. */
+double kiln_now_seconds(void);
+void kiln_progress_init(kiln_progress *p, FILE *out, kiln_progress_mode mode, const char *label, int64_t total);
+/* Records that `done` of `total` steps are finished with this loss (NaN: none yet).
+ * A bar is redrawn in place at most 10 times a second; lines come each tenth of the work. */
+void kiln_progress_update(kiln_progress *p, int64_t done, double loss);
+/* Finishes the bar (or prints the last line) with the total time. */
+void kiln_progress_finish(kiln_progress *p);
+
+/* Builds one JSON object, written on one line: {"key": value, ...}. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    bool need_comma, failed, closed;
+} kiln_json;
+
+void kiln_json_begin(kiln_json *j);
+void kiln_json_string(kiln_json *j, const char *key, const char *value);
+/* Finite numbers in the shortest form that reads back exactly; NaN and Inf as null. */
+void kiln_json_number(kiln_json *j, const char *key, double value);
+void kiln_json_int(kiln_json *j, const char *key, int64_t value);
+void kiln_json_bool(kiln_json *j, const char *key, bool value);
+void kiln_json_numbers(kiln_json *j, const char *key, const double *values, int n);
+/* Closes the object and returns its text (owned by j; NULL if memory ran out). */
+const char *kiln_json_end(kiln_json *j);
+/* Prints the closed object and a newline, then frees it. */
+void kiln_json_print(kiln_json *j, FILE *f);
+void kiln_json_free(kiln_json *j);
+/* Writes s as a quoted JSON string into out (NUL-terminated, truncated to n). Control
+ * characters are escaped, valid UTF-8 is kept, invalid bytes become U+FFFD. Returns the
+ * length the whole string needs, without the NUL. */
+size_t kiln_json_escape(const char *s, char *out, size_t n);
+
+/* ---- command line ------------------------------------------------------------------- */
+
+typedef enum {
+    KILN_ARG_INT,    /* int *            --epochs 3 */
+    KILN_ARG_I64,    /* int64_t *        --seed 42 */
+    KILN_ARG_DOUBLE, /* double *         --lr 1e-3 */
+    KILN_ARG_STRING, /* const char **    --out results */
+    KILN_ARG_FLAG,   /* bool *           --json (no value) */
+    KILN_ARG_DEVICE, /* kiln_device *    --device cuda:0 */
+    KILN_ARG_CHOICE, /* const char **    --loss bce|bce_with_logits (choices in .choices) */
+} kiln_arg_type;
+
+typedef struct {
+    const char *name; /* without the dashes */
+    kiln_arg_type type;
+    void *dest;
+    const char *help;
+    const char *choices; /* KILN_ARG_CHOICE: "a|b|c" */
+} kiln_arg;
+
+typedef enum { KILN_ARGS_OK = 0, KILN_ARGS_HELP, KILN_ARGS_ERROR } kiln_args_result;
+
+/* Parses --name value and --name=value against the table, writing into each dest (its
+ * default stays when the option is absent). --help prints usage to stdout and returns
+ * KILN_ARGS_HELP; a bad option sets kiln's error (INVALID_ARGUMENT) and returns
+ * KILN_ARGS_ERROR. */
+kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n, const kiln_arg *table);
+void kiln_args_usage(FILE *f, const char *prog, const char *about, int n, const kiln_arg *table);
+
+/* The options every example shares; kiln_common_defaults fills the defaults
+ * (device: kiln_default_device(); epochs 3, batch 16, size 128, seed 0, out "."). */
+typedef struct {
+    kiln_device device;
+    int epochs, batch, size;
+    int64_t seed;
+    const char *data, *out;
+    bool json;
+} kiln_common_args;
+
+void kiln_common_defaults(kiln_common_args *a);
+#define KILN_COMMON_ARG_TABLE(a)                                                                  \
+    {"device", KILN_ARG_DEVICE, &(a).device, "cpu, cuda or cuda:N (default: cuda when present)", NULL}, \
+    {"epochs", KILN_ARG_INT, &(a).epochs, "training epochs", NULL},                               \
+    {"batch", KILN_ARG_INT, &(a).batch, "mini-batch size", NULL},                                 \
+    {"size", KILN_ARG_INT, &(a).size, "image side in pixels", NULL},                              \
+    {"seed", KILN_ARG_I64, &(a).seed, "random seed (data and weights)", NULL},                    \
+    {"data", KILN_ARG_STRING, &(a).data, "dataset directory", NULL},                              \
+    {"out", KILN_ARG_STRING, &(a).out, "directory for pictures and checkpoints", NULL},           \
+    {"json", KILN_ARG_FLAG, &(a).json, "print only the final JSON line on stdout", NULL}
+
+/* mkdir -p; OK when it exists already. */
+kiln_status kiln_make_dirs(const char *path);
+/* dir + "/" + name into buf; an error if it does not fit. */
+kiln_status kiln_path_join(char *buf, size_t n, const char *dir, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,221 @@
+/* Small plots to PNG: loss and metric curves per epoch, and an eigenvalue spectrum.
+ * Axes with "nice" ticks, grid lines, a legend and a title in the built-in 5x7 font. */
+#include "kiln_examples.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const uint32_t series_colours[] = {0x1F77B4, 0xD62728, 0x2CA02C, 0xFF7F0E,
+                                          0x9467BD, 0x8C564B, 0xE377C2, 0x17BECF};
+#define N_COLOURS (int)(sizeof series_colours / sizeof series_colours[0])
+
+typedef struct {
+    int x0, y0, x1, y1; /* the plot area in pixels, inclusive */
+    double xmin, xmax, ymin, ymax, xstep, ystep;
+} frame;
+
+static int px_x(const frame *f, double x) {
+    return f->x0 + (int)lround((x - f->xmin) / (f->xmax - f->xmin) * (f->x1 - f->x0));
+}
+static int px_y(const frame *f, double y) {
+    return f->y1 - (int)lround((y - f->ymin) / (f->ymax - f->ymin) * (f->y1 - f->y0));
+}
+
+/* 1, 2 or 5 times a power of ten, near range / target. */
+static double nice_step(double range, int target) {
+    double raw = range / target, mag = pow(10, floor(log10(raw))), r = raw / mag;
+    return (r < 1.5 ? 1 : r < 3.5 ? 2 : r < 7.5 ? 5 : 10) * mag;
+}
+
+static void format_tick(char *buf, size_t n, double v, double step) {
+    if (fabs(v) < step * 1e-9) v = 0;
+    double a = fabs(v);
+    if (a != 0 && (a >= 1e5 || a < 1e-3)) {
+        snprintf(buf, n, "%.1e", v);
+        return;
+    }
+    int decimals = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
+    snprintf(buf, n, "%.*f", decimals > 6 ? 6 : decimals, v);
+}
+
+static kiln_status check_size(const char *fn, const char *path, int width, int height) {
+    if (!path) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: path is NULL", fn);
+    if (width < 160 || height < 120 || width > 8192 || height > 8192)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: a %dx%d plot for '%s' is outside 160x120..8192x8192",
+                              fn, width, height, path);
+    return KILN_STATUS_OK;
+}
+
+/* Lays the frame out in the canvas and draws the grid, axes, ticks, title and x label. */
+static void draw_axes(kiln_canvas *c, frame *f, const char *title, const char *xlabel, int right) {
+    char buf[32];
+    int label_w = 0;
+    for (double v = f->ymin; v <= f->ymax + f->ystep * 1e-6; v += f->ystep) {
+        format_tick(buf, sizeof buf, v, f->ystep);
+        int w = kiln_canvas_text_width(buf, 1);
+        if (w > label_w) label_w = w;
+    }
+    f->x0 = 10 + label_w + 6;
+    f->x1 = c->w - 14 - right;
+    f->y0 = title ? 24 : 12;
+    f->y1 = c->h - (xlabel ? 34 : 22);
+    if (title) kiln_canvas_text(c, (c->w - kiln_canvas_text_width(title, 2)) / 2, 5, title, 0x202020, 2);
+    if (xlabel) kiln_canvas_text(c, (f->x0 + f->x1 - kiln_canvas_text_width(xlabel, 1)) / 2, c->h - 12, xlabel, 0x202020, 1);
+    for (double v = f->ymin; v <= f->ymax + f->ystep * 1e-6; v += f->ystep) {
+        int y = px_y(f, v);
+        kiln_canvas_line(c, f->x0, y, f->x1, y, 0xE4E4E4);
+        kiln_canvas_line(c, f->x0 - 4, y, f->x0, y, 0x202020);
+        format_tick(buf, sizeof buf, v, f->ystep);
+        kiln_canvas_text(c, f->x0 - 6 - kiln_canvas_text_width(buf, 1), y - 3, buf, 0x202020, 1);
+    }
+    for (double v = ceil(f->xmin / f->xstep) * f->xstep; v <= f->xmax + f->xstep * 1e-6; v += f->xstep) {
+        int x = px_x(f, v);
+        kiln_canvas_line(c, x, f->y0, x, f->y1, 0xE4E4E4);
+        kiln_canvas_line(c, x, f->y1, x, f->y1 + 4, 0x202020);
+        format_tick(buf, sizeof buf, v, f->xstep);
+        kiln_canvas_text(c, x - kiln_canvas_text_width(buf, 1) / 2, f->y1 + 7, buf, 0x202020, 1);
+    }
+    kiln_canvas_line(c, f->x0, f->y0, f->x0, f->y1, 0x202020);
+    kiln_canvas_line(c, f->x0, f->y1, f->x1, f->y1, 0x202020);
+}
+
+static int legend_width(int n, const char *const *names) {
+    int w = 0;
+    for (int i = 0; i < n; i++) {
+        int tw = kiln_canvas_text_width(names[i] ? names[i] : "", 1);
+        if (tw > w) w = tw;
+    }
+    return w + 26;
+}
+
+/* A boxed legend with its top-right corner at (right, top). */
+static void draw_legend(kiln_canvas *c, int right, int top, int n, const char *const *names, const uint32_t *colours) {
+    int bw = legend_width(n, names), bh = n * 11 + 6, bx = right - bw, by = top;
+    kiln_canvas_fill_rect(c, bx, by, bw, bh, 0xFFFFFF);
+    kiln_canvas_line(c, bx, by, bx + bw - 1, by, 0xA0A0A0);
+    kiln_canvas_line(c, bx, by + bh - 1, bx + bw - 1, by + bh - 1, 0xA0A0A0);
+    kiln_canvas_line(c, bx, by, bx, by + bh - 1, 0xA0A0A0);
+    kiln_canvas_line(c, bx + bw - 1, by, bx + bw - 1, by + bh - 1, 0xA0A0A0);
+    for (int i = 0; i < n; i++) {
+        int y = by + 4 + i * 11;
+        kiln_canvas_fill_rect(c, bx + 4, y + 2, 14, 3, colours[i]);
+        kiln_canvas_text(c, bx + 22, y, names[i] ? names[i] : "", 0x202020, 1);
+    }
+}
+
+static void thick_line(kiln_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb) {
+    kiln_canvas_line(c, x0, y0, x1, y1, rgb);
+    kiln_canvas_line(c, x0, y0 + 1, x1, y1 + 1, rgb);
+}
+
+kiln_status kiln_plot_lines_png(const char *path, const char *title, const char *xlabel, int nseries,
+                                const kiln_series *series, int width, int height) {
+    const char *fn = "kiln_plot_lines_png";
+    kiln_status st = check_size(fn, path, width, height);
+    if (st) return st;
+    if (nseries < 1 || nseries > 32 || !series)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: %d series for '%s'; give 1..32", fn, nseries, path);
+    int nmax = 0;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int s = 0; s < nseries; s++) {
+        if (series[s].n < 0 || (series[s].n > 0 && !series[s].y))
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: series %d ('%s') has n = %d and %s values", fn, s,
+                                  series[s].name ? series[s].name : "", series[s].n, series[s].y ? "some" : "no");
+        if (series[s].n > nmax) nmax = series[s].n;
+        for (int i = 0; i < series[s].n; i++)
+            if (isfinite(series[s].y[i])) {
+                if (series[s].y[i] < lo) lo = series[s].y[i];
+                if (series[s].y[i] > hi) hi = series[s].y[i];
+            }
+    }
+    if (!(lo <= hi)) lo = 0, hi = 1; /* nothing finite to show: an empty 0..1 frame */
+    if (hi - lo < 1e-12 * (fabs(hi) + 1)) lo -= 0.5 * (fabs(lo) + 1e-3), hi += 0.5 * (fabs(hi) + 1e-3);
+    frame f = {0};
+    f.ystep = nice_step(hi - lo, 5);
+    f.ymin = floor(lo / f.ystep) * f.ystep;
+    f.ymax = ceil(hi / f.ystep) * f.ystep;
+    f.xmin = 1;
+    f.xmax = nmax > 1 ? nmax : 2;
+    f.xstep = fmax(1, nice_step(f.xmax - f.xmin, 8));
+    const char *names[32];
+    uint32_t colours[32];
+    for (int s = 0; s < nseries; s++) names[s] = series[s].name, colours[s] = series_colours[s % N_COLOURS];
+    /* The legend goes right of the plot, where it cannot hide a curve. */
+    int lw = legend_width(nseries, names);
+    if (lw > width / 2) lw = width / 2;
+    kiln_canvas *c = kiln_canvas_new(height, width, 255, 255, 255);
+    if (!c) return kiln_last_status();
+    draw_axes(c, &f, title, xlabel, lw + 4);
+    for (int s = 0; s < nseries; s++) {
+        uint32_t col = colours[s];
+        int px = 0, py = 0;
+        bool have_prev = false;
+        for (int i = 0; i < series[s].n; i++) {
+            double v = series[s].y[i];
+            if (!isfinite(v)) {
+                have_prev = false;
+                continue;
+            }
+            int x = px_x(&f, i + 1), y = px_y(&f, v);
+            if (have_prev) thick_line(c, px, py, x, y, col);
+            if (series[s].n <= 60) kiln_canvas_fill_rect(c, x - 2, y - 2, 5, 5, col);
+            px = x, py = y, have_prev = true;
+        }
+    }
+    draw_legend(c, width - 6, f.y0, nseries, names, colours);
+    st = kiln_canvas_save_png(c, path);
+    kiln_canvas_free(c);
+    return st;
+}
+
+kiln_status kiln_plot_spectrum_png(const char *path, const char *title, const double *eigenvalues, int n, int width,
+                                   int height) {
+    const char *fn = "kiln_plot_spectrum_png";
+    kiln_status st = check_size(fn, path, width, height);
+    if (st) return st;
+    if (n < 1 || !eigenvalues)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: %d eigenvalues for '%s'; give at least one", fn, n,
+                              path);
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        if (eigenvalues[i] > 0) total += eigenvalues[i]; /* tiny negative values are rounding, not variance */
+    if (!(total > 0) || !isfinite(total))
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT,
+                              "%s: the eigenvalues for '%s' have no positive finite sum (all zero, negative or NaN?)", fn,
+                              path);
+    frame f = {0};
+    f.ymin = 0, f.ymax = 1, f.ystep = 0.2;
+    f.xmin = 0.5, f.xmax = n + 0.5;
+    f.xstep = fmax(1, nice_step(n, 8));
+    kiln_canvas *c = kiln_canvas_new(height, width, 255, 255, 255);
+    if (!c) return kiln_last_status();
+    draw_axes(c, &f, title, "COMPONENT", 0);
+    /* Dashed guides at 90% and 99% of the variance. */
+    for (int g = 0; g < 2; g++) {
+        int y = px_y(&f, g ? 0.99 : 0.9);
+        for (int x = f.x0; x < f.x1; x += 6) kiln_canvas_line(c, x, y, x + 2 < f.x1 ? x + 2 : f.x1, y, 0x909090);
+        kiln_canvas_text(c, f.x1 - 22, y + 3, g ? "99%" : "90%", 0x707070, 1);
+    }
+    int bw = (f.x1 - f.x0) / n - 1;
+    if (bw < 1) bw = 1;
+    if (bw > 40) bw = 40;
+    double cum = 0;
+    int px = 0, py = 0;
+    for (int i = 0; i < n; i++) {
+        double share = eigenvalues[i] > 0 ? eigenvalues[i] / total : 0;
+        int x = px_x(&f, i + 1), y = px_y(&f, share);
+        kiln_canvas_fill_rect(c, x - bw / 2, y, bw, f.y1 - y, series_colours[0]);
+        cum += share;
+        int cy = px_y(&f, cum);
+        if (i) thick_line(c, px, py, x, cy, series_colours[1]);
+        if (n <= 60) kiln_canvas_fill_rect(c, x - 2, cy - 2, 5, 5, series_colours[1]);
+        px = x, py = cy;
+    }
+    const char *names[2] = {"SHARE OF VARIANCE", "CUMULATIVE"};
+    uint32_t colours[2] = {series_colours[0], series_colours[1]};
+    draw_legend(c, f.x1 - 4, px_y(&f, 0.75), 2, names, colours); /* below the guides and the plateau */
+    st = kiln_canvas_save_png(c, path);
+    kiln_canvas_free(c);
+    return st;
+}

@@ -1,0 +1,284 @@
+/* What the examples print while they work and when they finish: a progress bar redrawn
+ * in place on a terminal (plain periodic lines when piped or logged), and the final
+ * result line as one JSON object with correct string escaping. */
+#include "kiln_examples.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+double kiln_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- progress -------------------------------------------------------------------------- */
+
+void kiln_progress_init(kiln_progress *p, FILE *out, kiln_progress_mode mode, const char *label, int64_t total) {
+    memset(p, 0, sizeof *p);
+    p->out = out ? out : stderr;
+    if (mode == KILN_PROGRESS_AUTO) mode = isatty(fileno(p->out)) ? KILN_PROGRESS_BAR : KILN_PROGRESS_LINES;
+    p->mode = mode;
+    snprintf(p->label, sizeof p->label, "%s", label ? label : "");
+    p->total = total > 0 ? total : 0;
+    p->t_start = kiln_now_seconds();
+    p->t_last_draw = -1;
+    p->last_decile = 0;
+    p->loss = NAN;
+}
+
+static void format_duration(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) {
+        snprintf(buf, n, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* "12/500 loss 0.3456 | 41.2 steps/s | ETA 0:12" */
+static void format_stats(const kiln_progress *p, char *buf, size_t n, double now) {
+    double el = now - p->t_start, rate = el > 0 ? (double)p->done / el : 0;
+    char eta[32], loss[32] = "";
+    format_duration(eta, sizeof eta, rate > 0 ? (double)(p->total - p->done) / rate : NAN);
+    if (isfinite(p->loss)) snprintf(loss, sizeof loss, " loss %.4f", p->loss);
+    snprintf(buf, n, "%lld/%lld%s | %.1f steps/s | ETA %s", (long long)p->done, (long long)p->total, loss, rate, eta);
+}
+
+static void draw_bar(kiln_progress *p, double now) {
+    enum { WIDTH = 24 };
+    char bar[WIDTH + 1], stats[160];
+    int fill = p->total ? (int)((double)WIDTH * (double)p->done / (double)p->total) : 0;
+    for (int i = 0; i < WIDTH; i++) bar[i] = i < fill ? '#' : '.';
+    bar[WIDTH] = '\0';
+    format_stats(p, stats, sizeof stats, now);
+    /* \r returns to the line start, \033[K clears what a longer previous line left. */
+    fprintf(p->out, "\r%s [%s] %s\033[K", p->label, bar, stats);
+    fflush(p->out);
+    p->t_last_draw = now;
+}
+
+void kiln_progress_update(kiln_progress *p, int64_t done, double loss) {
+    if (!p || p->mode == KILN_PROGRESS_QUIET) return;
+    p->done = done < 0 ? 0 : (p->total && done > p->total ? p->total : done);
+    p->loss = loss;
+    double now = kiln_now_seconds();
+    if (p->mode == KILN_PROGRESS_BAR) {
+        if (p->t_last_draw < 0 || now - p->t_last_draw >= 0.1 || p->done == p->total) draw_bar(p, now);
+        return;
+    }
+    /* Lines: one each time another tenth of the work is done. */
+    int decile = p->total ? (int)(10 * p->done / p->total) : 0;
+    if (decile > p->last_decile && p->done < p->total) {
+        char stats[160];
+        format_stats(p, stats, sizeof stats, now);
+        fprintf(p->out, "%s %3d%% %s\n", p->label, 10 * decile, stats);
+        fflush(p->out);
+        p->last_decile = decile;
+    }
+}
+
+void kiln_progress_finish(kiln_progress *p) {
+    if (!p || p->mode == KILN_PROGRESS_QUIET) return;
+    double now = kiln_now_seconds();
+    char took[32], stats[160];
+    format_duration(took, sizeof took, now - p->t_start);
+    if (p->mode == KILN_PROGRESS_BAR) {
+        draw_bar(p, now);
+        fprintf(p->out, " (%s)\n", took);
+    } else {
+        format_stats(p, stats, sizeof stats, now);
+        fprintf(p->out, "%s done %s in %s\n", p->label, stats, took);
+    }
+    fflush(p->out);
+}
+
+/* ---- JSON -------------------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
+static int utf8_len(const unsigned char *s) {
+    unsigned c = s[0];
+    int n;
+    unsigned min;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) n = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, min = 0x10000;
+    else return 0;
+    unsigned cp = c & (0x3F >> (n - 1));
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0; /* also stops at the NUL */
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0; /* overlong, too big, surrogate */
+    return n;
+}
+
+size_t kiln_json_escape(const char *s, char *out, size_t n) {
+    size_t len = 0;
+#define EMIT(ch)                                  \
+    do {                                          \
+        if (out && len + 1 < n) out[len] = (ch);  \
+        len++;                                    \
+    } while (0)
+    EMIT('"');
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        unsigned char c = *p;
+        const char *esc = NULL;
+        char ubuf[8];
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default:
+            if (c < 0x20) {
+                snprintf(ubuf, sizeof ubuf, "\\u%04x", c);
+                esc = ubuf;
+            }
+        }
+        if (esc) {
+            for (const char *e = esc; *e; e++) EMIT(*e);
+            p++;
+            continue;
+        }
+        int k = utf8_len(p);
+        if (k == 0) { /* not UTF-8: the replacement character keeps the output valid JSON */
+            for (const char *e = "\\ufffd"; *e; e++) EMIT(*e);
+            p++;
+            continue;
+        }
+        for (int i = 0; i < k; i++) EMIT((char)p[i]);
+        p += k;
+    }
+    EMIT('"');
+#undef EMIT
+    if (out && n) out[len < n ? len : n - 1] = '\0';
+    return len;
+}
+
+static void put_raw(kiln_json *j, const char *s, size_t n) {
+    if (j->failed) return;
+    if (j->len + n + 1 > j->cap) {
+        size_t cap = j->cap ? j->cap : 256;
+        while (cap < j->len + n + 1) cap *= 2;
+        char *b = realloc(j->buf, cap);
+        if (!b) {
+            j->failed = true;
+            return;
+        }
+        j->buf = b, j->cap = cap;
+    }
+    memcpy(j->buf + j->len, s, n);
+    j->len += n;
+    j->buf[j->len] = '\0';
+}
+static void put_str(kiln_json *j, const char *s) { put_raw(j, s, strlen(s)); }
+
+static void put_escaped(kiln_json *j, const char *s) {
+    size_t need = kiln_json_escape(s, NULL, 0);
+    char small[256], *b = need < sizeof small ? small : malloc(need + 1);
+    if (!b) {
+        j->failed = true;
+        return;
+    }
+    kiln_json_escape(s, b, need + 1);
+    put_raw(j, b, need);
+    if (b != small) free(b);
+}
+
+static void put_key(kiln_json *j, const char *key) {
+    if (j->need_comma) put_str(j, ", ");
+    put_escaped(j, key);
+    put_str(j, ": ");
+    j->need_comma = true;
+}
+
+/* The shortest of %.15g..%.17g that reads back as the same double. */
+static void put_double(kiln_json *j, double v) {
+    if (!isfinite(v)) {
+        put_str(j, "null");
+        return;
+    }
+    char b[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(b, sizeof b, "%.*g", prec, v);
+        if (strtod(b, NULL) == v) break;
+    }
+    put_str(j, b);
+}
+
+void kiln_json_begin(kiln_json *j) {
+    memset(j, 0, sizeof *j);
+    put_str(j, "{");
+}
+
+void kiln_json_string(kiln_json *j, const char *key, const char *value) {
+    put_key(j, key);
+    if (value)
+        put_escaped(j, value);
+    else
+        put_str(j, "null");
+}
+
+void kiln_json_number(kiln_json *j, const char *key, double value) {
+    put_key(j, key);
+    put_double(j, value);
+}
+
+void kiln_json_int(kiln_json *j, const char *key, int64_t value) {
+    char b[32];
+    snprintf(b, sizeof b, "%lld", (long long)value);
+    put_key(j, key);
+    put_str(j, b);
+}
+
+void kiln_json_bool(kiln_json *j, const char *key, bool value) {
+    put_key(j, key);
+    put_str(j, value ? "true" : "false");
+}
+
+void kiln_json_numbers(kiln_json *j, const char *key, const double *values, int n) {
+    put_key(j, key);
+    put_str(j, "[");
+    for (int i = 0; i < n; i++) {
+        if (i) put_str(j, ", ");
+        put_double(j, values[i]);
+    }
+    put_str(j, "]");
+}
+
+const char *kiln_json_end(kiln_json *j) {
+    if (!j->closed) {
+        put_str(j, "}");
+        j->closed = true;
+    }
+    return j->failed ? NULL : j->buf;
+}
+
+void kiln_json_print(kiln_json *j, FILE *f) {
+    const char *s = kiln_json_end(j);
+    if (s) {
+        fprintf(f, "%s\n", s);
+        fflush(f);
+    } else {
+        fprintf(f, "{\"error\": \"out of memory building the result line\"}\n");
+    }
+    kiln_json_free(j);
+}
+
+void kiln_json_free(kiln_json *j) {
+    free(j->buf);
+    memset(j, 0, sizeof *j);
+}
