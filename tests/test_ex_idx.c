@@ -59,7 +59,7 @@ static void write_idx(const char *path, bool gz, const uint8_t magic[4], int ndi
 
 static const uint8_t IMAGES[4] = {0, 0, 8, 3}, LABELS[4] = {0, 0, 8, 1};
 
-Test(ex_idx, reads_images_and_labels) {
+KT_TEST(ex_idx, reads_images_and_labels) {
     write_idx(tmp("img.gz"), true, IMAGES, 3, (uint32_t[]){3, 4, 5}, 60);
     kiln_tensor *x = kiln_idx_read_images(tmp("img.gz"), KILN_CPU);
     cr_assert_not_null(x, "%s", kiln_last_error());
@@ -82,7 +82,7 @@ Test(ex_idx, reads_images_and_labels) {
     cr_expect(memcmp(kiln_tensor_data(raw), px, 60 * sizeof(float)) == 0);
 }
 
-Test(ex_idx, rejects_bad_files) {
+KT_TEST(ex_idx, rejects_bad_files) {
     cr_expect_null(kiln_idx_read_images(tmp("missing.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_IO, "cannot open");
 
@@ -118,7 +118,7 @@ Test(ex_idx, rejects_bad_files) {
     kt_expect_error(KILN_STATUS_FORMAT, "dimension 1 of size 70000");
 }
 
-Test(ex_idx, rejects_a_truncated_or_corrupt_gzip_stream) {
+KT_TEST(ex_idx, rejects_a_truncated_or_corrupt_gzip_stream) {
     write_idx(tmp("img.gz"), true, IMAGES, 3, (uint32_t[]){20, 28, 28}, 20 * 28 * 28);
     FILE *f = fopen(tmp("img.gz"), "rb");
     fseek(f, 0, SEEK_END);
@@ -156,7 +156,7 @@ static void write_fashion(const char *dir, uint32_t n_img, uint32_t n_lab, uint8
     }
 }
 
-Test(ex_idx, fashion_mnist_from_a_data_dir) {
+KT_TEST(ex_idx, fashion_mnist_from_a_data_dir) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/fm", g_dir);
     cr_assert_eq(kiln_make_dirs(dir), KILN_STATUS_OK, "%s", kiln_last_error());
@@ -184,7 +184,7 @@ Test(ex_idx, fashion_mnist_from_a_data_dir) {
     cr_expect_null(x);
 }
 
-Test(ex_idx, real_fashion_mnist_when_installed) {
+KT_TEST(ex_idx, real_fashion_mnist_when_installed) {
     char dir[4096];
     if (kiln_fashion_mnist_find(NULL, dir, sizeof dir) != KILN_STATUS_OK) {
         cr_expect(strstr(kiln_last_error(), "apt-get install dataset-fashion-mnist") != NULL, "%s", kiln_last_error());
@@ -211,7 +211,7 @@ Test(ex_idx, real_fashion_mnist_when_installed) {
     }
 }
 
-Test(ex_idx, make_dirs_and_path_join) {
+KT_TEST(ex_idx, make_dirs_and_path_join) {
     char p[300], q[8];
     snprintf(p, sizeof p, "%s/a/b/c/", g_dir);
     cr_expect_eq(kiln_make_dirs(p), KILN_STATUS_OK, "%s", kiln_last_error());

@@ -60,7 +60,7 @@ static void copy_damaged(const char *from, const char *to, long n, long flip) {
 
 /* ---- PNG ------------------------------------------------------------------------------ */
 
-Test(ex_png, u8_round_trip_is_exact) {
+KT_TEST(ex_png, u8_round_trip_is_exact) {
     const int H = 17, W = 23;
     for (int ch = 1; ch <= 3; ch += 2) {
         uint8_t *px = malloc((size_t)H * W * ch);
@@ -78,7 +78,7 @@ Test(ex_png, u8_round_trip_is_exact) {
     }
 }
 
-Test(ex_png, f32_round_trip_quantizes_to_8_bits) {
+KT_TEST(ex_png, f32_round_trip_quantizes_to_8_bits) {
     const int H = 5, W = 7;
     float px[3 * 5 * 7];
     for (int i = 0; i < 3 * H * W; i++) px[i] = (float)i / (3 * H * W - 1);
@@ -96,7 +96,7 @@ Test(ex_png, f32_round_trip_quantizes_to_8_bits) {
     free(back);
 }
 
-Test(ex_png, channel_conversion_on_read) {
+KT_TEST(ex_png, channel_conversion_on_read) {
     const uint8_t gray[6] = {0, 50, 100, 150, 200, 255};
     cr_assert_eq(kiln_png_write_u8(tmp("g.png"), gray, 1, 2, 3), KILN_STATUS_OK);
     uint8_t *rgb;
@@ -138,7 +138,7 @@ static void write_raw(const char *path, int w, int h, int ctype, int depth, cons
     fclose(f);
 }
 
-Test(ex_png, reads_palette_rgba_and_16_bit_files) {
+KT_TEST(ex_png, reads_palette_rgba_and_16_bit_files) {
     const uint8_t idx[4] = {0, 1, 2, 1};
     write_raw(tmp("pal.png"), 4, 1, PNG_COLOR_TYPE_PALETTE, 8, idx, 4);
     uint8_t *px;
@@ -166,7 +166,7 @@ Test(ex_png, reads_palette_rgba_and_16_bit_files) {
     free(px);
 }
 
-Test(ex_png, missing_foreign_truncated_and_corrupt_files_are_errors) {
+KT_TEST(ex_png, missing_foreign_truncated_and_corrupt_files_are_errors) {
     uint8_t *px = (uint8_t *)1;
     cr_expect_eq(kiln_png_read_u8(tmp("nope.png"), 0, &px, NULL, NULL, NULL), KILN_STATUS_IO);
     kt_expect_error(KILN_STATUS_IO, "cannot open");
@@ -212,7 +212,7 @@ Test(ex_png, missing_foreign_truncated_and_corrupt_files_are_errors) {
     kt_expect_error(KILN_STATUS_FORMAT, "bad.png");
 }
 
-Test(ex_png, write_errors) {
+KT_TEST(ex_png, write_errors) {
     const uint8_t px[3] = {1, 2, 3};
     cr_expect_eq(kiln_png_write_u8("/nonexistent-dir/x.png", px, 3, 1, 1), KILN_STATUS_IO);
     kt_expect_error(KILN_STATUS_IO, "cannot create '/nonexistent-dir/x.png'");
@@ -224,7 +224,7 @@ Test(ex_png, write_errors) {
     kt_expect_error(KILN_STATUS_SHAPE, "give (C,H,W)");
 }
 
-Test(ex_png, tensor_round_trip) {
+KT_TEST(ex_png, tensor_round_trip) {
     kiln_tensor *t = KT_F32(3, KT_SHAPE(1, 2, 3), {0, 0.2, 0.4, 0.6, 0.8, 1.0});
     cr_assert_eq(kiln_png_write_tensor(tmp("t.png"), t), KILN_STATUS_OK, "%s", kiln_last_error());
     kiln_tensor *back = kiln_png_read_tensor(tmp("t.png"), 0, KILN_CPU);
@@ -255,7 +255,7 @@ static bool has_colour(const uint8_t *px, int h, int w, uint32_t rgb) {
     return false;
 }
 
-Test(ex_png, grid_layout_and_palette) {
+KT_TEST(ex_png, grid_layout_and_palette) {
     const int H = 16, W = 12, scale = 2;
     kiln_tensor *img, *msk, *cls;
     cr_assert_eq(kiln_scene_batch(KILN_SCENE_HELDOUT, 0, 0, 3, H, W, KILN_CPU, &img, &msk, &cls), KILN_STATUS_OK);
@@ -284,7 +284,7 @@ Test(ex_png, grid_layout_and_palette) {
     free(px);
 }
 
-Test(ex_png, grid_rejects_mismatched_columns) {
+KT_TEST(ex_png, grid_rejects_mismatched_columns) {
     kiln_tensor *a = kiln_tensor_zeros(4, (int64_t[]){2, 3, 8, 8}, KILN_F32, KILN_CPU);
     kiln_tensor *b = kiln_tensor_zeros(3, (int64_t[]){2, 8, 9}, KILN_I64, KILN_CPU);
     kiln_tensor *c = kiln_tensor_zeros(4, (int64_t[]){2, 2, 8, 8}, KILN_F32, KILN_CPU);
@@ -299,7 +299,7 @@ Test(ex_png, grid_rejects_mismatched_columns) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "column 1 is NULL");
 }
 
-Test(ex_png, tile_layout) {
+KT_TEST(ex_png, tile_layout) {
     kiln_tensor *imgs = kiln_tensor_rand(4, (int64_t[]){5, 1, 8, 6}, 0, 1, KILN_F32, KILN_CPU);
     cr_assert_eq(kiln_tile_save_png(tmp("tile.png"), imgs, 3, 2), KILN_STATUS_OK, "%s", kiln_last_error());
     int h, w;
@@ -308,7 +308,7 @@ Test(ex_png, tile_layout) {
     cr_expect_eq(h, 2 * 4 + 2 * 8 * 2 + 1 * 2);
 }
 
-Test(ex_png, line_plot_and_spectrum) {
+KT_TEST(ex_png, line_plot_and_spectrum) {
     const double loss[4] = {0.9, 0.5, NAN, 0.3}, iou[6] = {0.1, 0.4, 0.6, 0.7, 0.75, 0.8};
     const kiln_series s[2] = {{"loss", loss, 4}, {"iou", iou, 6}};
     cr_assert_eq(kiln_plot_lines_png(tmp("plot.png"), "training", "epoch", 2, s, 320, 200), KILN_STATUS_OK, "%s",
@@ -343,7 +343,7 @@ Test(ex_png, line_plot_and_spectrum) {
     cr_expect_eq(kiln_plot_lines_png(tmp("none.png"), NULL, NULL, 1, &f0, 200, 150), KILN_STATUS_OK);
 }
 
-Test(ex_png, canvas_text_uses_the_font) {
+KT_TEST(ex_png, canvas_text_uses_the_font) {
     kiln_canvas *c = kiln_canvas_new(9, 40, 0, 0, 0);
     cr_assert_not_null(c);
     cr_expect_eq(kiln_canvas_text(c, 1, 1, "Ab1", 0xFFFFFF, 1), 17);

@@ -27,7 +27,7 @@ static void release(scene_buf b) {
     free(b.lab);
 }
 
-Test(examples_support, scene_is_deterministic_for_a_seed) {
+KT_TEST(examples_support, scene_is_deterministic_for_a_seed) {
     const int H = 96, W = 80;
     scene_buf a = render(42, H, W), b = render(42, H, W);
     cr_expect(memcmp(a.rgb, b.rgb, sizeof(float) * 3 * H * W) == 0, "same seed, different pixels");
@@ -41,7 +41,7 @@ Test(examples_support, scene_is_deterministic_for_a_seed) {
     release(b);
 }
 
-Test(examples_support, scenes_differ_across_seeds) {
+KT_TEST(examples_support, scenes_differ_across_seeds) {
     const int H = 64, W = 64;
     scene_buf a = render(1, H, W);
     for (uint64_t seed = 2; seed < 6; seed++) {
@@ -55,7 +55,7 @@ Test(examples_support, scenes_differ_across_seeds) {
     release(a);
 }
 
-Test(examples_support, scene_values_labels_and_class_proportions) {
+KT_TEST(examples_support, scene_values_labels_and_class_proportions) {
     const int H = 128, W = 128, n = 12;
     double share[KILN_SCENE_NUM_CLASSES] = {0};
     int present[KILN_SCENE_NUM_CLASSES] = {0}, with_cars = 0;
@@ -87,7 +87,7 @@ Test(examples_support, scene_values_labels_and_class_proportions) {
     cr_expect_str_eq(kiln_scene_class_name(7), "?");
 }
 
-Test(examples_support, scene_batch_matches_generator_and_masks_match_labels) {
+KT_TEST(examples_support, scene_batch_matches_generator_and_masks_match_labels) {
     const int H = 48, W = 40;
     const int64_t n = 3, first = 5;
     kiln_tensor *img, *msk, *cls;
@@ -116,7 +116,7 @@ Test(examples_support, scene_batch_matches_generator_and_masks_match_labels) {
     cr_expect(memcmp(kiln_tensor_data(only), m, sizeof(float) * H * W) == 0);
 }
 
-Test(examples_support, train_and_heldout_seeds_are_disjoint) {
+KT_TEST(examples_support, train_and_heldout_seeds_are_disjoint) {
     for (uint64_t base = 0; base < 3; base++)
         for (int64_t i = 0; i < 200; i++)
             for (int64_t j = 0; j < 200; j += 7)
@@ -129,7 +129,7 @@ Test(examples_support, train_and_heldout_seeds_are_disjoint) {
     cr_expect(memcmp(kiln_tensor_data(tr), kiln_tensor_data(ho), sizeof(float) * 3 * 32 * 32) != 0);
 }
 
-Test(examples_support, scene_rejects_bad_arguments) {
+KT_TEST(examples_support, scene_rejects_bad_arguments) {
     float rgb[3 * 8 * 8];
     cr_expect_eq(kiln_scene_generate(1, 4, 8, rgb, NULL), KILN_STATUS_INVALID_ARGUMENT);
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "outside 8..4096");
@@ -144,7 +144,7 @@ Test(examples_support, scene_rejects_bad_arguments) {
 
 /* ---- JSON -------------------------------------------------------------------------------- */
 
-Test(examples_support, json_escaping) {
+KT_TEST(examples_support, json_escaping) {
     char out[128];
     size_t n = kiln_json_escape("a\"b\\c\nd\te\x01\x1f/", out, sizeof out);
     cr_expect_str_eq(out, "\"a\\\"b\\\\c\\nd\\te\\u0001\\u001f/\"");
@@ -164,7 +164,7 @@ Test(examples_support, json_escaping) {
     cr_expect_str_eq(out, "\"\"");
 }
 
-Test(examples_support, json_result_line) {
+KT_TEST(examples_support, json_result_line) {
     kiln_json j;
     kiln_json_begin(&j);
     kiln_json_string(&j, "example", "car_mask");
@@ -216,7 +216,7 @@ static kiln_args_result parse(opts *o, int argc, const char **argv) {
     return kiln_args_parse(argc, (char **)argv, "test", (int)(sizeof table / sizeof table[0]), table);
 }
 
-Test(examples_support, args_parse_values_and_defaults) {
+KT_TEST(examples_support, args_parse_values_and_defaults) {
     opts o;
     const char *argv[] = {"prog", "--epochs", "5", "--lr=0.01", "--json", "--device", "cpu",
                           "--loss", "bce", "--seed", "-7", "--out=res", "--data", "/d"};
@@ -234,7 +234,7 @@ Test(examples_support, args_parse_values_and_defaults) {
     cr_expect(!o.resume);
 }
 
-Test(examples_support, args_reject_bad_input) {
+KT_TEST(examples_support, args_reject_bad_input) {
     opts o;
     const char *unknown[] = {"prog", "--epoch", "3"};
     cr_expect_eq(parse(&o, 3, unknown), KILN_ARGS_ERROR);
@@ -262,7 +262,7 @@ Test(examples_support, args_reject_bad_input) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "unexpected argument");
 }
 
-Test(examples_support, args_usage_lists_every_option) {
+KT_TEST(examples_support, args_usage_lists_every_option) {
     opts o;
     kiln_common_defaults(&o.c);
     const kiln_arg table[] = {KILN_COMMON_ARG_TABLE(o.c), {"loss", KILN_ARG_CHOICE, &o.loss, "loss", "bce|ce"}};
@@ -295,7 +295,7 @@ static int count_char(const char *s, char c) {
     return n;
 }
 
-Test(examples_support, progress_lines_when_not_a_terminal) {
+KT_TEST(examples_support, progress_lines_when_not_a_terminal) {
     FILE *f = tmpfile();
     kiln_progress p;
     kiln_progress_init(&p, f, KILN_PROGRESS_AUTO, "train", 20); /* a file is not a terminal */
@@ -313,7 +313,7 @@ Test(examples_support, progress_lines_when_not_a_terminal) {
     fclose(f);
 }
 
-Test(examples_support, progress_bar_redraws_in_place) {
+KT_TEST(examples_support, progress_bar_redraws_in_place) {
     FILE *f = tmpfile();
     kiln_progress p;
     kiln_progress_init(&p, f, KILN_PROGRESS_BAR, "epoch 1", 4);
