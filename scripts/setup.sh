@@ -12,6 +12,7 @@ need=(
   "libopenblas-dev:CPU matrix products (BLAS)"
   "liblapacke-dev:CPU eigen-decomposition (LAPACK)"
   "libpng-dev:PNG images in and out"
+  "libjansson-dev:safetensors checkpoint headers (JSON)"
   "libcriterion-dev:the C test framework"
 )
 if [ "${KILN_SETUP_PYTHON:-0}" = 1 ]; then
