@@ -2,12 +2,13 @@
  * little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}
  * with an optional "__metadata__" string map, then the tensors' raw bytes packed
  * back to back). Writing is atomic (temporary file, fsync, rename); reading
- * validates the whole table before any tensor is touched. */
+ * validates the whole table before any tensor is touched. The JSON itself is
+ * jansson's (strict RFC 8259, UTF-8 checked, duplicate keys rejected). */
 #include "internal.h"
-#include "json.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +19,9 @@
 
 /* The safetensors package refuses headers above 100 MB; so do we. */
 #define MAX_HEADER_LEN 100000000ull
+/* A safetensors header nests three deep; jansson allows 2048, far more than any
+ * header needs, so deeper text is refused as the sign of a damaged file. */
+#define MAX_DEPTH 64
 
 typedef struct {
     const char *name;
@@ -49,7 +53,7 @@ struct kiln_safetensors {
     FILE *f;
     char *path;
     uint64_t data_start, data_len;
-    kiln_json *header;
+    json_t *header;
     int n;
     kiln_safetensors_entry *entries; /* sorted by data offset; strings point into header */
     int nmeta;
@@ -89,7 +93,7 @@ void kiln_safetensors_close(kiln_safetensors *f) {
     if (!f) return;
     if (f->f) fclose(f->f);
     free(f->path);
-    kiln__json_free(f->header);
+    json_decref(f->header);
     free(f->entries);
     free(f->meta);
     free(f);
@@ -102,10 +106,45 @@ static int cmp_entry(const void *a, const void *b) {
     return 0;
 }
 
-static bool as_uint(const kiln_json *v, uint64_t *out) {
-    if (!v || v->type != KILN_JSON_NUMBER || !v->is_uint) return false;
-    *out = v->uint;
+/* jansson keeps integers as json_int_t (int64): literals up to 2^63-1 are exact,
+ * larger ones fail the parse, which no valid size or offset needs. */
+static bool as_uint(const json_t *v, uint64_t *out) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0) return false;
+    *out = (uint64_t)json_integer_value(v);
     return true;
+}
+
+/* True, with the byte, when text[0..n) opens more than MAX_DEPTH brackets at once.
+ * Run before jansson so a too-deep header is refused where it gets too deep, even
+ * when it would also break later; strings are skipped so brackets in names don't count. */
+static bool too_deep(const char *text, size_t n, size_t *at) {
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > MAX_DEPTH) return *at = i, true;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return false;
+}
+
+/* jansson's message, reworded where it would hide the cause or name jansson's own flags. */
+static void json_error_text(const json_error_t *e, char *buf, size_t n) {
+    switch (json_error_code(e)) {
+    case json_error_invalid_utf8: snprintf(buf, n, "not valid UTF-8 (%s) at byte %d", e->text, e->position); break;
+    case json_error_null_character:
+        snprintf(buf, n, "a string contains \\u0000, which names cannot hold, at byte %d", e->position);
+        break;
+    default: snprintf(buf, n, "%s at byte %d", e->text, e->position); break;
+    }
 }
 
 static kiln_safetensors *open_fail(kiln_safetensors *f, kiln_status s, const char *fmt, ...)
@@ -122,38 +161,38 @@ static kiln_safetensors *open_fail(kiln_safetensors *f, kiln_status s, const cha
 }
 
 /* Checks one table entry and fills e. Returns an error text or NULL. */
-static const char *parse_entry(const char *name, const kiln_json *v, uint64_t data_len, kiln_safetensors_entry *e,
+static const char *parse_entry(const char *name, const json_t *v, uint64_t data_len, kiln_safetensors_entry *e,
                                char *why, size_t n) {
     e->name = name;
-    if (v->type != KILN_JSON_OBJECT) return "is not an object";
-    const kiln_json *dt = kiln__json_get(v, "dtype"), *sh = kiln__json_get(v, "shape"),
-                    *off = kiln__json_get(v, "data_offsets");
-    if (!dt || dt->type != KILN_JSON_STRING) return "has no \"dtype\" string";
-    const st_dtype *d = dtype_by_name(dt->string);
+    if (!json_is_object(v)) return "is not an object";
+    const json_t *dt = json_object_get(v, "dtype"), *sh = json_object_get(v, "shape"),
+                 *off = json_object_get(v, "data_offsets");
+    if (!json_is_string(dt)) return "has no \"dtype\" string";
+    const st_dtype *d = dtype_by_name(json_string_value(dt));
     if (!d) {
         snprintf(why, n, "has unknown dtype \"%.64s\" (safetensors dtypes: F64 F32 F16 BF16 I64 I32 I16 I8 U64 "
-                 "U32 U16 U8 BOOL F8_E4M3 F8_E5M2)", dt->string);
+                 "U32 U16 U8 BOOL F8_E4M3 F8_E5M2)", json_string_value(dt));
         return why;
     }
     e->dtype_name = d->name;
     e->dtype = d->kiln;
-    if (!sh || sh->type != KILN_JSON_ARRAY) return "has no \"shape\" array";
-    if (sh->count > KILN_MAX_DIMS) {
-        snprintf(why, n, "has %d dimensions; kiln tensors have at most %d", sh->count, KILN_MAX_DIMS);
+    if (!json_is_array(sh)) return "has no \"shape\" array";
+    if (json_array_size(sh) > KILN_MAX_DIMS) {
+        snprintf(why, n, "has %zu dimensions; kiln tensors have at most %d", json_array_size(sh), KILN_MAX_DIMS);
         return why;
     }
-    e->ndim = sh->count;
+    e->ndim = (int)json_array_size(sh);
     uint64_t bytes = d->size;
     bool overflow = false;
-    for (int k = 0; k < sh->count; k++) {
+    for (int k = 0; k < e->ndim; k++) {
         uint64_t s;
-        if (!as_uint(&sh->items[k], &s) || s > (uint64_t)INT64_MAX) return "has a shape entry that is not a size";
+        if (!as_uint(json_array_get(sh, (size_t)k), &s)) return "has a shape entry that is not a size";
         e->shape[k] = (int64_t)s;
         if (s && bytes > UINT64_MAX / s) overflow = true;
         else bytes *= s;
     }
-    if (!off || off->type != KILN_JSON_ARRAY || off->count != 2 || !as_uint(&off->items[0], &e->begin) ||
-        !as_uint(&off->items[1], &e->end))
+    if (!json_is_array(off) || json_array_size(off) != 2 || !as_uint(json_array_get(off, 0), &e->begin) ||
+        !as_uint(json_array_get(off, 1), &e->end))
         return "has no \"data_offsets\" pair of non-negative integers";
     if (e->end < e->begin) return "has data_offsets that end before they begin";
     if (e->end > data_len) {
@@ -210,31 +249,45 @@ kiln_safetensors *kiln_safetensors_open(const char *path) {
         free(text);
         return open_fail(f, KILN_STATUS_IO, "cannot read the header");
     }
-    char err[200];
     if (text[0] != '{') {
         free(text);
         return open_fail(f, KILN_STATUS_FORMAT, "the header does not start with '{'");
     }
-    f->header = kiln__json_parse(text, hl, err, sizeof err);
+    size_t deep_at;
+    if (too_deep(text, hl, &deep_at)) {
+        free(text);
+        return open_fail(f, KILN_STATUS_FORMAT, "the JSON header is malformed: nesting too deep (more than %d "
+                         "levels) at byte %zu", MAX_DEPTH, deep_at);
+    }
+    json_error_t jerr;
+    f->header = json_loadb(text, hl, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
-    if (!f->header) return open_fail(f, KILN_STATUS_FORMAT, "the JSON header is malformed: %s", err);
-    kiln_json *h = f->header;
-    f->entries = calloc((size_t)h->count + 1, sizeof *f->entries);
+    if (!f->header) {
+        if (json_error_code(&jerr) == json_error_out_of_memory)
+            return open_fail(f, KILN_STATUS_OOM, "out of host memory parsing a %llu-byte header",
+                             (unsigned long long)hl);
+        char why[300];
+        json_error_text(&jerr, why, sizeof why);
+        return open_fail(f, KILN_STATUS_FORMAT, "the JSON header is malformed: %s", why);
+    }
+    json_t *h = f->header;
+    f->entries = calloc(json_object_size(h) + 1, sizeof *f->entries);
     if (!f->entries) return open_fail(f, KILN_STATUS_OOM, "out of host memory");
-    for (int k = 0; k < h->count; k++) {
-        const char *name = h->keys[k];
-        const kiln_json *v = &h->items[k];
+    /* jansson iterates objects in file order, so the first bad entry in the file is the one reported */
+    const char *name;
+    json_t *v;
+    json_object_foreach(h, name, v) {
         if (!strcmp(name, "__metadata__")) {
-            if (v->type != KILN_JSON_OBJECT) return open_fail(f, KILN_STATUS_FORMAT, "__metadata__ is not an object");
-            f->meta = calloc((size_t)v->count + 1, sizeof *f->meta);
+            if (!json_is_object(v)) return open_fail(f, KILN_STATUS_FORMAT, "__metadata__ is not an object");
+            f->meta = calloc(json_object_size(v) + 1, sizeof *f->meta);
             if (!f->meta) return open_fail(f, KILN_STATUS_OOM, "out of host memory");
-            for (int m = 0; m < v->count; m++) {
-                if (v->items[m].type != KILN_JSON_STRING)
-                    return open_fail(f, KILN_STATUS_FORMAT, "__metadata__ value of \"%.64s\" is not a string",
-                                     v->keys[m]);
-                f->meta[m] = (kiln_metadata_entry){v->keys[m], v->items[m].string};
+            const char *key;
+            json_t *val;
+            json_object_foreach(v, key, val) {
+                if (!json_is_string(val))
+                    return open_fail(f, KILN_STATUS_FORMAT, "__metadata__ value of \"%.64s\" is not a string", key);
+                f->meta[f->nmeta++] = (kiln_metadata_entry){key, json_string_value(val)};
             }
-            f->nmeta = v->count;
             continue;
         }
         char why[300];
@@ -422,47 +475,64 @@ static int cmp_save(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static bool valid_name(const char *s) { return s && s[0] && kiln__utf8_valid(s, strlen(s)); }
+/* jansson checks UTF-8 when it makes a string and exports no other checker; NULL
+ * from it also means out of memory, which a string this size makes moot. */
+static bool utf8_ok(const char *s) {
+    json_t *j = s ? json_string(s) : NULL;
+    json_decref(j);
+    return j != NULL;
+}
 
-/* Builds the padded JSON header in memory. */
-static char *build_header(const save_item *items, int n, const kiln_metadata_entry *meta, int nmeta, size_t *len) {
-    char *buf = NULL;
-    size_t sz = 0;
-    FILE *m = open_memstream(&buf, &sz);
-    if (!m) return NULL;
-    fputc('{', m);
-    bool first = true;
+static bool valid_name(const char *s) { return s && s[0] && utf8_ok(s); }
+
+/* The header as a jansson object in the file's order (metadata, then the tensors in
+ * data order). jansson's set_new and append_new take their value even when they
+ * fail, so the failures are or-ed together, never short-circuited: nothing leaks. */
+static json_t *header_object(const save_item *items, int n, const kiln_metadata_entry *meta, int nmeta) {
+    json_t *h = json_object();
+    int bad = !h;
     if (nmeta > 0) {
-        fputs("\"__metadata__\":{", m);
-        for (int i = 0; i < nmeta; i++) {
-            if (i) fputc(',', m);
-            kiln__json_write_string(m, meta[i].key);
-            fputc(':', m);
-            kiln__json_write_string(m, meta[i].value);
-        }
-        fputc('}', m);
-        first = false;
+        json_t *m = json_object();
+        for (int i = 0; i < nmeta; i++) bad |= json_object_set_new(m, meta[i].key, json_string(meta[i].value));
+        bad |= json_object_set_new(h, "__metadata__", m);
     }
     uint64_t at = 0;
     for (int i = 0; i < n; i++) {
-        if (!first) fputc(',', m);
-        first = false;
-        kiln__json_write_string(m, items[i].name);
-        fprintf(m, ":{\"dtype\":\"%s\",\"shape\":[", items[i].d->name);
-        for (int k = 0; k < items[i].t->ndim; k++) fprintf(m, k ? ",%lld" : "%lld", (long long)items[i].t->shape[k]);
-        uint64_t bytes = (uint64_t)kiln_tensor_numel(items[i].t) * items[i].d->size;
-        fprintf(m, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at, (unsigned long long)(at + bytes));
+        const kiln_tensor *t = items[i].t;
+        uint64_t bytes = (uint64_t)kiln_tensor_numel(t) * items[i].d->size;
+        json_t *e = json_object(), *shape = json_array(), *offs = json_array();
+        for (int k = 0; k < t->ndim; k++) bad |= json_array_append_new(shape, json_integer(t->shape[k]));
+        bad |= json_array_append_new(offs, json_integer((json_int_t)at));
+        bad |= json_array_append_new(offs, json_integer((json_int_t)(at + bytes)));
+        bad |= json_object_set_new(e, "dtype", json_string(items[i].d->name));
+        bad |= json_object_set_new(e, "shape", shape);
+        bad |= json_object_set_new(e, "data_offsets", offs);
+        bad |= json_object_set_new(h, items[i].name, e);
         at += bytes;
     }
-    fputc('}', m);
-    /* pad with spaces so the data area starts 8-byte aligned, as the package does */
-    long pos = ftell(m);
-    while (pos >= 0 && (pos + 8) % 8) fputc(' ', m), pos++;
-    if (fclose(m) != 0) {
-        free(buf);
+    if (bad) {
+        json_decref(h);
         return NULL;
     }
-    *len = sz;
+    return h;
+}
+
+/* Builds the padded JSON header in memory (compact, as the safetensors package writes it). */
+static char *build_header(const save_item *items, int n, const kiln_metadata_entry *meta, int nmeta, size_t *len) {
+    json_t *h = header_object(items, n, meta, nmeta);
+    if (!h) return NULL;
+    size_t need = json_dumpb(h, NULL, 0, JSON_COMPACT);
+    char *buf = need ? malloc(need + 8) : NULL;
+    if (buf && json_dumpb(h, buf, need, JSON_COMPACT) != need) {
+        free(buf);
+        buf = NULL;
+    }
+    json_decref(h);
+    if (!buf) return NULL;
+    /* pad with spaces so the data area (after the 8-byte length) starts 8-byte aligned, as the package does */
+    size_t padded = (need + 7) / 8 * 8;
+    memset(buf + need, ' ', padded - need);
+    *len = padded;
     return buf;
 }
 
@@ -488,7 +558,7 @@ kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *ten
     if (n < 0 || (n > 0 && !tensors) || nmeta < 0 || (nmeta > 0 && !meta))
         return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: tensors or metadata array is NULL", op);
     for (int i = 0; i < nmeta; i++) {
-        if (!valid_name(meta[i].key) || !meta[i].value || !kiln__utf8_valid(meta[i].value, strlen(meta[i].value)))
+        if (!valid_name(meta[i].key) || !utf8_ok(meta[i].value))
             return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: metadata entry %d needs a non-empty UTF-8 key and "
                                "a UTF-8 value", op, i);
         for (int j = 0; j < i; j++)

@@ -12,6 +12,7 @@ need=(
   "libopenblas-dev:CPU matrix products (BLAS)"
   "liblapacke-dev:CPU eigen-decomposition (LAPACK)"
   "libpng-dev:PNG images in and out"
+  "libjansson-dev:safetensors checkpoint headers (JSON)"
   "libcriterion-dev:the C test framework"
   "dataset-fashion-mnist:Fashion-MNIST for the fashion_mnist and autoencoder examples (IDX .gz files)"
 )
