@@ -19,9 +19,9 @@ typedef struct {
 static const sum_case cases[] = {
     {"short columns: a thread per output", 2, {37, 5}, 1u, EC_CONTIG},
     {"bias gradient: [200, 1030] over rows, a thread per output", 2, {200, 1030}, 1u, EC_CONTIG},
-    {"rows of 1000: a block per output", 2, {300, 1000}, 2u, EC_CONTIG},
-    {"everything: split over blocks, second pass", 1, {100003}, 1u, EC_CONTIG},
-    {"3 long rows: split over blocks", 2, {3, 50001}, 2u, EC_CONTIG},
+    {"rows of 1000: a block per output", 2, {40, 1000}, 2u, EC_CONTIG},
+    {"everything: split over 5 blocks, second pass", 1, {20003}, 1u, EC_CONTIG},
+    {"3 long rows: split over 3 blocks each", 2, {3, 9001}, 2u, EC_CONTIG},
     {"interleaved axes 0 and 2", 4, {5, 7, 9, 11}, 5u, EC_CONTIG},
     {"axes 1 and 3 of a transposed input", 4, {5, 7, 9, 11}, 10u, EC_TRANSPOSED},
     {"all axes of a sliced input", 3, {6, 7, 130}, 7u, EC_SLICED},
@@ -65,7 +65,7 @@ Test(cuda_emu_reduce, sum_of_broadcast_input) {
 
 Test(cuda_emu_reduce, sum_is_deterministic) {
     /* no atomics: two runs of the split path agree bit for bit */
-    const int64_t shape[1] = {100003};
+    const int64_t shape[1] = {20003};
     int64_t one = 1;
     kiln_tensor *x = ec_input(KILN_F32, 1, shape, EC_CONTIG, -1, 1, 0, 8);
     kiln_tensor *o1 = kiln_tensor_zeros(1, &one, KILN_F32, KILN_CPU), *o2 = kiln_tensor_zeros(1, &one, KILN_F32, KILN_CPU);
@@ -74,4 +74,15 @@ Test(cuda_emu_reduce, sum_is_deterministic) {
     cr_assert_eq(kiln_emu_cuda_sum(&c1), KILN_STATUS_OK);
     cr_assert_eq(kiln_emu_cuda_sum(&c2), KILN_STATUS_OK);
     ec_compare(o1, o2, true, 0, 0, "two runs");
+}
+
+/* The cases above reach the split path: the launcher asks for scratch exactly there. */
+Test(cuda_emu_reduce, split_path_is_taken) {
+    float dummy;
+    kiln_cuda_tensor x1 = {&dummy, KILN_F32, 1, {20003}, {1}}, o1 = {&dummy, KILN_F32, 1, {1}, {1}};
+    cr_expect_eq(kiln_emu_cuda_sum_scratch_bytes(&o1, &x1, 1u), 5 * sizeof(double));
+    kiln_cuda_tensor x2 = {&dummy, KILN_F32, 2, {3, 9001}, {9001, 1}}, o2 = {&dummy, KILN_F32, 2, {3, 1}, {1, 1}};
+    cr_expect_eq(kiln_emu_cuda_sum_scratch_bytes(&o2, &x2, 2u), 3 * 3 * sizeof(double));
+    kiln_cuda_tensor x3 = {&dummy, KILN_F32, 2, {40, 1000}, {1000, 1}}, o3 = {&dummy, KILN_F32, 2, {40, 1}, {1, 1}};
+    cr_expect_eq(kiln_emu_cuda_sum_scratch_bytes(&o3, &x3, 2u), 0);
 }
