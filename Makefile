@@ -21,14 +21,14 @@ demo: build
 	@$(BUILD)/xor_mlp
 
 test-plain: build
-	@cd $(BUILD) && ctest --output-on-failure -V 2>&1 | grep -E '^[0-9]+: (\[====\]|\[----\]|\[FAIL\])|Test +#|tests passed|tests failed|Errors|\*\*\*' ; exit $${PIPESTATUS[0]}
+	@cd $(BUILD) && ctest --output-on-failure -V 2>&1 | grep -E '^[0-9]+: (\[====\]|\[----\]|\[FAIL\]|\[SKIP\])|Test +#|tests passed|tests failed|Errors|\*\*\*' ; exit $${PIPESTATUS[0]}
 
 # The whole suite again under AddressSanitizer and UBSan; CUDA is off there
 # (sanitizers and nvcc objects do not mix), the CUDA build is checked in `build`.
 test-asan: setup
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON -DKILN_CUDA=OFF -DKILN_BUILD_EXAMPLES=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS) -- --no-print-directory
-	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -V 2>&1 | grep -E '^[0-9]+: (\[====\]|\[----\]|\[FAIL\])|Test +#|tests passed|tests failed|Errors|\*\*\*|ERROR: AddressSanitizer|runtime error' ; exit $${PIPESTATUS[0]}
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -V 2>&1 | grep -E '^[0-9]+: (\[====\]|\[----\]|\[FAIL\]|\[SKIP\])|Test +#|tests passed|tests failed|Errors|\*\*\*|ERROR: AddressSanitizer|runtime error' ; exit $${PIPESTATUS[0]}
 
 test: test-plain test-asan
 

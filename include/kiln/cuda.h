@@ -1,4 +1,7 @@
-/* kiln cuda API (filled in by its area). */
+/* kiln CUDA controls. Devices are chosen per tensor (KILN_CUDA(i)) or by default
+ * through KILN_DEVICE=cpu|cuda|cuda:N (kiln_default_device, core.h). Each device has
+ * one stream that all of kiln's kernels and copies run on; kiln_synchronize waits
+ * for it. These calls exist in every build; without CUDA they report NO_DEVICE. */
 #ifndef KILN_CUDA_H
 #define KILN_CUDA_H
 
@@ -8,6 +11,17 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Sync-debug mode: synchronise the stream after every kernel launch, so an error a
+ * kernel raises while it runs is reported by the op that launched it (with file and
+ * line) instead of by a later call. Slow; for debugging. Also on when the
+ * environment has KILN_CUDA_SYNC=1 at the first launch. */
+KILN_API void kiln_cuda_set_sync_debug(bool on);
+KILN_API bool kiln_cuda_sync_debug(void);
+
+/* kiln's cudaStream_t on a CUDA device (as void *), for interop with other CUDA
+ * code; NULL with a NO_DEVICE error when the device is absent. */
+KILN_API void *kiln_cuda_stream(kiln_device dev);
 
 #ifdef __cplusplus
 }

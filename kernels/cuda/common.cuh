@@ -1,0 +1,238 @@
+/* Shared pieces of kiln's CUDA kernels: the launch macro (<<<>>> under nvcc, the
+ * emulator under a host compiler), the strided iterator the element-wise kernels
+ * walk, dtype conversions that match the CPU's bit for bit, and the warp-shuffle
+ * block reduction. Included by every .cu file of kernels/cuda. */
+#ifndef KILN_CUDA_COMMON_CUH
+#define KILN_CUDA_COMMON_CUH
+
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#define KILN_LAUNCH(kernel, grid, block, shmem, stream, ...) \
+    kernel<<<(grid), (block), (shmem), (cudaStream_t)(stream)>>>(__VA_ARGS__)
+#elif defined(KILN_CUDA_EMULATION)
+#include "../emu/cuda_emu.h"
+#define KILN_LAUNCH(kernel, grid, block, shmem, stream, ...) \
+    KILN_EMU_LAUNCH(kernel, grid, block, shmem, stream, __VA_ARGS__)
+#else
+#error "kernels/cuda sources need nvcc or -DKILN_CUDA_EMULATION"
+#endif
+
+/* Dynamic shared memory (the launch's shmem bytes) as an array of T. */
+#if defined(__CUDACC__)
+#define KILN_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) unsigned char kiln_dyn_smem_[]; \
+    T *name = reinterpret_cast<T *>(kiln_dyn_smem_)
+#else
+#define KILN_DYNAMIC_SHARED(T, name) T *name = static_cast<T *>(::kiln_emu::dynamic_shared())
+#endif
+
+#include "launch.h"
+#include "../elementwise_math.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/* After every launch: a launch error (bad configuration, no device) becomes a kiln
+ * error naming the op; in sync-debug mode the stream is synchronised too. */
+#define KILN_LAUNCH_CHECK(op, stream)                                                                     \
+    do {                                                                                                  \
+        kiln_status kiln_s_ = KILN_CU(cuda_launch_check)((op), (void *)(stream), __FILE__, __LINE__);     \
+        if (kiln_s_ != KILN_STATUS_OK) return kiln_s_;                                                    \
+    } while (0)
+
+#define KILN_CUDA_BLOCK 256
+#define KILN_CUDA_MAX_GRID 8192 /* grid-stride loops cover the rest */
+
+namespace kiln_cuda {
+
+static inline unsigned grid_for(int64_t work, int block = KILN_CUDA_BLOCK) {
+    int64_t g = (work + block - 1) / block;
+    if (g < 1) g = 1;
+    if (g > KILN_CUDA_MAX_GRID) g = KILN_CUDA_MAX_GRID;
+    return (unsigned)g;
+}
+
+/* NOPS operands walked in lockstep over one shape; operand 0 is the output.
+ * Strides are in elements; axes of size 1 are dropped and axes contiguous for
+ * every operand merged, so a contiguous op is one flat axis. */
+template <int NOPS> struct iter {
+    int ndim;
+    int64_t n;
+    int64_t shape[KILN_MAX_DIMS];
+    int64_t stride[NOPS][KILN_MAX_DIMS];
+};
+
+/* Host side: operand k broadcast to ops[0]'s shape, then merged. Returns true when
+ * every operand is contiguous (one axis, unit strides), the vector-load case. */
+template <int NOPS> static bool make_iter(iter<NOPS> &it, const kiln_cuda_tensor *const *ops) {
+    const kiln_cuda_tensor *out = ops[0];
+    int nd = out->ndim;
+    int64_t st[NOPS][KILN_MAX_DIMS];
+    it.n = 1;
+    for (int i = 0; i < nd; i++) it.n *= out->shape[i];
+    for (int k = 0; k < NOPS; k++) {
+        int off = nd - ops[k]->ndim;
+        for (int i = 0; i < nd; i++) {
+            int j = i - off;
+            st[k][i] = (j < 0 || (ops[k]->shape[j] == 1 && out->shape[i] != 1)) ? 0 : ops[k]->strides[j];
+        }
+    }
+    int n = 0;
+    for (int i = 0; i < nd; i++) {
+        if (out->shape[i] == 1) continue;
+        if (n > 0) {
+            bool merge = true;
+            for (int k = 0; k < NOPS; k++)
+                if (it.stride[k][n - 1] != st[k][i] * out->shape[i]) merge = false;
+            if (merge) {
+                it.shape[n - 1] *= out->shape[i];
+                for (int k = 0; k < NOPS; k++) it.stride[k][n - 1] = st[k][i];
+                continue;
+            }
+        }
+        it.shape[n] = out->shape[i];
+        for (int k = 0; k < NOPS; k++) it.stride[k][n] = st[k][i];
+        n++;
+    }
+    if (n == 0) {
+        it.shape[0] = it.n;
+        for (int k = 0; k < NOPS; k++) it.stride[k][0] = 1;
+        n = 1;
+    }
+    it.ndim = n;
+    if (n != 1) return false;
+    for (int k = 0; k < NOPS; k++)
+        if (it.stride[k][0] != 1 && it.n > 1) return false;
+    return true;
+}
+
+static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* Element offsets of every operand for linear index i (row-major over it.shape). */
+template <int NOPS> __device__ __forceinline__ void iter_offsets(const iter<NOPS> &it, int64_t i, int64_t *off) {
+    for (int k = 0; k < NOPS; k++) off[k] = 0;
+    for (int d = it.ndim - 1; d >= 0; d--) {
+        int64_t s = it.shape[d];
+        int64_t q = i / s, idx = i - q * s;
+        i = q;
+        for (int k = 0; k < NOPS; k++) off[k] += idx * it.stride[k][d];
+    }
+}
+
+/* 16 bytes of T, loaded and stored as one vector access. */
+template <typename T> struct alignas(16) vec16 {
+    T v[16 / sizeof(T)];
+};
+
+/* ---- the shared per-element math, by type ------------------------------------------ */
+__device__ __forceinline__ float unary_t(int k, float x, float a, float b) { return kiln_unary_f32(k, x, a, b); }
+__device__ __forceinline__ double unary_t(int k, double x, double a, double b) { return kiln_unary_f64(k, x, a, b); }
+__device__ __forceinline__ float unary_grad_t(int k, float g, float x, float y, float a, float b) {
+    return kiln_unary_grad_f32(k, g, x, y, a, b);
+}
+__device__ __forceinline__ double unary_grad_t(int k, double g, double x, double y, double a, double b) {
+    return kiln_unary_grad_f64(k, g, x, y, a, b);
+}
+__device__ __forceinline__ float binary_t(int k, float x, float y) { return kiln_binary_f32(k, x, y); }
+__device__ __forceinline__ double binary_t(int k, double x, double y) { return kiln_binary_f64(k, x, y); }
+__device__ __forceinline__ float binary_grad_t(int k, int side, float g, float x, float y) {
+    return kiln_binary_grad_f32(k, side, g, x, y);
+}
+__device__ __forceinline__ double binary_grad_t(int k, int side, double g, double x, double y) {
+    return kiln_binary_grad_f64(k, side, g, x, y);
+}
+
+/* ---- dtype conversions (the CPU's copy kernel, element for element) ---------------------- */
+/* Through double, which holds every value of every kiln dtype but the largest
+ * int64s; floats to integers truncate toward zero. */
+__host__ __device__ __forceinline__ double load_as_double(const char *p, int dt) {
+    switch (dt) {
+    case KILN_F32: return *(const float *)p;
+    case KILN_F64: return *(const double *)p;
+    case KILN_I32: return *(const int32_t *)p;
+    case KILN_I64: return (double)*(const int64_t *)p;
+    case KILN_U8: return *(const uint8_t *)p;
+    case KILN_BF16: {
+        uint32_t u = (uint32_t)(*(const uint16_t *)p) << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    case KILN_F16: {
+        uint16_t h = *(const uint16_t *)p;
+        int e = (h >> 10) & 31, m = h & 1023;
+        double v = e == 0 ? ldexp((double)m, -24) : e == 31 ? (m ? (double)NAN : (double)INFINITY)
+                                                            : ldexp((double)(m + 1024), e - 25);
+        return (h & 0x8000) ? -v : v;
+    }
+    default: return 0;
+    }
+}
+
+__host__ __device__ __forceinline__ void store_from_double(char *p, int dt, double v) {
+    switch (dt) {
+    case KILN_F32: *(float *)p = (float)v; break;
+    case KILN_F64: *(double *)p = v; break;
+    case KILN_I32: *(int32_t *)p = (int32_t)v; break;
+    case KILN_I64: *(int64_t *)p = (int64_t)v; break;
+    case KILN_U8: *(uint8_t *)p = (uint8_t)(int64_t)v; break;
+    case KILN_BF16: { /* round to nearest even */
+        float f = (float)v;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) *(uint16_t *)p = 0x7fc0;
+        else *(uint16_t *)p = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        break;
+    }
+    case KILN_F16: {
+        float f = (float)v;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+        float a = fabsf(f);
+        uint16_t h;
+        if (a != a) h = 0x7e00;
+        else if (a >= 65520.0f) h = 0x7c00;
+        else if (a < 6.103515625e-05f) h = (uint16_t)lrintf(a * 16777216.0f); /* subnormal: units of 2^-24 */
+        else {
+            int e;
+            float m = frexpf(a, &e); /* a = m * 2^e, m in [0.5, 1) */
+            long mant = lrintf((m * 2.0f - 1.0f) * 1024.0f);
+            int he = e - 1 + 15;
+            if (mant == 1024) {
+                mant = 0;
+                he++;
+            }
+            h = he >= 31 ? 0x7c00 : (uint16_t)((he << 10) | mant);
+        }
+        *(uint16_t *)p = (uint16_t)(sign | h);
+        break;
+    }
+    default: break;
+    }
+}
+
+static inline size_t dtype_size(int dt) { return kiln_dtype_size((kiln_dtype)dt); }
+
+/* ---- block reduction ----------------------------------------------------------------- */
+/* Sum of v over the block (blockDim.x a multiple of 32): shuffles within each warp,
+ * warp totals through shared memory, then one warp. The result is valid in thread 0.
+ * Every thread of the block must call it; it ends with a barrier so it can be
+ * called again at once. */
+__device__ __forceinline__ double block_sum(double v) {
+    __shared__ double warp_total[32];
+    unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if (lane == 0) warp_total[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        unsigned nwarps = (blockDim.x + 31) / 32;
+        v = lane < nwarps ? warp_total[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    }
+    __syncthreads();
+    return v;
+}
+
+} // namespace kiln_cuda
+
+#endif
