@@ -10,7 +10,7 @@ TestSuite(cuda_emu_copy, .init = kiln_test_setup, .fini = kiln_test_teardown);
 static const kiln_dtype all_types[KILN_DTYPE_COUNT] = {KILN_F32, KILN_F64, KILN_F16, KILN_BF16,
                                                        KILN_I32, KILN_I64, KILN_U8};
 
-Test(cuda_emu_copy, same_dtype_every_layout) {
+KT_TEST(cuda_emu_copy, same_dtype_every_layout) {
     const int64_t flat[1] = {1029}, grid2[2] = {33, 31};
     char what[120];
     for (int t = 0; t < KILN_DTYPE_COUNT; t++)
@@ -25,7 +25,7 @@ Test(cuda_emu_copy, same_dtype_every_layout) {
             }
 }
 
-Test(cuda_emu_copy, broadcast_source) {
+KT_TEST(cuda_emu_copy, broadcast_source) {
     const int64_t col[3] = {4, 1, 1}, full[3] = {4, 7, 45};
     for (int t = 0; t < KILN_DTYPE_COUNT; t++) {
         kiln_tensor *x = kiln_expand(ec_input(all_types[t], 3, col, EC_CONTIG, 0, 50, 1, 3), 3, full);
@@ -59,7 +59,7 @@ static kiln_tensor *probe_values(kiln_dtype dt, bool floats_only) {
     return t;
 }
 
-Test(cuda_emu_copy, conversions_between_every_pair) {
+KT_TEST(cuda_emu_copy, conversions_between_every_pair) {
     char what[120];
     for (int s = 0; s < KILN_DTYPE_COUNT; s++)
         for (int d = 0; d < KILN_DTYPE_COUNT; d++) {
@@ -75,7 +75,7 @@ Test(cuda_emu_copy, conversions_between_every_pair) {
         }
 }
 
-Test(cuda_emu_copy, fill_every_dtype) {
+KT_TEST(cuda_emu_copy, fill_every_dtype) {
     const double values[] = {0.0, 1.5, -2.0, 65504.0, 3e-6, 255.0};
     const int64_t shape[2] = {13, 77};
     char what[120];
@@ -90,7 +90,7 @@ Test(cuda_emu_copy, fill_every_dtype) {
             }
 }
 
-Test(cuda_emu_copy, rand_gives_the_cpu_numbers) {
+KT_TEST(cuda_emu_copy, rand_gives_the_cpu_numbers) {
     const int64_t shape[2] = {7, 149}; /* 1043: four blocks, the last partial */
     char what[120];
     for (int d = 0; d < 2; d++)

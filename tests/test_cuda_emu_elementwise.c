@@ -17,7 +17,7 @@ static void unary_domain(int kind, double *lo, double *hi) {
     if (kind == KILN_UNARY_LOG || kind == KILN_UNARY_SQRT || kind == KILN_UNARY_POW) *lo = 0.05;
 }
 
-Test(cuda_emu_elementwise, unary_every_kind_and_layout) {
+KT_TEST(cuda_emu_elementwise, unary_every_kind_and_layout) {
     const int64_t flat[1] = {1003}, grid2[2] = {37, 29};
     char what[160];
     for (int d = 0; d < 2; d++)
@@ -39,7 +39,7 @@ Test(cuda_emu_elementwise, unary_every_kind_and_layout) {
         }
 }
 
-Test(cuda_emu_elementwise, unary_broadcast_input) {
+KT_TEST(cuda_emu_elementwise, unary_broadcast_input) {
     /* a [1, 29] input expanded over 37 rows (stride 0) */
     const int64_t row[2] = {1, 29}, full[2] = {37, 29};
     for (int d = 0; d < 2; d++) {
@@ -50,7 +50,7 @@ Test(cuda_emu_elementwise, unary_broadcast_input) {
     }
 }
 
-Test(cuda_emu_elementwise, unary_backward_every_kind) {
+KT_TEST(cuda_emu_elementwise, unary_backward_every_kind) {
     const int64_t shape[3] = {3, 5, 67}; /* 1005 elements */
     char what[160];
     for (int d = 0; d < 2; d++)
@@ -90,7 +90,7 @@ static const bcast_case bcast_cases[] = {
     {3, 3, {2, 1, 300}, {1, 3, 1}, 3, {2, 3, 300}},      /* outer product */
 };
 
-Test(cuda_emu_elementwise, binary_every_kind_broadcast_and_layout) {
+KT_TEST(cuda_emu_elementwise, binary_every_kind_broadcast_and_layout) {
     char what[200];
     int nc = (int)(sizeof bcast_cases / sizeof bcast_cases[0]);
     for (int d = 0; d < 2; d++)
@@ -110,7 +110,7 @@ Test(cuda_emu_elementwise, binary_every_kind_broadcast_and_layout) {
                 }
 }
 
-Test(cuda_emu_elementwise, binary_backward_every_kind_and_side) {
+KT_TEST(cuda_emu_elementwise, binary_backward_every_kind_and_side) {
     char what[200];
     int nc = (int)(sizeof bcast_cases / sizeof bcast_cases[0]);
     for (int d = 0; d < 2; d++)
@@ -130,7 +130,7 @@ Test(cuda_emu_elementwise, binary_backward_every_kind_and_side) {
                 }
 }
 
-Test(cuda_emu_elementwise, where_with_any_condition_dtype) {
+KT_TEST(cuda_emu_elementwise, where_with_any_condition_dtype) {
     const kiln_dtype conds[5] = {KILN_U8, KILN_F32, KILN_I64, KILN_F16, KILN_F64};
     const int64_t cshape[2] = {37, 1}, ashape[2] = {37, 29}, bshape[1] = {29};
     char what[120];
@@ -147,7 +147,7 @@ Test(cuda_emu_elementwise, where_with_any_condition_dtype) {
 
 /* The launcher alone, on plain host arrays and a hand-written descriptor: what the
  * glue does for a kiln tensor, a test can do for any memory. */
-Test(cuda_emu_elementwise, launcher_on_plain_host_memory) {
+KT_TEST(cuda_emu_elementwise, launcher_on_plain_host_memory) {
     float a[3 * 5], b[5], out[3 * 5];
     for (int i = 0; i < 15; i++) a[i] = (float)i;
     for (int j = 0; j < 5; j++) b[j] = 10.0f * (float)j;
@@ -162,7 +162,7 @@ Test(cuda_emu_elementwise, launcher_on_plain_host_memory) {
             cr_expect_eq(out[i * 5 + j], a[j * 3 + i] - b[j], "out[%d][%d] = %g", i, j, out[i * 5 + j]);
 }
 
-Test(cuda_emu_elementwise, launcher_rejects_integer_dtypes) {
+KT_TEST(cuda_emu_elementwise, launcher_rejects_integer_dtypes) {
     int32_t x[4] = {0}, y[4];
     kiln_cuda_tensor o = {y, KILN_I32, 1, {4}, {1}}, i = {x, KILN_I32, 1, {4}, {1}};
     cr_expect_eq(kiln_emu_cuda_launch_unary(&o, &i, KILN_UNARY_NEG, 0, 0, NULL), KILN_STATUS_DTYPE);

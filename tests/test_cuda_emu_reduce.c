@@ -41,7 +41,7 @@ static void run_case(const sum_case *c, kiln_dtype dt, kiln_tensor *x) {
            rtol, what);
 }
 
-Test(cuda_emu_reduce, sum_every_path_and_layout) {
+KT_TEST(cuda_emu_reduce, sum_every_path_and_layout) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -52,7 +52,7 @@ Test(cuda_emu_reduce, sum_every_path_and_layout) {
     }
 }
 
-Test(cuda_emu_reduce, sum_of_broadcast_input) {
+KT_TEST(cuda_emu_reduce, sum_of_broadcast_input) {
     /* a [1, 9, 1] tensor expanded to [70, 9, 40]: the reduction reads stride-0 axes */
     const int64_t small[3] = {1, 9, 1};
     sum_case c = {"expanded input over axes 0 and 2", 3, {70, 9, 40}, 5u, EC_CONTIG};
@@ -63,7 +63,7 @@ Test(cuda_emu_reduce, sum_of_broadcast_input) {
     }
 }
 
-Test(cuda_emu_reduce, sum_is_deterministic) {
+KT_TEST(cuda_emu_reduce, sum_is_deterministic) {
     /* no atomics: two runs of the split path agree bit for bit */
     const int64_t shape[1] = {20003};
     int64_t one = 1;
@@ -77,7 +77,7 @@ Test(cuda_emu_reduce, sum_is_deterministic) {
 }
 
 /* The cases above reach the split path: the launcher asks for scratch exactly there. */
-Test(cuda_emu_reduce, split_path_is_taken) {
+KT_TEST(cuda_emu_reduce, split_path_is_taken) {
     float dummy;
     kiln_cuda_tensor x1 = {&dummy, KILN_F32, 1, {20003}, {1}}, o1 = {&dummy, KILN_F32, 1, {1}, {1}};
     cr_expect_eq(kiln_emu_cuda_sum_scratch_bytes(&o1, &x1, 1u), 5 * sizeof(double));

@@ -26,10 +26,10 @@ static void check_reverse(int dynamic) {
     }
 }
 
-Test(cuda_emu_runtime, syncthreads_orders_shared_memory) { check_reverse(0); }
-Test(cuda_emu_runtime, dynamic_shared_memory) { check_reverse(1); }
+KT_TEST(cuda_emu_runtime, syncthreads_orders_shared_memory) { check_reverse(0); }
+KT_TEST(cuda_emu_runtime, dynamic_shared_memory) { check_reverse(1); }
 
-Test(cuda_emu_runtime, warp_shuffles_exchange_lane_values) {
+KT_TEST(cuda_emu_runtime, warp_shuffles_exchange_lane_values) {
     enum { BLOCKS = 2, THREADS = 64 };
     double *out = calloc(BLOCKS * THREADS * 5, sizeof(double));
     cr_assert_eq(kiln_emu_selftest_warp(out, BLOCKS, THREADS), 0);
@@ -49,7 +49,7 @@ Test(cuda_emu_runtime, warp_shuffles_exchange_lane_values) {
     free(out);
 }
 
-Test(cuda_emu_runtime, block_sum_reduces_every_warp) {
+KT_TEST(cuda_emu_runtime, block_sum_reduces_every_warp) {
     const int sizes[] = {32, 96, 256, 1024};
     for (int k = 0; k < 4; k++) {
         int threads = sizes[k], blocks = 3;
@@ -65,7 +65,7 @@ Test(cuda_emu_runtime, block_sum_reduces_every_warp) {
     }
 }
 
-Test(cuda_emu_runtime, atomics_count_every_thread) {
+KT_TEST(cuda_emu_runtime, atomics_count_every_thread) {
     int counter = 0;
     cr_assert_eq(kiln_emu_selftest_atomic(&counter, 5, 96), 0);
     cr_expect_eq(counter, 5 * 96);
@@ -76,7 +76,7 @@ Test(cuda_emu_runtime, atomics_count_every_thread) {
 #define EMU_INVALID_CONFIGURATION 9
 #define EMU_LAUNCH_FAILURE 719
 
-Test(cuda_emu_runtime, misuse_is_reported) {
+KT_TEST(cuda_emu_runtime, misuse_is_reported) {
     int scratch[64] = {0};
     cr_expect_eq(kiln_emu_selftest_misuse(0, scratch), EMU_LAUNCH_FAILURE, "divergent __syncthreads");
     cr_expect_eq(kiln_emu_selftest_misuse(1, scratch), EMU_LAUNCH_FAILURE, "deadlock");
@@ -89,7 +89,7 @@ Test(cuda_emu_runtime, misuse_is_reported) {
     cr_expect_eq(counter, 32);
 }
 
-Test(cuda_emu_runtime, launch_check_names_op_and_error) {
+KT_TEST(cuda_emu_runtime, launch_check_names_op_and_error) {
     int scratch[4] = {0};
     cr_assert_eq(kiln_emu_selftest_launch_check(scratch), KILN_STATUS_BACKEND);
     const char *msg = kiln_last_error();

@@ -48,7 +48,7 @@ static kiln_tensor *input(int ndim, const int64_t *shape, double lo, double hi) 
 
 typedef kiln_tensor *(*unary_fn)(kiln_tensor *);
 
-Test(cuda_ops, unary_forward_and_backward) {
+KT_TEST(cuda_ops, unary_forward_and_backward) {
     NEED_GPU();
     static const struct {
         const char *name;
@@ -73,7 +73,7 @@ Test(cuda_ops, unary_forward_and_backward) {
     }
 }
 
-Test(cuda_ops, binary_broadcast_forward_and_backward) {
+KT_TEST(cuda_ops, binary_broadcast_forward_and_backward) {
     NEED_GPU();
     kiln_tensor *(*fs[])(kiln_tensor *, kiln_tensor *) = {kiln_add, kiln_sub, kiln_mul, kiln_div, kiln_maximum,
                                                            kiln_minimum};
@@ -93,7 +93,7 @@ Test(cuda_ops, binary_broadcast_forward_and_backward) {
     }
 }
 
-Test(cuda_ops, sums_over_axes) {
+KT_TEST(cuda_ops, sums_over_axes) {
     NEED_GPU();
     int64_t s1[1] = {100003}, s2[4] = {5, 7, 9, 11};
     kiln_tensor *x = input(1, s1, -1, 1), *y = input(4, s2, -1, 1);
@@ -105,7 +105,7 @@ Test(cuda_ops, sums_over_axes) {
          "sum of a transposed view");
 }
 
-Test(cuda_ops, copies_fills_and_where) {
+KT_TEST(cuda_ops, copies_fills_and_where) {
     NEED_GPU();
     int64_t shape[2] = {33, 31};
     kiln_tensor *x = input(2, shape, -300, 300);
@@ -119,7 +119,7 @@ Test(cuda_ops, copies_fills_and_where) {
     same(kiln_where(c, x, kiln_neg(x)), kiln_where(gpu(c), gpu(x), kiln_neg(gpu(x))), 0, 0, "where");
 }
 
-Test(cuda_ops, rand_matches_the_cpu) {
+KT_TEST(cuda_ops, rand_matches_the_cpu) {
     NEED_GPU();
     int64_t shape[2] = {7, 149};
     kiln_manual_seed(1234);
@@ -133,7 +133,7 @@ Test(cuda_ops, rand_matches_the_cpu) {
     same(nc, ng, 1e-6, 1e-6, "randn");
 }
 
-Test(cuda_ops, sync_debug_mode_runs_clean) {
+KT_TEST(cuda_ops, sync_debug_mode_runs_clean) {
     NEED_GPU();
     kiln_cuda_set_sync_debug(true);
     int64_t shape[1] = {1000};
@@ -144,7 +144,7 @@ Test(cuda_ops, sync_debug_mode_runs_clean) {
     kiln_cuda_set_sync_debug(false);
 }
 
-Test(cuda_ops, steady_state_makes_no_backing_allocations) {
+KT_TEST(cuda_ops, steady_state_makes_no_backing_allocations) {
     NEED_GPU();
     int64_t shape[2] = {64, 129};
     kiln_tensor *x = gpu(input(2, shape, -1, 1));
