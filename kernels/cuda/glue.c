@@ -1,40 +1,5 @@
-/* kiln_cuda_<op>: the registry's CUDA kernels (core/ops/cuda.def). Each turns the
- * call's tensors into kiln_cuda_tensor descriptors and calls the op's launcher on
- * the device's stream. Built twice: into libkiln for CUDA builds, and with
- * KILN_CUDA_EMULATION into the emulation test library (symbols kiln_emu_cuda_<op>),
- * where the same code runs on CPU tensors and host memory. */
-#include "../../core/internal.h"
-#include "../../core/op_attrs.h"
-#include "launch.h"
-
-#ifndef KILN_CUDA_EMULATION
-#include "../../core/cuda_device.h"
-#endif
-
-static kiln_cuda_tensor desc(const kiln_tensor *t) {
-    kiln_cuda_tensor d;
-    memset(&d, 0, sizeof d);
-    d.data = kiln__ptr(t);
-    d.dtype = t->dtype;
-    d.ndim = t->ndim;
-    int64_t es = (int64_t)kiln_dtype_size(t->dtype);
-    for (int i = 0; i < t->ndim; i++) {
-        d.shape[i] = t->shape[i];
-        d.strides[i] = t->strides[i] / es;
-    }
-    return d;
-}
-
-static void *stream_of(const kiln_tensor *t) {
-#ifdef KILN_CUDA_EMULATION
-    (void)t;
-    return NULL;
-#else
-    return kiln__cuda_stream(t->device.index);
-#endif
-}
-
-#define KILN_CUDA_GLUE(name) kiln_status KILN_CU(cuda_##name)(const kiln_op_call *call)
+/* kiln_cuda_<op> for the core ops: element-wise, copies, fills, random, sums. */
+#include "glue.h"
 
 KILN_CUDA_GLUE(unary) {
     const kiln_unary_attrs *at = call->attrs;
