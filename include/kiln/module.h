@@ -7,6 +7,7 @@
 
 #include "core.h"
 #include "ops.h"
+#include "layers.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -107,6 +108,44 @@ KILN_API kiln_module *kiln_flatten_create(int start_axis, int end_axis);
 KILN_API kiln_module *kiln_sequential_create(void);
 /* Appends child under the next index name ("0", "1", ...). Same ownership as kiln_module_add. */
 KILN_API kiln_status kiln_sequential_append(kiln_module *seq, kiln_module *child);
+
+/* ---- convolution-family modules ---------------------------------------------------
+ * torch.nn.Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d and Upsample on the
+ * functional ops of layers.h (see there for the parameter structs). Parameters are
+ * named "weight" and "bias" as torch: Conv2d's weight is (out, in/groups, kH, kW),
+ * ConvTranspose2d's (in, out/groups, kH, kW); both are initialised as torch's
+ * reset_parameters (kiln_init_default: fan_in = weight.size(1)·kH·kW, which for the
+ * transposed weight is out/groups·kH·kW, as torch computes it). The constructors
+ * make torch's checks (channels divisible by groups, "same" padding only unstrided,
+ * output_padding below stride or dilation); forward checks the input is NCHW with
+ * in_channels channels, and every forward error names the module's dotted path. */
+
+/* Square kernel, stride and padding, dilation 1, groups 1 (torch's defaults: stride
+ * 1, padding 0, bias true). */
+KILN_API kiln_module *kiln_conv2d_create(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                                         int64_t stride, int64_t padding, bool bias, kiln_dtype dt);
+/* Any kernel and the full kiln_conv2d_params (padding "same", dilation, groups); p NULL
+ * means the defaults. */
+KILN_API kiln_module *kiln_conv2d_create_ex(int64_t in_channels, int64_t out_channels, int64_t kernel_h,
+                                            int64_t kernel_w, const kiln_conv2d_params *p, bool bias, kiln_dtype dt);
+KILN_API kiln_module *kiln_conv_transpose2d_create(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                                                   int64_t stride, int64_t padding, bool bias, kiln_dtype dt);
+KILN_API kiln_module *kiln_conv_transpose2d_create_ex(int64_t in_channels, int64_t out_channels, int64_t kernel_h,
+                                                      int64_t kernel_w, const kiln_conv_transpose2d_params *p,
+                                                      bool bias, kiln_dtype dt);
+/* Square windows; stride 0 means the kernel size (torch's stride=None). The _ex forms
+ * take the full kiln_pool2d_params (dilation, ceil_mode, count_include_pad). */
+KILN_API kiln_module *kiln_max_pool2d_create(int64_t kernel_size, int64_t stride, int64_t padding);
+KILN_API kiln_module *kiln_max_pool2d_create_ex(const kiln_pool2d_params *p);
+KILN_API kiln_module *kiln_avg_pool2d_create(int64_t kernel_size, int64_t stride, int64_t padding);
+KILN_API kiln_module *kiln_avg_pool2d_create_ex(const kiln_pool2d_params *p);
+
+typedef enum { KILN_UPSAMPLE_NEAREST = 0, KILN_UPSAMPLE_BILINEAR } kiln_upsample_mode;
+/* torch.nn.Upsample(size=(out_h, out_w)) and Upsample(scale_factor=(scale_h, scale_w));
+ * align_corners only with bilinear (torch refuses it for nearest). */
+KILN_API kiln_module *kiln_upsample_create(int64_t out_h, int64_t out_w, kiln_upsample_mode mode, bool align_corners);
+KILN_API kiln_module *kiln_upsample_scale_create(double scale_h, double scale_w, kiln_upsample_mode mode,
+                                                 bool align_corners);
 
 /* Adds child under name (no '.', unique among m's parameters, buffers and children)
  * and sets it to m's train/eval mode. m takes ownership of child: on failure child is
