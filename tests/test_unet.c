@@ -33,7 +33,7 @@ static void expect_uniform_in(kiln_tensor *t, double bound, bool check_span, con
     free(v);
 }
 
-Test(unet, conv2d_module_parameters_and_init_as_torch) {
+KT_TEST(unet, conv2d_module_parameters_and_init_as_torch) {
     kiln_conv2d_params p = kiln_conv2d_params_default();
     p.groups = 2;
     kiln_module *c = kiln_conv2d_create_ex(6, 8, 3, 5, &p, true, KILN_F32);
@@ -60,7 +60,7 @@ Test(unet, conv2d_module_parameters_and_init_as_torch) {
     kiln_module_free(nb);
 }
 
-Test(unet, conv_transpose2d_init_takes_fan_in_from_dim_1) {
+KT_TEST(unet, conv_transpose2d_init_takes_fan_in_from_dim_1) {
     /* weight (in, out/groups, kH, kW) = (4, 12/2, 3, 3): torch's fan_in is size(1)*k*k = 54,
      * not in*k*k = 36 */
     kiln_conv_transpose2d_params p = kiln_conv_transpose2d_params_default();
@@ -107,7 +107,7 @@ static kiln_tensor *ref_conv(kiln_module *m, kiln_tensor *x) {
     return kiln_conv2d(x, kiln_module_get(m, "weight"), kiln_module_get(m, "bias"), &p);
 }
 
-Test(unet, conv2d_module_gradcheck_strided_dilated_grouped) {
+KT_TEST(unet, conv2d_module_gradcheck_strided_dilated_grouped) {
     kiln_conv2d_params p = kiln_conv2d_params_default();
     p.stride[0] = 2;
     p.padding[1] = 1;
@@ -122,7 +122,7 @@ static kiln_tensor *ref_same(kiln_module *m, kiln_tensor *x) {
     return kiln_conv2d(x, kiln_module_get(m, "weight"), NULL, &p);
 }
 
-Test(unet, conv2d_module_same_padding_even_kernel_keeps_size) {
+KT_TEST(unet, conv2d_module_same_padding_even_kernel_keeps_size) {
     kiln_conv2d_params p = kiln_conv2d_params_default();
     p.padding_same = true;
     kiln_module *m = kiln_conv2d_create_ex(2, 3, 4, 2, &p, false, KILN_F64);
@@ -143,7 +143,7 @@ static kiln_tensor *ref_convt(kiln_module *m, kiln_tensor *x) {
     return kiln_conv_transpose2d(x, kiln_module_get(m, "weight"), kiln_module_get(m, "bias"), &p);
 }
 
-Test(unet, conv_transpose2d_module_gradcheck_output_padding) {
+KT_TEST(unet, conv_transpose2d_module_gradcheck_output_padding) {
     kiln_conv_transpose2d_params p = kiln_conv_transpose2d_params_default();
     p.stride[0] = p.stride[1] = 2;
     p.padding[0] = 1;
@@ -159,7 +159,7 @@ Test(unet, conv_transpose2d_module_gradcheck_output_padding) {
     check_module(m, (int64_t[]){2, 4, 3, 4}, ref_convt);
 }
 
-Test(unet, conv_transpose2d_simple_form_is_the_unet_upsampler) {
+KT_TEST(unet, conv_transpose2d_simple_form_is_the_unet_upsampler) {
     kiln_module *m = kiln_conv_transpose2d_create(8, 4, 2, 2, 0, true, KILN_F64);
     cr_assert(m);
     KT_EXPECT_SHAPE(kiln_module_forward(m, kiln_tensor_zeros(4, (int64_t[]){2, 8, 3, 5}, KILN_F64, KILN_CPU)), 4, 2, 4,
@@ -187,7 +187,7 @@ static kiln_tensor *ref_bilinear_scale(kiln_module *m, kiln_tensor *x) {
 static kiln_tensor *ref_nearest(kiln_module *m, kiln_tensor *x) { return kiln_upsample_nearest2d_scale(x, 2, 3); }
 static kiln_tensor *ref_nearest_size(kiln_module *m, kiln_tensor *x) { return kiln_upsample_nearest2d(x, 5, 4); }
 
-Test(unet, pooling_and_upsample_modules_match_the_ops_and_gradcheck) {
+KT_TEST(unet, pooling_and_upsample_modules_match_the_ops_and_gradcheck) {
     check_module(kiln_max_pool2d_create(3, 2, 1), (int64_t[]){2, 2, 5, 6}, ref_maxpool);
     kiln_pool2d_params p = kiln_pool2d_params_default(2, 2);
     p.ceil_mode = true;
@@ -208,7 +208,7 @@ Test(unet, pooling_and_upsample_modules_match_the_ops_and_gradcheck) {
 
 /* ---- errors ------------------------------------------------------------------------ */
 
-Test(unet, constructor_errors_follow_torch) {
+KT_TEST(unet, constructor_errors_follow_torch) {
     kiln_conv2d_params p = kiln_conv2d_params_default();
     p.groups = 4;
     cr_expect_null(kiln_conv2d_create_ex(6, 8, 3, 3, &p, true, KILN_F32));
@@ -245,7 +245,7 @@ Test(unet, constructor_errors_follow_torch) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "at least 1");
 }
 
-Test(unet, forward_errors_name_the_module_path_and_shapes) {
+KT_TEST(unet, forward_errors_name_the_module_path_and_shapes) {
     kiln_module *net = kiln_module_create("Net", NULL, NULL, NULL);
     kiln_module *seq = kiln_sequential_create();
     kiln_sequential_append(seq, kiln_conv2d_create(3, 4, 3, 1, 1, true, KILN_F32));
@@ -284,7 +284,7 @@ Test(unet, forward_errors_name_the_module_path_and_shapes) {
 
 /* ---- U-Net-16: the PyTorch state_dict --------------------------------------------------- */
 
-Test(unet, unet16_state_dict_matches_torch) {
+KT_TEST(unet, unet16_state_dict_matches_torch) {
     kiln_module *m = unet_create(3, 1, 16, KILN_F32);
     cr_assert(m, "%s", kiln_last_error());
     cr_assert_eq(kiln_module_num_state(m), N_OF(FX_UNET16_STATE));
@@ -312,7 +312,7 @@ Test(unet, unet16_state_dict_matches_torch) {
     kiln_module_free(m);
 }
 
-Test(unet, unet16_forward_shape) {
+KT_TEST(unet, unet16_forward_shape) {
     kiln_module *m = unet_create(3, 1, 16, KILN_F32);
     cr_assert(m, "%s", kiln_last_error());
     kiln_tensor *x = kiln_tensor_randn(4, (int64_t[]){2, 3, 32, 32}, 0, 1, KILN_F32, KILN_CPU);
@@ -401,8 +401,8 @@ static void check_step(kiln_dtype dt, double atol, double rtol) {
     kiln_module_free(m);
 }
 
-Test(unet, training_step_matches_torch_f64) { check_step(KILN_F64, 1e-14, 1e-11); }
-Test(unet, training_step_matches_torch_f32) { check_step(KILN_F32, 5e-8, 1e-5); }
+KT_TEST(unet, training_step_matches_torch_f64) { check_step(KILN_F64, 1e-14, 1e-11); }
+KT_TEST(unet, training_step_matches_torch_f32) { check_step(KILN_F32, 5e-8, 1e-5); }
 
 /* ---- issue 3's acceptance test: a small U-Net learns masks of bright squares ---------- */
 
@@ -429,7 +429,7 @@ static void make_squares(int n, uint32_t seed, float *img, float *mask) {
     }
 }
 
-Test(unet, small_unet_learns_square_masks) {
+KT_TEST(unet, small_unet_learns_square_masks) {
     enum { N_TRAIN = 64, BATCH = 16, STEPS = 80, N_TEST = 32 };
     /* The bound: an untrained net starts near log 2 = 0.69; this one, after 80 steps of
      * momentum SGD, measures about 0.05 on its last steps and 0.06 on held-out images
