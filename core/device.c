@@ -176,3 +176,12 @@ kiln_status kiln_synchronize(kiln_device d) {
     return KILN_STATUS_NO_DEVICE;
 #endif
 }
+
+/* ---- math modes (read by the CUDA backend; see include/kiln/cuda.h) ------------------ */
+
+static bool g_tf32 = false, g_deterministic = false;
+
+void kiln_set_tf32(bool on) { g_tf32 = on; }
+bool kiln_tf32(void) { return g_tf32; }
+void kiln_set_deterministic(bool on) { g_deterministic = on; }
+bool kiln_deterministic(void) { return g_deterministic; }

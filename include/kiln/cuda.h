@@ -23,6 +23,20 @@ KILN_API bool kiln_cuda_sync_debug(void);
  * code; NULL with a NO_DEVICE error when the device is absent. */
 KILN_API void *kiln_cuda_stream(kiln_device dev);
 
+/* Math mode for float32 matrix products and convolutions on CUDA. Off by default:
+ * float32 means float32 (as torch.backends.cuda.matmul.allow_tf32 = False). On lets
+ * cuBLAS and cuDNN use TF32 tensor cores (10-bit mantissa inputs, float32
+ * accumulation): several times faster on Ampere and later, at about 1e-3 relative
+ * error. The CPU backend ignores it. */
+KILN_API void kiln_set_tf32(bool on);
+KILN_API bool kiln_tf32(void);
+
+/* Deterministic mode: kernels that would accumulate with atomics in a gradient path,
+ * and cuDNN engines that are not deterministic, are not used (as
+ * torch.use_deterministic_algorithms). Off by default. */
+KILN_API void kiln_set_deterministic(bool on);
+KILN_API bool kiln_deterministic(void);
+
 #ifdef __cplusplus
 }
 #endif
