@@ -4,57 +4,58 @@ failure, so `except ValueError` and `except kiln.ShapeError` both work."""
 
 
 class KilnError(Exception):
-    """Base of every error raised from a kiln status; .status is the kiln_status name."""
+    """Base of every error raised from a kiln status: .code is the kiln_status value,
+    .status its name (kiln_status_name)."""
 
-    status = "KILN_STATUS_UNKNOWN"
+    code, status = -1, "unknown"
 
 
 class InvalidArgumentError(KilnError, ValueError):
-    status = "KILN_STATUS_INVALID_ARGUMENT"
+    code, status = 1, "invalid argument"  # KILN_STATUS_INVALID_ARGUMENT
 
 
 class ShapeError(KilnError, ValueError):
-    status = "KILN_STATUS_SHAPE"
+    code, status = 2, "shape error"  # KILN_STATUS_SHAPE
 
 
 class DTypeError(KilnError, TypeError):
-    status = "KILN_STATUS_DTYPE"
+    code, status = 3, "dtype error"  # KILN_STATUS_DTYPE
 
 
 class DeviceError(KilnError, RuntimeError):
-    status = "KILN_STATUS_DEVICE"
+    code, status = 4, "device error"  # KILN_STATUS_DEVICE
 
 
 class OutOfMemoryError(KilnError, MemoryError):
-    status = "KILN_STATUS_OOM"
+    code, status = 5, "out of memory"  # KILN_STATUS_OOM
 
 
 class KilnIOError(KilnError, OSError):
-    status = "KILN_STATUS_IO"
+    code, status = 6, "i/o error"  # KILN_STATUS_IO
 
 
 class FormatError(KilnError, ValueError):
-    status = "KILN_STATUS_FORMAT"
+    code, status = 7, "format error"  # KILN_STATUS_FORMAT
 
 
 class NoDeviceError(DeviceError):
-    status = "KILN_STATUS_NO_DEVICE"
+    code, status = 8, "no device"  # KILN_STATUS_NO_DEVICE
 
 
 class BackendError(KilnError, RuntimeError):
-    status = "KILN_STATUS_BACKEND"
+    code, status = 9, "backend error"  # KILN_STATUS_BACKEND
 
 
 class StateError(KilnError, RuntimeError):
-    status = "KILN_STATUS_STATE"
+    code, status = 10, "state error"  # KILN_STATUS_STATE
 
 
 class AnomalyError(KilnError, RuntimeError):
-    status = "KILN_STATUS_ANOMALY"
+    code, status = 11, "anomaly"  # KILN_STATUS_ANOMALY
 
 
 class KilnNotImplementedError(KilnError, NotImplementedError):
-    status = "KILN_STATUS_NOT_IMPLEMENTED"
+    code, status = 12, "not implemented"  # KILN_STATUS_NOT_IMPLEMENTED
 
 
 # index = the kiln_status value (include/kiln/core.h)

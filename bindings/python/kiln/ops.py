@@ -136,6 +136,8 @@ def where(condition, a, b):
     """a where condition is nonzero, else b (a or b may be numbers)."""
     c = _operand(condition, a if isinstance(a, Tensor) else b) if not isinstance(condition, Tensor) else condition
     a, b = _pair(a, b, "where")
+    if c.requires_grad:  # the condition is not differentiable; kiln_where would expect a gradient for it
+        c = c.detach()
     return _call(_lib.where, (_h(c, "condition"), _h(a), _h(b)), (c, a, b))
 
 

@@ -741,7 +741,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
             raise TypeError(f"kiln: NumPy dtype {arr.dtype} has no kiln counterpart; kiln has float32, float64, "
                             "float16, bfloat16, int32, int64 and uint8") from None
     host_dt = target if target.numpy_name else float32  # bfloat16 goes through float32
-    if arr.dtype.kind in "OUSV":
+    if arr.dtype.kind in "OUSVcmM":
         raise TypeError(f"kiln: cannot make a tensor from {arr.dtype} data")
     arr = arr.astype(host_dt.numpy_name, copy=False)
     if not arr.flags.c_contiguous:
