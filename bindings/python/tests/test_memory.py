@@ -114,3 +114,27 @@ def test_thousand_steps_keep_in_use_flat(use_scope):
     assert marks[999]["in_use"] == marks[10]["in_use"]
     assert marks[999]["n_backing_allocs"] == marks[10]["n_backing_allocs"]  # steady state: no new segments
     assert losses[-1] < 0.5 * losses[0]  # and it learned
+
+
+def test_threads_share_the_library_safely():
+    import threading
+
+    errors = []
+
+    def work(seed):
+        try:
+            w = kiln.tensor(np.full(8, float(seed)), dtype="float64", requires_grad=True)
+            for _ in range(200):
+                with kiln.scope():
+                    (kiln.sigmoid(w) * w).sum().backward()
+            expected = 200 * (1 / (1 + np.exp(-seed)) * (1 + seed * (1 - 1 / (1 + np.exp(-seed)))))
+            np.testing.assert_allclose(w.grad.numpy(), expected, rtol=1e-9)
+        except Exception as e:  # reported below, in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
