@@ -49,7 +49,9 @@ def _library():
         return Path(env).resolve()
     bdir = os.environ.get("KILN_BUILD_DIR")
     if bdir:
-        lib = Path(bdir) / "libkiln.so"
+        # relative to where pip was run, or to the repository root (pip runs us in bindings/python)
+        lib = next((d / "libkiln.so" for d in (Path(bdir), REPO / bdir) if (d / "libkiln.so").is_file()),
+                   Path(bdir) / "libkiln.so")
         if not lib.is_file():
             raise RuntimeError(f"KILN_BUILD_DIR={bdir!r} holds no libkiln.so; build the kiln_shared target there")
         return lib.resolve()
