@@ -90,7 +90,7 @@ def _record_line(arcname, data):
 def _write_wheel(wheel_directory, files, tag):
     name, version, summary, requires_python, deps = _meta()
     dist_info = f"{name}-{version}.dist-info"
-    metadata = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {summary}"]
+    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {summary}"]
     if requires_python:
         metadata.append(f"Requires-Python: {requires_python}")
     metadata += [f"Requires-Dist: {d}" for d in deps]

@@ -9,7 +9,7 @@ from . import _lib
 from ._errors import (AnomalyError, BackendError, DeviceError, DTypeError, FormatError, InvalidArgumentError,
                       KilnError, KilnIOError, KilnNotImplementedError, NoDeviceError, OutOfMemoryError,
                       ShapeError, StateError)
-from ._types import (bfloat16, device, dtype, float16, float32, float64, int32, int64, uint8)
+from ._types import (bfloat16, default_device, device, dtype, float16, float32, float64, int32, int64, uint8)
 from .tensor import (Tensor, arange, empty, empty_like, from_numpy, full, full_like, get_rng_state, is_anomaly_enabled,
                      is_grad_enabled, manual_seed, no_grad, ones, ones_like, rand, rand_like, randn, randn_like,
                      scope, set_anomaly_enabled, set_rng_state, tensor, zeros, zeros_like)

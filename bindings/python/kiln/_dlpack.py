@@ -12,7 +12,6 @@ from ctypes import POINTER, c_char_p, c_int, c_int32, c_int64, c_uint8, c_uint16
 
 from . import _lib
 from ._errors import NoDeviceError
-from ._types import device as _device
 from .tensor import Tensor, _Finalizing, _call, _h
 
 kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged = 1, 2, 3, 13
@@ -237,7 +236,3 @@ def from_dlpack(obj):
 def to_dlpack(t):
     """A DLPack capsule of t (legacy form), for consumers that take capsules."""
     return export(t)
-
-
-def _dev_name(d):
-    return str(_device._from_c(d))

@@ -119,3 +119,10 @@ def as_device(x):
     if x is None:
         return CPU
     return x if isinstance(x, device) else device(x)
+
+
+def default_device():
+    """$KILN_DEVICE if set, else cuda:0 when available, else cpu (kiln_default_device)."""
+    d = device._from_c(_lib.default_device())
+    _lib.clear_error()
+    return d
