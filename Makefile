@@ -1,6 +1,6 @@
 # Thin wrapper over CMake for the README's commands.
 #   make demo   installs what is missing, builds, trains the demo
-#   make test   installs what is missing, builds, runs every test (plain and ASan+UBSan)
+#   make test   installs what is missing, builds, runs every test (plain and ASan+UBSan, C then Python)
 SHELL := /bin/bash
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
@@ -30,7 +30,35 @@ test-asan: setup
 	@cmake --build build-asan -j $(JOBS) -- --no-print-directory
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -V 2>&1 | grep -E '^[0-9]+: (\[====\]|\[----\]|\[FAIL\]|\[SKIP\])|Test +#|tests passed|tests failed|Errors|\*\*\*|ERROR: AddressSanitizer|runtime error' ; exit $${PIPESTATUS[0]}
 
+# The Python bindings run after the C suites (a sub-make keeps that order under -j).
 test: test-plain test-asan
+	@$(MAKE) --no-print-directory test-python test-python-asan
 
 clean:
 	rm -rf build build-asan
+
+# ---- Python bindings (bindings/python) -------------------------------------------------
+# pytest with Debian's python3 (numpy, pytest; the PyTorch comparisons run when torch is
+# installed) against $(BUILD)'s libkiln.so. pytest's summary line is printed; exit 5
+# ("no tests collected") is reported and fails like any other failure.
+PYTHON ?= /usr/bin/python3
+PYTEST_ARGS ?= -q -p no:cacheprovider -rfEs
+define run_pytest
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "$@: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+endef
+
+.PHONY: test-python test-python-asan
+test-python: build
+	@KILN_SETUP_PYTHON=1 bash scripts/setup.sh
+	@cd bindings/python && KILN_LIBRARY=$(abspath $(BUILD))/libkiln.so OMP_NUM_THREADS=2 KILN_DEVICE=cpu \
+	  $(PYTHON) -m pytest tests $(PYTEST_ARGS); $(run_pytest)
+
+# The same tests (less packaging) against the ASan+UBSan library: use-after-free in the
+# bindings' lifetimes shows up here. CPython's own exit-time allocations are not leaks.
+test-python-asan: setup
+	@KILN_SETUP_PYTHON=1 bash scripts/setup.sh
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON -DKILN_CUDA=OFF -DKILN_BUILD_EXAMPLES=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS) --target kiln_shared -- --no-print-directory
+	@cd bindings/python && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0 KILN_LIBRARY=$(abspath build-asan)/libkiln.so OMP_NUM_THREADS=2 KILN_DEVICE=cpu \
+	  $(PYTHON) -m pytest tests $(PYTEST_ARGS) --ignore=tests/test_packaging.py; $(run_pytest)

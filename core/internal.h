@@ -19,6 +19,10 @@ typedef struct kiln_storage {
     size_t nbytes;
     kiln_device device;
     int refcount;
+    /* storage wrapping memory kiln does not own (kiln_tensor_from_external): called
+     * with deleter_ctx when the last view dies */
+    void (*deleter)(void *ctx);
+    void *deleter_ctx;
 } kiln_storage;
 
 struct kiln_tensor {

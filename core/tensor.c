@@ -56,6 +56,7 @@ static void storage_release(kiln_storage *st) {
         kiln_pool *p = kiln__device_pool(st->device);
         if (p) kiln_pool_free(p, st->block);
     }
+    if (st->deleter) st->deleter(st->deleter_ctx);
     free(st);
 }
 
@@ -450,4 +451,78 @@ void kiln_tensor_print(const kiln_tensor *t, FILE *f) {
     }
     fprintf(f, " ]\n");
     free(host);
+}
+
+/* ---- external memory and detached scopes (for bindings) ------------------------------- */
+
+kiln_tensor *kiln_tensor_from_external(void *data, int ndim, const int64_t *shape, const int64_t *strides_in_elements,
+                                       kiln_dtype dt, kiln_device dev, void (*deleter)(void *ctx), void *ctx) {
+    const char *op = "kiln_tensor_from_external";
+    if (!check_shape(op, ndim, shape)) return NULL;
+    if ((unsigned)dt >= KILN_DTYPE_COUNT) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: dtype %d is not a kiln_dtype", op, (int)dt);
+        return NULL;
+    }
+    if (dev.type != KILN_DEVICE_CPU && !kiln_device_available(dev)) {
+        char d[16];
+        kiln__error(KILN_STATUS_NO_DEVICE, "%s: memory on %s, which this build or machine does not have", op,
+                    kiln_device_name(dev, d, sizeof d));
+        return NULL;
+    }
+    int64_t numel = kiln__numel(ndim, shape);
+    if (!data && numel > 0) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: data is NULL for %lld elements", op, (long long)numel);
+        return NULL;
+    }
+    size_t es = kiln_dtype_size(dt);
+    int64_t strides[KILN_MAX_DIMS], last = 0; /* last: element offset of the farthest element */
+    for (int i = 0; i < ndim; i++) {
+        int64_t s = strides_in_elements ? strides_in_elements[i] : 0;
+        if (s < 0) {
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: stride %lld at axis %d is negative; kiln views need "
+                        "non-negative strides (make a copy with the axis flipped first)", op, (long long)s, i);
+            return NULL;
+        }
+        strides[i] = s * (int64_t)es;
+        if (shape[i] > 0) last += (shape[i] - 1) * s;
+    }
+    if (!strides_in_elements) kiln__contiguous_strides(ndim, shape, es, strides);
+    else if (numel == 0) last = -1;
+    kiln_storage *st = calloc(1, sizeof *st);
+    kiln_tensor *t = alloc_struct(ndim, shape, dt, dev);
+    if (!st || !t) {
+        free(st);
+        free(t);
+        kiln__error(KILN_STATUS_OOM, "%s: out of host memory for a tensor header", op);
+        return NULL;
+    }
+    st->data = data;
+    st->nbytes = strides_in_elements ? (size_t)(last + 1) * es : (size_t)numel * es;
+    st->device = dev;
+    st->refcount = 1;
+    st->deleter = deleter;
+    st->deleter_ctx = ctx;
+    t->storage = st;
+    for (int i = 0; i < ndim; i++) t->strides[i] = strides[i];
+    scope_link(current_scope(), t);
+    return t;
+}
+
+kiln_status kiln_scope_detach(kiln_scope *s) {
+    if (!s || s->is_root || current_scope() != s)
+        return kiln__error(KILN_STATUS_STATE, "kiln_scope_detach: the scope is not the innermost open scope of this "
+                           "thread (end inner scopes first)");
+    g_current = s->parent == &g_root ? NULL : s->parent;
+    s->parent = NULL; /* marks it detached: open scopes always have a parent */
+    return KILN_STATUS_OK;
+}
+
+void kiln_scope_free(kiln_scope *s) {
+    if (!s) return;
+    if (s->is_root || s->parent) {
+        kiln__error(KILN_STATUS_STATE, "kiln_scope_free: the scope is still open; end it with kiln_scope_end");
+        return;
+    }
+    scope_clear(s);
+    free(s);
 }

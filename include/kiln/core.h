@@ -175,6 +175,13 @@ KILN_API void kiln_tensor_print(const kiln_tensor *t, FILE *f);
 KILN_API const char *kiln_tensor_describe(const kiln_tensor *t, char *buf, size_t n);
 /* Frees a tensor now instead of at its scope's end (for long-lived tensors). */
 KILN_API void kiln_tensor_free(kiln_tensor *t);
+/* Wraps memory kiln does not own (zero-copy import, e.g. DLPack): a tensor in the
+ * current scope viewing data with the given shape and strides (in elements, >= 0;
+ * NULL means C order). deleter(ctx), if given, runs when the last view of that
+ * memory dies. On failure it returns NULL and does not call deleter. */
+KILN_API kiln_tensor *kiln_tensor_from_external(void *data, int ndim, const int64_t *shape,
+                                                const int64_t *strides_in_elements, kiln_dtype dt,
+                                                kiln_device dev, void (*deleter)(void *ctx), void *ctx);
 
 /* ---- scopes ----------------------------------------------------------------
  * A scope owns every tensor and tape node created while it is innermost. Ending
@@ -189,6 +196,12 @@ KILN_API kiln_scope *kiln_scope_begin(void);
 KILN_API void kiln_scope_end(kiln_scope *s);
 /* Moves t to the enclosing scope so it outlives s; it is detached from the tape. */
 KILN_API kiln_tensor *kiln_scope_keep(kiln_tensor *t);
+/* For bindings whose objects outlive the scope stack (Python): closes s, which
+ * must be the innermost open scope, without freeing what it owns. s then belongs
+ * to the caller, who frees it (and every tensor and tape node it owns), in any
+ * order relative to other scopes, with kiln_scope_free. */
+KILN_API kiln_status kiln_scope_detach(kiln_scope *s);
+KILN_API void kiln_scope_free(kiln_scope *s);
 /* Frees every tensor, scope and cached block; for program exit and test teardown. */
 KILN_API void kiln_shutdown(void);
 

@@ -1,0 +1,30 @@
+"""kiln from Python: tensors, autograd and ops over libkiln.so, with NumPy and
+PyTorch interop (copies through .numpy()/kiln.tensor, zero-copy through DLPack).
+
+Areas being added (layers, losses, optimizers, checkpoints) each come as one
+module here, kiln/<area>.py, declaring its C prototypes with kiln._lib.declare and
+wrapping results with kiln.tensor._call.
+"""
+from . import _lib
+from ._errors import (AnomalyError, BackendError, DeviceError, DTypeError, FormatError, InvalidArgumentError,
+                      KilnError, KilnIOError, KilnNotImplementedError, NoDeviceError, OutOfMemoryError,
+                      ShapeError, StateError)
+from ._types import (bfloat16, default_device, device, dtype, float16, float32, float64, int32, int64, uint8)
+from .tensor import (Tensor, arange, empty, empty_like, from_numpy, full, full_like, get_rng_state, is_anomaly_enabled,
+                     is_grad_enabled, manual_seed, no_grad, ones, ones_like, rand, rand_like, randn, randn_like,
+                     scope, set_anomaly_enabled, set_rng_state, tensor, zeros, zeros_like)
+from .ops import (abs, add, argmax, argmin, broadcast_to, cat, clamp, clip, clone, concat, contiguous, detach, div,
+                  exp, expand, flatten, leaky_relu, log, log_softmax, matmul, max, maximum, mean, min, minimum, mul,
+                  neg, permute, pow, relu, reshape, sigmoid, slice, softmax, sqrt, squeeze, stack, sub, sum,
+                  swapaxes, tanh, transpose, unsqueeze, view, where)
+from ._dlpack import from_dlpack, to_dlpack
+from .memory import (empty_cache, memory_stats, reset_peak_memory_stats, set_memory_limit)
+from . import cuda
+
+float_ = float32
+double = float64
+half = float16
+long = int64
+
+__version__ = "0.1.0"
+library_path = _lib.path

@@ -1,0 +1,379 @@
+"""The ops of include/kiln/ops.h with Pythonic names and keyword arguments.
+
+Binary ops broadcast as NumPy/PyTorch do and take Python numbers on either side.
+Axes are `axis=` (PyTorch's `dim=` is accepted as an alias) and reductions take
+`keepdim=`. Each function is also a Tensor method (t.sum(axis=1), t.relu(), ...).
+"""
+import builtins
+import ctypes
+import math
+import numbers
+import operator
+
+from . import _lib
+from .tensor import Tensor, _c_int, _call, _h, _i64, _is_number, _operand, _shape_tuple
+
+# ---- element-wise ------------------------------------------------------------------
+
+
+def _pair(a, b, name):
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"kiln.{name}: at least one operand must be a kiln.Tensor")
+    if not isinstance(a, Tensor):
+        a = _operand(a, b)
+    if not isinstance(b, Tensor):
+        b = _operand(b, a)
+    return a, b
+
+
+def _binary(name, a, b):
+    a, b = _pair(a, b, name)
+    return _call(_lib.binary[name], (_h(a), _h(b)), (a, b))
+
+
+def add(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        return _call(_lib.add_scalar, (_h(a), float(b)), (a,))
+    if _is_number(a) and isinstance(b, Tensor):
+        return _call(_lib.add_scalar, (_h(b), float(a)), (b,))
+    return _binary("add", a, b)
+
+
+def sub(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        return _call(_lib.add_scalar, (_h(a), -float(b)), (a,))
+    if _is_number(a) and isinstance(b, Tensor):
+        return add(neg(b), a)
+    return _binary("sub", a, b)
+
+
+def mul(a, b):
+    if _is_number(b) and isinstance(a, Tensor):
+        return _call(_lib.mul_scalar, (_h(a), float(b)), (a,))
+    if _is_number(a) and isinstance(b, Tensor):
+        return _call(_lib.mul_scalar, (_h(b), float(a)), (b,))
+    return _binary("mul", a, b)
+
+
+def div(a, b):
+    return _binary("div", a, b)
+
+
+def maximum(a, b):
+    return _binary("maximum", a, b)
+
+
+def minimum(a, b):
+    return _binary("minimum", a, b)
+
+
+def _unary(name, a):
+    return _call(_lib.unary[name], (_h(a),), (a,))
+
+
+def neg(a):
+    return _unary("neg", a)
+
+
+def exp(a):
+    return _unary("exp", a)
+
+
+def log(a):
+    return _unary("log", a)
+
+
+def sqrt(a):
+    return _unary("sqrt", a)
+
+
+def abs(a):
+    return _unary("abs", a)
+
+
+def relu(a):
+    return _unary("relu", a)
+
+
+def sigmoid(a):
+    return _unary("sigmoid", a)
+
+
+def tanh(a):
+    return _unary("tanh", a)
+
+
+def pow(a, exponent):
+    """a ** exponent for a number exponent."""
+    if not _is_number(exponent):
+        raise TypeError("kiln.pow: the exponent must be a number (kiln has no tensor ** tensor op)")
+    return _call(_lib.pow_scalar, (_h(a), float(exponent)), (a,))
+
+
+def pow_base(base, a):
+    """base ** a for a positive number base, as exp(a * log(base))."""
+    if not base > 0:
+        raise ValueError(f"kiln: {base} ** tensor needs a positive base")
+    return exp(mul(a, math.log(base)))
+
+
+def clamp(a, min=None, max=None):
+    if min is None and max is None:
+        raise ValueError("kiln.clamp: give min, max or both")
+    lo = -math.inf if min is None else float(min)
+    hi = math.inf if max is None else float(max)
+    return _call(_lib.clamp, (_h(a), lo, hi), (a,))
+
+
+clip = clamp
+
+
+def leaky_relu(a, negative_slope=0.01):
+    return _call(_lib.leaky_relu, (_h(a), float(negative_slope)), (a,))
+
+
+def where(condition, a, b):
+    """a where condition is nonzero, else b (a or b may be numbers)."""
+    c = _operand(condition, a if isinstance(a, Tensor) else b) if not isinstance(condition, Tensor) else condition
+    a, b = _pair(a, b, "where")
+    if c.requires_grad:  # the condition is not differentiable; kiln_where would expect a gradient for it
+        c = c.detach()
+    return _call(_lib.where, (_h(c, "condition"), _h(a), _h(b)), (c, a, b))
+
+
+# ---- reductions -----------------------------------------------------------------------
+
+
+def _axis_arg(axis, dim, name):
+    if dim is not None:
+        if axis is not None:
+            raise TypeError(f"kiln.{name}: give axis or dim, not both")
+        axis = dim
+    return axis
+
+
+def _axes(axis, name):
+    if axis is None:
+        return ()
+    if isinstance(axis, (tuple, list)):
+        return tuple(_c_int(x, f"{name} axis") for x in axis)
+    return (_c_int(axis, f"{name} axis"),)
+
+
+def _reduce(fn, name, a, axis, keepdim, dim):
+    axes = _axes(_axis_arg(axis, dim, name), name)
+    arr = (ctypes.c_int * builtins.max(len(axes), 1))(*axes)
+    return _call(fn, (_h(a), len(axes), arr, bool(keepdim)), (a,))
+
+
+def sum(a, axis=None, keepdim=False, *, dim=None):
+    """Sum over axis (an int or a tuple; None: every axis)."""
+    return _reduce(_lib.sum, "sum", a, axis, keepdim, dim)
+
+
+def mean(a, axis=None, keepdim=False, *, dim=None):
+    return _reduce(_lib.mean, "mean", a, axis, keepdim, dim)
+
+
+def _over_all(fn, a, keepdim):
+    flat = reshape(a, -1)
+    r = _call(fn, (_h(flat), 0, False), (flat,))
+    return reshape(r, *([1] * a.ndim)) if keepdim else r
+
+
+def max(a, axis=None, keepdim=False, *, dim=None):
+    """The largest values along axis (None: of every element), as torch.amax; the
+    gradient goes to the first maximal element. Indices: kiln.argmax."""
+    axis = _axis_arg(axis, dim, "max")
+    if axis is None:
+        return _over_all(_lib.max, a, keepdim)
+    return _call(_lib.max, (_h(a), _c_int(axis, "max axis"), bool(keepdim)), (a,))
+
+
+def min(a, axis=None, keepdim=False, *, dim=None):
+    """The smallest values along axis, as -max(-a)."""
+    return neg(max(neg(a), axis, keepdim, dim=dim))
+
+
+def argmax(a, axis=None, keepdim=False, *, dim=None):
+    """int64 index of the first maximal element along axis (None: into the flattened tensor)."""
+    axis = _axis_arg(axis, dim, "argmax")
+    if axis is None:
+        return _over_all(_lib.argmax, a, keepdim)
+    return _call(_lib.argmax, (_h(a), _c_int(axis, "argmax axis"), bool(keepdim)), (a,))
+
+
+def argmin(a, axis=None, keepdim=False, *, dim=None):
+    return argmax(neg(a), axis, keepdim, dim=dim)
+
+
+def softmax(a, axis=None, *, dim=None):
+    """Softmax along axis (axis 1 of NCHW: the per-pixel softmax over channels)."""
+    axis = _axis_arg(axis, dim, "softmax")
+    if axis is None:
+        raise TypeError("kiln.softmax: give the axis to normalise over (axis=...)")
+    return _call(_lib.softmax, (_h(a), _c_int(axis, "softmax axis")), (a,))
+
+
+def log_softmax(a, axis=None, *, dim=None):
+    axis = _axis_arg(axis, dim, "log_softmax")
+    if axis is None:
+        raise TypeError("kiln.log_softmax: give the axis to normalise over (axis=...)")
+    return _call(_lib.log_softmax, (_h(a), _c_int(axis, "log_softmax axis")), (a,))
+
+
+# ---- matrix products ---------------------------------------------------------------------
+
+
+def matmul(a, b):
+    """(.., M, K) @ (.., K, N) with broadcast batch dims; 1-d operands as torch.matmul."""
+    return _binary("matmul", a, b)
+
+
+# ---- shape and views ------------------------------------------------------------------------
+
+
+def reshape(a, *shape):
+    """A view when the strides allow, else a copy; one size may be -1."""
+    s = _shape_tuple(shape)
+    return _call(_lib.reshape, (_h(a), len(s), _i64(s)), (a,))
+
+
+view = reshape
+
+
+def permute(a, *dims):
+    if len(dims) == 1 and not isinstance(dims[0], numbers.Integral):
+        dims = tuple(dims[0])
+    h = _h(a)
+    n = _lib.tensor_ndim(h)
+    if len(dims) != n:  # the C side reads exactly ndim entries
+        raise ValueError(f"kiln.permute: {len(dims)} dims {tuple(dims)} for a {n}-d tensor; give one per axis")
+    perm = (ctypes.c_int * builtins.max(n, 1))(*(_c_int(d, "permute dim") for d in dims))
+    return _call(_lib.permute, (h, perm), (a,))
+
+
+def transpose(a, dim0, dim1):
+    return _call(_lib.transpose, (_h(a), _c_int(dim0, "dim0"), _c_int(dim1, "dim1")), (a,))
+
+
+def swapaxes(a, axis0, axis1):
+    return transpose(a, axis0, axis1)
+
+
+def slice(a, axis, start, end, step=1):
+    """Elements start, start+step, ... < end along axis (a view)."""
+    return _call(_lib.slice, (_h(a), _c_int(axis, "slice axis"), operator.index(start), operator.index(end),
+                              operator.index(step)), (a,))
+
+
+def expand(a, *shape):
+    """Broadcasts size-1 axes to shape (a view with stride 0); -1 keeps a size."""
+    s = _shape_tuple(shape)
+    return _call(_lib.expand, (_h(a), len(s), _i64(s)), (a,))
+
+
+def broadcast_to(a, shape):
+    return expand(a, *shape)
+
+
+def squeeze(a, axis=None, *, dim=None):
+    """Removes axis (of size 1), or every size-1 axis when axis is None."""
+    axis = _axis_arg(axis, dim, "squeeze")
+    ax = _lib.ALL_AXES if axis is None else _c_int(axis, "squeeze axis")
+    return _call(_lib.squeeze, (_h(a), ax), (a,))
+
+
+def unsqueeze(a, axis=None, *, dim=None):
+    axis = _axis_arg(axis, dim, "unsqueeze")
+    if axis is None:
+        raise TypeError("kiln.unsqueeze: give the axis to insert")
+    return _call(_lib.unsqueeze, (_h(a), _c_int(axis, "unsqueeze axis")), (a,))
+
+
+def flatten(a, start_axis=0, end_axis=-1, *, start_dim=None, end_dim=None):
+    s = start_axis if start_dim is None else start_dim
+    e = end_axis if end_dim is None else end_dim
+    return _call(_lib.flatten, (_h(a), _c_int(s, "start_axis"), _c_int(e, "end_axis")), (a,))
+
+
+def concat(tensors, axis=0, *, dim=None):
+    """Joins tensors along axis; every other size must match."""
+    axis = _axis_arg(None if dim is not None else axis, dim, "concat")
+    ts = tuple(tensors)
+    if not ts:
+        raise ValueError("kiln.concat: no tensors to join")
+    arr = (ctypes.c_void_p * len(ts))(*(_h(t, "concat input") for t in ts))
+    return _call(_lib.concat, (len(ts), arr, _c_int(axis, "concat axis")), ts)
+
+
+cat = concat
+
+
+def stack(tensors, axis=0, *, dim=None):
+    """Joins tensors along a new axis."""
+    axis = _axis_arg(None if dim is not None else axis, dim, "stack")
+    return concat([unsqueeze(t, axis) for t in tensors], axis)
+
+
+def contiguous(a):
+    return a.contiguous()
+
+
+def clone(a):
+    return a.clone()
+
+
+def detach(a):
+    return a.detach()
+
+
+# ---- indexing ---------------------------------------------------------------------------------
+
+
+def getitem(t, index):
+    """Basic indexing: ints, slices with positive steps, None and Ellipsis; all views."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    ndim = t.ndim
+    n_axes = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
+    if builtins.sum(1 for i in index if i is Ellipsis) > 1:
+        raise IndexError("kiln: an index can only have a single ellipsis ('...')")
+    if n_axes > ndim:
+        raise IndexError(f"kiln: too many indices for a {ndim}-d tensor: {n_axes} were given")
+    out, axis = t, 0
+    for item in index:
+        if item is Ellipsis:
+            axis += ndim - n_axes
+        elif item is None:
+            out = unsqueeze(out, axis)
+            axis += 1
+        elif isinstance(item, builtins.slice):
+            size = out.shape[axis]
+            start, stop, step = item.indices(size)
+            if step <= 0:
+                raise ValueError("kiln: slices take positive steps (no negative strides in kiln views)")
+            stop = builtins.max(stop, start)
+            if (start, stop, step) != (0, size, 1):
+                out = slice(out, axis, start, stop, step)
+            axis += 1
+        elif isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            size = out.shape[axis]
+            i = operator.index(item)
+            if not -size <= i < size:
+                raise IndexError(f"kiln: index {i} is out of range for axis {axis} of size {size}")
+            i %= size
+            out = squeeze(slice(out, axis, i, i + 1, 1), axis)
+        else:
+            raise TypeError(f"kiln: indices are ints, slices, None and ...; {type(item).__name__} indexing "
+                            "(advanced indexing) is not supported")
+    return out
+
+
+# ---- Tensor methods -----------------------------------------------------------------------------
+for _name in ("exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "neg", "pow", "clamp", "clip", "leaky_relu",
+              "sum", "mean", "max", "min", "argmax", "argmin", "softmax", "log_softmax", "matmul", "reshape", "view",
+              "permute", "transpose", "swapaxes", "expand", "squeeze", "unsqueeze", "flatten", "add", "sub", "mul",
+              "div", "maximum", "minimum"):
+    setattr(Tensor, _name, globals()[_name])
+del _name
