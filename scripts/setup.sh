@@ -17,7 +17,8 @@ need=(
   "dataset-fashion-mnist:Fashion-MNIST for the fashion_mnist and autoencoder examples (IDX .gz files)"
 )
 if [ "${KILN_SETUP_PYTHON:-0}" = 1 ]; then
-  need+=("python3-numpy:Python tests and fixtures" "python3-pytest:Python tests")
+  need+=("python3-numpy:Python tests and fixtures" "python3-pytest:Python tests"
+         "python3-torch:the Python tests' comparisons with PyTorch")
 fi
 
 missing=()
