@@ -1,6 +1,6 @@
 /* linear: y = x·Wᵀ + b over any leading batch axes, W stored (out_features,
  * in_features) as PyTorch. Forward and both backward products are one BLAS gemm
- * each (kernels/cpu/linear.c); the bias gradient is a sum over the batch axes. */
+ * each (kernels/cpu/linear.c); the bias gradient is a column sum (linear_backward, which 2). */
 #include "../core/internal.h"
 #include "../kernels/cpu/nn.h"
 
@@ -55,7 +55,7 @@ static void linear_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
         gin[1] = kiln__run(&kiln_op_linear_backward, 2, in, kiln__new_like(w), &at);
     }
     if (n->nin > 2 && n->needs_grad[2]) {
-        kiln_tensor *b = n->inputs[2];
-        gin[2] = kiln__sum_to(g, b->ndim, b->shape);
+        kiln_linear_bw_attrs at = {2}; /* column sums: one custom kernel on CUDA, no atomics */
+        gin[2] = kiln__run(&kiln_op_linear_backward, 1, &g, kiln__new_like(n->inputs[2]), &at);
     }
 }

@@ -4,6 +4,9 @@
  * storage each (module arenas) a step is one kernel call over the whole span. */
 #include "../core/internal.h"
 #include "../kernels/cpu/optim.h"
+#ifdef KILN_HAVE_CUDA
+#include "../kernels/cuda/launch_blas.h" /* kiln_cuda_sgd_update, kiln_cuda_adam_update */
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -207,13 +210,20 @@ static void *state_ptr(const kiln_optimizer *o, int k, int64_t off) {
 }
 
 /* Updates `count` elements at p/g whose state starts at element off; t is the step
- * number after this update (1 on the first). */
-static void update_span(kiln_optimizer *o, void *p, const void *g, int64_t off, int64_t count, double t) {
+ * number after this update (1 on the first). CUDA parameters: one kernel launch. */
+static kiln_status update_span(kiln_optimizer *o, void *p, const void *g, int64_t off, int64_t count, double t) {
+    bool cuda = o->device.type == KILN_DEVICE_CUDA;
+#ifndef KILN_HAVE_CUDA
+    if (cuda) return kiln__error(KILN_STATUS_DEVICE, "kiln_optimizer_step: this kiln was built without CUDA");
+#endif
     if (o->kind == KIND_SGD) {
         const kiln_sgd_options *s = &o->sgd;
         kiln_sgd_hparams h = {s->lr, s->momentum, s->dampening, s->weight_decay, s->nesterov, s->maximize, t == 1};
+#ifdef KILN_HAVE_CUDA
+        if (cuda) return kiln_cuda_sgd_update(o->device, o->dtype, p, g, state_ptr(o, 0, off), count, &h);
+#endif
         kiln_cpu_sgd_update(o->dtype, p, g, state_ptr(o, 0, off), count, &h);
-        return;
+        return KILN_STATUS_OK;
     }
     const kiln_adam_options *a = &o->adam;
     kiln_adam_hparams h = {a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, o->kind == KIND_ADAMW, a->amsgrad,
@@ -221,15 +231,18 @@ static void update_span(kiln_optimizer *o, void *p, const void *g, int64_t off, 
     /* torch: bias_correction = 1 - beta ** step in python floats */
     h.step_size = a->lr / (1 - pow(a->beta1, t));
     h.bc2_sqrt = sqrt(1 - pow(a->beta2, t));
+#ifdef KILN_HAVE_CUDA
+    if (cuda)
+        return kiln_cuda_adam_update(o->device, o->dtype, p, g, state_ptr(o, 0, off), state_ptr(o, 1, off),
+                                     state_ptr(o, 2, off), count, &h);
+#endif
     kiln_cpu_adam_update(o->dtype, p, g, state_ptr(o, 0, off), state_ptr(o, 1, off), state_ptr(o, 2, off), count,
                          &h);
+    return KILN_STATUS_OK;
 }
 
 kiln_status kiln_optimizer_step(kiln_optimizer *o) {
     if (!o) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_optimizer_step: optimizer is NULL");
-    if (o->device.type != KILN_DEVICE_CPU)
-        return kiln__error(KILN_STATUS_DEVICE, "kiln_optimizer_step: no optimizer kernel for CUDA parameters in this "
-                           "build yet; keep the parameters on the cpu device");
     const char *op = "kiln_optimizer_step";
     bool all = true;
     for (int i = 0; i < o->n; i++) {
@@ -258,7 +271,12 @@ kiln_status kiln_optimizer_step(kiln_optimizer *o) {
         fused = o->kind == KIND_SGD ? (steps[i] == 0) == (steps[0] == 0) : steps[i] == steps[0];
     }
     if (fused && adjacent(o->params, o->n) && adjacent(grads, o->n)) {
-        update_span(o, kiln__ptr(o->params[0]), kiln__ptr(grads[0]), 0, o->total, (double)steps[0] + 1);
+        kiln_status st = update_span(o, kiln__ptr(o->params[0]), kiln__ptr(grads[0]), 0, o->total,
+                                     (double)steps[0] + 1);
+        if (st != KILN_STATUS_OK) {
+            if (grads != grads_small) free(grads);
+            return st;
+        }
         for (int i = 0; i < o->n; i++) steps[i] += 1;
         o->fused_updates++;
         updated = true;
@@ -274,9 +292,9 @@ kiln_status kiln_optimizer_step(kiln_optimizer *o) {
             kiln_tensor *gc = kiln_tensor_contiguous(g);
             if (!pc || !gc) st = kiln_last_status();
             if (st == KILN_STATUS_OK) {
-                update_span(o, kiln__ptr(pc), kiln__ptr(gc), o->offset[i], kiln_tensor_numel(p),
-                            (double)steps[i] + 1);
-                if (pc != p) st = kiln_tensor_copy_(p, pc);
+                st = update_span(o, kiln__ptr(pc), kiln__ptr(gc), o->offset[i], kiln_tensor_numel(p),
+                                 (double)steps[i] + 1);
+                if (st == KILN_STATUS_OK && pc != p) st = kiln_tensor_copy_(p, pc);
                 steps[i] += 1;
                 updated = true;
             }

@@ -121,8 +121,35 @@ KILN_CPU_KERNEL(linear) {
     return KILN_STATUS_OK;
 }
 
+/* The bias gradient: column sums of g (.., N) over every leading axis, in double and in
+ * C order (the CUDA kernel sums the same values in another order). */
+static kiln_status bias_grad(const kiln_tensor *g, kiln_tensor *out) {
+    int64_t n = out->shape[0], total = kiln_tensor_numel(g), idx[KILN_MAX_DIMS] = {0}, off = 0;
+    double *acc = calloc((size_t)(n > 0 ? n : 1), sizeof *acc);
+    if (!acc) return kiln__error(KILN_STATUS_OOM, "linear_backward: out of host memory for the bias gradient");
+    const char *src = kiln__ptr(g);
+    bool f32 = g->dtype == KILN_F32;
+    for (int64_t i = 0; i < total; i++) {
+        acc[i % n] += f32 ? (double)*(const float *)(src + off) : *(const double *)(src + off);
+        for (int d = g->ndim - 1; d >= 0; d--) {
+            off += g->strides[d];
+            if (++idx[d] < g->shape[d]) break;
+            off -= g->strides[d] * g->shape[d];
+            idx[d] = 0;
+        }
+    }
+    char *o = kiln__ptr(out);
+    for (int64_t j = 0; j < n; j++) {
+        if (out->dtype == KILN_F32) *(float *)(o + j * out->strides[0]) = (float)acc[j];
+        else *(double *)(o + j * out->strides[0]) = acc[j];
+    }
+    free(acc);
+    return KILN_STATUS_OK;
+}
+
 KILN_CPU_KERNEL(linear_backward) {
     const kiln_linear_bw_attrs *at = call->attrs;
+    if (at->which == 2) return bias_grad(call->in[0], call->out);
     const kiln_tensor *g = call->in[0], *other = call->in[1];
     kiln_tensor *out = call->out;
     int64_t n = g->ndim ? g->shape[g->ndim - 1] : 1;

@@ -6,7 +6,8 @@
 
 #include "cpu.h"
 
-/* linear_backward: which = 0 gives dX = dY·W (in: g, W), 1 gives dW = dYᵀ·X (in: g, X). */
+/* linear_backward: which = 0 gives dX = dY·W (in: g, W), 1 gives dW = dYᵀ·X (in: g, X),
+ * 2 gives db = the column sums of dY over its leading axes (in: g). */
 typedef struct { int which; } kiln_linear_bw_attrs;
 
 /* batch_norm: y = (x - mean) / sqrt(var + eps) * w + b per channel (axis 1). mean and var

@@ -1,0 +1,224 @@
+/* The custom CUDA kernels of the nn ops through the emulator against the CPU kernels:
+ * linear's bias gradient (kernels/cuda/linear.cu: one and several row slices),
+ * batch norm statistics, forward and backward (batch_norm.cu), and dropout
+ * (dropout.cu), f32 and f64, at sizes that are not multiples of the 256-thread block,
+ * with transposed, sliced, expanded and unfoldable inputs. Exact where both sides do
+ * the same IEEE operations (batch-norm forward, eval-mode dx, dropout); sums agree to
+ * 1e-12 (f64) and 1e-6 (f32) relative since their order differs. The cuBLAS products
+ * of linear are checked on a GPU only (tests/test_cuda_blas.c). */
+#include "emu/emu_compare.h"
+#include "../kernels/cpu/nn.h"
+
+TestSuite(cuda_emu_nn, .init = kiln_test_setup, .fini = kiln_test_teardown);
+
+#define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
+#include "../core/ops/nn.def"
+#undef KILN_OP
+
+EC_EMU_KERNEL(linear_backward);
+EC_EMU_KERNEL(batch_norm_stats);
+EC_EMU_KERNEL(batch_norm);
+EC_EMU_KERNEL(batch_norm_backward);
+EC_EMU_KERNEL(dropout);
+size_t kiln_emu_cuda_bias_grad_scratch_bytes(int64_t rows, int64_t cols);
+
+static double sum_rtol(kiln_dtype dt) { return dt == KILN_F64 ? 1e-12 : 1e-6; }
+
+/* ---- linear: the bias gradient ------------------------------------------------------ */
+
+static void bias_case(kiln_tensor *g, kiln_dtype dt, ec_layout out_layout, const char *name) {
+    int64_t n = kiln_tensor_shape(g)[kiln_tensor_ndim(g) - 1];
+    kiln_linear_bw_attrs at = {2};
+    char what[160];
+    snprintf(what, sizeof what, "bias gradient %s, %s, out %s", name, kiln_dtype_name(dt), ec_layout_names[out_layout]);
+    ec_run(&kiln_op_linear_backward, kiln_cpu_linear_backward, kiln_emu_cuda_linear_backward, 1, &g, &at, dt, 1, &n,
+           out_layout, false, 1e-12, sum_rtol(dt), what);
+}
+
+KT_TEST(cuda_emu_nn, linear_bias_gradient_every_layout) {
+    static const struct {
+        const char *name;
+        int ndim;
+        int64_t shape[3];
+        ec_layout layout;
+    } cases[] = {
+        {"[37, 45]", 2, {37, 45}, EC_CONTIG},
+        {"[3, 5, 70] leading axes folded", 3, {3, 5, 70}, EC_CONTIG},
+        {"[1000, 33] split over row slices", 2, {1000, 33}, EC_CONTIG},
+        {"[700, 3] split, few columns", 2, {700, 3}, EC_CONTIG},
+        {"[45, 37] transposed", 2, {45, 37}, EC_TRANSPOSED},
+        {"[29, 41] sliced", 2, {29, 41}, EC_SLICED},
+        {"[4, 9, 13] offset", 3, {4, 9, 13}, EC_OFFSET},
+        {"[1, 300] one row", 2, {1, 300}, EC_CONTIG},
+        {"[77] a 1-d gradient", 1, {77}, EC_CONTIG},
+        {"[0, 5] no rows: zeros", 2, {0, 5}, EC_CONTIG},
+    };
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            kiln_scope *s = kiln_scope_begin();
+            kiln_tensor *g = ec_input(dt, cases[k].ndim, cases[k].shape, cases[k].layout, -1, 1, 0, 10 + k);
+            bias_case(g, dt, EC_CONTIG, cases[k].name);
+            bias_case(g, dt, EC_SLICED, cases[k].name); /* a strided 1-d output */
+            kiln_scope_end(s);
+        }
+    }
+}
+
+KT_TEST(cuda_emu_nn, linear_bias_gradient_of_expanded_and_unfoldable_gradients) {
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        /* the gradient of a sum: one row expanded to [600, 40] (row stride 0) */
+        const int64_t one[2] = {1, 40}, big[2] = {600, 40};
+        bias_case(kiln_expand(ec_input(dt, 2, one, EC_CONTIG, -1, 1, 0, 1), 2, big), dt, EC_CONTIG, "expanded rows");
+        /* leading axes whose strides do not chain: copied, then summed */
+        const int64_t s3[3] = {5, 3, 70};
+        kiln_tensor *p = kiln_transpose(ec_input(dt, 3, s3, EC_CONTIG, -1, 1, 0, 2), 0, 1);
+        bias_case(p, dt, EC_CONTIG, "[3, 5, 70] permuted leading axes");
+    }
+}
+
+KT_TEST(cuda_emu_nn, linear_bias_gradient_paths_are_taken) {
+    cr_expect_eq(kiln_emu_cuda_bias_grad_scratch_bytes(37, 45), 0);
+    cr_expect_eq(kiln_emu_cuda_bias_grad_scratch_bytes(1000, 33), 3 * 33 * sizeof(double));
+    cr_expect_gt(kiln_emu_cuda_bias_grad_scratch_bytes(700, 3), 0);
+}
+
+/* ---- batch norm ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    int64_t shape[4];
+    ec_layout layout;
+} bn_case;
+
+static const bn_case bn_cases[] = {
+    {"[3, 5, 7, 11]", {3, 5, 7, 11}, EC_CONTIG},
+    {"[2, 3, 20, 15] (600 per channel)", {2, 3, 20, 15}, EC_CONTIG},
+    {"[3, 4, 9, 6] transposed H/W", {3, 4, 9, 6}, EC_TRANSPOSED},
+    {"[2, 6, 5, 13] sliced W", {2, 6, 5, 13}, EC_SLICED},
+    {"[4, 3, 1, 1] one pixel", {4, 3, 1, 1}, EC_OFFSET},
+};
+
+KT_TEST(cuda_emu_nn, batch_norm_statistics) {
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) {
+            kiln_scope *s = kiln_scope_begin();
+            /* an offset of 100 keeps the two-pass variance honest */
+            kiln_tensor *x = ec_input(dt, 4, bn_cases[k].shape, bn_cases[k].layout, 99, 101, 0, 20 + k);
+            int64_t os[2] = {2, bn_cases[k].shape[1]};
+            char what[160];
+            snprintf(what, sizeof what, "batch_norm_stats %s, %s", bn_cases[k].name, kiln_dtype_name(dt));
+            ec_run(&kiln_op_batch_norm_stats, kiln_cpu_batch_norm_stats, kiln_emu_cuda_batch_norm_stats, 1, &x, NULL,
+                   dt, 2, os, EC_CONTIG, false, 1e-12, sum_rtol(dt), what);
+            kiln_scope_end(s);
+        }
+    }
+}
+
+/* Per-channel tensors: strided (every other element) for odd seeds. */
+static kiln_tensor *chan(kiln_dtype dt, int64_t c, double lo, double hi, uint64_t seed) {
+    return ec_input(dt, 1, &c, seed & 1 ? EC_SLICED : EC_CONTIG, lo, hi, 0, seed);
+}
+
+KT_TEST(cuda_emu_nn, batch_norm_forward_is_exact) {
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) {
+            for (int affine = 0; affine < 2; affine++) {
+                kiln_scope *s = kiln_scope_begin();
+                const bn_case *bc = &bn_cases[k];
+                int64_t c = bc->shape[1];
+                kiln_tensor *in[5] = {ec_input(dt, 4, bc->shape, bc->layout, -2, 2, 0, 30 + k),
+                                      affine ? chan(dt, c, 0.5, 1.5, 1) : NULL, affine ? chan(dt, c, -1, 1, 2) : NULL,
+                                      chan(dt, c, -0.5, 0.5, 3), chan(dt, c, 0.1, 2, 4)};
+                kiln_batch_norm_attrs at = {1e-5, 1, 0};
+                char what[160];
+                snprintf(what, sizeof what, "batch_norm %s, %s, %s", bc->name, affine ? "affine" : "no affine",
+                         kiln_dtype_name(dt));
+                ec_run(&kiln_op_batch_norm, kiln_cpu_batch_norm, kiln_emu_cuda_batch_norm, 5, in, &at, dt, 4,
+                       bc->shape, bc->layout, true, 0, 0, what);
+                kiln_scope_end(s);
+            }
+        }
+    }
+}
+
+KT_TEST(cuda_emu_nn, batch_norm_backward_every_piece) {
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) {
+            for (int training = 0; training < 2; training++) {
+                for (int which = 0; which < 3; which++) {
+                    kiln_scope *s = kiln_scope_begin();
+                    const bn_case *bc = &bn_cases[k];
+                    int64_t c = bc->shape[1];
+                    kiln_tensor *in[5] = {ec_input(dt, 4, bc->shape, EC_CONTIG, -1, 1, 0, 50 + k),
+                                          ec_input(dt, 4, bc->shape, bc->layout, -2, 2, 0, 60 + k),
+                                          which == 0 && (k & 1) ? NULL : chan(dt, c, 0.5, 1.5, 5),
+                                          chan(dt, c, -0.5, 0.5, 6), chan(dt, c, 0.1, 2, 7)};
+                    kiln_batch_norm_attrs at = {1e-5, training, which};
+                    char what[160];
+                    snprintf(what, sizeof what, "batch_norm_backward %s, which %d, %s, %s", bc->name, which,
+                             training ? "training" : "eval", kiln_dtype_name(dt));
+                    bool exact = which == 0 && !training; /* g·w·invstd: no sums */
+                    if (which == 0)
+                        ec_run(&kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward,
+                               kiln_emu_cuda_batch_norm_backward, 5, in, &at, dt, 4, bc->shape, bc->layout, exact, 1e-12,
+                               sum_rtol(dt), what);
+                    else
+                        ec_run(&kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward,
+                               kiln_emu_cuda_batch_norm_backward, 5, in, &at, dt, 1, &c, EC_SLICED, false, 1e-12,
+                               sum_rtol(dt), what);
+                    kiln_scope_end(s);
+                }
+            }
+        }
+    }
+}
+
+/* ---- dropout ------------------------------------------------------------------------------ */
+
+KT_TEST(cuda_emu_nn, dropout_mask_matches_the_cpu_bit_for_bit) {
+    static const struct {
+        int ndim;
+        int64_t shape[3];
+        ec_layout layout;
+    } cases[] = {{1, {1029}, EC_CONTIG}, {2, {37, 29}, EC_TRANSPOSED}, {3, {3, 7, 13}, EC_SLICED}, {2, {5, 61}, EC_OFFSET}};
+    const double ps[] = {0.3, 0.5, 0.999, 1.0};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            for (size_t q = 0; q < sizeof ps / sizeof ps[0]; q++) {
+                kiln_scope *s = kiln_scope_begin();
+                kiln_tensor *x = ec_input(dt, cases[k].ndim, cases[k].shape, cases[k].layout, -3, 3, 0, 70 + k);
+                kiln_dropout_attrs at = {ps[q], 0x123456789abcull + k, ((uint64_t)1 << 33) + 17 * q};
+                char what[160];
+                snprintf(what, sizeof what, "dropout p=%g case %zu (%s), %s", ps[q], k,
+                         ec_layout_names[cases[k].layout], kiln_dtype_name(dt));
+                /* the output in the input's layout too, so out and x strides differ or match */
+                ec_run(&kiln_op_dropout, kiln_cpu_dropout, kiln_emu_cuda_dropout, 1, &x, &at, dt, cases[k].ndim,
+                       cases[k].shape, k & 1 ? EC_CONTIG : cases[k].layout, true, 0, 0, what);
+                kiln_scope_end(s);
+            }
+        }
+    }
+}
+
+KT_TEST(cuda_emu_nn, dropout_keeps_about_one_minus_p) {
+    /* a sanity check of the mask itself: 20003 draws at p = 0.3 keep 70% +- 1% */
+    const int64_t n = 20003;
+    kiln_tensor *x = kiln_tensor_full(1, &n, 1.0, KILN_F32, KILN_CPU), *y = kiln_tensor_zeros(1, &n, KILN_F32, KILN_CPU);
+    kiln_dropout_attrs at = {0.3, 42, 7};
+    kiln_op_call c = {&kiln_op_dropout, 1, &x, y, &at};
+    cr_assert_eq(kiln_emu_cuda_dropout(&c), KILN_STATUS_OK, "%s", kiln_last_error());
+    double *v = kt_values(y);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; i++) {
+        cr_assert(v[i] == 0 || fabs(v[i] - 1 / 0.7) < 1e-6, "element %lld is %g", (long long)i, v[i]);
+        kept += v[i] != 0;
+    }
+    free(v);
+    cr_expect(fabs((double)kept / (double)n - 0.7) < 0.01, "kept %lld of %lld", (long long)kept, (long long)n);
+}
