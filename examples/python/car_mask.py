@@ -32,9 +32,9 @@ def parse(argv=None):
     p.add_argument("--checkpoint", default=None, help="save model + optimizer here after each epoch")
     p.add_argument("--tiny", action="store_true", help="a tiny configuration: " + str(TINY))
     a = p.parse_args(argv)
-    if a.tiny:
-        for k, v in TINY.items():
-            setattr(a, k, v)
+    if a.tiny:  # the tiny values become the defaults; options given explicitly still win
+        p.set_defaults(**TINY)
+        a = p.parse_args(argv)
     if a.size % 8:
         p.error(f"--size {a.size} must be a multiple of 8 (three 2x2 poolings)")
     return a
