@@ -56,6 +56,21 @@ def test_results_of_a_python_forward_outlive_the_call():
     gc.collect()
     assert kept[0].shape == (1, 2, 2, 2)
     np.testing.assert_allclose(kept[0].numpy(), y.numpy())
+    ref = y.numpy()
+    del y  # the escaped tensor keeps the call's scope alive by itself
+    gc.collect()
+    np.testing.assert_allclose(kept[0].numpy(), ref)
+
+    class Fails(nn.Module):
+        def forward(self, x):
+            kept.append(x * 2)
+            raise ValueError("late")
+
+    with pytest.raises(ValueError, match="late"):
+        nn.Sequential(nn.ReLU(), Fails())(kiln.ones(2))
+    assert kept[-1].is_released  # released with the failed call's scope, never dangling
+    with pytest.raises(RuntimeError, match="released"):
+        kept[-1].numpy()
 
 
 def test_exceptions_in_a_python_forward_come_out_unchanged():
