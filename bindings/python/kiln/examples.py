@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import _lib
 from ._types import as_device
-from .tensor import _begin, _call, _end
+from .tensor import _begin, _call, _end, _own_scopes
 
 _SPLITS = {"train": 0, "heldout": 1}
 _lib_ex = None
@@ -64,6 +64,11 @@ def scene_batch(first, n, size=(64, 64), split="train", base=0, device="cpu", im
     if not any(want):
         raise ValueError("kiln.examples.scene_batch: ask for at least one of images, masks, labels")
     outs = [c_void_p() if w else None for w in want]
+    with _own_scopes():
+        return _scene_batch(split, base, first, n, H, W, device, outs)
+
+
+def _scene_batch(split, base, first, n, H, W, device, outs):
     s = _begin()
     if not s:
         _lib.raise_last("scene_batch")

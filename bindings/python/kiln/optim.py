@@ -11,7 +11,7 @@ from ctypes import POINTER, c_bool, c_char_p, c_double, c_int, c_int64, c_void_p
 
 from . import _lib
 from .checkpoint import CMetadataEntry, CNamedTensor
-from .tensor import Tensor, _begin, _call, _end, _Finalizing, _h, no_grad
+from .tensor import Tensor, _begin, _call, _end, _Finalizing, _h, _own_scopes, no_grad
 
 T = c_void_p
 O = c_void_p
@@ -128,6 +128,10 @@ class Optimizer:
 
     def _views(self, use):
         """Calls use(name, view) for each state tensor, the views living in a scope ended after."""
+        with _own_scopes():
+            self._views_in_scope(use)
+
+    def _views_in_scope(self, use):
         s = _begin()
         if not s:
             _lib.raise_last("optimizer state")

@@ -119,6 +119,19 @@ def _call_inline(fn, args, inputs, hold):
     return t
 
 
+class _own_scopes:
+    """For helpers that open a C scope of their own around _call (and end it): their
+    results must get their own owners even inside a Python module's forward."""
+
+    def __enter__(self):
+        self.saved = getattr(_state, "holder", None)
+        _state.holder = None
+
+    def __exit__(self, *exc):
+        _state.holder = self.saved
+        return False
+
+
 def _call(fn, args, inputs=()):
     """Runs one kiln call that returns a new tensor, in its own detached scope."""
     hold = getattr(_state, "holder", None)
