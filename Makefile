@@ -58,7 +58,7 @@ test-python: build
 test-python-asan: setup
 	@KILN_SETUP_PYTHON=1 bash scripts/setup.sh
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON -DKILN_CUDA=OFF -DKILN_BUILD_EXAMPLES=ON >/dev/null
-	@cmake --build build-asan -j $(JOBS) --target kiln_shared -- --no-print-directory
+	@cmake --build build-asan -j $(JOBS) --target kiln_shared kiln_examples_shared -- --no-print-directory
 	@cd bindings/python && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 KILN_LIBRARY=$(abspath build-asan)/libkiln.so OMP_NUM_THREADS=2 KILN_DEVICE=cpu \
 	  $(PYTHON) -m pytest tests $(PYTEST_ARGS) --ignore=tests/test_packaging.py; $(run_pytest)

@@ -1,6 +1,7 @@
 """Per-op overhead of calling kiln from Python: the median wall time of one tiny
 op (add of two 1-element float32 tensors) through the package, next to the same
-C call made bare through ctypes, and torch's eager add for scale when installed.
+C call made bare through ctypes, a module call (C built-in and Python forward), and
+torch's eager add for scale when installed.
 
     KILN_LIBRARY=build/libkiln.so python3 bindings/python/bench_overhead.py
 """
@@ -41,6 +42,15 @@ def main():
     _lib.scope_end(scope)
     w = kiln.ones(1, requires_grad=True)
     results["kiln: w + b with w.requires_grad (records a node)"] = median_ns(lambda: w + b)
+    relu = kiln.nn.ReLU()
+
+    class PyReLU(kiln.nn.Module):
+        def forward(self, x):
+            return kiln.relu(x)
+
+    pyrelu = PyReLU()
+    results["kiln: nn.ReLU()(a) (a C module call)"] = median_ns(lambda: relu(a))
+    results["kiln: Python nn.Module whose forward is relu (C -> Python callback)"] = median_ns(lambda: pyrelu(a))
     try:
         import torch
 

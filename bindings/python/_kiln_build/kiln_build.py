@@ -69,7 +69,7 @@ def _library():
     if os.environ.get("KILN_CUDA"):
         cfg.append(f"-DKILN_CUDA={os.environ['KILN_CUDA']}")
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")
-    for cmd in (cfg, [cmake, "--build", str(build), "--target", "kiln_shared", "-j", jobs]):
+    for cmd in (cfg, [cmake, "--build", str(build), "--target", "kiln_shared", "kiln_examples_shared", "-j", jobs]):
         _log(" ".join(cmd))
         r = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
         if r.returncode != 0:
@@ -140,6 +140,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     lib = _library()
     _log(f"shipping {lib}")
     files["kiln/libkiln.so"] = lib.read_bytes()
+    # kiln.examples (the C examples' scene generator) needs libkiln_examples.so; ship it when built
+    for d in (lib.parent, Path(os.environ.get("KILN_LIBRARY", lib)).parent):
+        ex = d / "libkiln_examples.so"
+        if ex.is_file():
+            _log(f"shipping {ex}")
+            files["kiln/libkiln_examples.so"] = ex.resolve().read_bytes()
+            break
     return _write_wheel(wheel_directory, files, _tag())
 
 

@@ -1,9 +1,11 @@
 """kiln from Python: tensors, autograd and ops over libkiln.so, with NumPy and
 PyTorch interop (copies through .numpy()/kiln.tensor, zero-copy through DLPack).
 
-Areas being added (layers, losses, optimizers, checkpoints) each come as one
-module here, kiln/<area>.py, declaring its C prototypes with kiln._lib.declare and
-wrapping results with kiln.tensor._call.
+Each C area is one module here, declaring its C prototypes with kiln._lib.declare
+and wrapping results with kiln.tensor._call: layers (conv2d, pooling, interpolate),
+nn (functional linear/batch_norm/dropout, init, Module and the built-in modules),
+losses, metrics, optim (optimizers, schedules, clipping), checkpoint (safetensors
+and training checkpoints), and examples (the scene generator of the C examples).
 """
 from . import _lib
 from ._errors import (AnomalyError, BackendError, DeviceError, DTypeError, FormatError, InvalidArgumentError,
@@ -20,6 +22,15 @@ from .ops import (abs, add, argmax, argmin, broadcast_to, cat, clamp, clip, clon
 from ._dlpack import from_dlpack, to_dlpack
 from .memory import (empty_cache, memory_stats, reset_peak_memory_stats, set_memory_limit)
 from . import cuda
+from .layers import avg_pool2d, conv2d, conv_transpose2d, interpolate, max_pool2d, upsample
+from . import nn
+from .nn import batch_norm, dropout, linear
+from .losses import (bce, bce_with_logits, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
+                     dice_loss, dice_loss_multiclass, l1_loss, mse_loss, nll_loss, sigmoid_focal_loss)
+from . import losses, metrics, optim, checkpoint
+from .metrics import BinaryMetrics, ConfusionMatrix
+from .checkpoint import load_checkpoint, load_file, save_checkpoint, save_file
+from . import examples  # loads libkiln_examples.so on first use only
 
 float_ = float32
 double = float64

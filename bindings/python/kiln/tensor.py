@@ -84,8 +84,59 @@ def _adopt(p, s, inputs=()):
     return t
 
 
+class _Holder:
+    """The owner of the tensors made while Python code runs inside a C module's
+    forward (a kiln.nn.Module subclass called from C): they go straight into the C
+    scope of the outermost module call, whose result tensor then owns them all.
+    Until that result exists the holder itself stands for it (live); if the call
+    fails, they are released with its scope."""
+
+    __slots__ = ("owner", "live", "keep", "exc")
+
+    def __init__(self):
+        self.owner, self.live, self.keep, self.exc = None, True, {}, None
+
+    @property
+    def _h(self):
+        if self.owner is not None:
+            return self.owner._h
+        return 1 if self.live else None
+
+
+def _call_inline(fn, args, inputs, hold):
+    p = fn(*args)
+    if not p:
+        _lib.raise_last(fn.__name__)
+    for t in inputs:
+        if t._h == p:
+            return t
+    for t in inputs:  # a tensor from outside the call: the module call's result keeps it alive
+        if t._base is not hold:
+            hold.keep[id(t)] = t
+    t = _borrow(p, hold)
+    if _requires_grad(p):
+        t._parents = ()
+    return t
+
+
+class _own_scopes:
+    """For helpers that open a C scope of their own around _call (and end it): their
+    results must get their own owners even inside a Python module's forward."""
+
+    def __enter__(self):
+        self.saved = getattr(_state, "holder", None)
+        _state.holder = None
+
+    def __exit__(self, *exc):
+        _state.holder = self.saved
+        return False
+
+
 def _call(fn, args, inputs=()):
     """Runs one kiln call that returns a new tensor, in its own detached scope."""
+    hold = getattr(_state, "holder", None)
+    if hold is not None:
+        return _call_inline(fn, args, inputs, hold)
     s = _begin()
     if not s:
         _lib.raise_last("kiln_scope_begin")

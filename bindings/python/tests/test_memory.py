@@ -68,9 +68,14 @@ def test_keep_cuts_the_tape_like_c():
     w = kiln.ones(2, requires_grad=True)
     with kiln.scope() as s:
         y = s.keep(w * 2)
-    assert y.is_leaf and y.requires_grad
-    y.sum().backward()
-    assert w.grad is None and y.grad.tolist() == [1.0, 1.0]
+    # as kiln_scope_keep: a computed tensor leaves the tape and stops requiring grad
+    assert y.is_leaf and not y.requires_grad and y.tolist() == [2.0, 2.0]
+    with pytest.raises(kiln.StateError):
+        y.sum().backward()
+    assert w.grad is None
+    with kiln.scope() as s:
+        leaf = s.keep(kiln.ones(2, requires_grad=True))  # a leaf keeps its flag
+    assert leaf.requires_grad
 
 
 def make_model():

@@ -37,6 +37,8 @@ def test_backend_wheel_ships_the_library(tmp_path):
         assert {"kiln/__init__.py", "kiln/_lib.py", "kiln/libkiln.so", "kiln-0.1.0.dist-info/RECORD",
                 "kiln-0.1.0.dist-info/WHEEL", "kiln-0.1.0.dist-info/METADATA"} <= names
         assert not any(n.startswith("tests/") for n in names)
+        if (Path(kiln.library_path).parent / "libkiln_examples.so").is_file():
+            assert "kiln/libkiln_examples.so" in names
         assert "Root-Is-Purelib: false" in z.read("kiln-0.1.0.dist-info/WHEEL").decode()
         z.extractall(tmp_path / "site")
     r = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env=env_with(PYTHONPATH=str(tmp_path / "site")),
@@ -44,6 +46,12 @@ def test_backend_wheel_ships_the_library(tmp_path):
     assert r.returncode == 0, r.stderr
     lib, value = r.stdout.split()
     assert lib == str(tmp_path / "site" / "kiln" / "libkiln.so") and float(value) == 6.0
+    if "kiln/libkiln_examples.so" in names:  # the shipped examples library binds to the shipped libkiln.so
+        code = "import kiln; print(kiln.examples.library_path()); print(kiln.examples.scene_batch(0, 2, size=16)[0].shape)"
+        r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                           env=env_with(PYTHONPATH=str(tmp_path / "site")), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:2] == [str(tmp_path / "site" / "kiln" / "libkiln_examples.so"), "(2, 3, 16, 16)"]
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None and not os.environ.get("KILN_LIBRARY"), reason="no library")
