@@ -8,9 +8,11 @@
  * most 150 products of values in [-1, 1] (plus bias), added in another order (or by
  * Winograd/FFT engines), so each value agrees within 1e-4 + 1e-4*|cpu|. */
 #include "support/kiln_test.h"
+#include "models/unet.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 TestSuite(cuda_conv, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -196,6 +198,140 @@ KT_TEST(cuda_conv, fused_bias_relu_inference) {
                     "NCHW here and the epilogue kernel ran)\n", (long long)s.fused_runs);
 }
 
+/* ---- a U-Net-16 training step ------------------------------------------------------------ */
+
+/* U-Net-16's forward (examples/models/unet.h) written with the functional ops, so the
+ * same graph runs on CPU parameters and on their CUDA copies; the test checks it
+ * against the module's own forward on the CPU first. */
+typedef struct {
+    kiln_module *m;
+    int n;
+    const char *names[64];
+    kiln_tensor *p[64];
+} unet_params;
+
+static kiln_tensor *param(const unet_params *u, const char *prefix, const char *leaf) {
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s", prefix, leaf);
+    for (int i = 0; i < u->n; i++)
+        if (strcmp(u->names[i], name) == 0) return u->p[i];
+    cr_assert_fail("U-Net parameter %s not found", name);
+    return NULL;
+}
+
+static kiln_tensor *unet_block(const unet_params *u, const char *b, kiln_tensor *x) {
+    char c0[64], c1[64];
+    kiln_conv2d_params p = kiln_conv2d_params_default();
+    p.padding[0] = p.padding[1] = 1;
+    for (int k = 0; k < 2; k++) {
+        snprintf(c0, sizeof c0, "%s.%d", b, 3 * k);
+        snprintf(c1, sizeof c1, "%s.%d", b, 3 * k + 1);
+        x = kiln_conv2d(x, param(u, c0, "weight"), param(u, c0, "bias"), &p);
+        x = kiln_relu(kiln_batch_norm2d(x, param(u, c1, "weight"), param(u, c1, "bias"), NULL, NULL, true, 0.1, 1e-5));
+    }
+    return x;
+}
+
+static kiln_tensor *unet_up(const unet_params *u, const char *up, const char *dec, kiln_tensor *x, kiln_tensor *skip) {
+    kiln_conv_transpose2d_params p = kiln_conv_transpose2d_params_default();
+    p.stride[0] = p.stride[1] = 2;
+    kiln_tensor *cat[2] = {kiln_conv_transpose2d(x, param(u, up, "weight"), param(u, up, "bias"), &p), skip};
+    return unet_block(u, dec, kiln_concat(2, cat, 1));
+}
+
+static kiln_tensor *unet_forward(const unet_params *u, kiln_tensor *x) {
+    kiln_pool2d_params pp = kiln_pool2d_params_default(2, 2);
+    kiln_tensor *e1 = unet_block(u, "enc1", x);
+    kiln_tensor *e2 = unet_block(u, "enc2", kiln_max_pool2d(e1, &pp));
+    kiln_tensor *e3 = unet_block(u, "enc3", kiln_max_pool2d(e2, &pp));
+    kiln_tensor *bt = unet_block(u, "bottleneck", kiln_max_pool2d(e3, &pp));
+    kiln_tensor *d = unet_up(u, "up3", "dec3", bt, e3);
+    d = unet_up(u, "up2", "dec2", d, e2);
+    d = unet_up(u, "up1", "dec1", d, e1);
+    return kiln_conv2d(d, param(u, "head", "weight"), param(u, "head", "bias"), NULL);
+}
+
+/* loss = mean(logits * coef): the step's scalar, on the logits' device */
+static kiln_tensor *unet_loss(const unet_params *u, kiln_tensor *x, kiln_tensor *coef) {
+    kiln_tensor *y = unet_forward(u, x);
+    return kiln_mul_scalar(kiln_sum_all(kiln_mul(y, coef)), 1.0 / (double)kiln_tensor_numel(coef));
+}
+
+KT_TEST(cuda_conv, unet16_training_step_matches_the_cpu) {
+    NEED_GPU();
+    kiln_set_tf32(false);
+    kiln_manual_seed(7);
+    unet_params cpu = {unet_create(3, 1, 16, KILN_F32), 0, {0}, {0}}, dev = cpu;
+    cr_assert(cpu.m, "%s", kiln_last_error());
+    kiln_module_train(cpu.m, true);
+    cpu.n = kiln_module_num_parameters(cpu.m);
+    cr_assert(cpu.n <= 64);
+    for (int i = 0; i < cpu.n; i++) cpu.p[i] = kiln_module_parameter(cpu.m, i, &cpu.names[i]);
+    kiln_no_grad_begin();
+    for (int i = 0; i < cpu.n; i++) { /* leaves on the GPU with the CPU's values */
+        dev.names[i] = cpu.names[i];
+        dev.p[i] = gpu(cpu.p[i]);
+    }
+    kiln_no_grad_end();
+    for (int i = 0; i < cpu.n; i++) kiln_tensor_set_requires_grad(dev.p[i], true);
+    const int64_t xs[4] = {2, 3, 32, 32}, ys[4] = {2, 1, 32, 32};
+    kiln_tensor *x = kiln_tensor_rand(4, xs, -1, 1, KILN_F32, KILN_CPU), *coef = kiln_tensor_rand(4, ys, -1, 1, KILN_F32, KILN_CPU);
+    kiln_tensor *xg = gpu(x), *cg = gpu(coef);
+
+    /* the functional forward is the module's */
+    kiln_tensor *ym = kiln_module_forward(cpu.m, x), *yf = unet_forward(&cpu, x);
+    same(ym, yf, "U-Net-16 functional forward", "vs the module (cpu)");
+
+    kiln_cuda_conv_stats_reset();
+    int64_t misses_after_first = 0;
+    for (int step = 0; step < 3; step++) {
+        kiln_tensor *lg = unet_loss(&dev, xg, cg);
+        if (!lg && kiln_last_status() == KILN_STATUS_DEVICE && strstr(kiln_last_error(), "no kernel")) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "the U-Net step needs CUDA kernels this tree lacks: %s", kiln_last_error());
+            kiln_clear_error();
+            kiln_module_free(cpu.m);
+            cr_skip_test("%s", msg);
+        }
+        cr_assert(lg, "step %d: %s", step, kiln_last_error());
+        cr_assert_eq(kiln_backward(lg, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+        if (step == 0) {
+            kiln_module_zero_grad(cpu.m);
+            kiln_tensor *lc = unet_loss(&cpu, x, coef);
+            cr_assert_eq(kiln_backward(lc, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+            double a = kiln_tensor_item(lc), b = kiln_tensor_item(lg);
+            cr_expect(fabs(a - b) <= 1e-5 * fabs(a) + 1e-6, "loss: cpu %.9g, cuda %.9g", a, b);
+            /* each gradient within 1e-3 of its tensor's largest CPU value (BN rescales) */
+            for (int i = 0; i < cpu.n; i++) {
+                double *gc = kt_values(kiln_tensor_grad(cpu.p[i])), *gd = kt_values(kiln_tensor_grad(dev.p[i]));
+                int64_t n = kiln_tensor_numel(cpu.p[i]);
+                double mx = 0;
+                for (int64_t j = 0; j < n; j++) mx = fmax(mx, fabs(gc[j]));
+                for (int64_t j = 0; j < n; j++)
+                    if (!(fabs(gc[j] - gd[j]) <= 1e-3 * mx + 1e-7)) {
+                        double u = gc[j], v = gd[j];
+                        free(gc);
+                        free(gd);
+                        cr_assert_fail("gradient of %s[%lld]: cpu %.9g, cuda %.9g (largest %.3g)", cpu.names[i],
+                                       (long long)j, u, v, mx);
+                    }
+                free(gc);
+                free(gd);
+            }
+            misses_after_first = kiln_cuda_conv_stats_get().misses;
+        }
+        for (int i = 0; i < cpu.n; i++) kiln_tensor_zero_grad(dev.p[i]);
+    }
+    kiln_cuda_conv_stats s = kiln_cuda_conv_stats_get();
+    fprintf(stderr, "[----] unet16 plan cache: %lld plans built in step 1, %lld after 3 steps (%s), %lld hits, "
+                    "%lld cuDNN runs, %lld fallback runs\n", (long long)misses_after_first, (long long)s.misses,
+            s.misses == misses_after_first ? "no rebuilds" : "REBUILT", (long long)s.hits, (long long)s.cudnn_runs,
+            (long long)s.fallback_runs);
+    cr_expect_eq(s.misses, misses_after_first, "steps 2 and 3 built %lld plans",
+                 (long long)(s.misses - misses_after_first));
+    kiln_module_free(cpu.m);
+}
+
 /* ---- every build, no GPU needed ----------------------------------------------------- */
 
 KT_TEST(cuda_conv, cpu_fused_bias_relu_is_the_composition) {
@@ -227,6 +363,28 @@ KT_TEST(cuda_conv, cpu_fused_bias_relu_is_the_composition) {
     cr_expect_null(kiln_conv2d_bias_relu(x, kiln_tensor_zeros(4, bad, KILN_F32, KILN_CPU), b, &p));
     kiln_no_grad_end();
     kt_expect_error(KILN_STATUS_SHAPE, "conv2d_bias_relu");
+}
+
+KT_TEST(cuda_conv, unet16_functional_forward_is_the_modules) {
+    /* what the GPU step test relies on, checked on the CPU */
+    kiln_manual_seed(3);
+    unet_params u = {unet_create(3, 1, 16, KILN_F32), 0, {0}, {0}};
+    cr_assert(u.m, "%s", kiln_last_error());
+    kiln_module_train(u.m, true);
+    u.n = kiln_module_num_parameters(u.m);
+    cr_assert(u.n <= 64);
+    for (int i = 0; i < u.n; i++) u.p[i] = kiln_module_parameter(u.m, i, &u.names[i]);
+    const int64_t xs[4] = {1, 3, 16, 16};
+    kiln_tensor *x = kiln_tensor_rand(4, xs, -1, 1, KILN_F32, KILN_CPU);
+    kiln_no_grad_begin();
+    kiln_tensor *ym = kiln_module_forward(u.m, x), *yf = unet_forward(&u, x);
+    kiln_no_grad_end();
+    cr_assert(ym && yf, "%s", kiln_last_error());
+    double *a = kt_values(ym), *b = kt_values(yf);
+    for (int64_t i = 0; i < kiln_tensor_numel(ym); i++) cr_expect_eq(a[i], b[i], "element %lld", (long long)i);
+    free(a);
+    free(b);
+    kiln_module_free(u.m);
 }
 
 KT_TEST(cuda_conv, plan_controls_exist_in_every_build) {
