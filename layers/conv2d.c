@@ -78,13 +78,13 @@ bool kiln__conv_check_params(const char *op, const int64_t *stride, const int64_
 
 kiln_tensor *kiln__conv_bias_grad(kiln_tensor *g) { return kiln_sum(g, 3, (const int[]){0, 2, 3}, false); }
 
-kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const kiln_conv2d_params *p) {
-    const char *op = "conv2d";
+bool kiln__conv2d_prepare(const char *op, kiln_tensor *x, kiln_tensor *w, kiln_tensor *b,
+                          const kiln_conv2d_params *p, kiln_conv2d_attrs *attrs, int64_t *shape) {
     kiln_conv2d_params defaults = kiln_conv2d_params_default();
     if (!p) p = &defaults;
     if (!kiln__conv_check_tensors(op, x, w, b) ||
         !kiln__conv_check_params(op, p->stride, p->padding, p->dilation, p->groups))
-        return NULL;
+        return false;
     char sx[128], sw[128];
     kiln__shape_str(4, x->shape, sx, sizeof sx);
     kiln__shape_str(4, w->shape, sw, sizeof sw);
@@ -93,22 +93,23 @@ kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const k
         kiln__error(KILN_STATUS_SHAPE, "%s: input %s has %lld channels but weight %s with groups=%lld expects %lld "
                     "(weight is (out, in/groups, kH, kW))", op, sx, (long long)cin, sw, (long long)groups,
                     (long long)(w->shape[1] * groups));
-        return NULL;
+        return false;
     }
     if (cout % groups != 0) {
         kiln__error(KILN_STATUS_SHAPE, "%s: weight %s has %lld output channels, not divisible by groups=%lld", op,
                     sw, (long long)cout, (long long)groups);
-        return NULL;
+        return false;
     }
-    if (!kiln__conv_check_bias(op, b, cout)) return NULL;
+    if (!kiln__conv_check_bias(op, b, cout)) return false;
     if (p->padding_same && (p->stride[0] != 1 || p->stride[1] != 1)) {
         kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: padding \"same\" needs stride 1 (got %lldx%lld), as in torch; "
                     "give explicit padding for a strided convolution", op, (long long)p->stride[0],
                     (long long)p->stride[1]);
-        return NULL;
+        return false;
     }
     kiln_conv2d_attrs at = {{p->stride[0], p->stride[1]}, {0, 0}, {p->dilation[0], p->dilation[1]}, groups};
-    int64_t shape[4] = {x->shape[0], cout, 0, 0};
+    shape[0] = x->shape[0];
+    shape[1] = cout;
     for (int i = 0; i < 2; i++) {
         int64_t span = p->dilation[i] * (w->shape[2 + i] - 1) + 1; /* the dilated kernel */
         /* "same": torch pads total = span-1, the odd one at the end */
@@ -120,10 +121,18 @@ kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const k
                         "padded input is only %lld (input %s, padding %lld in all); use a smaller kernel or more padding",
                         op, i ? "width" : "height", (long long)span, (long long)w->shape[2 + i],
                         (long long)p->dilation[i], (long long)padded, sx, (long long)total);
-            return NULL;
+            return false;
         }
         shape[2 + i] = (padded - span) / p->stride[i] + 1;
     }
+    *attrs = at;
+    return true;
+}
+
+kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const kiln_conv2d_params *p) {
+    kiln_conv2d_attrs at;
+    int64_t shape[4];
+    if (!kiln__conv2d_prepare("conv2d", x, w, b, p, &at, shape)) return NULL;
     kiln_tensor *in[3] = {x, w, b};
     return kiln__run(&kiln_op_conv2d, b ? 3 : 2, in, kiln__new(4, shape, x->dtype, x->device), &at);
 }

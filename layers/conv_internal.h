@@ -18,6 +18,10 @@ bool kiln__conv_check_bias(const char *op, kiln_tensor *b, int64_t channels);
 /* stride, dilation and groups >= 1, padding >= 0 (pairs of height and width). */
 bool kiln__conv_check_params(const char *op, const int64_t *stride, const int64_t *padding,
                              const int64_t *dilation, int64_t groups);
+/* conv2d's checks, torch's output size and "same" padding: fills attrs and the
+ * output shape (4 values), or records an error naming op and returns false. */
+bool kiln__conv2d_prepare(const char *op, kiln_tensor *x, kiln_tensor *w, kiln_tensor *b,
+                          const kiln_conv2d_params *p, kiln_conv2d_attrs *attrs, int64_t *shape);
 /* The bias gradient: g summed over N, H and W. */
 kiln_tensor *kiln__conv_bias_grad(kiln_tensor *g);
 

@@ -5,7 +5,10 @@
 # racecheck and synccheck on the CUDA kernel tests, and prints a table last. Finds
 # what the machine has (nvcc, compute-sanitizer, cuDNN inside PyTorch's nvidia pip
 # packages) and uses prebuilt/ (scripts/prepare-prebuilt.sh) for Criterion and
-# OpenBLAS when the system lacks them; says what it could not run. Budget: 8 minutes.
+# OpenBLAS when the system lacks them; says what it could not run. Issue 5's checks:
+# the convolution table (cuDNN plans and the im2col + cuBLAS fallback vs the CPU), a
+# U-Net-16 training step CUDA vs CPU and the plan cache building nothing after the
+# first step (tests/test_cuda_conv). Budget: 8 minutes.
 #   usage: scripts/gpu-check.sh            (from anywhere; builds in build-gpu/)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -119,6 +122,29 @@ if built test_smoke; then
   row "cuda ops vs cpu" "$st" $(($(date +%s) - s)) "$syn"
 fi
 
+# ---- convolutions (issue 5): cuDNN plans vs CPU, fallback, U-Net-16 step, plan cache ------
+if built test_cuda_conv; then
+  s=$(date +%s)
+  t=$(left); [ "$t" -gt 120 ] && t=120
+  conv=$(timeout "$t" "$bdir/test_cuda_conv" --jobs=1 --verbose 2>&1)
+  echo "$conv" >>"$log"
+  st=ok; echo "$conv" | grep -qE "Failing: [1-9]|Crashing: [1-9]" && st=FAIL
+  echo "$conv" | grep -q "Synthesis" || st=TIMEOUT
+  echo "$conv" | grep -q "table_through_cudnn_and_the_fallback: no CUDA device" && st=SKIPPED &&
+    notrun+=("convolution table on CUDA: no usable device")
+  row "conv table cudnn+fallback" "$st" $(($(date +%s) - s)) "$(echo "$conv" | grep Synthesis | sed 's/.*Synthesis: //')"
+  dnn=$(echo "$conv" | grep -m1 "cuda_conv: .* cuDNN runs" | sed 's/.*cuda_conv: //')
+  [ -n "$dnn" ] && say "convolutions: $dnn"
+  echo "$conv" | grep -q "cuDNN could not be loaded" && notrun+=("cuDNN plans: cuDNN could not be loaded (fallback only)")
+  # the U-Net-16 step: loss and gradients CUDA vs CPU, and no plan rebuilt after step 1
+  unet=$(echo "$conv" | grep -E "unet16_training_step_matches_the_cpu" | tail -1)
+  cache=$(echo "$conv" | grep -m1 "unet16 plan cache" | sed 's/.*unet16 plan cache: //')
+  case $unet in
+    *PASS*) ust=ok ;; *SKIP*) ust=SKIPPED; notrun+=("U-Net-16 step on CUDA: ${unet##*: }") ;; *) ust=FAIL ;;
+  esac
+  row "unet16 step cuda vs cpu" "$ust" 0 "${cache:-no plan-cache line}"
+fi
+
 # ---- compute-sanitizer ------------------------------------------------------------------
 for tool in memcheck racecheck synccheck; do
   if [ -z "$sanitizer" ] || ! built test_cuda_ops; then
@@ -141,6 +167,20 @@ for tool in memcheck racecheck synccheck; do
   esac
   row "sanitizer $tool" "$st" $(($(date +%s) - s)) "${errs:-rc $rc}"
 done
+
+# memcheck over the convolution table (cuDNN, the fallback and the layer kernels)
+if [ -n "$sanitizer" ] && built test_cuda_conv && [ "$(left)" -ge 60 ]; then
+  t=$(left); [ "$t" -gt 90 ] && t=90
+  s=$(date +%s)
+  timeout "$t" "$sanitizer" --tool memcheck --error-exitcode 3 "$bdir/test_cuda_conv" --jobs=1 \
+    --filter='cuda_conv/table_through_cudnn_and_the_fallback' >"$bdir/sanitizer-conv.log" 2>&1
+  rc=$?
+  cat "$bdir/sanitizer-conv.log" >>"$log"
+  case $rc in 0) st=ok ;; 124) st=TIMEOUT ;; *) st=FAIL ;; esac
+  row "memcheck conv table" "$st" $(($(date +%s) - s)) "$(grep "ERROR SUMMARY" "$bdir/sanitizer-conv.log" | tail -1)"
+else
+  notrun+=("compute-sanitizer memcheck of the convolution table")
+fi
 
 # ---- benchmarks -------------------------------------------------------------------------
 if ls benchmarks/*.sh >/dev/null 2>&1; then

@@ -87,6 +87,14 @@ KILN_API kiln_tensor *kiln_upsample_bilinear2d(kiln_tensor *x, int64_t out_h, in
 KILN_API kiln_tensor *kiln_upsample_bilinear2d_scale(kiln_tensor *x, double scale_h, double scale_w,
                                                      bool align_corners);
 
+/* ---- fused inference -------------------------------------------------------------
+ * relu(conv2d(x, weight, bias)). When nothing records for autograd (no-grad mode, or
+ * no input requires grad) it runs as one op: on CUDA one cuDNN plan (convolution,
+ * bias and ReLU fused) where cuDNN fuses them, else the convolution with a fused
+ * bias+ReLU epilogue; when recording, it is the composition kiln_relu(kiln_conv2d(...)). */
+KILN_API kiln_tensor *kiln_conv2d_bias_relu(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
+                                            const kiln_conv2d_params *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,41 @@
+/* kiln_conv2d_bias_relu: convolution, bias and ReLU as one inference op
+ * (conv2d_bias_act) when nothing records for autograd, so CUDA can run them as one
+ * cuDNN plan; the composition relu(conv2d) when recording. */
+#include "conv_internal.h"
+#include "conv_plans.h"
+#include "../kernels/cpu/layers.h"
+
+static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call);
+
+const kiln_op_def kiln_op_conv2d_bias_act = {
+    "conv2d_bias_act", {cpu_conv2d_bias_act, NULL}, NULL, true, sizeof(kiln_conv2d_bias_act_attrs)};
+
+/* The CPU kernel: conv2d's (with its bias), then ReLU in place. */
+static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call) {
+    const kiln_conv2d_bias_act_attrs *at = call->attrs;
+    kiln_op_call conv = {&kiln_op_conv2d, call->nin, call->in, call->out, &at->conv};
+    kiln_status s = kiln_cpu_conv2d(&conv);
+    if (s != KILN_STATUS_OK || !at->relu) return s;
+    int64_t n = kiln_tensor_numel(call->out);
+    if (call->out->dtype == KILN_F32) {
+        float *y = (float *)kiln__ptr(call->out);
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0.0f;
+    } else {
+        double *y = (double *)kiln__ptr(call->out);
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0.0;
+    }
+    return KILN_STATUS_OK;
+}
+
+kiln_tensor *kiln_conv2d_bias_relu(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const kiln_conv2d_params *p) {
+    bool records = kiln_grad_enabled() && ((x && kiln_tensor_requires_grad(x)) ||
+                                           (w && kiln_tensor_requires_grad(w)) || (b && kiln_tensor_requires_grad(b)));
+    if (records) return kiln_relu(kiln_conv2d(x, w, b, p));
+    kiln_conv2d_bias_act_attrs at;
+    memset(&at, 0, sizeof at);
+    int64_t shape[4];
+    if (!kiln__conv2d_prepare("conv2d_bias_relu", x, w, b, p, &at.conv, shape)) return NULL;
+    at.relu = 1;
+    kiln_tensor *in[3] = {x, w, b};
+    return kiln__run(&kiln_op_conv2d_bias_act, b ? 3 : 2, in, kiln__new(4, shape, x->dtype, x->device), &at);
+}
