@@ -2,7 +2,7 @@
  * product gives each sample's own output; its backprop dX = dY·Wᵀ, dW = Xᵀ·dY,
  * db = Σ_rows dY equals the sum of the per-sample gradients; and one mini-batch SGD
  * step is not the same as one small step per sample. Exits 1 if an identity fails.
- *   dense_batch [--batch 8 --in 6 --out 4 --dtype f64 --device cpu] [--json] */
+ *   dense_batch [--batch 16 --in 64 --out 10 --dtype f64 --device cpu] [--json] */
 #include <kiln.h>
 #include <kiln_examples.h>
 #include <math.h>
@@ -76,7 +76,7 @@ static bool check(FILE *f, const char *what, double diff, kiln_tensor *ref, doub
 
 int main(int argc, char **argv) {
     kiln_device device = kiln_default_device();
-    int B = 8, in = 6, out = 4;
+    int B = 16, in = 64, out = 10;
     int64_t seed = 0;
     const char *dtype_name = "auto";
     bool json = false;

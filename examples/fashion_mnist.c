@@ -39,9 +39,9 @@ static kiln_module *make_mlp(void) {
     return seq(6, l);
 }
 
-/* conv3x3(1->w) BN ReLU pool2 -> 14x14, conv3x3(w->2w) BN ReLU pool2 -> 7x7, then
- * Linear(2w*49 -> 128), ReLU, Linear(128 -> 10). The convs have no bias: batch norm's
- * shift would cancel it. */
+/* w = --width (16): conv3x3(1->w) BN ReLU pool2 -> 14x14, conv3x3(w->2w) BN ReLU
+ * pool2 -> 7x7, then Linear(2w*49 -> 128), ReLU, Linear(128 -> 10). The convs have no
+ * bias: batch norm's shift would cancel it. */
 static kiln_module *make_cnn(int w) {
     kiln_module *l[] = {kiln_conv2d_create(1, w, 3, 1, 1, false, KILN_F32),
                         kiln_batch_norm2d_create(w, KILN_F32),
@@ -142,15 +142,17 @@ int main(int argc, char **argv) {
     kiln_common_args a;
     kiln_common_defaults(&a);
     a.batch = 64;
-    const char *model_name = "cnn", *optim_name = "adam";
+    const char *model_name = "cnn", *optim_name = "adam", *schedule_name = "cosine";
     double lr = NAN, momentum = 0.9;
     int64_t limit = 0;
-    int width = 32;
+    int width = 16;
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(a),
         {"model", KILN_ARG_CHOICE, &model_name, "mlp (784-256-128-10) or cnn (two conv stages)", "mlp|cnn"},
         {"optim", KILN_ARG_CHOICE, &optim_name, "adam, or sgd with momentum", "adam|sgd"},
         {"lr", KILN_ARG_DOUBLE, &lr, "learning rate (default: 1e-3 for adam, 0.05 for sgd)", NULL},
+        {"schedule", KILN_ARG_CHOICE, &schedule_name, "learning rate: cosine (decays to 0 by the last step) or constant",
+         "cosine|constant"},
         {"momentum", KILN_ARG_DOUBLE, &momentum, "sgd momentum", NULL},
         {"width", KILN_ARG_INT, &width, "cnn: channels of the first conv (the second has twice as many)", NULL},
         {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL},
@@ -220,11 +222,15 @@ int main(int argc, char **argv) {
     uint64_t rng = (uint64_t)a.seed * 0x100000001ull + 1;
     char dname[32];
     kiln_device_name(dev, dname, sizeof dname);
-    fprintf(info, "fashion_mnist: %s (%lld parameters), %s lr %g, %lld train / %lld test images, batch %d, %s\n",
-            model_name, (long long)kiln_module_parameter_count(model), optim_name, lr, (long long)train.n,
+    fprintf(info, "fashion_mnist: %s (%lld parameters), %s lr %g (%s), %lld train / %lld test images, batch %d, %s\n",
+            model_name, (long long)kiln_module_parameter_count(model), optim_name, lr, schedule_name, (long long)train.n,
             (long long)test.n, a.batch, dname);
     fflush(info);
 
+    /* The learning rate at each step: cosine annealing from lr to 0 over the whole run
+     * (torch's CosineAnnealingLR stepped every batch) lets the last epoch settle. */
+    kiln_schedule sched = strcmp(schedule_name, "cosine") == 0 ? kiln_schedule_cosine(lr, steps_per_epoch * a.epochs, 0)
+                                                               : kiln_schedule_constant(lr);
     kiln_status st = opt ? KILN_STATUS_OK : kiln_last_status();
     double train_seconds = 0, last_loss = NAN;
     int64_t steps = 0;
@@ -242,6 +248,7 @@ int main(int argc, char **argv) {
             make_batch(&train, order, first, b, dev, xbuf, ybuf, &x, &y);
             kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(model, x), y, NULL);
             kiln_optimizer_zero_grad(opt);
+            kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, steps));
             st = kiln_backward(loss, NULL); /* also reports any error of the forward pass */
             if (st == KILN_STATUS_OK) st = kiln_optimizer_step(opt);
             if (st == KILN_STATUS_OK) last_loss = kiln_tensor_item(loss);
@@ -286,6 +293,7 @@ int main(int argc, char **argv) {
         kiln_json_string(&j, "optim", optim_name);
         kiln_json_string(&j, "device", dname);
         kiln_json_number(&j, "lr", lr);
+        kiln_json_string(&j, "schedule", schedule_name);
         kiln_json_int(&j, "batch", a.batch);
         kiln_json_int(&j, "epochs", a.epochs);
         kiln_json_int(&j, "parameters", kiln_module_parameter_count(model));
