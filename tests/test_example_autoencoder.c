@@ -19,7 +19,6 @@ KT_TEST(example_autoencoder, tiny_run_and_code_analysis) {
     snprintf(args, sizeof args, "--device cpu --json --out '%s' --latent %d --limit 300 --epochs 2 --batch 50", dir, L);
     kt_program_result r;
     kt_program_run("autoencoder", args, &r);
-    free(dir);
     cr_assert_eq(r.status, 0, "autoencoder %s exited %d:\n%s", args, r.status, r.out);
     cr_assert(r.json != NULL, "no JSON line in:\n%s", r.out);
     json_t *j = r.json;
@@ -67,4 +66,5 @@ KT_TEST(example_autoencoder, tiny_run_and_code_analysis) {
     kt_json_png(j, "reconstructions_png");
     kt_json_number(j, "wall_s");
     kt_program_result_free(&r);
+    kt_temp_dir_remove(dir);
 }

@@ -13,7 +13,6 @@ static void run(const char *args, int epochs, int64_t images, int batch, kt_prog
     char *dir = kt_temp_dir(), cmd[1024];
     snprintf(cmd, sizeof cmd, "--device cpu --json --out '%s' %s", dir, args);
     kt_program_run("fashion_mnist", cmd, r);
-    free(dir);
     cr_assert_eq(r->status, 0, "fashion_mnist %s exited %d:\n%s", cmd, r->status, r->out);
     cr_assert(r->json != NULL, "no JSON line in:\n%s", r->out);
     cr_assert_eq(kt_json_number(r->json, "train_images"), images);
@@ -31,6 +30,7 @@ static void run(const char *args, int epochs, int64_t images, int batch, kt_prog
     kt_json_number(r->json, "train_steps_per_s");
     kt_json_number(r->json, "wall_s");
     kt_json_png(r->json, "plot");
+    kt_temp_dir_remove(dir);
 }
 
 KT_TEST(example_fashion, mlp_learns) {

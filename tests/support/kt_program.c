@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 void kt_program_run(const char *name, const char *args, kt_program_result *r) {
     memset(r, 0, sizeof *r);
@@ -88,6 +90,19 @@ char *kt_temp_dir(void) {
     char *d = strdup("/tmp/kiln_example_XXXXXX");
     cr_assert(mkdtemp(d) != NULL, "mkdtemp failed");
     return d;
+}
+
+void kt_temp_dir_remove(char *dir) {
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+    free(dir);
 }
 
 bool kt_fashion_mnist_available(const char *test) {

@@ -25,8 +25,10 @@ double kt_json_array(json_t *obj, const char *key, int n, double *out, int cap);
 /* Asserts key is a string naming a PNG file that exists. */
 void kt_json_png(json_t *obj, const char *key);
 
-/* A fresh directory under /tmp for a program's pictures (malloc'd path). */
+/* A fresh directory under /tmp for a program's pictures (malloc'd path), and its
+ * removal with the files in it (frees the path). */
 char *kt_temp_dir(void);
+void kt_temp_dir_remove(char *dir);
 /* True when Debian's Fashion-MNIST files are installed. Otherwise prints a line that
  * CTest reports as a skip (the test's SKIP_REGULAR_EXPRESSION) and returns false. */
 bool kt_fashion_mnist_available(const char *test);
