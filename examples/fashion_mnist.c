@@ -1,0 +1,324 @@
+/* Fashion-MNIST classification: an MLP (784-256-128-10, each dense layer one matrix
+ * product over the whole batch) or a small CNN (two conv + batch-norm + ReLU + max-pool
+ * stages, then two linear layers), cross-entropy, Adam or SGD with momentum, and the
+ * test set's argmax accuracy after every epoch.
+ *   fashion_mnist --model cnn --epochs 3          (data: Debian's dataset-fashion-mnist or --data DIR) */
+#include <kiln.h>
+#include <kiln_examples.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IMG 784 /* 28 x 28 */
+
+/* The usual per-pixel statistics of the Fashion-MNIST training set: inputs are
+ * standardized with them so the first layer sees values around 0 with unit spread. */
+static const float PIXEL_MEAN = 0.2860f, PIXEL_STD = 0.3530f;
+
+typedef struct {
+    const float *images; /* n * 784, in [0,1] */
+    const int64_t *labels;
+    int64_t n;
+} dataset;
+
+/* ---- models ------------------------------------------------------------------------- */
+
+static kiln_module *seq(int n, kiln_module **layers) {
+    kiln_module *s = kiln_sequential_create();
+    for (int i = 0; i < n; i++)
+        if (kiln_sequential_append(s, layers[i]) != KILN_STATUS_OK) break; /* the error stays recorded */
+    return s;
+}
+
+/* Flatten, then Linear 784->256, ReLU, 256->128, ReLU, 128->10. kiln_linear computes
+ * x·Wᵀ + b for all rows of the batch in one BLAS product. */
+static kiln_module *make_mlp(void) {
+    kiln_module *l[] = {kiln_flatten_create(1, -1),           kiln_linear_create(IMG, 256, true, KILN_F32),
+                        kiln_relu_create(),                   kiln_linear_create(256, 128, true, KILN_F32),
+                        kiln_relu_create(),                   kiln_linear_create(128, 10, true, KILN_F32)};
+    return seq(6, l);
+}
+
+/* w = --width (16): conv3x3(1->w) BN ReLU pool2 -> 14x14, conv3x3(w->2w) BN ReLU
+ * pool2 -> 7x7, then Linear(2w*49 -> 128), ReLU, Linear(128 -> 10). The convs have no
+ * bias: batch norm's shift would cancel it. */
+static kiln_module *make_cnn(int w) {
+    kiln_module *l[] = {kiln_conv2d_create(1, w, 3, 1, 1, false, KILN_F32),
+                        kiln_batch_norm2d_create(w, KILN_F32),
+                        kiln_relu_create(),
+                        kiln_max_pool2d_create(2, 0, 0),
+                        kiln_conv2d_create(w, 2 * w, 3, 1, 1, false, KILN_F32),
+                        kiln_batch_norm2d_create(2 * w, KILN_F32),
+                        kiln_relu_create(),
+                        kiln_max_pool2d_create(2, 0, 0),
+                        kiln_flatten_create(1, -1),
+                        kiln_linear_create(2 * w * 49, 128, true, KILN_F32),
+                        kiln_relu_create(),
+                        kiln_linear_create(128, 10, true, KILN_F32)};
+    return seq(12, l);
+}
+
+/* ---- data --------------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* A fresh random order of 0..n-1 (Fisher-Yates) for each epoch. */
+static void shuffle(int64_t *order, int64_t n, uint64_t *rng) {
+    for (int64_t i = 0; i < n; i++) order[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(splitmix64(rng) % (uint64_t)(i + 1));
+        int64_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+/* Gathers samples idx[0..b-1] (or first..first+b-1 when idx is NULL) into new tensors
+ * on dev: x (b,1,28,28) standardized, y (b) class indices. */
+static void make_batch(const dataset *d, const int64_t *idx, int64_t first, int64_t b, kiln_device dev, float *xbuf,
+                       int64_t *ybuf, kiln_tensor **x, kiln_tensor **y) {
+    for (int64_t i = 0; i < b; i++) {
+        int64_t k = idx ? idx[first + i] : first + i;
+        const float *src = d->images + k * IMG;
+        for (int p = 0; p < IMG; p++) xbuf[i * IMG + p] = (src[p] - PIXEL_MEAN) / PIXEL_STD;
+        ybuf[i] = d->labels[k];
+    }
+    *x = kiln_tensor_from_host(xbuf, 4, (int64_t[]){b, 1, 28, 28}, KILN_F32, dev);
+    *y = kiln_tensor_from_host(ybuf, 1, (int64_t[]){b}, KILN_I64, dev);
+}
+
+/* Loads a split onto the CPU (the tensors live until kiln_shutdown) and keeps its
+ * first `limit` samples when limit > 0. */
+static kiln_status load_split(const char *dir, bool train, int64_t limit, dataset *d) {
+    kiln_tensor *x, *y;
+    kiln_status st = kiln_fashion_mnist_load(dir, train, KILN_CPU, &x, &y);
+    if (st != KILN_STATUS_OK) return st;
+    d->images = kiln_tensor_data(x);
+    d->labels = kiln_tensor_data(y);
+    d->n = kiln_tensor_size(x, 0);
+    if (limit > 0 && limit < d->n) d->n = limit;
+    return KILN_STATUS_OK;
+}
+
+/* Argmax accuracy and mean cross-entropy over a dataset, in eval mode (batch norm uses
+ * its running statistics) and without recording a tape. */
+static kiln_status evaluate(kiln_module *model, const dataset *d, kiln_device dev, float *xbuf, int64_t *ybuf,
+                            int64_t chunk, double *accuracy, double *loss) {
+    kiln_confusion_matrix *cm = kiln_confusion_matrix_create(10, KILN_IGNORE_INDEX_DEFAULT);
+    if (!cm) return kiln_last_status();
+    kiln_cross_entropy_options sum = kiln_cross_entropy_options_default();
+    sum.reduction = KILN_REDUCTION_SUM;
+    double total = 0;
+    kiln_status st = KILN_STATUS_OK;
+    kiln_module_train(model, false);
+    kiln_no_grad_begin();
+    for (int64_t first = 0; first < d->n && st == KILN_STATUS_OK; first += chunk) {
+        int64_t b = d->n - first < chunk ? d->n - first : chunk;
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *x, *y;
+        make_batch(d, NULL, first, b, dev, xbuf, ybuf, &x, &y);
+        kiln_tensor *logits = kiln_module_forward(model, x);
+        kiln_tensor *l = kiln_cross_entropy(logits, y, &sum);
+        st = l ? kiln_confusion_matrix_update(cm, logits, y) : kiln_last_status();
+        if (st == KILN_STATUS_OK) total += kiln_tensor_item(l);
+        kiln_scope_end(s);
+    }
+    kiln_no_grad_end();
+    kiln_module_train(model, true);
+    *accuracy = kiln_confusion_matrix_argmax_accuracy(cm);
+    *loss = total / (double)d->n;
+    kiln_confusion_matrix_free(cm);
+    return st;
+}
+
+/* ---- main --------------------------------------------------------------------------- */
+
+int main(int argc, char **argv) {
+    kiln_common_args a;
+    kiln_common_defaults(&a);
+    a.batch = 64;
+    const char *model_name = "cnn", *optim_name = "adam", *schedule_name = "cosine";
+    double lr = NAN, momentum = 0.9;
+    int64_t limit = 0;
+    int width = 16;
+    kiln_arg table[] = {
+        KILN_COMMON_ARG_TABLE(a),
+        {"model", KILN_ARG_CHOICE, &model_name, "mlp (784-256-128-10) or cnn (two conv stages)", "mlp|cnn"},
+        {"optim", KILN_ARG_CHOICE, &optim_name, "adam, or sgd with momentum", "adam|sgd"},
+        {"lr", KILN_ARG_DOUBLE, &lr, "learning rate (default: 1e-3 for adam, 0.05 for sgd)", NULL},
+        {"schedule", KILN_ARG_CHOICE, &schedule_name, "learning rate: cosine (decays to 0 by the last step) or constant",
+         "cosine|constant"},
+        {"momentum", KILN_ARG_DOUBLE, &momentum, "sgd momentum", NULL},
+        {"width", KILN_ARG_INT, &width, "cnn: channels of the first conv (the second has twice as many)", NULL},
+        {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL},
+    };
+    kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST classifier (MLP or CNN).",
+                                          (int)(sizeof table / sizeof table[0]), table);
+    if (ar == KILN_ARGS_HELP) return 0;
+    if (ar == KILN_ARGS_ERROR) {
+        fprintf(stderr, "fashion_mnist: %s (see --help)\n", kiln_last_error());
+        return 2;
+    }
+    if (a.epochs < 1 || a.batch < 1 || width < 1 || limit < 0) {
+        fprintf(stderr, "fashion_mnist: --epochs, --batch and --width must be positive, --limit not negative\n");
+        return 2;
+    }
+    bool sgd = strcmp(optim_name, "sgd") == 0;
+    if (isnan(lr)) lr = sgd ? 0.05 : 1e-3;
+    double t0 = kiln_now_seconds();
+    FILE *info = a.json ? stderr : stdout; /* --json keeps stdout for the result line */
+    kiln_manual_seed((uint64_t)a.seed);    /* the weights' initialisation */
+
+    dataset train, test;
+    if (load_split(a.data, true, limit, &train) != KILN_STATUS_OK ||
+        load_split(a.data, false, limit, &test) != KILN_STATUS_OK) {
+        fprintf(stderr, "fashion_mnist: %s\n(install Debian's dataset-fashion-mnist or pass --data DIR)\n",
+                kiln_last_error());
+        kiln_shutdown();
+        return 1;
+    }
+
+    kiln_module *model = strcmp(model_name, "mlp") == 0 ? make_mlp() : make_cnn(width);
+    if (kiln_module_finalize(model) != KILN_STATUS_OK) { /* packs the parameters into one arena */
+        fprintf(stderr, "fashion_mnist: building the model failed: %s\n", kiln_last_error());
+        kiln_module_free(model);
+        kiln_shutdown();
+        return 1;
+    }
+    /* The built-in modules create their parameters on the CPU and kiln cannot move a
+     * module to another device yet, so the data goes where the parameters are. */
+    kiln_device dev = kiln_tensor_device(kiln_module_parameter(model, 0, NULL));
+    char want[32], got[32];
+    if (!kiln_device_equal(dev, a.device))
+        fprintf(stderr, "note: kiln modules keep their parameters on %s for now; training there instead of %s\n",
+                kiln_device_name(dev, got, sizeof got), kiln_device_name(a.device, want, sizeof want));
+
+    int np = kiln_module_num_parameters(model);
+    kiln_tensor **params = malloc(sizeof *params * (size_t)np);
+    for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(model, i, NULL);
+    kiln_optimizer *opt;
+    if (sgd) {
+        kiln_sgd_options o = kiln_sgd_defaults();
+        o.lr = lr;
+        o.momentum = momentum;
+        opt = kiln_optim_sgd(params, np, o);
+    } else {
+        kiln_adam_options o = kiln_adam_defaults();
+        o.lr = lr;
+        opt = kiln_optim_adam(params, np, o);
+    }
+
+    int64_t chunk = 1000, steps_per_epoch = (train.n + a.batch - 1) / a.batch;
+    int64_t bufn = a.batch > chunk ? a.batch : chunk;
+    float *xbuf = malloc(sizeof(float) * IMG * (size_t)bufn);
+    int64_t *ybuf = malloc(sizeof(int64_t) * (size_t)bufn), *order = malloc(sizeof(int64_t) * (size_t)train.n);
+    double *acc = calloc((size_t)a.epochs, sizeof(double)), *train_loss = calloc((size_t)a.epochs, sizeof(double));
+    double *test_loss = calloc((size_t)a.epochs, sizeof(double));
+    uint64_t rng = (uint64_t)a.seed * 0x100000001ull + 1;
+    char dname[32];
+    kiln_device_name(dev, dname, sizeof dname);
+    fprintf(info, "fashion_mnist: %s (%lld parameters), %s lr %g (%s), %lld train / %lld test images, batch %d, %s\n",
+            model_name, (long long)kiln_module_parameter_count(model), optim_name, lr, schedule_name, (long long)train.n,
+            (long long)test.n, a.batch, dname);
+    fflush(info);
+
+    /* The learning rate at each step: cosine annealing from lr to 0 over the whole run
+     * (torch's CosineAnnealingLR stepped every batch) lets the last epoch settle. */
+    kiln_schedule sched = strcmp(schedule_name, "cosine") == 0 ? kiln_schedule_cosine(lr, steps_per_epoch * a.epochs, 0)
+                                                               : kiln_schedule_constant(lr);
+    kiln_status st = opt ? KILN_STATUS_OK : kiln_last_status();
+    double train_seconds = 0, last_loss = NAN;
+    int64_t steps = 0;
+    for (int ep = 0; ep < a.epochs && st == KILN_STATUS_OK; ep++) {
+        char label[32];
+        snprintf(label, sizeof label, "epoch %d/%d", ep + 1, a.epochs);
+        kiln_progress bar;
+        kiln_progress_init(&bar, stderr, KILN_PROGRESS_AUTO, label, steps_per_epoch);
+        shuffle(order, train.n, &rng);
+        double t_ep = kiln_now_seconds(), loss_sum = 0;
+        for (int64_t s = 0; s < steps_per_epoch && st == KILN_STATUS_OK; s++) {
+            int64_t first = s * a.batch, b = train.n - first < a.batch ? train.n - first : a.batch;
+            kiln_scope *scope = kiln_scope_begin(); /* the step's tensors and tape die at its end */
+            kiln_tensor *x, *y;
+            make_batch(&train, order, first, b, dev, xbuf, ybuf, &x, &y);
+            kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(model, x), y, NULL);
+            kiln_optimizer_zero_grad(opt);
+            kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, steps));
+            st = kiln_backward(loss, NULL); /* also reports any error of the forward pass */
+            if (st == KILN_STATUS_OK) st = kiln_optimizer_step(opt);
+            if (st == KILN_STATUS_OK) last_loss = kiln_tensor_item(loss);
+            kiln_scope_end(scope);
+            loss_sum += last_loss;
+            steps++;
+            kiln_progress_update(&bar, s + 1, last_loss);
+        }
+        if (st != KILN_STATUS_OK) break;
+        kiln_progress_finish(&bar);
+        train_seconds += kiln_now_seconds() - t_ep;
+        train_loss[ep] = loss_sum / (double)steps_per_epoch;
+        st = evaluate(model, &test, dev, xbuf, ybuf, chunk, &acc[ep], &test_loss[ep]);
+        fprintf(info, "epoch %d: train loss %.4f, test loss %.4f, test argmax accuracy %.4f\n", ep + 1,
+                train_loss[ep], test_loss[ep], acc[ep]);
+        fflush(info);
+    }
+
+    int rc = 0;
+    if (st != KILN_STATUS_OK) {
+        fprintf(stderr, "\nfashion_mnist: training failed: %s\n", kiln_last_error());
+        rc = 1;
+    } else {
+        /* Loss and accuracy per epoch as a picture next to the numbers. */
+        char path[4096] = "";
+        kiln_series series[] = {{"train loss", train_loss, a.epochs},
+                                {"test loss", test_loss, a.epochs},
+                                {"test argmax accuracy", acc, a.epochs}};
+        if (kiln_make_dirs(a.out) != KILN_STATUS_OK || kiln_path_join(path, sizeof path, a.out, "fashion_mnist_curves.png") ||
+            kiln_plot_lines_png(path, "Fashion-MNIST", "epoch", 3, series, 640, 400) != KILN_STATUS_OK) {
+            fprintf(stderr, "fashion_mnist: writing the plot failed: %s\n", kiln_last_error());
+            path[0] = '\0';
+            rc = 1;
+        } else {
+            fprintf(info, "wrote %s\n", path);
+            fflush(info);
+        }
+        kiln_json j;
+        kiln_json_begin(&j);
+        kiln_json_string(&j, "program", "fashion_mnist");
+        kiln_json_string(&j, "model", model_name);
+        kiln_json_string(&j, "optim", optim_name);
+        kiln_json_string(&j, "device", dname);
+        kiln_json_number(&j, "lr", lr);
+        kiln_json_string(&j, "schedule", schedule_name);
+        kiln_json_int(&j, "batch", a.batch);
+        kiln_json_int(&j, "epochs", a.epochs);
+        kiln_json_int(&j, "parameters", kiln_module_parameter_count(model));
+        kiln_json_int(&j, "train_images", train.n);
+        kiln_json_int(&j, "test_images", test.n);
+        kiln_json_int(&j, "steps", steps);
+        kiln_json_number(&j, "final_train_loss", last_loss);
+        kiln_json_number(&j, "test_argmax_accuracy", acc[a.epochs - 1]);
+        kiln_json_numbers(&j, "test_argmax_accuracy_per_epoch", acc, a.epochs);
+        kiln_json_numbers(&j, "train_loss_per_epoch", train_loss, a.epochs);
+        kiln_json_numbers(&j, "test_loss_per_epoch", test_loss, a.epochs);
+        kiln_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
+        kiln_json_string(&j, "plot", path);
+        kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
+        kiln_json_print(&j, stdout);
+    }
+    free(xbuf);
+    free(ybuf);
+    free(order);
+    free(acc);
+    free(train_loss);
+    free(test_loss);
+    free(params);
+    kiln_optimizer_free(opt);
+    kiln_module_free(model);
+    kiln_shutdown();
+    return rc;
+}

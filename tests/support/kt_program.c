@@ -1,0 +1,115 @@
+/* Running the example programs from the tests and checking their JSON result lines. */
+#include "kt_program.h"
+
+#include <criterion/criterion.h>
+#include <kiln_examples.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+void kt_program_run(const char *name, const char *args, kt_program_result *r) {
+    memset(r, 0, sizeof *r);
+    r->status = -1;
+#ifndef KT_EXAMPLES_DIR
+    cr_assert_fail("the example programs are not built (KILN_BUILD_EXAMPLES is OFF)");
+#else
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s/%s' %s", KT_EXAMPLES_DIR, name, args);
+    fflush(NULL);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p != NULL, "cannot run %s", cmd);
+    size_t len = 0, cap = 4096;
+    r->out = malloc(cap);
+    for (size_t got; (got = fread(r->out + len, 1, cap - len - 1, p)) > 0;) {
+        len += got;
+        if (cap - len < 2) r->out = realloc(r->out, cap *= 2);
+    }
+    r->out[len] = '\0';
+    int ws = pclose(p);
+    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+    /* the result is the last non-empty line */
+    while (len > 0 && r->out[len - 1] == '\n') r->out[--len] = '\0';
+    char *line = strrchr(r->out, '\n');
+    line = line ? line + 1 : r->out;
+    json_error_t err;
+    r->json = json_loads(line, 0, &err);
+    if (r->json && !json_is_object(r->json)) {
+        json_decref(r->json);
+        r->json = NULL;
+    }
+#endif
+}
+
+void kt_program_result_free(kt_program_result *r) {
+    free(r->out);
+    if (r->json) json_decref(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+double kt_json_number(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    cr_assert(v != NULL, "JSON result has no \"%s\"", key);
+    cr_assert(json_is_number(v), "JSON \"%s\" is not a number (null means NaN or Inf)", key);
+    double x = json_number_value(v);
+    cr_assert(isfinite(x), "JSON \"%s\" is %g", key, x);
+    return x;
+}
+
+double kt_json_array(json_t *obj, const char *key, int n, double *out, int cap) {
+    json_t *v = json_object_get(obj, key);
+    cr_assert(v != NULL && json_is_array(v), "JSON result has no array \"%s\"", key);
+    int len = (int)json_array_size(v);
+    cr_assert(len > 0, "JSON \"%s\" is empty", key);
+    if (n >= 0) cr_assert_eq(len, n, "JSON \"%s\" has %d values, expected %d", key, len, n);
+    for (int i = 0; i < len; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        cr_assert(json_is_number(e), "JSON \"%s\"[%d] is not a number (null means NaN or Inf)", key, i);
+        if (out && i < cap) out[i] = json_number_value(e);
+    }
+    return json_number_value(json_array_get(v, 0));
+}
+
+void kt_json_png(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    cr_assert(v != NULL && json_is_string(v), "JSON result has no string \"%s\"", key);
+    const char *path = json_string_value(v);
+    FILE *f = fopen(path, "rb");
+    cr_assert(f != NULL, "\"%s\": %s was not written", key, path);
+    unsigned char sig[8] = {0};
+    size_t got = fread(sig, 1, 8, f);
+    fclose(f);
+    static const unsigned char png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    cr_assert(got == 8 && memcmp(sig, png, 8) == 0, "\"%s\": %s is not a PNG", key, path);
+}
+
+char *kt_temp_dir(void) {
+    char *d = strdup("/tmp/kiln_example_XXXXXX");
+    cr_assert(mkdtemp(d) != NULL, "mkdtemp failed");
+    return d;
+}
+
+void kt_temp_dir_remove(char *dir) {
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+    free(dir);
+}
+
+bool kt_fashion_mnist_available(const char *test) {
+    char dir[4096];
+    if (kiln_fashion_mnist_find(NULL, dir, sizeof dir) == KILN_STATUS_OK) return true;
+    kiln_clear_error();
+    fprintf(stderr, "KILN-TEST-SKIP %s: Fashion-MNIST is not installed (Debian package dataset-fashion-mnist; "
+                    "scripts/setup.sh installs it)\n", test);
+    return false;
+}

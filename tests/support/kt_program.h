@@ -1,0 +1,36 @@
+/* Test support for the example programs: run one (built beside the tests) with its
+ * --json option, capture stdout, parse its last line as the program's JSON result,
+ * and check keys, finite numbers and written files. */
+#ifndef KT_PROGRAM_H
+#define KT_PROGRAM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+typedef struct {
+    int status;   /* the exit status; -1 if the program could not be started or was killed */
+    char *out;    /* everything it wrote on stdout (malloc'd) */
+    json_t *json; /* its last stdout line as a JSON object, or NULL */
+} kt_program_result;
+
+/* Runs the example `name` with `args` (a shell-quoted string; stderr is left alone, so
+ * it shows in the test log). Fails the test when the program cannot be found. */
+void kt_program_run(const char *name, const char *args, kt_program_result *r);
+void kt_program_result_free(kt_program_result *r);
+
+/* Asserts key exists and is a finite number (or an array of n > 0 finite numbers when
+ * n is not 0: n < 0 accepts any length). Returns the number (the first element). */
+double kt_json_number(json_t *obj, const char *key);
+double kt_json_array(json_t *obj, const char *key, int n, double *out, int cap);
+/* Asserts key is a string naming a PNG file that exists. */
+void kt_json_png(json_t *obj, const char *key);
+
+/* A fresh directory under /tmp for a program's pictures (malloc'd path), and its
+ * removal with the files in it (frees the path). */
+char *kt_temp_dir(void);
+void kt_temp_dir_remove(char *dir);
+/* True when Debian's Fashion-MNIST files are installed. Otherwise prints a line that
+ * CTest reports as a skip (the test's SKIP_REGULAR_EXPRESSION) and returns false. */
+bool kt_fashion_mnist_available(const char *test);
+
+#endif

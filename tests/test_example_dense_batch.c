@@ -1,0 +1,55 @@
+/* The dense_batch example: its identities (batch product = per-sample outputs, batch
+ * backprop = summed per-sample gradients) hold in f64 and f32, and a mini-batch step
+ * differs from per-sample steps by a gap that shrinks as lr². */
+#include "support/kiln_test.h"
+#include "support/kt_program.h"
+
+TestSuite(example_dense_batch, .init = kiln_test_setup, .fini = kiln_test_teardown);
+
+static const char *const identity_keys[] = {
+    "forward_per_sample_max_abs_diff", "forward_kiln_linear_max_abs_diff", "dX_formula_max_abs_diff",
+    "dW_formula_max_abs_diff",         "db_formula_max_abs_diff",          "dX_per_sample_max_abs_diff",
+    "dW_sum_per_sample_max_abs_diff",  "db_sum_per_sample_max_abs_diff",   "accumulated_step_max_abs_diff"};
+
+static void check_run(const char *args, double max_identity_diff) {
+    kt_program_result r;
+    kt_program_run("dense_batch", args, &r);
+    cr_assert_eq(r.status, 0, "dense_batch %s exited %d:\n%s", args, r.status, r.out);
+    cr_assert(r.json != NULL, "no JSON line in:\n%s", r.out);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "program")), "dense_batch");
+    cr_assert(json_is_true(json_object_get(r.json, "identities_hold")));
+    for (size_t i = 0; i < sizeof identity_keys / sizeof identity_keys[0]; i++) {
+        double d = kt_json_number(r.json, identity_keys[i]);
+        cr_expect(d >= 0 && d <= max_identity_diff, "%s = %g, above %g", identity_keys[i], d, max_identity_diff);
+    }
+    double lr[3], gap[3];
+    kt_json_array(r.json, "step_lr", 3, lr, 3);
+    kt_json_array(r.json, "batch_vs_per_sample_steps_max_abs_diff", 3, gap, 3);
+    cr_expect(gap[0] > 1e-4, "per-sample steps should end visibly apart from the batch step: %g", gap[0]);
+    for (int k = 0; k < 2; k++) {
+        /* second order in lr: lr/10 gives a gap about 100 times smaller */
+        double ratio = gap[k] / gap[k + 1];
+        cr_expect(ratio > 50 && ratio < 200, "gap(lr %g) / gap(lr %g) = %g, expected about 100", lr[k], lr[k + 1],
+                  ratio);
+    }
+    kt_json_number(r.json, "wall_s");
+    kt_program_result_free(&r);
+}
+
+KT_TEST(example_dense_batch, identities_f64) { check_run("--device cpu --json", 1e-12); }
+
+/* Bigger, so the sums really run in different orders; f32 rounding of values up to a
+ * few hundred. */
+KT_TEST(example_dense_batch, identities_f32) {
+    check_run("--device cpu --dtype f32 --batch 32 --in 50 --out 7 --seed 3 --json", 1e-2);
+}
+
+KT_TEST(example_dense_batch, bad_options_exit_2) {
+    kt_program_result r;
+    kt_program_run("dense_batch", "--batch 1 2>/dev/null", &r);
+    cr_expect_eq(r.status, 2);
+    kt_program_result_free(&r);
+    kt_program_run("dense_batch", "--dtype f16 2>/dev/null", &r);
+    cr_expect_eq(r.status, 2);
+    kt_program_result_free(&r);
+}
