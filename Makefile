@@ -1,12 +1,13 @@
 # Thin wrapper over CMake for the README's commands.
 #   make demo   installs what is missing, builds, trains the demo
 #   make test   installs what is missing, builds, runs every test (plain and ASan+UBSan)
+#   make bench  builds (Release) and runs the CPU benchmarks against PyTorch: table + benchmarks/results/cpu.json
 SHELL := /bin/bash
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 BUILD ?= build
 
-.PHONY: all setup build demo test test-plain test-asan clean
+.PHONY: all setup build demo test test-plain test-asan bench clean
 
 all: build
 
@@ -31,6 +32,11 @@ test-asan: setup
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -V 2>&1 | grep -E '^[0-9]+: (\[====\]|\[----\]|\[FAIL\]|\[SKIP\])|Test +#|tests passed|tests failed|Errors|\*\*\*|ERROR: AddressSanitizer|runtime error' ; exit $${PIPESTATUS[0]}
 
 test: test-plain test-asan
+
+# kiln and PyTorch (Debian's /usr/bin/python3) case by case, interleaved, at equal
+# threads (OMP_NUM_THREADS, default: every core); see docs/benchmarks.md.
+bench: build
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(JOBS)} python3 benchmarks/run.py --build $(BUILD) --device cpu $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan
