@@ -122,6 +122,45 @@ def python_overhead(python, env):
         return {"status": "error", "error": "bench_overhead.py: %s" % e}
 
 
+def openblas_corename():
+    try:
+        import ctypes
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except Exception:
+        return ""
+
+
+def tune_env(env, spin):
+    """The same environment for both sides (both link OpenBLAS and libgomp):
+    - OpenBLAS 0.3.21 does not know CPUs newer than it (e.g. this Xeon, model 207) and
+      falls back to its Prescott (SSE3) kernels; on an AVX-512 machine it is told SkylakeX.
+    - OMP_WAIT_POLICY=passive: idle OpenMP threads sleep instead of spinning. On a shared
+      2-core machine, spinning threads fight OpenBLAS's own pthreads and the other users'
+      processes; measured 3x (kiln) to 13x (PyTorch) slower U-Net steps (docs/benchmarks.md).
+      --spin keeps the OpenMP default."""
+    notes = []
+    core = openblas_corename()
+    if "OPENBLAS_CORETYPE" not in env and core.lower() == "prescott":
+        try:
+            with open("/proc/cpuinfo") as f:
+                avx512 = " avx512f" in f.read()
+        except OSError:
+            avx512 = False
+        if avx512:
+            env["OPENBLAS_CORETYPE"] = "SkylakeX"
+            notes.append("OPENBLAS_CORETYPE=SkylakeX (OpenBLAS detected this CPU as %s)" % core)
+    elif "OPENBLAS_CORETYPE" in env:
+        notes.append("OPENBLAS_CORETYPE=%s (given)" % env["OPENBLAS_CORETYPE"])
+    if not spin and "OMP_WAIT_POLICY" not in env:
+        env["OMP_WAIT_POLICY"] = "passive"
+        notes.append("OMP_WAIT_POLICY=passive")
+    elif "OMP_WAIT_POLICY" in env:
+        notes.append("OMP_WAIT_POLICY=%s (given)" % env["OMP_WAIT_POLICY"])
+    return notes
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default="build", help="build directory holding kiln_bench")
@@ -131,6 +170,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="repeat the interleaved sequence; medians of rounds")
     ap.add_argument("--python", default="/usr/bin/python3", help="interpreter with torch")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per case and side")
+    ap.add_argument("--batch", action="store_true", help="one process per side for all cases (no interleaving)")
+    ap.add_argument("--spin", action="store_true", help="leave OMP_WAIT_POLICY at the OpenMP default (spinning)")
     args = ap.parse_args()
 
     cuda = args.device.startswith("cuda")
@@ -139,6 +180,7 @@ def main():
     env = dict(os.environ)
     threads = env.get("OMP_NUM_THREADS") or str(os.cpu_count())
     env["OMP_NUM_THREADS"] = threads  # kiln's OpenMP, OpenBLAS and torch.set_num_threads alike
+    env_notes = tune_env(env, args.spin)
     kiln = [os.path.join(args.build, "kiln_bench"), "--device", args.device]
     torch_cmd = [args.python, os.path.join(ROOT, "benchmarks", "torch", "bench_torch.py"), "--device", args.device]
     if not os.access(kiln[0], os.X_OK):
@@ -148,7 +190,25 @@ def main():
     t0 = datetime.datetime.utcnow()
     res = {c: {"kiln": [], "torch": [], "blas": []} for c in cases}
     kmeta, tmeta = {}, {}
-    for rnd in range(args.rounds):
+    if args.batch:  # one process per side for all cases (a dedicated GPU: no load to interleave with)
+        for rnd in range(args.rounds):
+            kcases = ",".join(cases + ([] if cuda or "gemm_1024" not in cases else ["gemm_1024_cblas"]))
+            for side, cmd in (("kiln", kiln + ["--case", kcases]), ("torch", torch_cmd + ["--case", ",".join(cases)])):
+                meta, objs = run_json(cmd, env, args.timeout)
+                if side == "kiln":
+                    kmeta = meta or kmeta
+                else:
+                    tmeta = meta or tmeta
+                for o in objs:
+                    c = o.get("case")
+                    if c == "gemm_1024_cblas":
+                        res["gemm_1024"]["blas"].append(o)
+                    elif c in res:
+                        res[c][side].append(o)
+                    elif c is None:  # the whole side failed: say so on every case
+                        for name in cases:
+                            res[name][side].append(o)
+    for rnd in range(0 if args.batch else args.rounds):
         for i, c in enumerate(cases):
             kcase = c + (",gemm_1024_cblas" if c == "gemm_1024" and not cuda else "")
             sides = [("kiln", kiln + ["--case", kcase]), ("torch", torch_cmd + ["--case", c])]
@@ -238,12 +298,13 @@ def main():
         lines.append("measured device-to-device copy: %.0f GB/s (read + write)" % copy_gbps)
     lines.append("ratio = kiln / PyTorch median time (below 1: kiln faster); spread = (max - min) / median; "
                  "allocs = pool backing allocations during kiln's timed reps (must be 0)")
-    lines.append("threads %s, load average before %s, after %s" % (threads, " ".join(load_before),
-                                                                   " ".join(load_after)))
+    lines.append("threads %s, load average before %s, after %s; environment (both sides): %s" % (
+        threads, " ".join(load_before), " ".join(load_after), ", ".join(env_notes) or "as given"))
     print("\n".join(lines))
 
     doc = {"meta": {"date": t0.strftime("%Y-%m-%dT%H:%M:%SZ"), "device": args.device, "threads": int(threads),
                     "command": " ".join(shlex.quote(a) for a in sys.argv), "rounds": args.rounds,
+                    "environment": env_notes, "openblas_core": openblas_corename(),
                     "load_before": load_before, "load_after": load_after, "host": platform.node(),
                     "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "nproc": os.cpu_count(),
                     "kernel": platform.release(), "kiln": kmeta, "torch": tmeta,
