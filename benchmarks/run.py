@@ -45,16 +45,18 @@ def run_json(cmd, env, timeout):
     """Runs one side for one case; returns its case objects (or one error object)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         path = tmp.name
+    said = ""
     try:
         p = subprocess.run(cmd + ["--json", path], env=env, timeout=timeout, stderr=subprocess.PIPE, text=True)
         sys.stderr.write(p.stderr)
+        said = (p.stderr.strip().splitlines() or [""])[-1]
         with open(path) as f:
             doc = json.load(f)
         return doc["meta"], doc["cases"]
     except subprocess.TimeoutExpired:
         return {}, [{"status": "error", "error": "timed out after %ds" % timeout}]
     except (OSError, ValueError, KeyError) as e:
-        return {}, [{"status": "error", "error": "%s: %s" % (" ".join(cmd[:2]), e)}]
+        return {}, [{"status": "error", "error": said or "%s: %s" % (os.path.basename(cmd[0]), e)}]
     finally:
         if os.path.exists(path):
             os.unlink(path)

@@ -307,10 +307,17 @@ def main():
     meta = {"tool": "bench_torch", "date": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
             "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "numpy": np.__version__, "tf32": False}
-    if dev.type == "cuda":
-        meta["device_name"] = torch.cuda.get_device_name(dev)
-        meta["cudnn"] = torch.backends.cudnn.version()
-    doc = {"meta": meta, "cases": [run_case(n, dev, args) for n in names]}
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        msg = "this torch (%s) sees no CUDA device" % torch.__version__
+        print("bench_torch: " + msg, file=sys.stderr)
+        cases = [{"case": n, "device": args.device, "side": "torch", "status": "unavailable", "error": msg}
+                 for n in names]
+    else:
+        if dev.type == "cuda":
+            meta["device_name"] = torch.cuda.get_device_name(dev)
+            meta["cudnn"] = torch.backends.cudnn.version()
+        cases = [run_case(n, dev, args) for n in names]
+    doc = {"meta": meta, "cases": cases}
     text = json.dumps(doc, indent=1)
     if args.json:
         with open(args.json, "w") as f:
