@@ -42,6 +42,9 @@ typedef struct {
     kiln_status (*setup)(bctx *);
     kiln_status (*step)(bctx *);
     void (*teardown)(bctx *);
+    /* CPU only: a reference timed in alternation with step, rep by rep, so both see
+     * the same machine load (the BLAS called directly, for the GEMM target) */
+    kiln_status (*ref)(bctx *);
 } bcase;
 
 /* The status of a step: the first error since the case began, or a NULL result. */
@@ -64,7 +67,8 @@ static kiln_status gemm_setup_n(bctx *c, int64_t n) {
     FX(c, 1, 1, 0, n, n);
     return done(c->t[1]);
 }
-static kiln_status gemm1024_setup(bctx *c) { return gemm_setup_n(c, 1024); }
+static kiln_status cblas_setup(bctx *c);
+static kiln_status gemm1024_setup(bctx *c) { return c->cuda ? gemm_setup_n(c, 1024) : cblas_setup(c); }
 static kiln_status gemm4096_setup(bctx *c) { return gemm_setup_n(c, 4096); }
 
 static kiln_status gemm_step(bctx *c) {
@@ -298,7 +302,7 @@ static void teardown(bctx *c) {
 #define MIB (1024.0 * 1024.0)
 static const bcase CASES[] = {
     {"gemm_1024", "matmul 1024x1024 @ 1024x1024 (f32)", ON_CPU | ON_CUDA, 3, 20, 50, 1, false,
-     2.0 * 1024 * 1024 * 1024, 3 * 4 * MIB, gemm1024_setup, gemm_step, NULL},
+     2.0 * 1024 * 1024 * 1024, 3 * 4 * MIB, gemm1024_setup, gemm_step, NULL, cblas_step},
     {"gemm_1024_cblas", "cblas_sgemm 1024^3 called directly (the BLAS reference)", ON_CPU, 3, 20, 0, 1, false,
      2.0 * 1024 * 1024 * 1024, 3 * 4 * MIB, cblas_setup, cblas_step, NULL},
     {"gemm_4096", "matmul 4096x4096 @ 4096x4096 (f32; GPU only by default)", ON_CUDA, 2, 3, 20, 1, false,
@@ -367,7 +371,15 @@ static bool run_case(const bcase *bc, const bench_opts *o, kiln_json *j) {
     kiln_memory_reset_peak(o->dev);
     kiln_pool_stats before = kiln_memory_stats(o->dev);
     int done_reps = 0;
+    kiln_status (*ref)(bctx *) = c.cuda ? NULL : bc->ref;
+    double *rv = ref ? calloc((size_t)reps, sizeof *rv) : NULL;
+    if (ref && !rv) ref = NULL;
     for (int r = 0; r < reps && st == KILN_STATUS_OK; r++) {
+        if (ref) {
+            double t0 = kiln_now_seconds();
+            ref(&c);
+            rv[r] = kiln_now_seconds() - t0;
+        }
         double t0 = kiln_now_seconds();
         if (timer) bench_cuda_timer_start(timer);
         st = bc->step(&c);
@@ -400,6 +412,13 @@ static bool run_case(const bcase *bc, const bench_opts *o, kiln_json *j) {
         if (bc->flops > 0) kiln_json_number(j, "tflops", bc->flops / s.median * 1e-12);
         if (bc->bytes > 0) kiln_json_number(j, "gbps", bc->bytes / s.median * 1e-9);
         if (bc->step == fmnist_step) kiln_json_int(j, "steps", c.steps);
+        if (ref) {
+            bench_stats rs = bench_stats_of(rv, done_reps);
+            kiln_json_number(j, "ref_median_s", rs.median);
+            kiln_json_number(j, "ref_min_s", rs.min);
+            kiln_json_number(j, "ref_max_s", rs.max);
+            kiln_json_string(j, "ref", "cblas_sgemm called directly, timed in alternation with the case");
+        }
         fprintf(stderr, "kiln_bench: %-16s median %10.4g s  [%.4g, %.4g]  reps %d  backing allocs %llu\n", bc->name,
                 s.median, s.min, s.max, s.n, (unsigned long long)(after.n_backing_allocs - before.n_backing_allocs));
     } else {
@@ -412,6 +431,7 @@ static bool run_case(const bcase *bc, const bench_opts *o, kiln_json *j) {
     }
     bench_cuda_timer_free(timer);
     free(v);
+    free(rv);
     if (bc->teardown) bc->teardown(&c);
     else teardown(&c);
     kiln_scope_end(scope);
