@@ -1,12 +1,13 @@
 # Thin wrapper over CMake for the README's commands.
 #   make demo   installs what is missing, builds, trains the demo
 #   make test   installs what is missing, builds, runs every test (plain and ASan+UBSan, C then Python)
+#   make bench  builds (Release) and runs the CPU benchmarks against PyTorch: table + benchmarks/results/cpu.json
 SHELL := /bin/bash
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 BUILD ?= build
 
-.PHONY: all setup build demo test test-plain test-asan clean
+.PHONY: all setup build demo test test-plain test-asan bench clean
 
 all: build
 
@@ -33,6 +34,11 @@ test-asan: setup
 # The Python bindings run after the C suites (a sub-make keeps that order under -j).
 test: test-plain test-asan
 	@$(MAKE) --no-print-directory test-python test-python-asan
+
+# kiln and PyTorch (Debian's /usr/bin/python3) case by case, interleaved, at equal
+# threads (OMP_NUM_THREADS, default: every core); see docs/benchmarks.md.
+bench: build
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(JOBS)} $(PYTHON) benchmarks/run.py --build $(BUILD) --device cpu $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan

@@ -183,7 +183,19 @@ else
 fi
 
 # ---- benchmarks -------------------------------------------------------------------------
-if ls benchmarks/*.sh >/dev/null 2>&1; then
+# benchmarks/gpu.sh: kiln vs PyTorch on this card (docs/benchmarks.md); its table is
+# printed here and kept in $bdir/bench-gpu.txt, the numbers in $bdir/bench-gpu.json.
+if [ -f benchmarks/gpu.sh ] && built kiln_bench; then
+  t=$(left); [ "$t" -gt 240 ] && t=240
+  if [ "$t" -lt 60 ]; then
+    row "bench gpu" "NOT RUN" 0 "out of time"; notrun+=("GPU benchmarks (time)")
+  else
+    s=$(date +%s)
+    if timeout "$t" bash benchmarks/gpu.sh "$bdir" >"$bdir/bench-gpu.txt" 2>>"$log"; then st=ok; else st=FAIL; fi
+    cat "$bdir/bench-gpu.txt" | tee -a "$log"
+    row "bench gpu" "$st" $(($(date +%s) - s)) "table in $bdir/bench-gpu.txt"
+  fi
+elif ls benchmarks/*.sh >/dev/null 2>&1; then
   for b in benchmarks/*.sh; do
     t=$(left); [ "$t" -lt 30 ] && { notrun+=("$b (time)"); continue; }
     s=$(date +%s)
