@@ -59,31 +59,12 @@ static inline void plan_pos(const ce_plan *p, int64_t q, int64_t *xo, int64_t *t
 #define TC(c) (*(const T *)(tp + (c) * pl.tcs))
 
 /* log-sum-exp over the class axis at xp, max subtracted so no exp overflows. */
-/* (a compare, not fmax: fmax is a libm call here, and NaN logits end NaN either way) */
 #define LSE(T, xp, out_lse)                                                 \
     do {                                                                    \
         double m_ = -INFINITY, s_ = 0;                                      \
-        for (int64_t c = 0; c < pl.C; c++) {                                \
-            double v_ = (double)XC(c);                                      \
-            m_ = v_ > m_ ? v_ : m_;                                         \
-        }                                                                   \
+        for (int64_t c = 0; c < pl.C; c++) m_ = fmax(m_, (double)XC(c));    \
         for (int64_t c = 0; c < pl.C; c++) s_ += exp((double)XC(c) - m_);   \
         out_lse = m_ + log(s_);                                             \
-    } while (0)
-
-/* Backward with class-index targets needs softmax(x) only: up to CE_KEEP_EXP classes
- * keep each exp(x_c - max) on the stack, so every logit costs one exp, not two, and
- * no log (the per-pixel softmax is exp-bound: 7 classes over 256x256 pixels). */
-#define CE_KEEP_EXP 64
-#define SOFTMAX_KEEP(T, xp, e_, inv_)                                       \
-    do {                                                                    \
-        double m_ = -INFINITY, s_ = 0;                                      \
-        for (int64_t c = 0; c < pl.C; c++) {                                \
-            double v_ = (double)XC(c);                                      \
-            m_ = v_ > m_ ? v_ : m_;                                         \
-        }                                                                   \
-        for (int64_t c = 0; c < pl.C; c++) s_ += e_[c] = exp((double)XC(c) - m_); \
-        inv_ = 1.0 / s_;                                                    \
     } while (0)
 
 /* Forward: log_probs says x already holds log-probabilities (nll_loss). */
@@ -146,7 +127,6 @@ KILN_CPU_KERNEL(nll_loss) { return ce_forward(call, 1); }
 static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const char *tb, const char *wb, kiln_dtype dt) {
     if (at->prob_target) return (double)pl->npos;
     double wsum = 0;
-#pragma omp parallel for schedule(static) reduction(+ : wsum) if (pl->npos > 32768)
     for (int64_t q = 0; q < pl->npos; q++) {
         int64_t xo, to, go, oo;
         plan_pos(pl, q, &xo, &to, &go, &oo);
@@ -167,10 +147,8 @@ static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const cha
             plan_pos(&pl, q, &xo, &to, &go, &oo);                                                    \
             const char *xp = xb + xo, *tp = tb + to;                                                 \
             char *op = ob + oo;                                                                      \
-            double gi = (double)*(const T *)(gb + go) * scale, lse = 0, e[CE_KEEP_EXP], inv = 0;      \
-            bool keep = !log_probs && !at->prob_target && pl.C <= CE_KEEP_EXP;                       \
-            if (keep) SOFTMAX_KEEP(T, xp, e, inv);                                                   \
-            else if (!log_probs) LSE(T, xp, lse);                                                    \
+            double gi = (double)*(const T *)(gb + go) * scale, lse = 0;                              \
+            if (!log_probs) LSE(T, xp, lse);                                                         \
             if (at->prob_target) {                                                                   \
                 if (at->wrt == KILN_LOSS_WRT_TARGET) {                                               \
                     for (int64_t c = 0; c < pl.C; c++)                                               \
@@ -197,7 +175,7 @@ static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const cha
                 continue;                                                                            \
             }                                                                                        \
             for (int64_t c = 0; c < pl.C; c++) {                                                     \
-                double pc = keep ? e[c] * inv : exp((double)XC(c) - lse);                            \
+                double pc = exp((double)XC(c) - lse);                                                \
                 double v = (1 - eps) * wt * (pc - (c == t ? 1.0 : 0.0));                             \
                 if (eps > 0) v += eps / (double)pl.C * (wall * pc - WC(c));                          \
                 OC(c) = (T)(gi * v);                                                                 \
