@@ -588,6 +588,70 @@ kiln_tensor *kiln_module_flat_gradients(kiln_module *m) {
     return build_arenas(m) == KILN_STATUS_OK ? m->flat_grads : NULL;
 }
 
+/* ---- devices ------------------------------------------------------------------------ */
+
+/* Points every tensor of ts (all sharing one storage) at a copy of that storage on dev. */
+static kiln_status move_storage(kiln_tensor *const *ts, int n, kiln_device dev) {
+    kiln_storage *old = ts[0]->storage;
+    int64_t nbytes = (int64_t)old->nbytes;
+    kiln_tensor *fresh = kiln__new(1, &nbytes, KILN_U8, dev);
+    if (!fresh) return kiln_last_status();
+    kiln_status st = kiln__memcpy(kiln__ptr(fresh), dev, old->data, old->device, old->nbytes);
+    for (int i = 0; i < n && st == KILN_STATUS_OK; i++) {
+        kiln_tensor *t = ts[i];
+        int64_t off = t->offset;
+        int64_t strides[KILN_MAX_DIMS];
+        memcpy(strides, t->strides, sizeof strides);
+        kiln__tensor_rebind(t, fresh, off);
+        memcpy(t->strides, strides, sizeof strides); /* rebind assumes contiguous; keep the view's own */
+        t->device = dev;
+    }
+    kiln_tensor_free(fresh); /* the storage lives on through the rebound tensors */
+    return st;
+}
+
+static kiln_status move_buffers(kiln_module *m, kiln_device dev) {
+    for (int i = 0; i < m->nbuffers; i++) {
+        kiln_status st = move_storage(&m->buffers[i].t, 1, dev);
+        if (st != KILN_STATUS_OK) return st;
+    }
+    for (int i = 0; i < m->nchildren; i++) {
+        kiln_status st = move_buffers(m->children[i], dev);
+        if (st != KILN_STATUS_OK) return st;
+    }
+    return KILN_STATUS_OK;
+}
+
+kiln_status kiln_module_to(kiln_module *m, kiln_device dev) {
+    char d[300];
+    if (!m) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_module_to: module is NULL");
+    if (m->parent)
+        return kiln__error(KILN_STATUS_STATE, "kiln_module_to: %s is not a root; move the whole tree (pass its root)",
+                           kiln__module_describe(m, d, sizeof d));
+    if (!kiln__device_pool(dev)) return kiln_last_status(); /* no such device: NO_DEVICE with the reason */
+    kiln_status st = build_arenas(m);
+    if (st != KILN_STATUS_OK) return st;
+    if (m->nstate_params && kiln_device_equal(m->flat_params->device, dev)) return move_buffers(m, dev);
+    int n = m->nstate_params;
+    kiln_tensor **group = calloc((size_t)n + 1, sizeof *group);
+    if (!group) return kiln__error(KILN_STATUS_OOM, "kiln_module_to: out of host memory");
+    kiln_scope *s = kiln_scope_begin();
+    if (n) {
+        group[0] = m->flat_params;
+        for (int i = 0; i < n; i++) group[i + 1] = m->param_list[i];
+        st = move_storage(group, n + 1, dev);
+        if (st == KILN_STATUS_OK) {
+            group[0] = m->flat_grads;
+            for (int i = 0; i < n; i++) group[i + 1] = m->param_list[i]->grad;
+            st = move_storage(group, n + 1, dev);
+        }
+    }
+    if (st == KILN_STATUS_OK) st = move_buffers(m, dev);
+    kiln_scope_end(s);
+    free(group);
+    return st;
+}
+
 /* ---- forward ----------------------------------------------------------------------- */
 
 kiln_tensor *kiln_module_forward(kiln_module *m, kiln_tensor *x) {

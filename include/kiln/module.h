@@ -201,6 +201,11 @@ KILN_API void kiln_module_train(kiln_module *m, bool on);
 KILN_API bool kiln_module_is_training(const kiln_module *m);
 /* Builds (or repacks) the arenas of m's tree now; m must be the root. */
 KILN_API kiln_status kiln_module_finalize(kiln_module *m);
+/* Moves every parameter, gradient and buffer of the tree rooted at m to dev (as
+ * torch's module.to(device)): the arenas are copied whole, each tensor keeps its
+ * pointer. Create optimizers after moving the model. NO_DEVICE when dev is absent;
+ * on failure the tree may be partly moved, so stop using it. */
+KILN_API kiln_status kiln_module_to(kiln_module *m, kiln_device dev);
 /* Zeroes every gradient of the tree: one fill of the gradient arena. */
 KILN_API kiln_status kiln_module_zero_grad(kiln_module *m);
 /* The parameter arena and the gradient arena as 1-d tensors (owned by the root, which
