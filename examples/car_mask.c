@@ -2,10 +2,10 @@
  * a per-pixel car mask from synthetic aerial scenes (sigmoid + binary cross-entropy,
  * Adam) and reports binary pixel accuracy, IoU and Dice on held-out scenes each epoch.
  *
- *   car_mask [--epochs 3 --size 128 --batch 16 --out car_mask_out]   train; writes a grid,
+ *   car_mask [--epochs 3 --size 128 --batch 16 --out out/car_mask]   train; writes a grid,
  *                                              a plot and a checkpoint into --out
- *   car_mask --resume car_mask_out/car_mask.safetensors --epochs 6   continue that run exactly
- *   car_mask --predict in.png --out mask.png --checkpoint car_mask_out/car_mask.safetensors
+ *   car_mask --resume out/car_mask/car_mask.safetensors --epochs 6   continue that run exactly
+ *   car_mask --predict in.png --out mask.png --checkpoint out/car_mask/car_mask.safetensors
  *   car_mask --bench-steps 20 --batch 8 --size 128 --json            median training-step time
  */
 #include <kiln.h>
@@ -415,9 +415,30 @@ done:
     return st;
 }
 
+/* The device to run on: --device, else kiln_default_device() ($KILN_DEVICE, else the GPU
+ * when there is one). kiln's modules create their parameters on the CPU and cannot be
+ * moved to a GPU yet (there is no kiln_module_to), so a GPU run would mix devices: an
+ * explicit --device cuda says so, the default falls back to the CPU with a note. */
+static kiln_status pick_device(kiln_device *dev, bool given) {
+    char name[32];
+    if (!given) *dev = kiln_default_device();
+    kiln_device_name(*dev, name, sizeof name);
+    if (!kiln_device_available(*dev))
+        return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no "
+                              "GPU); use --device cpu", name);
+    if (dev->type == KILN_DEVICE_CPU) return KILN_STATUS_OK;
+    if (given)
+        return kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "--device %s: the U-Net's parameters cannot be moved to a "
+                              "GPU yet (kiln has no kiln_module_to); use --device cpu", name);
+    fprintf(stderr, "car_mask: note: modules cannot be moved to %s yet; training on the CPU\n", name);
+    *dev = KILN_CPU;
+    return KILN_STATUS_OK;
+}
+
 int main(int argc, char **argv) {
     options o = {.loss = "bce_with_logits", .lr = 2e-3, .train_scenes = 96, .heldout_scenes = 16};
     kiln_common_defaults(&o.c);
+    o.c.device.index = -1; /* marks "not given" */
     o.c.out = NULL; /* a directory when training, the mask file with --predict */
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o.c),
@@ -434,13 +455,7 @@ int main(int argc, char **argv) {
     kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
     if (r == KILN_ARGS_HELP) return 0;
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
-    char devname[32];
-    kiln_device_name(o.c.device, devname, sizeof devname);
-    if (!kiln_device_available(o.c.device)) {
-        kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no GPU); use "
-                       "--device cpu", devname);
-        return fail("bad arguments");
-    }
+    if (pick_device(&o.c.device, o.c.device.index != -1) != KILN_STATUS_OK) return fail("bad arguments");
     if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 0 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
         o.train_scenes < o.c.batch || o.heldout_scenes < 1 || o.bench_steps < 0) {
         kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
@@ -450,7 +465,7 @@ int main(int argc, char **argv) {
         return fail("bad arguments");
     }
     if (o.predict) return predict(&o) ? fail("--predict") : (kiln_shutdown(), 0);
-    if (!o.c.out) o.c.out = "car_mask_out";
+    if (!o.c.out) o.c.out = "out/car_mask";
 
     /* The model, and Adam over its parameters (kept in one contiguous arena). */
     kiln_manual_seed((uint64_t)o.c.seed);

@@ -5,7 +5,7 @@
  * Reports per-class IoU and mIoU on held-out scenes each epoch, and draws the labels
  * in the scene palette: input | truth | prediction.
  *
- *   segment7 [--epochs 3 --size 128 --batch 16 --class-weights inverse --out segment7_out]
+ *   segment7 [--epochs 3 --size 128 --batch 16 --class-weights inverse --out out/segment7]
  */
 #include <kiln.h>
 #include "kiln_examples.h"
@@ -103,11 +103,32 @@ static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *ima
     return st;
 }
 
+/* The device to run on: --device, else kiln_default_device() ($KILN_DEVICE, else the GPU
+ * when there is one). kiln's modules create their parameters on the CPU and cannot be
+ * moved to a GPU yet (there is no kiln_module_to), so a GPU run would mix devices: an
+ * explicit --device cuda says so, the default falls back to the CPU with a note. */
+static kiln_status pick_device(kiln_device *dev, bool given) {
+    char name[32];
+    if (!given) *dev = kiln_default_device();
+    kiln_device_name(*dev, name, sizeof name);
+    if (!kiln_device_available(*dev))
+        return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no "
+                              "GPU); use --device cpu", name);
+    if (dev->type == KILN_DEVICE_CPU) return KILN_STATUS_OK;
+    if (given)
+        return kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "--device %s: the U-Net's parameters cannot be moved to a "
+                              "GPU yet (kiln has no kiln_module_to); use --device cpu", name);
+    fprintf(stderr, "segment7: note: modules cannot be moved to %s yet; training on the CPU\n", name);
+    *dev = KILN_CPU;
+    return KILN_STATUS_OK;
+}
+
 int main(int argc, char **argv) {
     double t_start = kiln_now_seconds();
     options o = {.lr = 2e-3, .train_scenes = 96, .heldout_scenes = 16, .weights = "sqrt_inverse"};
     kiln_common_defaults(&o.c);
-    o.c.out = "segment7_out";
+    o.c.device.index = -1; /* marks "not given" */
+    o.c.out = "out/segment7";
     o.c.size = 64;
     o.c.batch = 8;
     kiln_arg table[] = {
@@ -123,12 +144,10 @@ int main(int argc, char **argv) {
     kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
     if (r == KILN_ARGS_HELP) return 0;
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
+    if (pick_device(&o.c.device, o.c.device.index != -1) != KILN_STATUS_OK) return fail("bad arguments");
     kiln_device dev = o.c.device;
     char devname[32];
     kiln_device_name(dev, devname, sizeof devname);
-    if (!kiln_device_available(dev))
-        return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no GPU); "
-                              "use --device cpu", devname), fail("bad arguments");
     if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 1 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
         o.train_scenes < o.c.batch || o.heldout_scenes < 1)
         return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
