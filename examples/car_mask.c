@@ -19,7 +19,7 @@
 typedef struct {
     kiln_common_args c;
     const char *loss;  /* "bce_with_logits" (stable: the sigmoid is fused into the loss) or "bce" */
-    double lr;
+    double lr, lr_decay;
     int train_scenes, heldout_scenes;
     const char *resume, *predict, *checkpoint;
     int bench_steps;
@@ -56,7 +56,7 @@ static kiln_tensor *gather(kiln_tensor *all, const int *order, int i0, int n, ki
     int64_t shape[4] = {n, kiln_tensor_size(all, 1), kiln_tensor_size(all, 2), kiln_tensor_size(all, 3)};
     size_t per = (size_t)(shape[1] * shape[2] * shape[3]);
     float *src = kiln_tensor_data(all), *buf = malloc((size_t)n * per * sizeof *buf);
-    if (!buf) return NULL;
+    if (!buf) return kiln_set_error(KILN_STATUS_OOM, "out of memory for a batch of %d", n), NULL;
     for (int k = 0; k < n; k++) memcpy(buf + k * per, src + (size_t)(order ? order[i0 + k] : i0 + k) * per, per * sizeof *buf);
     kiln_tensor *t = kiln_tensor_from_host(buf, 4, shape, KILN_F32, dev);
     free(buf);
@@ -104,28 +104,40 @@ static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *ima
 
 /* ---- checkpoints: the model, Adam's state and the history, in one safetensors file ---- */
 
+/* The options a resumed run must share with the run it continues, as metadata strings. */
+enum { NRUN = 7 };
+static void run_options(const options *o, char v[NRUN][40]) {
+    snprintf(v[0], 40, "%s", o->loss);
+    snprintf(v[1], 40, "%d", o->c.size);
+    snprintf(v[2], 40, "%d", o->c.batch);
+    snprintf(v[3], 40, "%lld", (long long)o->c.seed);
+    snprintf(v[4], 40, "%d", o->train_scenes);
+    snprintf(v[5], 40, "%.17g", o->lr);
+    snprintf(v[6], 40, "%.17g", o->lr_decay);
+}
+static const char *const run_keys[NRUN] = {"loss", "size", "batch", "seed", "train-scenes", "lr", "lr-decay"};
+
 static kiln_status save_checkpoint(const char *path, const options *o, kiln_module *net, kiln_optimizer *opt,
                                    const history *h) {
-    char epoch[32], size[32], seed[32], scenes[32], batch[32], *vals[NHIST];
+    static char keys[NRUN + NHIST][64];
+    char epoch[32], run[NRUN][40], *vals[NHIST] = {0};
+    kiln_metadata_entry meta[1 + NRUN + NHIST];
+    int nmeta = 0;
+    kiln_status st = KILN_STATUS_OK;
     snprintf(epoch, sizeof epoch, "%d", h->n);
-    snprintf(size, sizeof size, "%d", o->c.size);
-    snprintf(seed, sizeof seed, "%lld", (long long)o->c.seed);
-    snprintf(scenes, sizeof scenes, "%d", o->train_scenes);
-    snprintf(batch, sizeof batch, "%d", o->c.batch);
-    kiln_metadata_entry meta[5 + NHIST + 1] = {{"car_mask.epoch", epoch}, {"car_mask.loss", o->loss},
-                                               {"car_mask.size", size},   {"car_mask.seed", seed},
-                                               {"car_mask.train_scenes", scenes}, {"car_mask.batch", batch}};
-    int nmeta = 6;
-    static char keys[NHIST][64];
-    for (int k = 0; k < NHIST; k++) { /* "%.17g" reads back as the same double */
-        vals[k] = calloc((size_t)h->n + 1, 26);
-        if (!vals[k]) return kiln_set_error(KILN_STATUS_OOM, "car_mask: out of memory saving the history");
-        for (int e = 0; e < h->n; e++)
-            sprintf(vals[k] + strlen(vals[k]), "%s%.17g", e ? "," : "", h->v[k][e]);
-        snprintf(keys[k], sizeof keys[k], "car_mask.%s", hist_keys[k]);
-        meta[nmeta++] = (kiln_metadata_entry){keys[k], vals[k]};
+    meta[nmeta++] = (kiln_metadata_entry){"car_mask.epoch", epoch};
+    run_options(o, run);
+    for (int k = 0; k < NRUN; k++) {
+        snprintf(keys[k], sizeof keys[k], "car_mask.%s", run_keys[k]);
+        meta[nmeta++] = (kiln_metadata_entry){keys[k], run[k]};
     }
-    kiln_status st = kiln_checkpoint_save(path, net, opt, meta, nmeta);
+    for (int k = 0; k < NHIST && !st; k++) { /* "%.17g" reads back as the same double */
+        if (!(vals[k] = calloc((size_t)h->n + 1, 26))) st = kiln_set_error(KILN_STATUS_OOM, "out of memory");
+        for (int e = 0; e < h->n && !st; e++) sprintf(vals[k] + strlen(vals[k]), "%s%.17g", e ? "," : "", h->v[k][e]);
+        snprintf(keys[NRUN + k], sizeof keys[NRUN + k], "car_mask.%s", hist_keys[k]);
+        meta[nmeta++] = (kiln_metadata_entry){keys[NRUN + k], vals[k]};
+    }
+    if (!st) st = kiln_checkpoint_save(path, net, opt, meta, nmeta);
     for (int k = 0; k < NHIST; k++) free(vals[k]);
     return st;
 }
@@ -138,21 +150,18 @@ static kiln_status load_checkpoint(const char *path, const options *o, kiln_modu
     if (!f) return kiln_last_status();
     kiln_status st = KILN_STATUS_OK;
     const char *ep = kiln_safetensors_metadata_get(f, "car_mask.epoch");
-    char want[4][32];
-    snprintf(want[0], 32, "%s", o->loss);
-    snprintf(want[1], 32, "%d", o->c.size);
-    snprintf(want[2], 32, "%lld", (long long)o->c.seed);
-    snprintf(want[3], 32, "%d", o->train_scenes);
-    const char *names[4] = {"loss", "size", "seed", "train_scenes"};
+    char want[NRUN][40];
+    run_options(o, want);
     if (!ep)
         st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: not a car_mask checkpoint (no car_mask.epoch)", path);
-    for (int k = 0; k < 4 && !st; k++) {
+    for (int k = 0; k < NRUN && !st; k++) {
         char key[64];
-        snprintf(key, sizeof key, "car_mask.%s", names[k]);
+        snprintf(key, sizeof key, "car_mask.%s", run_keys[k]);
         const char *got = kiln_safetensors_metadata_get(f, key);
         if (!got || strcmp(got, want[k]) != 0)
             st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--resume %s: the run used --%s %s, this one --%s %s; "
-                                "give the same options to continue it", path, names[k], got ? got : "?", names[k], want[k]);
+                                "give the same options to continue it", path, run_keys[k], got ? got : "?",
+                                run_keys[k], want[k]);
     }
     h->n = ep ? atoi(ep) : 0;
     if (!st && (h->n < 0 || h->n > MAX_EPOCHS))
@@ -346,6 +355,11 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
                        (int64_t)(o->c.epochs > first_epoch ? o->c.epochs - first_epoch : 0) * steps);
     for (int epoch = first_epoch; epoch < o->c.epochs && !st; epoch++) {
         shuffle(order, o->train_scenes, (uint64_t)o->c.seed, epoch);
+        /* The rate shrinks each epoch (PyTorch's ExponentialLR stepped per epoch): large
+         * steps early, small ones to settle. A function of the epoch alone, so a resumed
+         * run uses the same rates. */
+        kiln_schedule sched = kiln_schedule_exponential(o->lr, o->lr_decay);
+        st = kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, epoch));
         double sum = 0, l = NAN;
         for (int i = 0; i < steps && !st; i++) {
             /* One step: every tensor made inside the scope (the batch, activations, the tape)
@@ -436,15 +450,17 @@ static kiln_status pick_device(kiln_device *dev, bool given) {
 }
 
 int main(int argc, char **argv) {
-    options o = {.loss = "bce_with_logits", .lr = 2e-3, .train_scenes = 96, .heldout_scenes = 16};
+    options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.8, .train_scenes = 192, .heldout_scenes = 16};
     kiln_common_defaults(&o.c);
+    o.c.size = 64, o.c.batch = 8, o.c.epochs = 12; /* the demo: see the README's results */
     o.c.device.index = -1; /* marks "not given" */
     o.c.out = NULL; /* a directory when training, the mask file with --predict */
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o.c),
         {"loss", KILN_ARG_CHOICE, &o.loss, "bce_with_logits (default) or bce (sigmoid, then BCE)", "bce|bce_with_logits"},
-        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate (default 2e-3)", NULL},
-        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes (default 96)", NULL},
+        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch (default 1e-2)", NULL},
+        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch (default 0.8)", NULL},
+        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes (default 192)", NULL},
         {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL},
         {"resume", KILN_ARG_STRING, &o.resume, "continue the run saved in this checkpoint (same options)", NULL},
         {"predict", KILN_ARG_STRING, &o.predict, "segment this PNG (with --checkpoint and --out MASK.png)", NULL},
@@ -457,9 +473,9 @@ int main(int argc, char **argv) {
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
     if (pick_device(&o.c.device, o.c.device.index != -1) != KILN_STATUS_OK) return fail("bad arguments");
     if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 0 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
-        o.train_scenes < o.c.batch || o.heldout_scenes < 1 || o.bench_steps < 0) {
+        !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch || o.heldout_scenes < 1 || o.bench_steps < 0) {
         kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
-                       "0..%d, --lr > 0, --train-scenes >= --batch, --heldout-scenes >= 1, --bench-steps >= 0 (got size "
+                       "0..%d, --lr > 0, --lr-decay in (0, 1], --train-scenes >= --batch, --heldout-scenes >= 1, --bench-steps >= 0 (got size "
                        "%d, batch %d, epochs %d, lr %g, train-scenes %d, heldout-scenes %d, bench-steps %d)", MAX_EPOCHS,
                        o.c.size, o.c.batch, o.c.epochs, o.lr, o.train_scenes, o.heldout_scenes, o.bench_steps);
         return fail("bad arguments");

@@ -39,7 +39,7 @@ static kiln_tensor *gather(kiln_tensor *all, const int *order, int i0, int n, ki
     for (int d = 1; d < nd; d++) shape[d] = kiln_tensor_size(all, d), per *= (size_t)shape[d];
     shape[0] = n;
     char *src = kiln_tensor_data(all), *buf = malloc((size_t)n * per);
-    if (!buf) return NULL;
+    if (!buf) return kiln_set_error(KILN_STATUS_OOM, "out of memory for a batch of %d", n), NULL;
     for (int k = 0; k < n; k++) memcpy(buf + k * per, src + (size_t)(order ? order[i0 + k] : i0 + k) * per, per);
     kiln_tensor *t = kiln_tensor_from_host(buf, nd, shape, kiln_tensor_dtype(all), dev);
     free(buf);

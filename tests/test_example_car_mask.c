@@ -236,6 +236,7 @@ KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
         {"--epochs -1", "--epochs in 0.."},
         {"--batch 8 --train-scenes 4", "--train-scenes >= --batch"},
         {"--lr abc", "--lr: 'abc' is not a number"},
+        {"--lr-decay 0", "--lr-decay in (0, 1]"},
         {"--frobnicate 1", "unknown option '--frobnicate'"},
         {"--device tpu", "'tpu' is not a device"},
         {"--predict scene.png --out m.png", "--predict needs --checkpoint"},
