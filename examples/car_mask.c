@@ -2,7 +2,7 @@
  * a per-pixel car mask from synthetic aerial scenes (sigmoid + binary cross-entropy,
  * Adam) and reports binary pixel accuracy, IoU and Dice on held-out scenes each epoch.
  *
- *   car_mask [--epochs 20 --size 64 --batch 8 --out out/car_mask]    train (the demo's run);
+ *   car_mask [--epochs 16 --size 64 --batch 8 --out out/car_mask]    train (the demo's run);
  *                                  writes a grid, a plot and a checkpoint into --out
  *   car_mask --epochs 30 --resume out/car_mask/car_mask.safetensors  continue that run exactly
  *   car_mask --predict in.png --out mask.png --checkpoint out/car_mask/car_mask.safetensors
@@ -453,7 +453,7 @@ static kiln_status pick_device(kiln_device *dev, bool given) {
 int main(int argc, char **argv) {
     options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16};
     kiln_common_defaults(&o.c);
-    o.c.size = 64, o.c.batch = 8, o.c.epochs = 20; /* the demo: see the README's results */
+    o.c.size = 64, o.c.batch = 8, o.c.epochs = 16; /* the demo: see the README's results */
     o.c.device.index = -1; /* marks "not given" */
     o.c.out = NULL; /* a directory when training, the mask file with --predict */
     kiln_arg table[] = {
