@@ -1,0 +1,508 @@
+/* car_mask: the problem kiln was born from. A U-Net-16 with one output channel learns
+ * a per-pixel car mask from synthetic aerial scenes (sigmoid + binary cross-entropy,
+ * Adam) and reports binary pixel accuracy, IoU and Dice on held-out scenes each epoch.
+ *
+ *   car_mask [--epochs 16 --size 64 --batch 8 --out out/car_mask]    train (the demo's run);
+ *                                  writes a grid, a plot and a checkpoint into --out
+ *   car_mask --epochs 30 --resume out/car_mask/car_mask.safetensors  continue that run exactly
+ *   car_mask --predict in.png --out mask.png --checkpoint out/car_mask/car_mask.safetensors
+ *   car_mask --bench-steps 20 --batch 8 --size 128 --json            median training-step time
+ */
+#include <kiln.h>
+#include "kiln_examples.h"
+#include "models/unet.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    kiln_common_args c;
+    const char *loss;  /* "bce_with_logits" (stable: the sigmoid is fused into the loss) or "bce" */
+    double lr, lr_decay;
+    int train_scenes, heldout_scenes;
+    const char *resume, *predict, *checkpoint;
+    int bench_steps;
+} options;
+
+/* Per-epoch results; a checkpoint carries them so a resumed run reports its whole history. */
+enum { MAX_EPOCHS = 1000, NHIST = 5 };
+static const char *const hist_keys[NHIST] = {"train_loss", "heldout_loss", "heldout_binary_pixel_accuracy",
+                                             "heldout_iou", "heldout_dice"};
+typedef struct {
+    int n;
+    double v[NHIST][MAX_EPOCHS];
+} history;
+
+static int fail(const char *what) {
+    fprintf(stderr, "car_mask: %s%s%s\n", what, *kiln_last_error() ? ": " : "", kiln_last_error());
+    kiln_shutdown();
+    return 1;
+}
+
+/* ---- the loss ----------------------------------------------------------------------------
+ * Both choices compute the same quantity. bce_with_logits takes the raw network output and
+ * folds the sigmoid into the loss (max(x,0) - x*y + log1p(e^-|x|)), which never takes the log
+ * of a rounded-to-0 probability; bce applies the sigmoid first, then kiln_bce, whose logs
+ * are clamped at -100 as in PyTorch. */
+static kiln_tensor *mask_loss(const options *o, kiln_tensor *logits, kiln_tensor *masks) {
+    if (strcmp(o->loss, "bce") == 0) return kiln_bce(kiln_sigmoid(logits), masks, NULL, KILN_REDUCTION_MEAN);
+    return kiln_bce_with_logits(logits, masks, NULL, NULL, KILN_REDUCTION_MEAN);
+}
+
+/* Scenes i0..i0+n-1 of a CPU dataset (N,C,H,W) as one batch on dev; `order` (may be NULL)
+ * picks which scene goes where, so an epoch can visit them shuffled. */
+static kiln_tensor *gather(kiln_tensor *all, const int *order, int i0, int n, kiln_device dev) {
+    int64_t shape[4] = {n, kiln_tensor_size(all, 1), kiln_tensor_size(all, 2), kiln_tensor_size(all, 3)};
+    size_t per = (size_t)(shape[1] * shape[2] * shape[3]);
+    float *src = kiln_tensor_data(all), *buf = malloc((size_t)n * per * sizeof *buf);
+    if (!buf) return kiln_set_error(KILN_STATUS_OOM, "out of memory for a batch of %d", n), NULL;
+    for (int k = 0; k < n; k++) memcpy(buf + k * per, src + (size_t)(order ? order[i0 + k] : i0 + k) * per, per * sizeof *buf);
+    kiln_tensor *t = kiln_tensor_from_host(buf, 4, shape, KILN_F32, dev);
+    free(buf);
+    return t;
+}
+
+/* A fixed shuffle per (seed, epoch), independent of the weights' generator, so epoch e
+ * visits the scenes in the same order whether or not the run was resumed. */
+static void shuffle(int *order, int n, uint64_t seed, int epoch) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1;
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17; /* xorshift64 */
+        int j = (int)(s % (uint64_t)(i + 1)), t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+}
+
+/* Held-out loss and binary metrics, in eval mode (batch norm uses its running statistics)
+ * and with no tape: nothing here is differentiated. */
+static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *images, kiln_tensor *masks, double *loss,
+                            kiln_binary_metrics *bm) {
+    int n = (int)kiln_tensor_size(images, 0);
+    kiln_binary_metrics_reset(bm);
+    kiln_module_train(net, false);
+    kiln_no_grad_begin();
+    kiln_status st = KILN_STATUS_OK;
+    double sum = 0;
+    for (int i = 0; i < n && !st; i += o->c.batch) {
+        int b = n - i < o->c.batch ? n - i : o->c.batch;
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *y = gather(masks, NULL, i, b, o->c.device);
+        kiln_tensor *logits = kiln_module_forward(net, gather(images, NULL, i, b, o->c.device));
+        kiln_tensor *l = mask_loss(o, logits, y);
+        /* the metrics take the raw logits: a pixel is a car when sigmoid(logit) > 0.5 */
+        st = l ? kiln_binary_metrics_update(bm, logits, y) : kiln_last_status();
+        sum += kiln_tensor_item(l) * b;
+        kiln_scope_end(s);
+    }
+    kiln_no_grad_end();
+    kiln_module_train(net, true);
+    *loss = sum / n;
+    return st;
+}
+
+/* ---- checkpoints: the model, Adam's state and the history, in one safetensors file ---- */
+
+/* The options a resumed run must share with the run it continues, as metadata strings. */
+enum { NRUN = 7 };
+static void run_options(const options *o, char v[NRUN][40]) {
+    snprintf(v[0], 40, "%s", o->loss);
+    snprintf(v[1], 40, "%d", o->c.size);
+    snprintf(v[2], 40, "%d", o->c.batch);
+    snprintf(v[3], 40, "%lld", (long long)o->c.seed);
+    snprintf(v[4], 40, "%d", o->train_scenes);
+    snprintf(v[5], 40, "%.17g", o->lr);
+    snprintf(v[6], 40, "%.17g", o->lr_decay);
+}
+static const char *const run_keys[NRUN] = {"loss", "size", "batch", "seed", "train-scenes", "lr", "lr-decay"};
+
+static kiln_status save_checkpoint(const char *path, const options *o, kiln_module *net, kiln_optimizer *opt,
+                                   const history *h) {
+    static char keys[NRUN + NHIST][64];
+    char epoch[32], run[NRUN][40], *vals[NHIST] = {0};
+    kiln_metadata_entry meta[1 + NRUN + NHIST];
+    int nmeta = 0;
+    kiln_status st = KILN_STATUS_OK;
+    snprintf(epoch, sizeof epoch, "%d", h->n);
+    meta[nmeta++] = (kiln_metadata_entry){"car_mask.epoch", epoch};
+    run_options(o, run);
+    for (int k = 0; k < NRUN; k++) {
+        snprintf(keys[k], sizeof keys[k], "car_mask.%s", run_keys[k]);
+        meta[nmeta++] = (kiln_metadata_entry){keys[k], run[k]};
+    }
+    for (int k = 0; k < NHIST && !st; k++) { /* "%.17g" reads back as the same double */
+        if (!(vals[k] = calloc((size_t)h->n + 1, 26))) st = kiln_set_error(KILN_STATUS_OOM, "out of memory");
+        for (int e = 0; e < h->n && !st; e++) sprintf(vals[k] + strlen(vals[k]), "%s%.17g", e ? "," : "", h->v[k][e]);
+        snprintf(keys[NRUN + k], sizeof keys[NRUN + k], "car_mask.%s", hist_keys[k]);
+        meta[nmeta++] = (kiln_metadata_entry){keys[NRUN + k], vals[k]};
+    }
+    if (!st) st = kiln_checkpoint_save(path, net, opt, meta, nmeta);
+    for (int k = 0; k < NHIST; k++) free(vals[k]);
+    return st;
+}
+
+/* Restores a run saved by save_checkpoint: refuses one made with other data or loss, since
+ * continuing it would not be the same run. */
+static kiln_status load_checkpoint(const char *path, const options *o, kiln_module *net, kiln_optimizer *opt,
+                                   history *h) {
+    kiln_safetensors *f = kiln_safetensors_open(path);
+    if (!f) return kiln_last_status();
+    kiln_status st = KILN_STATUS_OK;
+    const char *ep = kiln_safetensors_metadata_get(f, "car_mask.epoch");
+    char want[NRUN][40];
+    run_options(o, want);
+    if (!ep)
+        st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: not a car_mask checkpoint (no car_mask.epoch)", path);
+    for (int k = 0; k < NRUN && !st; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "car_mask.%s", run_keys[k]);
+        const char *got = kiln_safetensors_metadata_get(f, key);
+        if (!got || strcmp(got, want[k]) != 0)
+            st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--resume %s: the run used --%s %s, this one --%s %s; "
+                                "give the same options to continue it", path, run_keys[k], got ? got : "?",
+                                run_keys[k], want[k]);
+    }
+    h->n = ep ? atoi(ep) : 0;
+    if (!st && (h->n < 0 || h->n > MAX_EPOCHS))
+        st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: bad epoch count '%s'", path, ep);
+    for (int k = 0; k < NHIST && !st; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "car_mask.%s", hist_keys[k]);
+        const char *p = kiln_safetensors_metadata_get(f, key);
+        for (int e = 0; e < h->n && !st; e++) {
+            char *end;
+            h->v[k][e] = p ? strtod(p, &end) : NAN;
+            if (!p || end == p) st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: history '%s' is unreadable", path, key);
+            else p = *end == ',' ? end + 1 : end;
+        }
+    }
+    kiln_safetensors_close(f);
+    if (!st) st = kiln_checkpoint_load(path, net, opt, true); /* weights, Adam state, RNG position */
+    return st;
+}
+
+/* ---- pictures ------------------------------------------------------------------------------- */
+
+static kiln_status write_pictures(const options *o, kiln_module *net, kiln_tensor *images, kiln_tensor *masks,
+                                  const history *h, const char *grid_path, const char *plot_path) {
+    int rows = (int)kiln_tensor_size(images, 0) < 4 ? (int)kiln_tensor_size(images, 0) : 4;
+    kiln_scope *s = kiln_scope_begin();
+    kiln_no_grad_begin();
+    kiln_module_train(net, false);
+    kiln_tensor *x = gather(images, NULL, 0, rows, o->c.device);
+    kiln_tensor *cols[3] = {x, gather(masks, NULL, 0, rows, o->c.device), kiln_sigmoid(kiln_module_forward(net, x))};
+    const char *titles[3] = {"input", "truth", "prediction"};
+    int scale = o->c.size >= 128 ? 2 : o->c.size >= 64 ? 3 : 4;
+    kiln_status st = kiln_grid_save_png(grid_path, 3, cols, titles, rows, scale);
+    kiln_module_train(net, true);
+    kiln_no_grad_end();
+    kiln_scope_end(s);
+    kiln_series series[NHIST];
+    for (int k = 0; k < NHIST; k++) series[k] = (kiln_series){hist_keys[k], h->v[k], h->n};
+    if (!st) st = kiln_plot_lines_png(plot_path, "car_mask: loss and held-out metrics", "epoch", NHIST, series, 640, 400);
+    return st;
+}
+
+/* ---- inference on one PNG ------------------------------------------------------------------- */
+
+static kiln_status predict(const options *o) {
+    if (!o->checkpoint || !o->c.out)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict needs --checkpoint FILE and --out MASK.png");
+    int C, H, W;
+    float *rgb = NULL, *pad = NULL;
+    kiln_module *net = unet_create(3, 1, 16, KILN_F32);
+    kiln_status st = net ? kiln_checkpoint_load(o->checkpoint, net, NULL, true) : kiln_last_status();
+    if (!st) st = kiln_png_read_f32(o->predict, 3, &rgb, &C, &H, &W);
+    /* The U-Net halves the image three times: pad each side up to a multiple of 8 by
+     * repeating the edge pixels, then crop the prediction back. */
+    int Hp = (H + 7) / 8 * 8, Wp = (W + 7) / 8 * 8;
+    if (!st && !(pad = malloc((size_t)3 * Hp * Wp * sizeof *pad)))
+        st = kiln_set_error(KILN_STATUS_OOM, "out of memory for a %dx%d image", W, H);
+    if (!st) {
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < Hp; y++)
+                for (int x = 0; x < Wp; x++)
+                    pad[((size_t)c * Hp + y) * Wp + x] = rgb[((size_t)c * H + (y < H ? y : H - 1)) * W + (x < W ? x : W - 1)];
+        kiln_module_train(net, false); /* batch norm with its running statistics */
+        kiln_no_grad_begin();
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *x = kiln_tensor_from_host(pad, 4, (int64_t[]){1, 3, Hp, Wp}, KILN_F32, o->c.device);
+        kiln_tensor *logits = kiln_slice(kiln_slice(kiln_module_forward(net, x), 2, 0, H, 1), 3, 0, W, 1);
+        /* a car where sigmoid(logit) > 0.5, i.e. logit > 0 (relu(logit) != 0): white on black */
+        kiln_tensor *one = kiln_tensor_full(0, NULL, 1, KILN_F32, o->c.device), *zero = kiln_mul_scalar(one, 0);
+        kiln_tensor *mask = kiln_where(kiln_relu(logits), one, zero);
+        st = mask ? kiln_png_write_tensor(o->c.out, kiln_squeeze(mask, 0)) : kiln_last_status();
+        kiln_scope_end(s);
+        kiln_no_grad_end();
+    }
+    if (!st && !o->c.json) printf("car_mask: wrote %s (%dx%d) from %s\n", o->c.out, W, H, o->predict);
+    if (!st && o->c.json) {
+        kiln_json j;
+        kiln_json_begin(&j);
+        kiln_json_string(&j, "program", "car_mask");
+        kiln_json_string(&j, "mode", "predict");
+        kiln_json_string(&j, "input", o->predict);
+        kiln_json_string(&j, "mask", o->c.out);
+        kiln_json_int(&j, "width", W);
+        kiln_json_int(&j, "height", H);
+        kiln_json_print(&j, stdout);
+    }
+    free(rgb);
+    free(pad);
+    if (net) kiln_module_free(net);
+    return st;
+}
+
+/* ---- timing training steps (the benchmarks run this) ---------------------------------------- */
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static kiln_status train_step(const options *o, kiln_module *net, kiln_optimizer *opt, kiln_tensor *x, kiln_tensor *y,
+                              double *loss_value) {
+    kiln_tensor *loss = mask_loss(o, kiln_module_forward(net, x), y);
+    kiln_optimizer_zero_grad(opt);
+    /* ops handed NULL return NULL and keep the first error: one check covers the step */
+    if (kiln_backward(loss, NULL) != KILN_STATUS_OK || kiln_optimizer_step(opt) != KILN_STATUS_OK)
+        return kiln_last_status();
+    *loss_value = kiln_tensor_item(loss); /* waits for the device */
+    return KILN_STATUS_OK;
+}
+
+static kiln_status bench(const options *o, kiln_module *net, kiln_optimizer *opt) {
+    double last = NAN, t0 = kiln_now_seconds(), *t = malloc((size_t)(o->bench_steps + 2) * sizeof *t);
+    if (!t) return kiln_set_error(KILN_STATUS_OOM, "out of memory");
+    kiln_tensor *images, *masks;
+    kiln_status st = kiln_scene_batch(KILN_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->c.batch, o->c.size, o->c.size,
+                                      o->c.device, &images, &masks, NULL);
+    for (int i = 0; i < o->bench_steps + 2 && !st; i++) { /* two warm-up steps fill the caches and pools */
+        double start = kiln_now_seconds();
+        kiln_scope *s = kiln_scope_begin();
+        st = train_step(o, net, opt, images, masks, &last);
+        kiln_scope_end(s);
+        if (!st) st = kiln_synchronize(o->c.device);
+        t[i] = kiln_now_seconds() - start;
+    }
+    if (!st) {
+        double wall = kiln_now_seconds() - t0;
+        int k = o->bench_steps;
+        qsort(t + 2, (size_t)k, sizeof *t, compare_double);
+        double median = k % 2 ? t[2 + k / 2] : 0.5 * (t[2 + k / 2 - 1] + t[2 + k / 2]);
+        char dev[32];
+        kiln_json j;
+        kiln_json_begin(&j);
+        kiln_json_string(&j, "program", "car_mask");
+        kiln_json_string(&j, "mode", "bench");
+        kiln_json_string(&j, "device", kiln_device_name(o->c.device, dev, sizeof dev));
+        kiln_json_string(&j, "loss", o->loss);
+        kiln_json_int(&j, "batch", o->c.batch);
+        kiln_json_int(&j, "size", o->c.size);
+        kiln_json_int(&j, "steps", k);
+        kiln_json_number(&j, "median_step_s", median);
+        kiln_json_number(&j, "min_step_s", t[2]);
+        kiln_json_number(&j, "max_step_s", t[2 + k - 1]);
+        kiln_json_number(&j, "images_per_s", o->c.batch / median);
+        kiln_json_number(&j, "last_loss", last);
+        kiln_json_number(&j, "wall_s", wall);
+        kiln_json_print(&j, stdout);
+    }
+    free(t);
+    return st;
+}
+
+/* ---- training --------------------------------------------------------------------------------- */
+
+static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
+    kiln_device dev = o->c.device;
+    double t_start = kiln_now_seconds();
+    char devname[32], ckpt[4096], grid[4096], plot[4096];
+    kiln_device_name(dev, devname, sizeof devname);
+    kiln_tensor *train_x, *train_y, *test_x, *test_y;
+    int steps = o->train_scenes / o->c.batch; /* per epoch; a last partial batch is dropped */
+    int *order = malloc((size_t)o->train_scenes * sizeof *order);
+    kiln_binary_metrics *bm = kiln_binary_metrics_create(0.5, KILN_SCORES_LOGITS);
+    static history h;
+    kiln_status st = order && bm ? KILN_STATUS_OK : kiln_set_error(KILN_STATUS_OOM, "out of memory");
+    if (!st) st = kiln_make_dirs(o->c.out);
+    if (!st) st = kiln_path_join(ckpt, sizeof ckpt, o->c.out, "car_mask.safetensors");
+    if (!st) st = kiln_path_join(grid, sizeof grid, o->c.out, "car_mask_grid.png");
+    if (!st) st = kiln_path_join(plot, sizeof plot, o->c.out, "car_mask_plot.png");
+    /* Data: scenes rendered once on the CPU; train and held-out come from disjoint seeds. */
+    if (!st) st = kiln_scene_batch(KILN_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->train_scenes, o->c.size, o->c.size,
+                                   KILN_CPU, &train_x, &train_y, NULL);
+    if (!st) st = kiln_scene_batch(KILN_SCENE_HELDOUT, (uint64_t)o->c.seed, 0, o->heldout_scenes, o->c.size, o->c.size,
+                                   KILN_CPU, &test_x, &test_y, NULL);
+    if (!st && !o->resume) {
+        /* Cars cover a few percent of the pixels. Starting the output bias at the prior's
+         * logit, log(p / (1 - p)), skips the first hundred steps a network otherwise
+         * spends learning "mostly not a car" (as in the focal-loss paper). */
+        double p = kiln_tensor_item(kiln_mean_all(train_y));
+        p = p > 1e-4 ? p : 1e-4;
+        st = kiln_init_constant(kiln_module_get(net, "head.bias"), log(p / (1 - p)));
+    }
+    if (!st && o->resume) st = load_checkpoint(o->resume, o, net, opt, &h);
+    if (st) goto done;
+    if (!o->c.json)
+        printf("car_mask: U-Net-16 (%lld parameters) on %s, %d+%d scenes of %dx%d, batch %d, %s, Adam lr %g decayed by %g an epoch%s\n",
+               (long long)kiln_module_parameter_count(net), devname, o->train_scenes, o->heldout_scenes, o->c.size,
+               o->c.size, o->c.batch, o->loss, o->lr, o->lr_decay, o->resume ? " (resumed)" : "");
+    int first_epoch = h.n;
+    kiln_progress p;
+    kiln_progress_init(&p, stderr, o->c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
+                       (int64_t)(o->c.epochs > first_epoch ? o->c.epochs - first_epoch : 0) * steps);
+    for (int epoch = first_epoch; epoch < o->c.epochs && !st; epoch++) {
+        shuffle(order, o->train_scenes, (uint64_t)o->c.seed, epoch);
+        /* The rate shrinks each epoch (PyTorch's ExponentialLR stepped per epoch): large
+         * steps early, small ones to settle. A function of the epoch alone, so a resumed
+         * run uses the same rates. */
+        kiln_schedule sched = kiln_schedule_exponential(o->lr, o->lr_decay);
+        st = kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, epoch));
+        double sum = 0, l = NAN;
+        for (int i = 0; i < steps && !st; i++) {
+            /* One step: every tensor made inside the scope (the batch, activations, the tape)
+             * is freed at its end. */
+            kiln_scope *s = kiln_scope_begin();
+            st = train_step(o, net, opt, gather(train_x, order, i * o->c.batch, o->c.batch, dev),
+                            gather(train_y, order, i * o->c.batch, o->c.batch, dev), &l);
+            kiln_scope_end(s);
+            sum += l;
+            kiln_progress_update(&p, (int64_t)(epoch - first_epoch) * steps + i + 1, l);
+        }
+        double test_loss = NAN;
+        if (!st) st = evaluate(o, net, test_x, test_y, &test_loss, bm);
+        if (st) break;
+        double row[NHIST] = {sum / steps, test_loss, kiln_binary_metrics_pixel_accuracy(bm), kiln_binary_metrics_iou(bm),
+                             kiln_binary_metrics_dice(bm)};
+        for (int k = 0; k < NHIST; k++) h.v[k][h.n] = row[k];
+        h.n++;
+        if (p.mode == KILN_PROGRESS_BAR) fprintf(stderr, "\r\033[K"); /* the epoch line replaces the bar */
+        if (!o->c.json)
+            printf("epoch %d/%d  train loss %.4f  held-out loss %.4f  binary pixel accuracy %.4f  IoU %.4f  Dice %.4f\n",
+                   epoch + 1, o->c.epochs, row[0], row[1], row[2], row[3], row[4]);
+        fflush(stdout);
+        /* a checkpoint each epoch: an interrupted run continues with --resume */
+        st = save_checkpoint(ckpt, o, net, opt, &h);
+    }
+    if (st) goto done;
+    kiln_progress_finish(&p);
+    if (h.n == 0) { /* --epochs 0: the untrained model's metrics alone */
+        history none = {0};
+        st = evaluate(o, net, test_x, test_y, &h.v[1][0], bm);
+        h.v[0][0] = NAN, h.v[2][0] = kiln_binary_metrics_pixel_accuracy(bm);
+        h.v[3][0] = kiln_binary_metrics_iou(bm), h.v[4][0] = kiln_binary_metrics_dice(bm);
+        if (!st) st = save_checkpoint(ckpt, o, net, opt, &none);
+        h.n = 1;
+    }
+    if (!st) st = write_pictures(o, net, test_x, test_y, &h, grid, plot);
+    if (st) goto done;
+    if (!o->c.json) printf("car_mask: pictures in %s and %s, checkpoint %s\n", grid, plot, ckpt);
+
+    int last = h.n - 1;
+    kiln_json j;
+    kiln_json_begin(&j);
+    kiln_json_string(&j, "program", "car_mask");
+    kiln_json_string(&j, "device", devname);
+    kiln_json_string(&j, "loss", o->loss);
+    kiln_json_int(&j, "epochs", o->c.epochs);
+    kiln_json_int(&j, "resumed_from_epoch", first_epoch);
+    kiln_json_int(&j, "size", o->c.size);
+    kiln_json_int(&j, "batch", o->c.batch);
+    kiln_json_int(&j, "train_scenes", o->train_scenes);
+    kiln_json_int(&j, "heldout_scenes", o->heldout_scenes);
+    kiln_json_number(&j, "lr", o->lr);
+    kiln_json_number(&j, "lr_decay", o->lr_decay);
+    kiln_json_int(&j, "parameters", kiln_module_parameter_count(net));
+    for (int k = 0; k < NHIST; k++) kiln_json_numbers(&j, hist_keys[k], h.v[k], h.n);
+    kiln_json_number(&j, "binary_pixel_accuracy", h.v[2][last]);
+    kiln_json_number(&j, "iou", h.v[3][last]);
+    kiln_json_number(&j, "dice", h.v[4][last]);
+    kiln_json_string(&j, "grid", grid);
+    kiln_json_string(&j, "plot", plot);
+    kiln_json_string(&j, "checkpoint", ckpt);
+    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
+    kiln_json_print(&j, stdout);
+done:
+    free(order);
+    kiln_binary_metrics_free(bm);
+    return st;
+}
+
+/* The device to run on: --device, else kiln_default_device() ($KILN_DEVICE, else the GPU
+ * when there is one). kiln's modules create their parameters on the CPU and cannot be
+ * moved to a GPU yet (there is no kiln_module_to), so a GPU run would mix devices: an
+ * explicit --device cuda says so, the default falls back to the CPU with a note. */
+static kiln_status pick_device(kiln_device *dev, bool given) {
+    char name[32];
+    if (!given) *dev = kiln_default_device();
+    kiln_device_name(*dev, name, sizeof name);
+    if (!kiln_device_available(*dev))
+        return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no "
+                              "GPU); use --device cpu", name);
+    if (dev->type == KILN_DEVICE_CPU) return KILN_STATUS_OK;
+    if (given)
+        return kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "--device %s: the U-Net's parameters cannot be moved to a "
+                              "GPU yet (kiln has no kiln_module_to); use --device cpu", name);
+    fprintf(stderr, "car_mask: note: modules cannot be moved to %s yet; training on the CPU\n", name);
+    *dev = KILN_CPU;
+    return KILN_STATUS_OK;
+}
+
+int main(int argc, char **argv) {
+    options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16};
+    kiln_common_defaults(&o.c);
+    o.c.size = 64, o.c.batch = 8, o.c.epochs = 16; /* the demo: see the README's results */
+    o.c.device.index = -1; /* marks "not given" */
+    o.c.out = NULL; /* a directory when training, the mask file with --predict */
+    kiln_arg table[] = {
+        KILN_COMMON_ARG_TABLE(o.c),
+        {"loss", KILN_ARG_CHOICE, &o.loss, "bce_with_logits (default) or bce (sigmoid, then BCE)", "bce|bce_with_logits"},
+        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch (default 1e-2)", NULL},
+        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch (default 0.85)", NULL},
+        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes (default 192)", NULL},
+        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL},
+        {"resume", KILN_ARG_STRING, &o.resume, "continue the run saved in this checkpoint (same options)", NULL},
+        {"predict", KILN_ARG_STRING, &o.predict, "segment this PNG (with --checkpoint and --out MASK.png)", NULL},
+        {"checkpoint", KILN_ARG_STRING, &o.checkpoint, "the model --predict uses", NULL},
+        {"bench-steps", KILN_ARG_INT, &o.bench_steps, "time this many training steps, print the median", NULL},
+    };
+    const char *about = "Trains U-Net-16 to find the cars in synthetic aerial scenes (sigmoid + BCE, Adam).";
+    kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
+    if (r == KILN_ARGS_HELP) return 0;
+    if (r == KILN_ARGS_ERROR) return fail("bad arguments");
+    if (pick_device(&o.c.device, o.c.device.index != -1) != KILN_STATUS_OK) return fail("bad arguments");
+    if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 0 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
+        !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch || o.heldout_scenes < 1 || o.bench_steps < 0) {
+        kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
+                       "0..%d, --lr > 0, --lr-decay in (0, 1], --train-scenes >= --batch, --heldout-scenes >= 1, --bench-steps >= 0 (got size "
+                       "%d, batch %d, epochs %d, lr %g, train-scenes %d, heldout-scenes %d, bench-steps %d)", MAX_EPOCHS,
+                       o.c.size, o.c.batch, o.c.epochs, o.lr, o.train_scenes, o.heldout_scenes, o.bench_steps);
+        return fail("bad arguments");
+    }
+    if (o.predict) return predict(&o) ? fail("--predict") : (kiln_shutdown(), 0);
+    if (!o.c.out) o.c.out = "out/car_mask";
+
+    /* The model, and Adam over its parameters (kept in one contiguous arena). */
+    kiln_manual_seed((uint64_t)o.c.seed);
+    kiln_module *net = unet_create(3, 1, 16, KILN_F32);
+    kiln_optimizer *opt = NULL;
+    kiln_status st = net ? kiln_module_finalize(net) : kiln_last_status();
+    int np = net ? kiln_module_num_parameters(net) : 0;
+    kiln_tensor **params = malloc((size_t)np * sizeof *params);
+    if (!st && params) {
+        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);
+        kiln_adam_options ao = kiln_adam_defaults();
+        ao.lr = o.lr;
+        opt = kiln_optim_adam(params, np, ao);
+        if (!opt) st = kiln_last_status();
+    }
+    free(params);
+    if (!st) st = o.bench_steps > 0 ? bench(&o, net, opt) : train(&o, net, opt);
+    if (opt) kiln_optimizer_free(opt);
+    if (net) kiln_module_free(net);
+    if (st) return fail(o.bench_steps > 0 ? "--bench-steps" : "training");
+    kiln_shutdown();
+    return 0;
+}

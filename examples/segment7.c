@@ -1,0 +1,297 @@
+/* segment7: 7-class semantic segmentation of synthetic aerial scenes (ground, road,
+ * building, tree, water, car, shadow). The same U-Net-16 as car_mask with 7 output
+ * channels; the loss is a softmax over the channel axis of every pixel fused with
+ * cross-entropy, weighted per class because cars and water are rare next to ground.
+ * Reports per-class IoU and mIoU on held-out scenes each epoch, and draws the labels
+ * in the scene palette: input | truth | prediction.
+ *
+ *   segment7 [--epochs 8 --size 64 --batch 8 --class-weights sqrt_inverse --out out/segment7]
+ */
+#include <kiln.h>
+#include "kiln_examples.h"
+#include "models/unet.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { C = KILN_SCENE_NUM_CLASSES, MAX_EPOCHS = 1000 };
+
+typedef struct {
+    kiln_common_args c;
+    double lr, lr_decay;
+    int train_scenes, heldout_scenes;
+    const char *weights; /* none | inverse | sqrt_inverse */
+} options;
+
+static int fail(const char *what) {
+    fprintf(stderr, "segment7: %s%s%s\n", what, *kiln_last_error() ? ": " : "", kiln_last_error());
+    kiln_shutdown();
+    return 1;
+}
+
+/* Scenes i0..i0+n-1 of a CPU tensor (N,...) as one batch on dev, in the order `order`
+ * gives (NULL: as stored). Works for the f32 images and the i64 label maps alike. */
+static kiln_tensor *gather(kiln_tensor *all, const int *order, int i0, int n, kiln_device dev) {
+    int nd = kiln_tensor_ndim(all);
+    int64_t shape[4];
+    size_t per = kiln_dtype_size(kiln_tensor_dtype(all));
+    for (int d = 1; d < nd; d++) shape[d] = kiln_tensor_size(all, d), per *= (size_t)shape[d];
+    shape[0] = n;
+    char *src = kiln_tensor_data(all), *buf = malloc((size_t)n * per);
+    if (!buf) return kiln_set_error(KILN_STATUS_OOM, "out of memory for a batch of %d", n), NULL;
+    for (int k = 0; k < n; k++) memcpy(buf + k * per, src + (size_t)(order ? order[i0 + k] : i0 + k) * per, per);
+    kiln_tensor *t = kiln_tensor_from_host(buf, nd, shape, kiln_tensor_dtype(all), dev);
+    free(buf);
+    return t;
+}
+
+/* A fixed shuffle per (seed, epoch), independent of the weights' generator. */
+static void shuffle(int *order, int n, uint64_t seed, int epoch) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1;
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17; /* xorshift64 */
+        int j = (int)(s % (uint64_t)(i + 1)), t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+}
+
+/* Class weights from the training labels. Plain cross-entropy lets the frequent classes
+ * (ground, road) dominate the gradient; weighting class c by 1/freq_c (or its square
+ * root, a milder correction) makes a rare car pixel count as much as the ground it
+ * sits on. Normalised to average 1 over the classes present, so the loss keeps its scale. */
+static void class_weights(kiln_tensor *labels, const char *kind, double *w, double *freq) {
+    int64_t count[C] = {0}, n = kiln_tensor_numel(labels);
+    const int64_t *l = kiln_tensor_data(labels);
+    for (int64_t i = 0; i < n; i++) count[l[i]]++;
+    double sum = 0;
+    int present = 0;
+    for (int c = 0; c < C; c++) {
+        freq[c] = (double)count[c] / (double)n;
+        w[c] = 1.0;
+        if (count[c] && strcmp(kind, "inverse") == 0) w[c] = 1.0 / freq[c];
+        if (count[c] && strcmp(kind, "sqrt_inverse") == 0) w[c] = 1.0 / sqrt(freq[c]);
+        if (count[c]) sum += w[c], present++;
+    }
+    for (int c = 0; c < C; c++) w[c] = count[c] ? w[c] * present / sum : 0.0; /* absent classes weigh nothing */
+}
+
+/* Held-out loss and the confusion matrix, in eval mode and with no tape. */
+static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *images, kiln_tensor *labels,
+                            const kiln_cross_entropy_options *ce, double *loss, kiln_confusion_matrix *cm) {
+    int n = (int)kiln_tensor_size(images, 0);
+    kiln_confusion_matrix_reset(cm);
+    kiln_module_train(net, false);
+    kiln_no_grad_begin();
+    kiln_status st = KILN_STATUS_OK;
+    double sum = 0;
+    for (int i = 0; i < n && !st; i += o->c.batch) {
+        int b = n - i < o->c.batch ? n - i : o->c.batch;
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *y = gather(labels, NULL, i, b, o->c.device);
+        kiln_tensor *logits = kiln_module_forward(net, gather(images, NULL, i, b, o->c.device));
+        kiln_tensor *l = kiln_cross_entropy(logits, y, ce);
+        /* scores (N,7,H,W): the matrix takes the argmax over the class axis itself */
+        st = l ? kiln_confusion_matrix_update(cm, logits, y) : kiln_last_status();
+        sum += kiln_tensor_item(l) * b;
+        kiln_scope_end(s);
+    }
+    kiln_no_grad_end();
+    kiln_module_train(net, true);
+    *loss = sum / n;
+    return st;
+}
+
+/* The device to run on: --device, else kiln_default_device() ($KILN_DEVICE, else the GPU
+ * when there is one). kiln's modules create their parameters on the CPU and cannot be
+ * moved to a GPU yet (there is no kiln_module_to), so a GPU run would mix devices: an
+ * explicit --device cuda says so, the default falls back to the CPU with a note. */
+static kiln_status pick_device(kiln_device *dev, bool given) {
+    char name[32];
+    if (!given) *dev = kiln_default_device();
+    kiln_device_name(*dev, name, sizeof name);
+    if (!kiln_device_available(*dev))
+        return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no "
+                              "GPU); use --device cpu", name);
+    if (dev->type == KILN_DEVICE_CPU) return KILN_STATUS_OK;
+    if (given)
+        return kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "--device %s: the U-Net's parameters cannot be moved to a "
+                              "GPU yet (kiln has no kiln_module_to); use --device cpu", name);
+    fprintf(stderr, "segment7: note: modules cannot be moved to %s yet; training on the CPU\n", name);
+    *dev = KILN_CPU;
+    return KILN_STATUS_OK;
+}
+
+int main(int argc, char **argv) {
+    double t_start = kiln_now_seconds();
+    options o = {.lr = 1e-2, .lr_decay = 0.8, .train_scenes = 192, .heldout_scenes = 16, .weights = "sqrt_inverse"};
+    kiln_common_defaults(&o.c);
+    o.c.device.index = -1; /* marks "not given" */
+    o.c.out = "out/segment7";
+    o.c.size = 64, o.c.batch = 8, o.c.epochs = 8; /* the README's results */
+    kiln_arg table[] = {
+        KILN_COMMON_ARG_TABLE(o.c),
+        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch (default 1e-2)", NULL},
+        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch (default 0.8)", NULL},
+        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes (default 192)", NULL},
+        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL},
+        {"class-weights", KILN_ARG_CHOICE, &o.weights, "cross-entropy class weights from the training labels: "
+                                                       "none, inverse or sqrt_inverse (default) frequency",
+         "none|inverse|sqrt_inverse"},
+    };
+    const char *about = "Trains U-Net-16 to label every pixel of synthetic aerial scenes with one of 7 classes.";
+    kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
+    if (r == KILN_ARGS_HELP) return 0;
+    if (r == KILN_ARGS_ERROR) return fail("bad arguments");
+    if (pick_device(&o.c.device, o.c.device.index != -1) != KILN_STATUS_OK) return fail("bad arguments");
+    kiln_device dev = o.c.device;
+    char devname[32];
+    kiln_device_name(dev, devname, sizeof devname);
+    if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 1 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
+        !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch || o.heldout_scenes < 1)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
+                              "1..%d, --lr > 0, --lr-decay in (0, 1], --train-scenes >= --batch, --heldout-scenes >= 1 (got size %d, batch %d, "
+                              "epochs %d, lr %g, train-scenes %d, heldout-scenes %d)", MAX_EPOCHS, o.c.size, o.c.batch,
+                              o.c.epochs, o.lr, o.train_scenes, o.heldout_scenes), fail("bad arguments");
+
+    /* Data: label maps (N,H,W) of class indices, rendered once on the CPU. */
+    kiln_tensor *train_x, *train_y, *test_x, *test_y;
+    if (kiln_scene_batch(KILN_SCENE_TRAIN, (uint64_t)o.c.seed, 0, o.train_scenes, o.c.size, o.c.size, KILN_CPU,
+                         &train_x, NULL, &train_y) != KILN_STATUS_OK ||
+        kiln_scene_batch(KILN_SCENE_HELDOUT, (uint64_t)o.c.seed, 0, o.heldout_scenes, o.c.size, o.c.size, KILN_CPU,
+                         &test_x, NULL, &test_y) != KILN_STATUS_OK)
+        return fail("rendering the scenes");
+    double w[C], freq[C];
+    class_weights(train_y, o.weights, w, freq);
+    kiln_cross_entropy_options ce = kiln_cross_entropy_options_default();
+    ce.weight = kiln_tensor_from_host((float[]){(float)w[0], (float)w[1], (float)w[2], (float)w[3], (float)w[4],
+                                                (float)w[5], (float)w[6]}, 1, (int64_t[]){C}, KILN_F32, dev);
+
+    /* U-Net-16 with one output channel per class, and Adam. */
+    kiln_manual_seed((uint64_t)o.c.seed);
+    kiln_module *net = unet_create(3, C, 16, KILN_F32);
+    if (!net || !ce.weight || kiln_module_finalize(net) != KILN_STATUS_OK) return fail("building the U-Net");
+    int np = kiln_module_num_parameters(net);
+    kiln_tensor **params = malloc((size_t)np * sizeof *params);
+    for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);
+    kiln_adam_options ao = kiln_adam_defaults();
+    ao.lr = o.lr;
+    kiln_optimizer *opt = kiln_optim_adam(params, np, ao);
+    free(params);
+    if (!opt) return fail("creating Adam");
+
+    char ckpt[4096], grid[4096], plot[4096];
+    if (kiln_make_dirs(o.c.out) || kiln_path_join(ckpt, sizeof ckpt, o.c.out, "segment7.safetensors") ||
+        kiln_path_join(grid, sizeof grid, o.c.out, "segment7_grid.png") ||
+        kiln_path_join(plot, sizeof plot, o.c.out, "segment7_plot.png"))
+        return fail("preparing --out");
+    if (!o.c.json) {
+        printf("segment7: U-Net-16 (%lld parameters) on %s, %d+%d scenes of %dx%d, batch %d, Adam lr %g decayed by %g an epoch\n",
+               (long long)kiln_module_parameter_count(net), devname, o.train_scenes, o.heldout_scenes, o.c.size,
+               o.c.size, o.c.batch, o.lr, o.lr_decay);
+        printf("class     pixels   weight (%s)\n", o.weights);
+        for (int c = 0; c < C; c++) printf("%-9s %5.1f%%   %.3f\n", kiln_scene_class_name(c), 100 * freq[c], w[c]);
+    }
+
+    enum { NH = 4 };
+    static double hist[NH][MAX_EPOCHS];
+    static const char *const hist_keys[NH] = {"train_loss", "heldout_loss", "heldout_miou", "heldout_argmax_accuracy"};
+    double iou[C];
+    int steps = o.train_scenes / o.c.batch, *order = malloc((size_t)o.train_scenes * sizeof *order);
+    kiln_confusion_matrix *cm = kiln_confusion_matrix_create(C, KILN_IGNORE_INDEX_DEFAULT);
+    if (!order || !cm) return fail("allocating");
+    kiln_progress p;
+    kiln_progress_init(&p, stderr, o.c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
+                       (int64_t)o.c.epochs * steps);
+    for (int epoch = 0; epoch < o.c.epochs; epoch++) {
+        shuffle(order, o.train_scenes, (uint64_t)o.c.seed, epoch);
+        /* large steps early, smaller ones to settle (ExponentialLR stepped per epoch) */
+        kiln_schedule sched = kiln_schedule_exponential(o.lr, o.lr_decay);
+        if (kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, epoch)) != KILN_STATUS_OK) return fail("setting the rate");
+        double sum = 0;
+        for (int i = 0; i < steps; i++) {
+            kiln_scope *s = kiln_scope_begin(); /* the step's tensors and tape die at its end */
+            kiln_tensor *x = gather(train_x, order, i * o.c.batch, o.c.batch, dev);
+            kiln_tensor *y = gather(train_y, order, i * o.c.batch, o.c.batch, dev);
+            /* logits (N,7,H,W), targets (N,H,W): log-softmax over axis 1 at every pixel, then
+             * the weighted negative log-likelihood, averaged by the summed weights (as PyTorch) */
+            kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(net, x), y, &ce);
+            kiln_optimizer_zero_grad(opt);
+            if (kiln_backward(loss, NULL) != KILN_STATUS_OK || kiln_optimizer_step(opt) != KILN_STATUS_OK)
+                return fail("training step");
+            double l = kiln_tensor_item(loss);
+            sum += l;
+            kiln_scope_end(s);
+            kiln_progress_update(&p, (int64_t)epoch * steps + i + 1, l);
+        }
+        double test_loss;
+        if (evaluate(&o, net, test_x, test_y, &ce, &test_loss, cm) != KILN_STATUS_OK) return fail("evaluating");
+        hist[0][epoch] = sum / steps, hist[1][epoch] = test_loss;
+        hist[2][epoch] = kiln_confusion_matrix_mean_iou(cm);
+        hist[3][epoch] = kiln_confusion_matrix_argmax_accuracy(cm);
+        if (p.mode == KILN_PROGRESS_BAR) fprintf(stderr, "\r\033[K");
+        if (!o.c.json)
+            printf("epoch %d/%d  train loss %.4f  held-out loss %.4f  mIoU %.4f  argmax accuracy %.4f\n", epoch + 1,
+                   o.c.epochs, hist[0][epoch], test_loss, hist[2][epoch], hist[3][epoch]);
+        fflush(stdout);
+    }
+    kiln_progress_finish(&p);
+    kiln_confusion_matrix_class_iou(cm, iou);
+    if (!o.c.json) {
+        printf("held-out IoU per class:");
+        for (int c = 0; c < C; c++) printf("  %s %.3f", kiln_scene_class_name(c), iou[c]);
+        printf("\n");
+    }
+
+    /* Pictures: label maps in the scene palette, and the curves per epoch. */
+    kiln_status st = kiln_checkpoint_save(ckpt, net, opt, NULL, 0);
+    if (!st) {
+        int rows = o.heldout_scenes < 4 ? o.heldout_scenes : 4;
+        kiln_scope *s = kiln_scope_begin();
+        kiln_no_grad_begin();
+        kiln_module_train(net, false);
+        kiln_tensor *x = gather(test_x, NULL, 0, rows, dev);
+        kiln_tensor *cols[3] = {x, gather(test_y, NULL, 0, rows, dev), kiln_argmax(kiln_module_forward(net, x), 1, false)};
+        const char *titles[3] = {"input", "truth", "prediction"};
+        st = kiln_grid_save_png(grid, 3, cols, titles, rows, o.c.size >= 128 ? 2 : o.c.size >= 64 ? 3 : 4);
+        kiln_no_grad_end();
+        kiln_scope_end(s);
+    }
+    kiln_series series[NH];
+    for (int k = 0; k < NH; k++) series[k] = (kiln_series){hist_keys[k], hist[k], o.c.epochs};
+    if (!st) st = kiln_plot_lines_png(plot, "segment7: loss and held-out metrics", "epoch", NH, series, 640, 400);
+    if (st) return fail("writing the results");
+    if (!o.c.json) printf("segment7: pictures in %s and %s, checkpoint %s\n", grid, plot, ckpt);
+
+    kiln_json j;
+    kiln_json_begin(&j);
+    kiln_json_string(&j, "program", "segment7");
+    kiln_json_string(&j, "device", devname);
+    kiln_json_int(&j, "epochs", o.c.epochs);
+    kiln_json_int(&j, "size", o.c.size);
+    kiln_json_int(&j, "batch", o.c.batch);
+    kiln_json_int(&j, "train_scenes", o.train_scenes);
+    kiln_json_int(&j, "heldout_scenes", o.heldout_scenes);
+    kiln_json_number(&j, "lr", o.lr);
+    kiln_json_number(&j, "lr_decay", o.lr_decay);
+    kiln_json_string(&j, "class_weighting", o.weights);
+    kiln_json_string(&j, "classes", "ground,road,building,tree,water,car,shadow");
+    kiln_json_numbers(&j, "class_weights", w, C);
+    for (int k = 0; k < NH; k++) kiln_json_numbers(&j, hist_keys[k], hist[k], o.c.epochs);
+    kiln_json_numbers(&j, "class_iou", iou, C);
+    kiln_json_number(&j, "miou", hist[2][o.c.epochs - 1]);
+    kiln_json_number(&j, "argmax_accuracy", hist[3][o.c.epochs - 1]);
+    kiln_json_string(&j, "grid", grid);
+    kiln_json_string(&j, "plot", plot);
+    kiln_json_string(&j, "checkpoint", ckpt);
+    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
+    kiln_json_print(&j, stdout);
+
+    free(order);
+    kiln_confusion_matrix_free(cm);
+    kiln_optimizer_free(opt);
+    kiln_module_free(net);
+    kiln_shutdown();
+    return 0;
+}
