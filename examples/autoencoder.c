@@ -249,20 +249,16 @@ int main(int argc, char **argv) {
     }
 
     kiln_module *ae = make_autoencoder(latent);
-    if (kiln_module_finalize(ae) != KILN_STATUS_OK) {
+    /* one arena for the parameters, moved to the device before the optimizer sees it */
+    kiln_device dev = a.device;
+    char dname[32];
+    kiln_device_name(dev, dname, sizeof dname);
+    if (kiln_check_device(dev) != KILN_STATUS_OK || kiln_module_to(ae, dev) != KILN_STATUS_OK) {
         fprintf(stderr, "autoencoder: building the model failed: %s\n", kiln_last_error());
         kiln_module_free(ae);
         kiln_shutdown();
         return 1;
     }
-    /* Built-in modules create their parameters on the CPU and kiln cannot move a module
-     * to another device yet, so the data goes where the parameters are. */
-    kiln_device dev = kiln_tensor_device(kiln_module_parameter(ae, 0, NULL));
-    char dname[32], want[32];
-    kiln_device_name(dev, dname, sizeof dname);
-    if (!kiln_device_equal(dev, a.device))
-        fprintf(stderr, "note: kiln modules keep their parameters on %s for now; training there instead of %s\n",
-                dname, kiln_device_name(a.device, want, sizeof want));
 
     int np = kiln_module_num_parameters(ae);
     kiln_tensor **params = malloc(sizeof *params * (size_t)np);

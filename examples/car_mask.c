@@ -212,7 +212,8 @@ static kiln_status predict(const options *o) {
     int C, H, W;
     float *rgb = NULL, *pad = NULL;
     kiln_module *net = unet_create(3, 1, 16, KILN_F32);
-    kiln_status st = net ? kiln_checkpoint_load(o->checkpoint, net, NULL, true) : kiln_last_status();
+    kiln_status st = net ? kiln_module_to(net, o->c.device) : kiln_last_status();
+    if (!st) st = kiln_checkpoint_load(o->checkpoint, net, NULL, true);
     if (!st) st = kiln_png_read_f32(o->predict, 3, &rgb, &C, &H, &W);
     /* The U-Net halves the image three times: pad each side up to a multiple of 8 by
      * repeating the edge pixels, then crop the prediction back. */
@@ -430,31 +431,10 @@ done:
     return st;
 }
 
-/* The device to run on: --device, else kiln_default_device() ($KILN_DEVICE, else the GPU
- * when there is one). kiln's modules create their parameters on the CPU and cannot be
- * moved to a GPU yet (there is no kiln_module_to), so a GPU run would mix devices: an
- * explicit --device cuda says so, the default falls back to the CPU with a note. */
-static kiln_status pick_device(kiln_device *dev, bool given) {
-    char name[32];
-    if (!given) *dev = kiln_default_device();
-    kiln_device_name(*dev, name, sizeof name);
-    if (!kiln_device_available(*dev))
-        return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no "
-                              "GPU); use --device cpu", name);
-    if (dev->type == KILN_DEVICE_CPU) return KILN_STATUS_OK;
-    if (given)
-        return kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "--device %s: the U-Net's parameters cannot be moved to a "
-                              "GPU yet (kiln has no kiln_module_to); use --device cpu", name);
-    fprintf(stderr, "car_mask: note: modules cannot be moved to %s yet; training on the CPU\n", name);
-    *dev = KILN_CPU;
-    return KILN_STATUS_OK;
-}
-
 int main(int argc, char **argv) {
     options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16};
     kiln_common_defaults(&o.c);
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 16; /* the demo: see the README's results */
-    o.c.device.index = -1; /* marks "not given" */
     o.c.out = NULL; /* a directory when training, the mask file with --predict */
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o.c),
@@ -472,7 +452,7 @@ int main(int argc, char **argv) {
     kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
     if (r == KILN_ARGS_HELP) return 0;
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
-    if (pick_device(&o.c.device, o.c.device.index != -1) != KILN_STATUS_OK) return fail("bad arguments");
+    if (kiln_check_device(o.c.device) != KILN_STATUS_OK) return fail("bad arguments");
     if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 0 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
         !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch || o.heldout_scenes < 1 || o.bench_steps < 0) {
         kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
@@ -488,7 +468,8 @@ int main(int argc, char **argv) {
     kiln_manual_seed((uint64_t)o.c.seed);
     kiln_module *net = unet_create(3, 1, 16, KILN_F32);
     kiln_optimizer *opt = NULL;
-    kiln_status st = net ? kiln_module_finalize(net) : kiln_last_status();
+    /* parameters and buffers to the device, before the optimizer sees them */
+    kiln_status st = net ? kiln_module_to(net, o.c.device) : kiln_last_status();
     int np = net ? kiln_module_num_parameters(net) : 0;
     kiln_tensor **params = malloc((size_t)np * sizeof *params);
     if (!st && params) {

@@ -184,19 +184,16 @@ int main(int argc, char **argv) {
     }
 
     kiln_module *model = strcmp(model_name, "mlp") == 0 ? make_mlp() : make_cnn(width);
-    if (kiln_module_finalize(model) != KILN_STATUS_OK) { /* packs the parameters into one arena */
+    /* one arena for the parameters, moved to the device before the optimizer sees it */
+    kiln_device dev = a.device;
+    char dname[32];
+    kiln_device_name(dev, dname, sizeof dname);
+    if (kiln_check_device(dev) != KILN_STATUS_OK || kiln_module_to(model, dev) != KILN_STATUS_OK) {
         fprintf(stderr, "fashion_mnist: building the model failed: %s\n", kiln_last_error());
         kiln_module_free(model);
         kiln_shutdown();
         return 1;
     }
-    /* The built-in modules create their parameters on the CPU and kiln cannot move a
-     * module to another device yet, so the data goes where the parameters are. */
-    kiln_device dev = kiln_tensor_device(kiln_module_parameter(model, 0, NULL));
-    char want[32], got[32];
-    if (!kiln_device_equal(dev, a.device))
-        fprintf(stderr, "note: kiln modules keep their parameters on %s for now; training there instead of %s\n",
-                kiln_device_name(dev, got, sizeof got), kiln_device_name(a.device, want, sizeof want));
 
     int np = kiln_module_num_parameters(model);
     kiln_tensor **params = malloc(sizeof *params * (size_t)np);
@@ -220,8 +217,6 @@ int main(int argc, char **argv) {
     double *acc = calloc((size_t)a.epochs, sizeof(double)), *train_loss = calloc((size_t)a.epochs, sizeof(double));
     double *test_loss = calloc((size_t)a.epochs, sizeof(double));
     uint64_t rng = (uint64_t)a.seed * 0x100000001ull + 1;
-    char dname[32];
-    kiln_device_name(dev, dname, sizeof dname);
     fprintf(info, "fashion_mnist: %s (%lld parameters), %s lr %g (%s), %lld train / %lld test images, batch %d, %s\n",
             model_name, (long long)kiln_module_parameter_count(model), optim_name, lr, schedule_name, (long long)train.n,
             (long long)test.n, a.batch, dname);

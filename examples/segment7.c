@@ -103,31 +103,10 @@ static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *ima
     return st;
 }
 
-/* The device to run on: --device, else kiln_default_device() ($KILN_DEVICE, else the GPU
- * when there is one). kiln's modules create their parameters on the CPU and cannot be
- * moved to a GPU yet (there is no kiln_module_to), so a GPU run would mix devices: an
- * explicit --device cuda says so, the default falls back to the CPU with a note. */
-static kiln_status pick_device(kiln_device *dev, bool given) {
-    char name[32];
-    if (!given) *dev = kiln_default_device();
-    kiln_device_name(*dev, name, sizeof name);
-    if (!kiln_device_available(*dev))
-        return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no "
-                              "GPU); use --device cpu", name);
-    if (dev->type == KILN_DEVICE_CPU) return KILN_STATUS_OK;
-    if (given)
-        return kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "--device %s: the U-Net's parameters cannot be moved to a "
-                              "GPU yet (kiln has no kiln_module_to); use --device cpu", name);
-    fprintf(stderr, "segment7: note: modules cannot be moved to %s yet; training on the CPU\n", name);
-    *dev = KILN_CPU;
-    return KILN_STATUS_OK;
-}
-
 int main(int argc, char **argv) {
     double t_start = kiln_now_seconds();
     options o = {.lr = 1e-2, .lr_decay = 0.8, .train_scenes = 192, .heldout_scenes = 16, .weights = "sqrt_inverse"};
     kiln_common_defaults(&o.c);
-    o.c.device.index = -1; /* marks "not given" */
     o.c.out = "out/segment7";
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 8; /* the README's results */
     kiln_arg table[] = {
@@ -144,7 +123,7 @@ int main(int argc, char **argv) {
     kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
     if (r == KILN_ARGS_HELP) return 0;
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
-    if (pick_device(&o.c.device, o.c.device.index != -1) != KILN_STATUS_OK) return fail("bad arguments");
+    if (kiln_check_device(o.c.device) != KILN_STATUS_OK) return fail("bad arguments");
     kiln_device dev = o.c.device;
     char devname[32];
     kiln_device_name(dev, devname, sizeof devname);
@@ -171,7 +150,8 @@ int main(int argc, char **argv) {
     /* U-Net-16 with one output channel per class, and Adam. */
     kiln_manual_seed((uint64_t)o.c.seed);
     kiln_module *net = unet_create(3, C, 16, KILN_F32);
-    if (!net || !ce.weight || kiln_module_finalize(net) != KILN_STATUS_OK) return fail("building the U-Net");
+    /* parameters and buffers to the device, before the optimizer sees them */
+    if (!net || !ce.weight || kiln_module_to(net, dev) != KILN_STATUS_OK) return fail("building the U-Net");
     int np = kiln_module_num_parameters(net);
     kiln_tensor **params = malloc((size_t)np * sizeof *params);
     for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);

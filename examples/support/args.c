@@ -142,6 +142,13 @@ void kiln_common_defaults(kiln_common_args *a) {
     a->json = false;
 }
 
+kiln_status kiln_check_device(kiln_device dev) {
+    char name[32];
+    if (kiln_device_available(dev)) return KILN_STATUS_OK;
+    return kiln_set_error(KILN_STATUS_NO_DEVICE, "--device %s is not available (no CUDA in this build, or no such "
+                          "GPU); use --device cpu", kiln_device_name(dev, name, sizeof name));
+}
+
 kiln_status kiln_make_dirs(const char *path) {
     if (!path || !*path) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_make_dirs: empty path");
     char buf[4096];

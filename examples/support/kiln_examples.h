@@ -230,6 +230,10 @@ void kiln_common_defaults(kiln_common_args *a);
     {"out", KILN_ARG_STRING, &(a).out, "directory for pictures and checkpoints", NULL},           \
     {"json", KILN_ARG_FLAG, &(a).json, "print only the final JSON line on stdout", NULL}
 
+/* An error naming the device when this build or machine does not have it (a CUDA
+ * device asked for on a CPU-only build or a machine without a GPU). */
+kiln_status kiln_check_device(kiln_device dev);
+
 /* mkdir -p; OK when it exists already. */
 kiln_status kiln_make_dirs(const char *path);
 /* dir + "/" + name into buf; an error if it does not fit. */
