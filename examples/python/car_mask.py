@@ -7,6 +7,7 @@ prints the held-out binary pixel accuracy, IoU and Dice of the car class.
     ... car_mask.py --tiny      # a seconds-long configuration (used by the tests)
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -21,13 +22,14 @@ TINY = dict(epochs=2, train_scenes=16, heldout_scenes=8, size=32, batch=8, base_
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--train-scenes", type=int, default=256)
-    p.add_argument("--heldout-scenes", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--train-scenes", type=int, default=192)
+    p.add_argument("--heldout-scenes", type=int, default=16)
     p.add_argument("--size", type=int, default=64, help="scene side in pixels (a multiple of 8)")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--base-width", type=int, default=16, help="16: U-Net-16")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of the first epoch")
+    p.add_argument("--lr-decay", type=float, default=0.85, help="learning-rate factor per epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="save model + optimizer here after each epoch")
     p.add_argument("--tiny", action="store_true", help="a tiny configuration: " + str(TINY))
@@ -61,6 +63,11 @@ def main(argv=None, out=sys.stdout):
     val_images, val_masks = kiln.examples.scene_batch(0, a.heldout_scenes, size=a.size, split="heldout",
                                                       base=a.seed, device=dev)
     model = UNet(3, 1, a.base_width)
+    # Cars cover a few percent of the pixels: starting the output bias at the prior's
+    # logit log(p / (1 - p)) saves the many steps a network otherwise spends learning
+    # "mostly not a car" (the C example does the same).
+    p = min(max(masks.mean().item(), 1e-4), 1 - 1e-4)
+    kiln.nn.init.constant_(model.head.bias, math.log(p / (1 - p)))
     opt = kiln.optim.Adam(model.parameters(), lr=a.lr)
     print(f"U-Net-{a.base_width}: {model.num_parameters():,} parameters; {a.train_scenes} training and "
           f"{a.heldout_scenes} held-out scenes of {a.size}x{a.size}, car pixels "
@@ -68,6 +75,7 @@ def main(argv=None, out=sys.stdout):
     history = []
     n = images.shape[0]
     for epoch in range(1, a.epochs + 1):
+        opt.lr = a.lr * a.lr_decay ** (epoch - 1)
         t0, total, steps = time.perf_counter(), 0.0, 0
         for i in range(0, n - a.batch + 1, a.batch):
             with kiln.scope():  # the step's intermediates are released here

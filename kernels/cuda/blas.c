@@ -146,7 +146,7 @@ static kiln_status gemm(int dev, kiln_dtype dt, bool ta, const gemm_mat *a, bool
         return kiln__error(KILN_STATUS_SHAPE, "matmul: a matrix dimension (m %lld, n %lld, k %lld) or the batch "
                            "(%lld) exceeds cuBLAS's 32-bit limit", (long long)m, (long long)n, (long long)k,
                            (long long)batch);
-    cublasHandle_t h;
+    cublasHandle_t h = NULL;
     kiln_status s = blas_handle(dev, &h);
     if (s != KILN_STATUS_OK) return s;
     bool tf32 = dt == KILN_F32 && kiln_tf32();
@@ -362,7 +362,7 @@ KILN_CUDA_GLUE(eigh) {
     if (n > INT_MAX) return kiln__error(KILN_STATUS_SHAPE, "eigh: n = %lld exceeds cuSOLVER's 32-bit limit", (long long)n);
     if (!kiln_tensor_is_contiguous(out))
         return kiln__error(KILN_STATUS_STATE, "eigh: the CUDA kernel writes a contiguous output (a kiln bug)");
-    cusolverDnHandle_t h;
+    cusolverDnHandle_t h = NULL;
     kiln_status s = solver_handle(dev, &h);
     if (s != KILN_STATUS_OK) return s;
     kiln_tensor *v = KILN_CU(cuda_contiguous_scratch)(a); /* syevd overwrites it with the vectors */

@@ -132,7 +132,7 @@ static kiln_status run_fallback(const conv_problem *p, void *stream) {
     int64_t n = x->shape[0], cout = y->shape[1], groups = p->at->groups;
     int64_t cin_g = g.cin / groups, cout_g = cout / groups, K = cin_g * g.kh * g.kw, L = g.ho * g.wo;
     size_t es = kiln_dtype_size(p->dt);
-    cublasHandle_t h;
+    cublasHandle_t h = NULL;
     kiln_status st = blas_handle(p->device, stream, &h);
     if (st != KILN_STATUS_OK) return st;
     if (p->pass == PASS_BWD_FILTER && (n == 0 || L == 0)) {
@@ -749,7 +749,7 @@ static kiln_status run_cudnn(const conv_problem *p, bool fused, void *stream, bo
     kiln_status st = KILN_STATUS_OK;
     plan_entry *e = NULL;
     if (!dnn_load()) goto out;
-    cudnnHandle_t h;
+    cudnnHandle_t h = NULL;
     if ((st = dnn_handle(p->device, stream, &h)) != KILN_STATUS_OK) goto out;
     variant_data v = {{UID_X, UID_W, UID_Y, UID_B},
                       {kiln__ptr(p->x), kiln__ptr(p->w), kiln__ptr(p->y), fused ? kiln__ptr(p->bias) : NULL},
