@@ -2,6 +2,7 @@
  * tensor's host struct is malloc'd and listed in its scope; its bytes come from
  * the device pool through reference-counted storage shared by views. */
 #include "internal.h"
+#include "../kernels/dtype_math.h"
 #include "cuda_device.h"
 
 #include <math.h>
@@ -369,28 +370,7 @@ bool kiln_tensor_is_contiguous(const kiln_tensor *t) {
     return true;
 }
 
-static double load_as_double(const void *p, kiln_dtype dt) {
-    switch (dt) {
-    case KILN_F32: return *(const float *)p;
-    case KILN_F64: return *(const double *)p;
-    case KILN_I32: return *(const int32_t *)p;
-    case KILN_I64: return (double)*(const int64_t *)p;
-    case KILN_U8: return *(const uint8_t *)p;
-    case KILN_F16: {
-        uint16_t h = *(const uint16_t *)p;
-        int e = (h >> 10) & 31, m = h & 1023;
-        double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m + 1024, e - 25);
-        return (h & 0x8000) ? -v : v;
-    }
-    case KILN_BF16: {
-        uint32_t u = (uint32_t)(*(const uint16_t *)p) << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    default: return NAN;
-    }
-}
+static double load_as_double(const void *p, kiln_dtype dt) { return kiln_load_as_double((const char *)p, dt); }
 
 double kiln_tensor_item(const kiln_tensor *t) {
     if (!t) {

@@ -2,6 +2,7 @@
  * kernels/elementwise_math.h, shared with CUDA; these loops only walk strides. */
 #include "cpu.h"
 #include "../elementwise_math.h"
+#include "../dtype_math.h"
 #include "../philox.h"
 #include "iter.h"
 
@@ -92,70 +93,9 @@ KILN_CPU_KERNEL(where) {
     return KILN_STATUS_OK;
 }
 
-/* Conversions go through double, which holds every value of every kiln dtype but
- * the largest int64s; floats to integers truncate toward zero, as torch does. */
-static inline double load(const char *p, kiln_dtype dt) {
-    switch (dt) {
-    case KILN_F32: return *(const float *)p;
-    case KILN_F64: return *(const double *)p;
-    case KILN_I32: return *(const int32_t *)p;
-    case KILN_I64: return (double)*(const int64_t *)p;
-    case KILN_U8: return *(const uint8_t *)p;
-    case KILN_BF16: {
-        uint32_t u = (uint32_t)(*(const uint16_t *)p) << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    case KILN_F16: {
-        uint16_t h = *(const uint16_t *)p;
-        int e = (h >> 10) & 31, m = h & 1023;
-        double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m + 1024, e - 25);
-        return (h & 0x8000) ? -v : v;
-    }
-    default: return 0;
-    }
-}
-
-static inline void store(char *p, kiln_dtype dt, double v) {
-    switch (dt) {
-    case KILN_F32: *(float *)p = (float)v; break;
-    case KILN_F64: *(double *)p = v; break;
-    case KILN_I32: *(int32_t *)p = (int32_t)v; break;
-    case KILN_I64: *(int64_t *)p = (int64_t)v; break;
-    case KILN_U8: *(uint8_t *)p = (uint8_t)(int64_t)v; break;
-    case KILN_BF16: { /* round to nearest even */
-        float f = (float)v;
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        if ((u & 0x7fffffff) > 0x7f800000) *(uint16_t *)p = 0x7fc0;
-        else *(uint16_t *)p = (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-        break;
-    }
-    case KILN_F16: {
-        float f = (float)v;
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
-        float a = fabsf(f);
-        uint16_t h;
-        if (a != a) h = 0x7e00;
-        else if (a >= 65520.0f) h = 0x7c00;
-        else if (a < 6.103515625e-05f) h = (uint16_t)lrintf(a * 16777216.0f); /* subnormal: units of 2^-24 */
-        else {
-            int e;
-            float m = frexpf(a, &e); /* a = m * 2^e, m in [0.5,1) */
-            long mant = lrintf((m * 2.0f - 1.0f) * 1024.0f);
-            int he = e - 1 + 15;
-            if (mant == 1024) { mant = 0; he++; }
-            h = he >= 31 ? 0x7c00 : (uint16_t)((he << 10) | mant);
-        }
-        *(uint16_t *)p = sign | h;
-        break;
-    }
-    default: break;
-    }
-}
+/* Conversions: kernels/dtype_math.h, shared with the CUDA copy kernel. */
+static inline double load(const char *p, kiln_dtype dt) { return kiln_load_as_double(p, dt); }
+static inline void store(char *p, kiln_dtype dt, double v) { kiln_store_from_double(p, dt, v); }
 
 KILN_CPU_KERNEL(copy) {
     kiln_tensor *ops[2] = {call->out, call->in[0]};
