@@ -246,6 +246,7 @@ KILN_CPU_KERNEL(copy) {
     }
     if (od == id) {
         size_t es = kiln_dtype_size(od);
+        if (kiln_iter_copy_rows(&it, es)) return KILN_STATUS_OK;
         switch (es) {
         case 1: KILN_ITER_FOR_EACH(&it, *(uint8_t *)p[0] = *(uint8_t *)p[1]); break;
         case 2: KILN_ITER_FOR_EACH(&it, *(uint16_t *)p[0] = *(uint16_t *)p[1]); break;

@@ -7,7 +7,14 @@
 
 #include "../../core/internal.h"
 
+#include <string.h>
+
 #define KILN_ITER_MAX_OPS 4
+
+/* Element count above which an element-wise loop runs on the OpenMP threads. Waking
+ * sleeping threads (OMP_WAIT_POLICY=passive, the setting for shared machines) costs tens
+ * of microseconds, so cheap loops stay on one thread below about 100k elements. */
+#define KILN_CPU_PAR_MIN 131072
 
 typedef struct {
     int nops;
@@ -68,10 +75,22 @@ static inline void kiln_iter_row(const kiln_iter *it, int64_t r, char **ptrs) {
         }                                                                                 \
     } while (0)
 
-/* Element count above which an element-wise loop runs on the OpenMP threads. Waking
- * sleeping threads (OMP_WAIT_POLICY=passive, the setting for shared machines) costs tens
- * of microseconds, so cheap loops stay on one thread below about 100k elements. */
-#define KILN_CPU_PAR_MIN 131072
+/* A same-dtype copy (operand 1 into operand 0) whose innermost axis is contiguous on both
+ * sides: one memcpy per row instead of an element loop with pointer steps. Returns false
+ * (and copies nothing) when the rows are not contiguous. */
+static inline bool kiln_iter_copy_rows(const kiln_iter *it, size_t es) {
+    const int last = it->ndim - 1;
+    if (it->nops != 2 || it->strides[0][last] != (int64_t)es || it->strides[1][last] != (int64_t)es) return false;
+    const int64_t rows = kiln_iter_rows(it), inner = it->shape[last];
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * inner > KILN_CPU_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        char *p[KILN_ITER_MAX_OPS];
+        kiln_iter_row(it, r, p);
+        memcpy(p[0], p[1], (size_t)inner * es);
+    }
+    return true;
+}
+
 
 /* True when every operand is dense and has the output's shape (no broadcast, no view):
  * the kernel can then run one flat loop over typed pointers. */
