@@ -507,6 +507,9 @@ int main(int argc, char **argv) {
     if (cuda) kiln_json_string(&j, "device_name", devname);
     kiln_json_int(&j, "threads", omp_get_max_threads());
     kiln_json_bool(&j, "tf32", kiln_tf32());
+    /* which OpenBLAS build the loader picked (CMakeLists.txt links the OpenMP one) */
+    int par = openblas_get_parallel();
+    kiln_json_string(&j, "openblas_threading", par == 2 ? "openmp" : par == 1 ? "pthread" : "sequential");
 #ifdef KILN_BENCH_BUILD_TYPE
     kiln_json_string(&j, "build_type", KILN_BENCH_BUILD_TYPE);
 #endif

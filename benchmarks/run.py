@@ -313,6 +313,9 @@ def main():
                  "allocs = pool backing allocations during kiln's timed reps (must be 0)")
     lines.append("threads %s, load average before %s, after %s; environment (both sides): %s" % (
         threads, " ".join(load_before), " ".join(load_after), ", ".join(env_notes) or "as given"))
+    if kmeta.get("openblas_threading"):
+        lines.append("kiln's OpenBLAS build: %s threading (PyTorch loads the system default, libopenblas.so.0)"
+                     % kmeta["openblas_threading"])
     print("\n".join(lines))
 
     doc = {"meta": {"date": t0.strftime("%Y-%m-%dT%H:%M:%SZ"), "device": args.device, "threads": int(threads),
@@ -321,7 +324,7 @@ def main():
                     "load_before": load_before, "load_after": load_after, "host": platform.node(),
                     "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "nproc": os.cpu_count(),
                     "kernel": platform.release(), "kiln": kmeta, "torch": tmeta,
-                    "openblas": sh("dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/null"),
+                    "openblas": sh("dpkg-query -W -f='${Package} ${Version} ' libopenblas0-pthread libopenblas0-openmp 2>/dev/null"),
                     "gcc": sh("gcc -dumpfullversion")},
            "rows": rows, "table": lines}
     os.makedirs(os.path.dirname(out), exist_ok=True)

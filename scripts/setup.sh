@@ -9,7 +9,7 @@ need=(
   "make:the build"
   "gcc:the C compiler"
   "pkg-config:finding libraries"
-  "libopenblas-dev:CPU matrix products (BLAS)"
+  "libopenblas-openmp-dev:CPU matrix products (OpenBLAS's OpenMP build, so BLAS and kiln share one thread pool; it installs beside the pthread build and leaves the system default alone)"
   "liblapacke-dev:CPU eigen-decomposition (LAPACK)"
   "libpng-dev:PNG images in and out"
   "libjansson-dev:safetensors checkpoint headers (JSON)"

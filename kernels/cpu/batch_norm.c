@@ -44,19 +44,47 @@ static inline double chan(const kiln_tensor *t, int64_t c, double dflt) {
         for (int64_t y = 0; y < (g).h; y++)             \
             for (int64_t z = 0; z < (g).w; z++) { BODY; }
 
+/* A dense float32 tensor of at most 4 axes: channel c of sample i is the contiguous plane
+ * base + (i*C + c)*HW. The kernels then walk typed planes in the order of EACH, with the
+ * same double arithmetic, instead of a dtype switch and four strides per element. */
+static bool dense_f32(const kiln_tensor *t) {
+    return t->dtype == KILN_F32 && t->ndim <= 4 && kiln_tensor_is_contiguous(t);
+}
+#define PLANE(G, I, CH) ((const float *)(G).base + ((I) * (G).c + (CH)) * ((G).h * (G).w))
+#define PLANE_OUT(G, I, CH) ((float *)(G).base + ((I) * (G).c + (CH)) * ((G).h * (G).w))
+
 KILN_CPU_KERNEL(batch_norm_stats) {
     bn_geom x = geom(call->in[0]);
     kiln_tensor *out = call->out;
     double cnt = (double)(x.n * x.h * x.w);
     char *o = kiln__ptr(out);
     size_t es = kiln_dtype_size(out->dtype);
+    const bool dense = dense_f32(call->in[0]);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double s = 0, s2 = 0;
-        EACH(x, s += ld(AT(x, i, c, y, z), x.dt));
+        const int64_t hw = x.h * x.w;
+        if (dense) {
+            for (int64_t i = 0; i < x.n; i++) {
+                const float *p = PLANE(x, i, c);
+                for (int64_t k = 0; k < hw; k++) s += p[k];
+            }
+        } else {
+            EACH(x, s += ld(AT(x, i, c, y, z), x.dt));
+        }
         double mean = cnt > 0 ? s / cnt : NAN;
         /* two passes: the variance of large-mean data stays accurate */
-        EACH(x, { double d = ld(AT(x, i, c, y, z), x.dt) - mean; s2 += d * d; });
+        if (dense) {
+            for (int64_t i = 0; i < x.n; i++) {
+                const float *p = PLANE(x, i, c);
+                for (int64_t k = 0; k < hw; k++) {
+                    double d = p[k] - mean;
+                    s2 += d * d;
+                }
+            }
+        } else {
+            EACH(x, { double d = ld(AT(x, i, c, y, z), x.dt) - mean; s2 += d * d; });
+        }
         st(o + (size_t)c * es, out->dtype, mean);
         st(o + (size_t)(x.c + c) * es, out->dtype, cnt > 0 ? s2 / cnt : NAN);
     }
@@ -67,10 +95,19 @@ KILN_CPU_KERNEL(batch_norm) {
     const kiln_batch_norm_attrs *at = call->attrs;
     bn_geom x = geom(call->in[0]), o = geom(call->out);
     const kiln_tensor *w = call->in[1], *b = call->in[2], *mean = call->in[3], *var = call->in[4];
+    const bool dense = dense_f32(call->in[0]) && dense_f32(call->out);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
         double scale = chan(w, c, 1) * inv, shift = chan(b, c, 0) - m * scale;
+        if (dense) {
+            for (int64_t i = 0; i < x.n; i++) {
+                const float *p = PLANE(x, i, c);
+                float *q = PLANE_OUT(o, i, c);
+                for (int64_t k = 0; k < x.h * x.w; k++) q[k] = (float)(p[k] * scale + shift);
+            }
+            continue;
+        }
         EACH(x, st(AT(o, i, c, y, z), o.dt, ld(AT(x, i, c, y, z), x.dt) * scale + shift));
     }
     return KILN_STATUS_OK;
@@ -87,11 +124,22 @@ KILN_CPU_KERNEL(batch_norm_backward) {
     bn_geom o = at->which == 0 ? geom(out) : g;
     char *oc = kiln__ptr(out);
     int64_t ocs = out->ndim ? out->strides[0] : 0;
+    const bool dense = dense_f32(call->in[0]) && dense_f32(call->in[1]) && (at->which != 0 || dense_f32(out));
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
         double sg = 0, sgx = 0;
-        if (at->which != 0 || at->training)
+        const int64_t hw = x.h * x.w;
+        if ((at->which != 0 || at->training) && dense) {
+            for (int64_t i = 0; i < x.n; i++) {
+                const float *gp = PLANE(g, i, c), *xp = PLANE(x, i, c);
+                for (int64_t k = 0; k < hw; k++) {
+                    double gv = gp[k];
+                    sg += gv;
+                    sgx += gv * (xp[k] - m) * inv;
+                }
+            }
+        } else if (at->which != 0 || at->training)
             EACH(x, {
                 double gv = ld(AT(g, i, c, y, z), g.dt);
                 sg += gv;
@@ -103,7 +151,17 @@ KILN_CPU_KERNEL(batch_norm_backward) {
             st(oc + c * ocs, out->dtype, sg);
         } else {
             double k = chan(w, c, 1) * inv;
-            if (at->training) {
+            if (at->training && dense) {
+                double mg = sg / cnt, mgx = sgx / cnt;
+                for (int64_t i = 0; i < x.n; i++) {
+                    const float *gp = PLANE(g, i, c), *xp = PLANE(x, i, c);
+                    float *q = PLANE_OUT(o, i, c);
+                    for (int64_t e = 0; e < hw; e++) {
+                        double xh = (xp[e] - m) * inv;
+                        q[e] = (float)(k * (gp[e] - mg - xh * mgx));
+                    }
+                }
+            } else if (at->training) {
                 double mg = sg / cnt, mgx = sgx / cnt;
                 EACH(x, {
                     double xh = (ld(AT(x, i, c, y, z), x.dt) - m) * inv;

@@ -22,6 +22,7 @@ KILN_CPU_KERNEL(concat) {
         kiln_tensor *ops[2] = {&win, in};
         kiln_iter it;
         kiln_iter_init(&it, 2, ops);
+        if (kiln_iter_copy_rows(&it, es)) continue;
         switch (es) {
         case 1: KILN_ITER_FOR_EACH(&it, *(uint8_t *)p[0] = *(const uint8_t *)p[1]); break;
         case 2: KILN_ITER_FOR_EACH(&it, *(uint16_t *)p[0] = *(const uint16_t *)p[1]); break;

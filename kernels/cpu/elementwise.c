@@ -8,9 +8,49 @@
 
 #define KIND_LOOP_F(T, SFX, it, BODY_EXPR) KILN_ITER_FOR_EACH(it, *(T *)p[0] = BODY_EXPR)
 
+/* Dense operands of one shape take flat loops over typed pointers. The common kinds get
+ * a loop each, with the kind a constant, so the shared math function inlines to its one
+ * case and the loop vectorises; the arithmetic is the same function either way. */
+#define UNARY_FLAT(T, SFX, o, x, n, kind, a, b)                                                  \
+    switch (kind) {                                                                              \
+    case KILN_UNARY_RELU: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_RELU, x[i], a, b)); break; \
+    case KILN_UNARY_NEG: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_NEG, x[i], a, b)); break; \
+    case KILN_UNARY_ADD_SCALAR: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_ADD_SCALAR, x[i], a, b)); break; \
+    case KILN_UNARY_MUL_SCALAR: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_MUL_SCALAR, x[i], a, b)); break; \
+    case KILN_UNARY_LEAKY_RELU: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_LEAKY_RELU, x[i], a, b)); break; \
+    case KILN_UNARY_CLAMP: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_CLAMP, x[i], a, b)); break; \
+    case KILN_UNARY_ABS: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_ABS, x[i], a, b)); break; \
+    case KILN_UNARY_SQRT: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_SQRT, x[i], a, b)); break; \
+    default: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(kind, x[i], a, b));                        \
+    }
+
+#define UNARY_GRAD_FLAT(T, SFX, o, g, x, y, n, kind, a, b)                                       \
+    switch (kind) {                                                                              \
+    case KILN_UNARY_RELU:                                                                        \
+        KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(KILN_UNARY_RELU, g[i], x[i], y[i], a, b)); break; \
+    case KILN_UNARY_SIGMOID:                                                                     \
+        KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(KILN_UNARY_SIGMOID, g[i], x[i], y[i], a, b)); break; \
+    case KILN_UNARY_MUL_SCALAR:                                                                  \
+        KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(KILN_UNARY_MUL_SCALAR, g[i], x[i], y[i], a, b)); break; \
+    default: KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(kind, g[i], x[i], y[i], a, b));       \
+    }
+
 KILN_CPU_KERNEL(unary) {
     const kiln_unary_attrs *at = call->attrs;
     kiln_tensor *ops[2] = {call->out, call->in[0]};
+    if (kiln_iter_flat(2, ops) && call->in[0]->dtype == call->out->dtype) {
+        int64_t n = kiln_tensor_numel(call->out);
+        if (call->out->dtype == KILN_F32) {
+            float *o = (float *)kiln__ptr(call->out), a = (float)at->a, b = (float)at->b;
+            const float *x = (const float *)kiln__ptr(call->in[0]);
+            UNARY_FLAT(float, f32, o, x, n, at->kind, a, b);
+        } else {
+            double *o = (double *)kiln__ptr(call->out), a = at->a, b = at->b;
+            const double *x = (const double *)kiln__ptr(call->in[0]);
+            UNARY_FLAT(double, f64, o, x, n, at->kind, a, b);
+        }
+        return KILN_STATUS_OK;
+    }
     kiln_iter it;
     kiln_iter_init(&it, 2, ops);
     if (call->out->dtype == KILN_F32) {
@@ -25,6 +65,22 @@ KILN_CPU_KERNEL(unary) {
 KILN_CPU_KERNEL(unary_backward) {
     const kiln_unary_attrs *at = call->attrs;
     kiln_tensor *ops[4] = {call->out, call->in[0], call->in[1], call->in[2]};
+    if (kiln_iter_flat(4, ops) && call->in[0]->dtype == call->out->dtype && call->in[1]->dtype == call->out->dtype &&
+        call->in[2]->dtype == call->out->dtype) {
+        int64_t n = kiln_tensor_numel(call->out);
+        if (call->out->dtype == KILN_F32) {
+            float *o = (float *)kiln__ptr(call->out), a = (float)at->a, b = (float)at->b;
+            const float *g = (const float *)kiln__ptr(call->in[0]), *x = (const float *)kiln__ptr(call->in[1]),
+                        *y = (const float *)kiln__ptr(call->in[2]);
+            UNARY_GRAD_FLAT(float, f32, o, g, x, y, n, at->kind, a, b);
+        } else {
+            double *o = (double *)kiln__ptr(call->out), a = at->a, b = at->b;
+            const double *g = (const double *)kiln__ptr(call->in[0]), *x = (const double *)kiln__ptr(call->in[1]),
+                         *y = (const double *)kiln__ptr(call->in[2]);
+            UNARY_GRAD_FLAT(double, f64, o, g, x, y, n, at->kind, a, b);
+        }
+        return KILN_STATUS_OK;
+    }
     kiln_iter it;
     kiln_iter_init(&it, 4, ops);
     if (call->out->dtype == KILN_F32) {
@@ -38,9 +94,31 @@ KILN_CPU_KERNEL(unary_backward) {
     return KILN_STATUS_OK;
 }
 
+#define BINARY_FLAT(SFX, o, x, y, n, kind)                                                       \
+    switch (kind) {                                                                              \
+    case KILN_BINARY_ADD: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_ADD, x[i], y[i])); break; \
+    case KILN_BINARY_SUB: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_SUB, x[i], y[i])); break; \
+    case KILN_BINARY_MUL: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_MUL, x[i], y[i])); break; \
+    case KILN_BINARY_DIV: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_DIV, x[i], y[i])); break; \
+    default: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(kind, x[i], y[i]));                       \
+    }
+
 KILN_CPU_KERNEL(binary) {
     const kiln_binary_attrs *at = call->attrs;
     kiln_tensor *ops[3] = {call->out, call->in[0], call->in[1]};
+    if (kiln_iter_flat(3, ops) && call->in[0]->dtype == call->out->dtype && call->in[1]->dtype == call->out->dtype) {
+        int64_t n = kiln_tensor_numel(call->out);
+        if (call->out->dtype == KILN_F32) {
+            float *o = (float *)kiln__ptr(call->out);
+            const float *x = (const float *)kiln__ptr(call->in[0]), *y = (const float *)kiln__ptr(call->in[1]);
+            BINARY_FLAT(f32, o, x, y, n, at->kind);
+        } else {
+            double *o = (double *)kiln__ptr(call->out);
+            const double *x = (const double *)kiln__ptr(call->in[0]), *y = (const double *)kiln__ptr(call->in[1]);
+            BINARY_FLAT(f64, o, x, y, n, at->kind);
+        }
+        return KILN_STATUS_OK;
+    }
     kiln_iter it;
     kiln_iter_init(&it, 3, ops);
     if (call->out->dtype == KILN_F32) {
@@ -102,8 +180,13 @@ KILN_CPU_KERNEL(copy) {
     kiln_dtype od = call->out->dtype, id = call->in[0]->dtype;
     kiln_iter it;
     kiln_iter_init(&it, 2, ops);
+    if (od == id && kiln_iter_flat(2, ops)) { /* one memcpy: memory-bound either way */
+        memcpy(kiln__ptr(call->out), kiln__ptr(call->in[0]), (size_t)kiln_tensor_numel(call->out) * kiln_dtype_size(od));
+        return KILN_STATUS_OK;
+    }
     if (od == id) {
         size_t es = kiln_dtype_size(od);
+        if (kiln_iter_copy_rows(&it, es)) return KILN_STATUS_OK;
         switch (es) {
         case 1: KILN_ITER_FOR_EACH(&it, *(uint8_t *)p[0] = *(uint8_t *)p[1]); break;
         case 2: KILN_ITER_FOR_EACH(&it, *(uint16_t *)p[0] = *(uint16_t *)p[1]); break;
@@ -125,6 +208,19 @@ KILN_CPU_KERNEL(fill) {
     char v[8];
     store(v, dt, at->value);
     size_t es = kiln_dtype_size(dt);
+    if (kiln_tensor_is_contiguous(call->out) && (dt == KILN_F32 || dt == KILN_F64)) {
+        int64_t n = kiln_tensor_numel(call->out);
+        if (dt == KILN_F32) {
+            float *o = (float *)kiln__ptr(call->out), f;
+            memcpy(&f, v, sizeof f);
+            KILN_FLAT_FOR(n, o[i] = f);
+        } else {
+            double *o = (double *)kiln__ptr(call->out), d;
+            memcpy(&d, v, sizeof d);
+            KILN_FLAT_FOR(n, o[i] = d);
+        }
+        return KILN_STATUS_OK;
+    }
     KILN_ITER_FOR_EACH(&it, memcpy(p[0], v, es));
     return KILN_STATUS_OK;
 }

@@ -1,11 +1,12 @@
-/* CPU convolution kernels: im2col + BLAS GEMM, one sample at a time (BLAS threads
- * each product; im2col/col2im split channels over OpenMP threads). A 1x1, stride-1,
- * unpadded conv skips the column buffer: the sample itself is the matrix.
+/* CPU convolution kernels: im2col + BLAS GEMM, one sample at a time (the BLAS, OpenMP
+ * build, threads each product; im2col/col2im split channels over OpenMP threads). A 1x1,
+ * stride-1, unpadded conv skips the column buffer: the sample itself is the matrix.
  * conv_transpose2d is the input-gradient of the conv2d with the same attrs. */
 #include "layers.h"
 
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 
 kiln_status kiln__copy_into(kiln_tensor *dst, kiln_tensor *src);
 
@@ -54,51 +55,70 @@ static void gemm_double(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const
                 (int)k, 1.0, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
-/* Column row (c, ki, kj) holds, for every output pixel, the input pixel that kernel
- * tap (ki, kj) of channel c sees there (0 in the padding). */
+/* Output columns [lo, hi) of a row whose taps read input columns inside the image, for
+ * kernel column kj: iw = ow*sw + off with off = kj*dw - pw. */
+static inline void valid_cols(const geom *g, int64_t kj, int64_t *lo, int64_t *hi, int64_t *off) {
+    int64_t o = kj * g->dw - g->pw;
+    int64_t l = o < 0 ? (-o + g->sw - 1) / g->sw : 0;
+    int64_t h = g->w - 1 - o < 0 ? 0 : (g->w - 1 - o) / g->sw + 1;
+    if (h > g->wo) h = g->wo;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+    *off = o;
+}
+
+/* Column row (c, ki, kj) holds, for every output pixel, the input pixel that kernel tap
+ * (ki, kj) of channel c sees there (0 in the padding). Each output row is zeros, one
+ * contiguous copy (stride 1) and zeros, not a bounds check per pixel. */
 #define DEFINE_IM2COL(T)                                                                           \
     static void im2col_##T(const T *x, T *col, const geom *g) {                                    \
-        const int64_t L = g->ho * g->wo;                                                           \
+        const int64_t L = g->ho * g->wo, hw = g->h * g->w;                                         \
         _Pragma("omp parallel for schedule(static) if (g->cin > 1 && g->cin * g->kh * g->kw * L > 65536)") \
         for (int64_t c = 0; c < g->cin; c++) {                                                     \
-            const T *src = x + c * g->h * g->w;                                                    \
+            const T *src = x + c * hw;                                                             \
             for (int64_t ki = 0; ki < g->kh; ki++)                                                 \
                 for (int64_t kj = 0; kj < g->kw; kj++) {                                           \
                     T *dst = col + ((c * g->kh + ki) * g->kw + kj) * L;                            \
+                    int64_t lo, hi, off;                                                           \
+                    valid_cols(g, kj, &lo, &hi, &off);                                             \
                     for (int64_t oh = 0; oh < g->ho; oh++, dst += g->wo) {                         \
                         int64_t ih = oh * g->sh - g->ph + ki * g->dh;                              \
                         if (!in_range(ih, g->h)) {                                                 \
-                            for (int64_t ow = 0; ow < g->wo; ow++) dst[ow] = 0;                    \
+                            memset(dst, 0, (size_t)g->wo * sizeof(T));                             \
                             continue;                                                              \
                         }                                                                          \
-                        const T *row = src + ih * g->w;                                            \
-                        for (int64_t ow = 0; ow < g->wo; ow++) {                                   \
-                            int64_t iw = ow * g->sw - g->pw + kj * g->dw;                          \
-                            dst[ow] = in_range(iw, g->w) ? row[iw] : (T)0;                         \
-                        }                                                                          \
+                        const T *row = src + ih * g->w + off;                                      \
+                        for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;                           \
+                        if (g->sw == 1) memcpy(dst + lo, row + lo, (size_t)(hi - lo) * sizeof(T)); \
+                        else                                                                       \
+                            for (int64_t ow = lo; ow < hi; ow++) dst[ow] = row[ow * g->sw];        \
+                        for (int64_t ow = hi; ow < g->wo; ow++) dst[ow] = 0;                       \
                     }                                                                              \
                 }                                                                                  \
         }                                                                                          \
     }                                                                                              \
-    /* The adjoint: adds every column entry back onto its input pixel. Threads own channels, \
-     * so no two write one pixel. */                                                              \
+    /* The adjoint: adds every column entry back onto its input pixel. Threads own          \
+     * channels, so no two write one pixel. */                                                     \
     static void col2im_##T(const T *col, T *x, const geom *g) {                                    \
-        const int64_t L = g->ho * g->wo;                                                           \
+        const int64_t L = g->ho * g->wo, hw = g->h * g->w;                                         \
         _Pragma("omp parallel for schedule(static) if (g->cin > 1 && g->cin * g->kh * g->kw * L > 65536)") \
         for (int64_t c = 0; c < g->cin; c++) {                                                     \
-            T *dst = x + c * g->h * g->w;                                                          \
-            for (int64_t i = 0; i < g->h * g->w; i++) dst[i] = 0;                                  \
+            T *dst = x + c * hw;                                                                   \
+            memset(dst, 0, (size_t)hw * sizeof(T));                                                \
             for (int64_t ki = 0; ki < g->kh; ki++)                                                 \
                 for (int64_t kj = 0; kj < g->kw; kj++) {                                           \
                     const T *src = col + ((c * g->kh + ki) * g->kw + kj) * L;                      \
+                    int64_t lo, hi, off;                                                           \
+                    valid_cols(g, kj, &lo, &hi, &off);                                             \
                     for (int64_t oh = 0; oh < g->ho; oh++, src += g->wo) {                         \
                         int64_t ih = oh * g->sh - g->ph + ki * g->dh;                              \
                         if (!in_range(ih, g->h)) continue;                                         \
-                        T *row = dst + ih * g->w;                                                  \
-                        for (int64_t ow = 0; ow < g->wo; ow++) {                                   \
-                            int64_t iw = ow * g->sw - g->pw + kj * g->dw;                          \
-                            if (in_range(iw, g->w)) row[iw] += src[ow];                            \
-                        }                                                                          \
+                        T *row = dst + ih * g->w + off;                                            \
+                        if (g->sw == 1)                                                            \
+                            for (int64_t ow = lo; ow < hi; ow++) row[ow] += src[ow];               \
+                        else                                                                       \
+                            for (int64_t ow = lo; ow < hi; ow++) row[ow * g->sw] += src[ow];       \
                     }                                                                              \
                 }                                                                                  \
         }                                                                                          \
@@ -140,11 +160,12 @@ static void gemm_double(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const
             if (!direct) col2im_##T(col, dn, g);                                                   \
         }                                                                                          \
     }                                                                                              \
-    /* dW[group] = Σ_n dy_n[group] · col_n[group]ᵀ */                                              \
+    /* dW[group] = Σ_n dy_n[group] · col_n[group]ᵀ; the first sample's product overwrites */     \
     static void conv_backward_weight_##T(const T *gy, const T *x, T *dw, const geom *g, T *col) { \
         const int64_t cin_g = g->cin / g->groups, cout_g = g->cout / g->groups;                   \
         const int64_t K = cin_g * g->kh * g->kw, L = g->ho * g->wo;                                \
-        for (int64_t i = 0; i < g->cout * K; i++) dw[i] = 0;                                       \
+        if (g->n == 0 || L == 0)                                                                   \
+            for (int64_t i = 0; i < g->cout * K; i++) dw[i] = 0;                                   \
         for (int64_t n = 0; n < g->n; n++) {                                                       \
             const T *xn = x + n * g->cin * g->h * g->w, *cn = xn;                                  \
             if (!pointwise(g)) {                                                                   \
@@ -153,23 +174,24 @@ static void gemm_double(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const
             }                                                                                      \
             for (int64_t gi = 0; gi < g->groups; gi++)                                             \
                 gemm_##T(false, true, cout_g, K, L, gy + (n * g->cout + gi * cout_g) * L, L,       \
-                         cn + gi * K * L, L, 1, dw + gi * cout_g * K, K);                          \
+                         cn + gi * K * L, L, n == 0 ? 0 : 1, dw + gi * cout_g * K, K);             \
         }                                                                                          \
     }
 
 DEFINE_IM2COL(float)
 DEFINE_IM2COL(double)
 
-/* The column buffer for one sample, or NULL when none is needed (pointwise, or
- * nothing to compute). */
-static kiln_status col_buffer(const char *op, const geom *g, size_t elsize, void **col) {
+/* The column buffer for one sample, from the device pool (cached, so a training step
+ * makes no backing allocation); NULL when none is needed (pointwise, or nothing to
+ * compute). Unfolding several samples into one matrix for one larger GEMM was measured
+ * slower on the U-Net-16 step (docs/benchmarks.md): the bigger buffer leaves the caches. */
+static kiln_status col_buffer(const char *op, const geom *g, kiln_dtype dt, kiln_device dev, kiln_tensor **col) {
     *col = NULL;
-    size_t n = (size_t)(g->cin * g->kh * g->kw) * (size_t)(g->ho * g->wo);
+    int64_t n = g->cin * g->kh * g->kw * g->ho * g->wo;
     if (pointwise(g) || n == 0 || g->n == 0) return KILN_STATUS_OK;
-    *col = malloc(n * elsize);
-    if (!*col)
-        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory for a %zu-byte im2col buffer (a smaller batch "
-                           "or image needs less)", op, n * elsize);
+    if (!(*col = kiln__new(1, &n, dt, dev)))
+        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory for a %lld-value im2col buffer (a smaller "
+                           "image needs less)", op, (long long)n);
     return KILN_STATUS_OK;
 }
 
@@ -181,14 +203,16 @@ static kiln_status run_conv(const kiln_op_call *call, conv_pass pass, const geom
     kiln_tensor *a = kiln_cpu_dense(call->in[0]);
     kiln_tensor *b = a ? kiln_cpu_dense(call->in[1]) : NULL;
     kiln_tensor *bias = b && call->nin > 2 ? kiln_cpu_dense(call->in[2]) : NULL;
-    void *col = NULL;
+    kiln_tensor *colt = NULL;
+    kiln_dtype dt = call->out->dtype;
     kiln_status st;
     if (!a || !b || (call->nin > 2 && !bias)) st = kiln_last_status(); /* a packing copy failed */
-    else st = col_buffer(call->op->name, g, kiln_dtype_size(call->out->dtype), &col);
+    else st = col_buffer(call->op->name, g, dt, call->out->device, &colt);
     if (st == KILN_STATUS_OK) {
         void *pa = kiln__ptr(a), *pb = kiln__ptr(b), *po = kiln__ptr(call->out);
+        void *col = colt ? kiln__ptr(colt) : NULL;
         int64_t oc = call->out->shape[1], ol = call->out->shape[2] * call->out->shape[3];
-        if (call->out->dtype == KILN_F32) {
+        if (dt == KILN_F32) {
             if (pass == FORWARD) conv_forward_float(pa, pb, po, g, col);
             else if (pass == BACKWARD_INPUT) conv_backward_input_float(pa, pb, po, g, col);
             else conv_backward_weight_float(pa, pb, po, g, col);
@@ -200,7 +224,7 @@ static kiln_status run_conv(const kiln_op_call *call, conv_pass pass, const geom
             if (bias) add_bias_double(po, (void *)kiln__ptr(bias), call->out->shape[0], oc, ol);
         }
     }
-    free(col);
+    if (colt) kiln_tensor_free(colt);
     if (bias && bias != call->in[2]) kiln_tensor_free(bias);
     if (b && b != call->in[1]) kiln_tensor_free(b);
     if (a && a != call->in[0]) kiln_tensor_free(a);

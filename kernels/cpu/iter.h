@@ -7,7 +7,14 @@
 
 #include "../../core/internal.h"
 
+#include <string.h>
+
 #define KILN_ITER_MAX_OPS 4
+
+/* Element count above which an element-wise loop runs on the OpenMP threads. Waking
+ * sleeping threads (OMP_WAIT_POLICY=passive, the setting for shared machines) costs tens
+ * of microseconds, so cheap loops stay on one thread below about 100k elements. */
+#define KILN_CPU_PAR_MIN 131072
 
 typedef struct {
     int nops;
@@ -42,22 +49,67 @@ static inline void kiln_iter_row(const kiln_iter *it, int64_t r, char **ptrs) {
 }
 
 /* Loops over every element: BODY sees char *p[nops] (pointers to the current
- * elements). Rows run in parallel when the work is large enough. */
+ * elements). Rows run in parallel when the work is large enough; a single long row
+ * (a contiguous operand merged into one axis) is cut into blocks so it runs in
+ * parallel too. */
+#define KILN_ITER_BLOCK 16384
 #define KILN_ITER_FOR_EACH(it, BODY)                                                      \
     do {                                                                                  \
         const kiln_iter *it_ = (it);                                                      \
         int64_t rows_ = kiln_iter_rows(it_), inner_ = it_->shape[it_->ndim - 1];          \
+        int64_t blk_ = rows_ == 1 && inner_ > 4 * KILN_ITER_BLOCK ? KILN_ITER_BLOCK : inner_; \
+        int64_t nblk_ = blk_ > 0 ? (inner_ + blk_ - 1) / blk_ : 1;                         \
         int64_t is_[KILN_ITER_MAX_OPS];                                                   \
         for (int k_ = 0; k_ < it_->nops; k_++) is_[k_] = it_->strides[k_][it_->ndim - 1]; \
-        _Pragma("omp parallel for schedule(static) if (rows_ * inner_ > 32768 && rows_ > 1)") \
-        for (int64_t r_ = 0; r_ < rows_; r_++) {                                          \
+        _Pragma("omp parallel for schedule(static) if (rows_ * inner_ > KILN_CPU_PAR_MIN && rows_ * nblk_ > 1)") \
+        for (int64_t t_ = 0; t_ < rows_ * nblk_; t_++) {                                  \
             char *p[KILN_ITER_MAX_OPS];                                                   \
-            kiln_iter_row(it_, r_, p);                                                    \
-            for (int64_t i_ = 0; i_ < inner_; i_++) {                                     \
+            int64_t b_ = t_ % nblk_, i0_ = b_ * blk_;                                     \
+            int64_t i1_ = i0_ + blk_ < inner_ ? i0_ + blk_ : inner_;                      \
+            kiln_iter_row(it_, t_ / nblk_, p);                                            \
+            for (int k_ = 0; k_ < it_->nops; k_++) p[k_] += i0_ * is_[k_];                \
+            for (int64_t i_ = i0_; i_ < i1_; i_++) {                                      \
                 BODY;                                                                     \
                 for (int k_ = 0; k_ < it_->nops; k_++) p[k_] += is_[k_];                  \
             }                                                                             \
         }                                                                                 \
+    } while (0)
+
+/* A same-dtype copy (operand 1 into operand 0) whose innermost axis is contiguous on both
+ * sides: one memcpy per row instead of an element loop with pointer steps. Returns false
+ * (and copies nothing) when the rows are not contiguous. */
+static inline bool kiln_iter_copy_rows(const kiln_iter *it, size_t es) {
+    const int last = it->ndim - 1;
+    if (it->nops != 2 || it->strides[0][last] != (int64_t)es || it->strides[1][last] != (int64_t)es) return false;
+    const int64_t rows = kiln_iter_rows(it), inner = it->shape[last];
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * inner > KILN_CPU_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        char *p[KILN_ITER_MAX_OPS];
+        kiln_iter_row(it, r, p);
+        memcpy(p[0], p[1], (size_t)inner * es);
+    }
+    return true;
+}
+
+
+/* True when every operand is dense and has the output's shape (no broadcast, no view):
+ * the kernel can then run one flat loop over typed pointers. */
+static inline bool kiln_iter_flat(int nops, kiln_tensor *const *ops) {
+    for (int k = 0; k < nops; k++) {
+        if (!kiln_tensor_is_contiguous(ops[k]) || ops[k]->ndim != ops[0]->ndim) return false;
+        for (int d = 0; d < ops[0]->ndim; d++)
+            if (ops[k]->shape[d] != ops[0]->shape[d]) return false;
+    }
+    return true;
+}
+
+/* A flat loop over i in [0, n) split over threads when long enough; BODY indexes
+ * typed pointers with i, so the compiler can vectorise it. */
+#define KILN_FLAT_FOR(n, BODY)                                                            \
+    do {                                                                                  \
+        const int64_t n_ = (n);                                                           \
+        _Pragma("omp parallel for schedule(static) if (n_ > KILN_CPU_PAR_MIN)")           \
+        for (int64_t i = 0; i < n_; i++) { BODY; }                                        \
     } while (0)
 
 #endif

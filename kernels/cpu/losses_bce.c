@@ -144,12 +144,40 @@ KILN_CPU_KERNEL(bce_backward) {
         STORE_REDUCED(T, call->out, at->reduction, acc, n);                                   \
     } while (0)
 
+/* Dense input and target of one shape, no weights (the common case): flat loops over
+ * typed pointers, the same per-element function and double accumulation; threads take
+ * contiguous ranges of elements instead of rows. */
+static bool dense_pair(const kiln_tensor *x, const kiln_tensor *y) {
+    if (!kiln_tensor_is_contiguous(x) || !kiln_tensor_is_contiguous(y) || x->ndim != y->ndim) return false;
+    for (int d = 0; d < x->ndim; d++)
+        if (x->shape[d] != y->shape[d]) return false;
+    return true;
+}
+
+#define BCEL_FORWARD_FLAT(T, SFX)                                                             \
+    do {                                                                                      \
+        const T *xs = (const T *)kiln__ptr(x), *ys = (const T *)kiln__ptr(call->in[1]);       \
+        T *os = none ? (T *)kiln__ptr(call->out) : NULL;                                      \
+        _Pragma("omp parallel for schedule(static) reduction(+ : acc) if (n > 32768)")        \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            T v = kiln_bce_logits_##SFX(xs[i], ys[i], (T)1);                                  \
+            if (none) os[i] = v;                                                              \
+            else acc += v;                                                                    \
+        }                                                                                     \
+        STORE_REDUCED(T, call->out, at->reduction, acc, n);                                   \
+    } while (0)
+
 KILN_CPU_KERNEL(bce_with_logits) {
     const kiln_bce_attrs *at = call->attrs;
     kiln_tensor *x = call->in[0];
     bool none = at->reduction == 0;
     int64_t n = kiln_tensor_numel(x);
     double acc = 0;
+    if (!call->in[2] && !call->in[3] && dense_pair(x, call->in[1]) && (!none || dense_pair(x, call->out))) {
+        if (x->dtype == KILN_F32) BCEL_FORWARD_FLAT(float, f32);
+        else BCEL_FORWARD_FLAT(double, f64);
+        return KILN_STATUS_OK;
+    }
     if (x->dtype == KILN_F32) BCEL_FORWARD(float, f32);
     else BCEL_FORWARD(double, f64);
     return KILN_STATUS_OK;
@@ -175,12 +203,33 @@ KILN_CPU_KERNEL(bce_with_logits) {
         });                                                                                   \
     } while (0)
 
+/* The input gradient without weights; g is 0-d (a reduced loss) or dense like x. */
+#define BCEL_BACKWARD_FLAT(T, SFX)                                                            \
+    do {                                                                                      \
+        T scale = (T)(at->reduction == 1 ? 1.0 / (double)n : 1.0);                            \
+        const T *gs = (const T *)kiln__ptr(call->in[0]), *xs = (const T *)kiln__ptr(x),       \
+                *ys = (const T *)kiln__ptr(call->in[2]);                                      \
+        T *os = (T *)kiln__ptr(call->out);                                                    \
+        const int64_t gstep = call->in[0]->ndim == 0 ? 0 : 1;                                 \
+        _Pragma("omp parallel for schedule(static) if (n > 32768)")                           \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            T g_ = gs[i * gstep] * scale;                                                     \
+            os[i] = g_ * ((T)1 * kiln_bce_logits_grad_input_##SFX(xs[i], ys[i], (T)1));       \
+        }                                                                                     \
+    } while (0)
+
 KILN_CPU_KERNEL(bce_with_logits_backward) {
     const kiln_bce_attrs *at = call->attrs;
     kiln_tensor *x = call->in[1];
     int64_t n = kiln_tensor_numel(x);
     double acc = 0;
     (void)acc;
+    if (at->wrt == KILN_LOSS_WRT_INPUT && !call->in[3] && !call->in[4] && dense_pair(x, call->in[2]) &&
+        dense_pair(x, call->out) && (call->in[0]->ndim == 0 || dense_pair(x, call->in[0]))) {
+        if (x->dtype == KILN_F32) BCEL_BACKWARD_FLAT(float, f32);
+        else BCEL_BACKWARD_FLAT(double, f64);
+        return KILN_STATUS_OK;
+    }
     if (x->dtype == KILN_F32) BCEL_BACKWARD(float, f32);
     else BCEL_BACKWARD(double, f64);
     return KILN_STATUS_OK;

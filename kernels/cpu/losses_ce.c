@@ -54,6 +54,54 @@ static inline void plan_pos(const ce_plan *p, int64_t q, int64_t *xo, int64_t *t
     }
 }
 
+/* Positions q0, q0+1, ... with their byte offsets kept current: one decomposition of q0
+ * (integer divisions) where a thread's range starts, then an odometer step per position. */
+typedef struct {
+    int64_t idx[KILN_MAX_DIMS];
+    int64_t xo, to, go, oo;
+} ce_cursor;
+
+static inline void cursor_set(const ce_plan *p, ce_cursor *c, int64_t q) {
+    c->xo = c->to = c->go = c->oo = 0;
+    for (int j = p->P - 1; j >= 0; j--) {
+        int64_t i = q % p->pshape[j];
+        q /= p->pshape[j];
+        c->idx[j] = i;
+        c->xo += i * p->xs[j];
+        c->to += i * p->ts[j];
+        c->go += i * p->gs[j];
+        c->oo += i * p->os[j];
+    }
+}
+
+static inline void cursor_next(const ce_plan *p, ce_cursor *c) {
+    for (int j = p->P - 1; j >= 0; j--) {
+        c->xo += p->xs[j];
+        c->to += p->ts[j];
+        c->go += p->gs[j];
+        c->oo += p->os[j];
+        if (++c->idx[j] < p->pshape[j]) return;
+        c->idx[j] = 0;
+        c->xo -= p->pshape[j] * p->xs[j];
+        c->to -= p->pshape[j] * p->ts[j];
+        c->go -= p->pshape[j] * p->gs[j];
+        c->oo -= p->pshape[j] * p->os[j];
+    }
+}
+
+/* Offsets of position q for a loop whose thread visits increasing q (a static schedule):
+ * the cursor follows from the previous position unless q starts a new range. */
+#define CE_SEEK(pl, cur, next, q, xo, to, go, oo)                   \
+    do {                                                            \
+        if ((q) != (next)) cursor_set(&(pl), &(cur), (q));          \
+        else cursor_next(&(pl), &(cur));                            \
+        (next) = (q) + 1;                                           \
+        xo = (cur).xo;                                              \
+        to = (cur).to;                                              \
+        go = (cur).go;                                              \
+        oo = (cur).oo;                                              \
+    } while (0)
+
 #define XC(c) (*(const T *)(xp + (c) * pl.xcs))
 #define WC(c) (wb ? (double)*(const T *)(wb + (c) * pl.ws) : 1.0)
 #define TC(c) (*(const T *)(tp + (c) * pl.tcs))
@@ -70,10 +118,15 @@ static inline void plan_pos(const ce_plan *p, int64_t q, int64_t *xo, int64_t *t
 /* Forward: log_probs says x already holds log-probabilities (nll_loss). */
 #define CE_FORWARD(T)                                                                                \
     do {                                                                                             \
-        _Pragma("omp parallel for schedule(static) reduction(+ : acc, wsum) if (pl.npos * pl.C > 32768)") \
+        _Pragma("omp parallel reduction(+ : acc, wsum) if (pl.npos * pl.C > 32768)")               \
+        {                                                                                            \
+        ce_cursor cur_ = {{0}, 0, 0, 0, 0};                                                          \
+        int64_t next_ = -1;                                                                          \
+        _Pragma("omp for schedule(static)")                                                          \
         for (int64_t q = 0; q < pl.npos; q++) {                                                      \
             int64_t xo, to, go, oo;                                                                  \
-            plan_pos(&pl, q, &xo, &to, &go, &oo);                                                    \
+            CE_SEEK(pl, cur_, next_, q, xo, to, go, oo);                                             \
+            (void)go;                                                                                \
             const char *xp = xb + xo, *tp = tb + to;                                                 \
             double loss = 0, lse = 0;                                                                \
             if (!log_probs) LSE(T, xp, lse);                                                         \
@@ -96,6 +149,7 @@ static inline void plan_pos(const ce_plan *p, int64_t q, int64_t *xo, int64_t *t
             }                                                                                        \
             if (none) *(T *)(ob + oo) = (T)loss;                                                     \
             else acc += loss;                                                                        \
+        }                                                                                            \
         }                                                                                            \
         if (!none) *(T *)ob = (T)(at->reduction == 1 ? acc / wsum : acc);                            \
     } while (0)
@@ -127,12 +181,19 @@ KILN_CPU_KERNEL(nll_loss) { return ce_forward(call, 1); }
 static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const char *tb, const char *wb, kiln_dtype dt) {
     if (at->prob_target) return (double)pl->npos;
     double wsum = 0;
+#pragma omp parallel reduction(+ : wsum) if (pl->npos > 32768)
+    {
+    ce_cursor cur = {{0}, 0, 0, 0, 0};
+    int64_t next = -1;
+#pragma omp for schedule(static)
     for (int64_t q = 0; q < pl->npos; q++) {
         int64_t xo, to, go, oo;
-        plan_pos(pl, q, &xo, &to, &go, &oo);
+        CE_SEEK(*pl, cur, next, q, xo, to, go, oo);
+        (void)xo, (void)go, (void)oo;
         int64_t t = *(const int64_t *)(tb + to);
         if (t == at->ignore_index) continue;
         wsum += !wb ? 1.0 : dt == KILN_F32 ? *(const float *)(wb + t * pl->ws) : *(const double *)(wb + t * pl->ws);
+    }
     }
     return wsum;
 }
@@ -141,10 +202,14 @@ static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const cha
 
 #define CE_BACKWARD(T)                                                                               \
     do {                                                                                             \
-        _Pragma("omp parallel for schedule(static) if (pl.npos * pl.C > 32768)")                     \
+        _Pragma("omp parallel if (pl.npos * pl.C > 32768)")                                         \
+        {                                                                                            \
+        ce_cursor cur_ = {{0}, 0, 0, 0, 0};                                                          \
+        int64_t next_ = -1;                                                                          \
+        _Pragma("omp for schedule(static)")                                                          \
         for (int64_t q = 0; q < pl.npos; q++) {                                                      \
             int64_t xo, to, go, oo;                                                                  \
-            plan_pos(&pl, q, &xo, &to, &go, &oo);                                                    \
+            CE_SEEK(pl, cur_, next_, q, xo, to, go, oo);                                             \
             const char *xp = xb + xo, *tp = tb + to;                                                 \
             char *op = ob + oo;                                                                      \
             double gi = (double)*(const T *)(gb + go) * scale, lse = 0;                              \
@@ -180,6 +245,7 @@ static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const cha
                 if (eps > 0) v += eps / (double)pl.C * (wall * pc - WC(c));                          \
                 OC(c) = (T)(gi * v);                                                                 \
             }                                                                                        \
+        }                                                                                            \
         }                                                                                            \
     } while (0)
 
