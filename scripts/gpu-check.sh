@@ -44,7 +44,10 @@ fi
 say "date $(date -u +%Y-%m-%dT%H:%M:%SZ), device ${device:-none}, driver ${driver:-none}"
 say "nvcc ${nvcc:-missing} ($([ -n "$nvcc" ] && "$nvcc" --version | tail -1)), compute-sanitizer ${sanitizer:-missing}"
 
-cmake_args=(-DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DKILN_BUILD_EXAMPLES=OFF)
+# Any OpenBLAS will do here (the GPU does the heavy work): the prebuilt one is the
+# pthread build, so kiln's usual requirement of the OpenMP build is switched off.
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DKILN_BUILD_EXAMPLES=OFF
+            -DKILN_OPENBLAS_OPENMP=OFF)
 [ -n "$nvcc" ] && cmake_args+=(-DCMAKE_CUDA_COMPILER="$nvcc")
 ldpath=""
 pre="$root/prebuilt/usr"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares prebuilt/ (git-ignored): the Debian packages of Criterion and OpenBLAS/LAPACKE
+# Prepares prebuilt/ (git-ignored): the Debian packages of Criterion, OpenBLAS/LAPACKE, jansson
 # and the shared libraries they load, unpacked with dpkg -x, for scripts/gpu-check.sh on a
 # GPU machine that has no network and none of them installed. Run it on a Debian 12
 # (bookworm, amd64) machine with network, then copy prebuilt/ beside the tree on the GPU
@@ -13,6 +13,7 @@ pkgs=(
   libhttp-parser2.9 libmbedcrypto7 libmbedtls14 libmbedx509-1 libssh2-1 libpcre2-8-0
   libopenblas0-pthread libopenblas-pthread-dev libopenblas-dev   # the CPU BLAS
   liblapacke liblapacke-dev liblapack3 libtmglib3 libgfortran5   # LAPACKE and its runtime
+  libjansson4 libjansson-dev                # safetensors checkpoint headers (JSON)
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
