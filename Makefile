@@ -7,7 +7,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 BUILD ?= build
 
-.PHONY: all setup build demo test test-plain test-asan bench clean
+.PHONY: all setup build demo test test-plain test-asan test-valgrind bench clean
 
 all: build
 
@@ -50,8 +50,19 @@ test: test-plain test-asan
 bench: build
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(JOBS)} $(PYTHON) benchmarks/run.py --build $(BUILD) --device cpu $(BENCH_ARGS)
 
+# The core suites under valgrind memcheck (slower than ASan, so not part of `make test`):
+# invalid reads/writes, uses of uninitialised memory and definite leaks fail the run.
+VALGRIND_SUITES ?= test_autograd test_pool test_scope test_tensor test_views test_checkpoint test_module
+test-valgrind: setup
+	@cmake -S . -B build-vg -DCMAKE_BUILD_TYPE=Debug -DKILN_CUDA=OFF -DKILN_BUILD_EXAMPLES=OFF -DKILN_BUILD_BENCHMARKS=OFF >/dev/null
+	@cmake --build build-vg -j $(JOBS) --target $(VALGRIND_SUITES) -- --no-print-directory
+	@for t in $(VALGRIND_SUITES); do \
+	  OMP_NUM_THREADS=1 valgrind --quiet --trace-children=yes --error-exitcode=9 --leak-check=full \
+	    --errors-for-leak-kinds=definite build-vg/$$t --jobs=1 || { echo "test-valgrind: $$t failed"; exit 1; }; \
+	done; echo "test-valgrind: $(words $(VALGRIND_SUITES)) suites clean"
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-vg
 
 # ---- Python bindings (bindings/python) -------------------------------------------------
 # pytest with Debian's python3 (numpy, pytest; the PyTorch comparisons run when torch is
