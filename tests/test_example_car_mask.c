@@ -3,6 +3,7 @@
  * on a PNG, the benchmark mode, and clear errors for bad arguments. */
 #include "support/kiln_test.h"
 #include "kiln_examples.h"
+#include "support/kt_run.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -22,121 +23,40 @@ static const char *const bin = NULL;
 /* Tiny: 4 training scenes in batches of 2 (2 steps an epoch), 2 held-out scenes. */
 #define TINY "--device cpu --size 16 --batch 2 --train-scenes 4 --heldout-scenes 2"
 
-typedef struct {
-    int status;          /* exit status, -1 if it did not exit normally */
-    char out[1 << 15];   /* stdout */
-    char err[1 << 13];   /* stderr */
-    json_t *json;        /* the last stdout line, parsed (NULL if it is not JSON) */
-} run_result;
-
-static void read_file(const char *path, char *buf, size_t n) {
-    FILE *f = fopen(path, "rb");
-    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[k] = '\0';
-    if (f) fclose(f);
-}
-
-/* Runs the program with args in dir (a fresh directory), capturing both streams. */
-static run_result *run(const char *dir, const char *args) {
-    if (!bin) cr_skip_test("the examples are not built (KILN_BUILD_EXAMPLES=OFF)");
-    run_result *r = calloc(1, sizeof *r);
-    cr_assert(r);
-    char cmd[4096], o[1024], e[1024];
-    snprintf(o, sizeof o, "%s/stdout.txt", dir);
-    snprintf(e, sizeof e, "%s/stderr.txt", dir);
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>'%s'", dir, bin, args, o, e);
-    int ws = system(cmd);
-    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    read_file(o, r->out, sizeof r->out);
-    read_file(e, r->err, sizeof r->err);
-    size_t n = strlen(r->out);
-    while (n && r->out[n - 1] == '\n') r->out[--n] = '\0';
-    const char *last = strrchr(r->out, '\n');
-    r->json = json_loads(last ? last + 1 : r->out, 0, NULL);
-    return r;
-}
-
-static void free_result(run_result *r) {
-    json_decref(r->json);
-    free(r);
-}
-
-static char *make_dir(void) {
-    char *d = strdup("/tmp/kiln_car_mask_XXXXXX");
-    cr_assert(d && mkdtemp(d), "mkdtemp failed");
-    return d;
-}
-
-static void remove_dir(char *d) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_expect_eq(system(cmd), 0);
-    free(d);
-}
-
-/* A per-epoch array of n finite numbers (within [lo, hi]). */
-static void expect_series(json_t *j, const char *key, size_t n, double lo, double hi) {
-    json_t *a = json_object_get(j, key);
-    cr_assert(json_is_array(a), "'%s' is missing or not an array", key);
-    cr_expect_eq(json_array_size(a), n, "'%s' has %zu values, not %zu", key, json_array_size(a), n);
-    for (size_t i = 0; i < json_array_size(a); i++) {
-        json_t *v = json_array_get(a, i);
-        cr_expect(json_is_number(v), "%s[%zu] is not a finite number (null means NaN or Inf)", key, i);
-        double x = json_number_value(v);
-        cr_expect(x >= lo && x <= hi, "%s[%zu] = %g is outside [%g, %g]", key, i, x, lo, hi);
-    }
-}
-
-static double number(json_t *j, const char *key) {
-    json_t *v = json_object_get(j, key);
-    cr_assert(json_is_number(v), "'%s' is missing or not a finite number", key);
-    return json_number_value(v);
-}
-
-/* The file exists and starts with the PNG signature; returns its size through w, h. */
-static void expect_png(const char *path, int channels, int w, int h) {
-    uint8_t *px = NULL;
-    int c, H, W;
-    cr_assert_eq(kiln_png_read_u8(path, 0, &px, &c, &H, &W), KILN_STATUS_OK, "%s", kiln_last_error());
-    cr_expect_eq(c, channels, "%s has %d channels, not %d", path, c, channels);
-    if (w > 0) cr_expect(W == w && H == h, "%s is %dx%d, not %dx%d", path, W, H, w, h);
-    free(px);
-}
-
 KT_TEST(example_car_mask, trains_and_reports_json_and_files) {
-    char *d = make_dir();
-    run_result *r = run(d, TINY " --epochs 2 --json --out res");
+    char *d = kt_run_dir("car_mask");
+    run_result *r = kt_run(bin, d, TINY " --epochs 2 --json --out res");
     cr_assert_eq(r->status, 0, "exit %d; stderr:\n%s", r->status, r->err);
     cr_assert(r->json, "the last line of stdout is not JSON:\n%s", r->out);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "program")), "car_mask");
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "loss")), "bce_with_logits");
-    cr_expect_eq(number(r->json, "parameters"), 483441); /* U-Net-16 with one output channel */
-    expect_series(r->json, "train_loss", 2, 0, 2);
-    expect_series(r->json, "heldout_loss", 2, 0, 2);
-    expect_series(r->json, "heldout_binary_pixel_accuracy", 2, 0, 1);
-    expect_series(r->json, "heldout_iou", 2, 0, 1);
-    expect_series(r->json, "heldout_dice", 2, 0, 1);
-    double iou = number(r->json, "iou"), dice = number(r->json, "dice");
+    cr_expect_eq(kt_number(r->json, "parameters"), 483441); /* U-Net-16 with one output channel */
+    kt_expect_series(r->json, "train_loss", 2, 0, 2);
+    kt_expect_series(r->json, "heldout_loss", 2, 0, 2);
+    kt_expect_series(r->json, "heldout_binary_pixel_accuracy", 2, 0, 1);
+    kt_expect_series(r->json, "heldout_iou", 2, 0, 1);
+    kt_expect_series(r->json, "heldout_dice", 2, 0, 1);
+    double iou = kt_number(r->json, "iou"), dice = kt_number(r->json, "dice");
     cr_expect(dice >= iou && fabs(dice - 2 * iou / (1 + iou)) < 1e-12, "Dice %g does not equal 2 IoU / (1 + IoU) for IoU %g", dice, iou);
-    cr_expect(number(r->json, "wall_s") > 0);
+    cr_expect(kt_number(r->json, "wall_s") > 0);
     cr_expect(!strchr(r->out, '\n'), "--json printed more than the JSON line:\n%s", r->out);
     char path[1024];
     snprintf(path, sizeof path, "%s/res/car_mask_grid.png", d);
-    expect_png(path, 3, 0, 0);
+    kt_expect_png(path, 3, 0, 0);
     snprintf(path, sizeof path, "%s/res/car_mask_plot.png", d);
-    expect_png(path, 3, 0, 0);
+    kt_expect_png(path, 3, 0, 0);
     snprintf(path, sizeof path, "%s/res/car_mask.safetensors", d);
     struct stat sb;
     cr_expect(stat(path, &sb) == 0 && sb.st_size > 483441 * 4, "no checkpoint at %s", path);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "checkpoint")), "res/car_mask.safetensors");
-    free_result(r);
-    remove_dir(d);
+    kt_run_free(r);
+    kt_run_dir_remove(d);
 }
 
 /* Without --json: the epoch lines for a person, progress lines on stderr (not a terminal). */
 KT_TEST(example_car_mask, prints_epochs_and_progress_lines) {
-    char *d = make_dir();
-    run_result *r = run(d, TINY " --epochs 1 --loss bce --out res");
+    char *d = kt_run_dir("car_mask");
+    run_result *r = kt_run(bin, d, TINY " --epochs 1 --loss bce --out res");
     cr_assert_eq(r->status, 0, "exit %d; stderr:\n%s", r->status, r->err);
     cr_expect(strstr(r->out, "epoch 1/1  train loss"), "no epoch line in:\n%s", r->out);
     cr_expect(strstr(r->out, "pictures in res/car_mask_grid.png"), "the output does not say where the pictures are:\n%s", r->out);
@@ -144,23 +64,23 @@ KT_TEST(example_car_mask, prints_epochs_and_progress_lines) {
     cr_expect(!strchr(r->err, '\r'), "a bar was drawn though stderr is not a terminal");
     cr_assert(r->json);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "loss")), "bce");
-    free_result(r);
-    remove_dir(d);
+    kt_run_free(r);
+    kt_run_dir_remove(d);
 }
 
 /* Interrupted after epoch 1 and resumed, the run continues exactly: the same losses and
  * metrics, bit for bit, as a run of 3 epochs that was never stopped. */
 KT_TEST(example_car_mask, resume_gives_the_uninterrupted_losses) {
-    char *d = make_dir();
-    run_result *straight = run(d, TINY " --epochs 3 --json --out straight");
-    run_result *first = run(d, TINY " --epochs 1 --json --out part");
-    run_result *resumed = run(d, TINY " --epochs 3 --json --out part --resume part/car_mask.safetensors");
+    char *d = kt_run_dir("car_mask");
+    run_result *straight = kt_run(bin, d, TINY " --epochs 3 --json --out straight");
+    run_result *first = kt_run(bin, d, TINY " --epochs 1 --json --out part");
+    run_result *resumed = kt_run(bin, d, TINY " --epochs 3 --json --out part --resume part/car_mask.safetensors");
     run_result *rs[3] = {straight, first, resumed};
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(rs[i]->status, 0, "run %d: exit %d; stderr:\n%s", i, rs[i]->status, rs[i]->err);
         cr_assert(rs[i]->json, "run %d printed no JSON", i);
     }
-    cr_expect_eq(number(resumed->json, "resumed_from_epoch"), 1);
+    cr_expect_eq(kt_number(resumed->json, "resumed_from_epoch"), 1);
     const char *keys[] = {"train_loss", "heldout_loss", "heldout_binary_pixel_accuracy", "heldout_iou", "heldout_dice"};
     for (int k = 0; k < 5; k++) {
         json_t *a = json_object_get(straight->json, keys[k]), *b = json_object_get(resumed->json, keys[k]);
@@ -175,17 +95,17 @@ KT_TEST(example_car_mask, resume_gives_the_uninterrupted_losses) {
     cr_expect_eq(json_number_value(json_array_get(json_object_get(first->json, "train_loss"), 0)),
                  json_number_value(json_array_get(json_object_get(straight->json, "train_loss"), 0)));
     /* resuming with other data is refused, naming the option */
-    run_result *other = run(d, TINY " --epochs 3 --seed 5 --out part --resume part/car_mask.safetensors");
+    run_result *other = kt_run(bin, d, TINY " --epochs 3 --seed 5 --out part --resume part/car_mask.safetensors");
     cr_expect_neq(other->status, 0);
     cr_expect(strstr(other->err, "--seed"), "stderr does not name --seed:\n%s", other->err);
-    for (int i = 0; i < 3; i++) free_result(rs[i]);
-    free_result(other);
-    remove_dir(d);
+    for (int i = 0; i < 3; i++) kt_run_free(rs[i]);
+    kt_run_free(other);
+    kt_run_dir_remove(d);
 }
 
 KT_TEST(example_car_mask, predict_writes_a_mask_of_the_image_size) {
-    char *d = make_dir();
-    run_result *t = run(d, TINY " --epochs 1 --json --out res");
+    char *d = kt_run_dir("car_mask");
+    run_result *t = kt_run(bin, d, TINY " --epochs 1 --json --out res");
     cr_assert_eq(t->status, 0, "exit %d; stderr:\n%s", t->status, t->err);
     /* a scene of 36x20: not a multiple of 8, so the program must pad and crop */
     enum { W = 36, H = 20 };
@@ -194,40 +114,40 @@ KT_TEST(example_car_mask, predict_writes_a_mask_of_the_image_size) {
     char in[1024];
     snprintf(in, sizeof in, "%s/scene.png", d);
     cr_assert_eq(kiln_png_write_f32(in, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
-    run_result *p = run(d, "--device cpu --predict scene.png --out mask.png --checkpoint res/car_mask.safetensors --json");
+    run_result *p = kt_run(bin, d, "--device cpu --predict scene.png --out mask.png --checkpoint res/car_mask.safetensors --json");
     cr_assert_eq(p->status, 0, "exit %d; stderr:\n%s", p->status, p->err);
     cr_assert(p->json, "no JSON line:\n%s", p->out);
-    cr_expect_eq(number(p->json, "width"), W);
-    cr_expect_eq(number(p->json, "height"), H);
+    cr_expect_eq(kt_number(p->json, "width"), W);
+    cr_expect_eq(kt_number(p->json, "height"), H);
     char mask[1024];
     snprintf(mask, sizeof mask, "%s/mask.png", d);
-    expect_png(mask, 1, W, H);
+    kt_expect_png(mask, 1, W, H);
     uint8_t *px;
     int c, h, w;
     cr_assert_eq(kiln_png_read_u8(mask, 1, &px, &c, &h, &w), KILN_STATUS_OK);
     for (int i = 0; i < W * H; i++) cr_expect(px[i] == 0 || px[i] == 255, "mask pixel %d is %d, not 0 or 255", i, px[i]);
     free(px);
-    free_result(t);
-    free_result(p);
-    remove_dir(d);
+    kt_run_free(t);
+    kt_run_free(p);
+    kt_run_dir_remove(d);
 }
 
 KT_TEST(example_car_mask, bench_prints_the_median_step_time) {
-    char *d = make_dir();
-    run_result *r = run(d, "--device cpu --bench-steps 3 --batch 2 --size 16 --json");
+    char *d = kt_run_dir("car_mask");
+    run_result *r = kt_run(bin, d, "--device cpu --bench-steps 3 --batch 2 --size 16 --json");
     cr_assert_eq(r->status, 0, "exit %d; stderr:\n%s", r->status, r->err);
     cr_assert(r->json, "no JSON line:\n%s", r->out);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "mode")), "bench");
-    cr_expect_eq(number(r->json, "steps"), 3);
-    double med = number(r->json, "median_step_s"), lo = number(r->json, "min_step_s"), hi = number(r->json, "max_step_s");
+    cr_expect_eq(kt_number(r->json, "steps"), 3);
+    double med = kt_number(r->json, "median_step_s"), lo = kt_number(r->json, "min_step_s"), hi = kt_number(r->json, "max_step_s");
     cr_expect(med > 0 && lo <= med && med <= hi, "median %g outside [min %g, max %g]", med, lo, hi);
-    cr_expect(isfinite(number(r->json, "last_loss")));
-    free_result(r);
-    remove_dir(d);
+    cr_expect(isfinite(kt_number(r->json, "last_loss")));
+    kt_run_free(r);
+    kt_run_dir_remove(d);
 }
 
 KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
-    char *d = make_dir();
+    char *d = kt_run_dir("car_mask");
     struct {
         const char *args, *says;
     } cases[] = {
@@ -244,17 +164,17 @@ KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
         {TINY " --epochs 1 --resume missing.safetensors", "missing.safetensors"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        run_result *r = run(d, cases[i].args);
+        run_result *r = kt_run(bin, d, cases[i].args);
         cr_expect(r->status != 0, "'%s' exited 0", cases[i].args);
         cr_expect(strstr(r->err, "car_mask: ") && strstr(r->err, cases[i].says),
                   "'%s': stderr does not say '%s':\n%s", cases[i].args, cases[i].says, r->err);
         cr_expect(!strstr(r->err, "AddressSanitizer") && !strstr(r->err, "LeakSanitizer"), "'%s':\n%s", cases[i].args, r->err);
-        free_result(r);
+        kt_run_free(r);
     }
     if (!kiln_device_available(KILN_CUDA(0))) {
-        run_result *r = run(d, TINY " --device cuda");
+        run_result *r = kt_run(bin, d, TINY " --device cuda");
         cr_expect(r->status != 0 && strstr(r->err, "--device cuda:0 is not available"), "stderr:\n%s", r->err);
-        free_result(r);
+        kt_run_free(r);
     }
-    remove_dir(d);
+    kt_run_dir_remove(d);
 }
