@@ -22,27 +22,6 @@ TestSuite(cuda_blas, .init = kiln_test_setup, .fini = kiln_test_teardown);
             cr_skip_test("no CUDA device here: cuBLAS/cuSOLVER paths not run (their custom kernels ran emulated)"); \
     } while (0)
 
-static kiln_tensor *gpu(kiln_tensor *t) {
-    kiln_tensor *g = kiln_tensor_to(t, KILN_CUDA(0));
-    cr_assert(g, "%s", kiln_last_error());
-    return g;
-}
-
-static void same(kiln_tensor *cpu, kiln_tensor *cuda, double atol, double rtol, const char *what) {
-    cr_assert(cpu && cuda, "%s: %s", what, kiln_last_error());
-    cr_assert_eq(kiln_tensor_numel(cpu), kiln_tensor_numel(cuda), "%s", what);
-    double *a = kt_values(cpu), *b = kt_values(cuda);
-    for (int64_t i = 0; i < kiln_tensor_numel(cpu); i++) {
-        if ((a[i] != a[i] && b[i] != b[i]) || fabs(a[i] - b[i]) <= atol + rtol * fabs(a[i])) continue;
-        double x = a[i], y = b[i];
-        free(a);
-        free(b);
-        cr_assert_fail("%s: element %lld: cpu %.12g, cuda %.12g", what, (long long)i, x, y);
-    }
-    free(a);
-    free(b);
-}
-
 static kiln_tensor *input(kiln_dtype dt, int ndim, const int64_t *shape) {
     return kiln_tensor_rand(ndim, shape, -1, 1, dt, KILN_CPU);
 }
@@ -56,20 +35,20 @@ static void matmul_case(kiln_dtype dt, int na, const int64_t *sa, view_fn va, in
                         const char *name) {
     double tol = dt == KILN_F64 ? 1e-12 : 1e-5;
     kiln_tensor *a = input(dt, na, sa), *b = input(dt, nb, sb);
-    kiln_tensor *ag = gpu(a), *bg = gpu(b);
+    kiln_tensor *ag = kt_to_gpu(a), *bg = kt_to_gpu(b);
     kiln_tensor *ins[4] = {a, b, ag, bg};
     for (int i = 0; i < 4; i++) kiln_tensor_set_requires_grad(ins[i], true);
     kiln_tensor *yc = kiln_matmul(va(a), vb(b)), *yg = kiln_matmul(va(ag), vb(bg));
     char what[160];
     snprintf(what, sizeof what, "matmul %s %s", name, kiln_dtype_name(dt));
-    same(yc, yg, tol, tol, what);
+    kt_expect_same(yc, yg, tol, tol, what);
     kiln_tensor *w = kiln_tensor_rand(kiln_tensor_ndim(yc), kiln_tensor_shape(yc), -1, 1, dt, KILN_CPU);
     cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yc, w)), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
-    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, gpu(w))), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, kt_to_gpu(w))), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
     snprintf(what, sizeof what, "matmul %s %s: dA", name, kiln_dtype_name(dt));
-    same(kiln_tensor_grad(a), kiln_tensor_grad(ag), tol, tol, what);
+    kt_expect_same(kiln_tensor_grad(a), kiln_tensor_grad(ag), tol, tol, what);
     snprintf(what, sizeof what, "matmul %s %s: dB", name, kiln_dtype_name(dt));
-    same(kiln_tensor_grad(b), kiln_tensor_grad(bg), tol, tol, what);
+    kt_expect_same(kiln_tensor_grad(b), kiln_tensor_grad(bg), tol, tol, what);
 }
 
 KT_TEST(cuda_blas, matmul_layouts_batches_and_gradients) {
@@ -94,12 +73,12 @@ KT_TEST(cuda_blas, tf32_is_off_by_default_and_switchable) {
     const int64_t s[2] = {256, 256};
     kiln_tensor *a = input(KILN_F32, 2, s), *b = input(KILN_F32, 2, s);
     kiln_tensor *c = kiln_matmul(a, b);
-    same(c, kiln_matmul(gpu(a), gpu(b)), 1e-5, 1e-5, "float32 matmul with TF32 off");
+    kt_expect_same(c, kiln_matmul(kt_to_gpu(a), kt_to_gpu(b)), 1e-5, 1e-5, "float32 matmul with TF32 off");
     kiln_set_tf32(true);
-    kiln_tensor *t = kiln_matmul(gpu(a), gpu(b));
+    kiln_tensor *t = kiln_matmul(kt_to_gpu(a), kt_to_gpu(b));
     kiln_set_tf32(false);
-    same(c, t, 2e-2, 0, "float32 matmul with TF32 on");
-    same(c, kiln_matmul(gpu(a), gpu(b)), 1e-5, 1e-5, "float32 matmul with TF32 off again");
+    kt_expect_same(c, t, 2e-2, 0, "float32 matmul with TF32 on");
+    kt_expect_same(c, kiln_matmul(kt_to_gpu(a), kt_to_gpu(b)), 1e-5, 1e-5, "float32 matmul with TF32 off again");
 }
 
 KT_TEST(cuda_blas, linear_forward_and_every_gradient) {
@@ -110,31 +89,31 @@ KT_TEST(cuda_blas, linear_forward_and_every_gradient) {
         for (int strided = 0; strided < 2; strided++) {
             const int64_t xs[3] = {4, 7, 33}, xts[3] = {4, 33, 7}, ws[2] = {45, 33}, bs[1] = {45};
             kiln_tensor *x = input(dt, 3, strided ? xts : xs), *w = input(dt, 2, ws), *b = input(dt, 1, bs);
-            kiln_tensor *xg = gpu(x), *wg = gpu(w), *bg = gpu(b);
+            kiln_tensor *xg = kt_to_gpu(x), *wg = kt_to_gpu(w), *bg = kt_to_gpu(b);
             kiln_tensor *all[6] = {x, w, b, xg, wg, bg};
             for (int i = 0; i < 6; i++) kiln_tensor_set_requires_grad(all[i], true);
             kiln_tensor *xc = strided ? kiln_transpose(x, 1, 2) : x, *xgv = strided ? kiln_transpose(xg, 1, 2) : xg;
             kiln_tensor *yc = kiln_linear(xc, w, b), *yg = kiln_linear(xgv, wg, bg);
-            same(yc, yg, tol, tol, strided ? "linear, transposed input" : "linear");
+            kt_expect_same(yc, yg, tol, tol, strided ? "linear, transposed input" : "linear");
             kiln_tensor *r = kiln_tensor_rand(3, kiln_tensor_shape(yc), -1, 1, dt, KILN_CPU);
             cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yc, r)), NULL), KILN_STATUS_OK);
-            cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, gpu(r))), NULL), KILN_STATUS_OK, "%s",
+            cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, kt_to_gpu(r))), NULL), KILN_STATUS_OK, "%s",
                          kiln_last_error());
-            same(kiln_tensor_grad(x), kiln_tensor_grad(xg), tol, tol, "linear dX");
-            same(kiln_tensor_grad(w), kiln_tensor_grad(wg), tol, tol, "linear dW");
-            same(kiln_tensor_grad(b), kiln_tensor_grad(bg), tol, tol, "linear db (custom column-sum kernel)");
+            kt_expect_same(kiln_tensor_grad(x), kiln_tensor_grad(xg), tol, tol, "linear dX");
+            kt_expect_same(kiln_tensor_grad(w), kiln_tensor_grad(wg), tol, tol, "linear dW");
+            kt_expect_same(kiln_tensor_grad(b), kiln_tensor_grad(bg), tol, tol, "linear db (custom column-sum kernel)");
         }
         /* no bias, and the bias gradient of a sum (an expanded, stride-0 gradient) */
         const int64_t xs[2] = {1000, 17}, ws[2] = {9, 17}, bs[1] = {9};
         kiln_tensor *x = input(dt, 2, xs), *w = input(dt, 2, ws), *b = input(dt, 1, bs);
-        same(kiln_linear(x, w, NULL), kiln_linear(gpu(x), gpu(w), NULL), tol, tol, "linear without bias");
-        kiln_tensor *bg = gpu(b);
+        kt_expect_same(kiln_linear(x, w, NULL), kiln_linear(kt_to_gpu(x), kt_to_gpu(w), NULL), tol, tol, "linear without bias");
+        kiln_tensor *bg = kt_to_gpu(b);
         kiln_tensor_set_requires_grad(b, true);
         kiln_tensor_set_requires_grad(bg, true);
         cr_assert_eq(kiln_backward(kiln_sum_all(kiln_linear(x, w, b)), NULL), KILN_STATUS_OK);
-        cr_assert_eq(kiln_backward(kiln_sum_all(kiln_linear(gpu(x), gpu(w), bg)), NULL), KILN_STATUS_OK, "%s",
+        cr_assert_eq(kiln_backward(kiln_sum_all(kiln_linear(kt_to_gpu(x), kt_to_gpu(w), bg)), NULL), KILN_STATUS_OK, "%s",
                      kiln_last_error());
-        same(kiln_tensor_grad(b), kiln_tensor_grad(bg), 0, 0, "db of an expanded gradient (1000 ones per column)");
+        kt_expect_same(kiln_tensor_grad(b), kiln_tensor_grad(bg), 0, 0, "db of an expanded gradient (1000 ones per column)");
     }
 }
 
@@ -147,8 +126,8 @@ KT_TEST(cuda_blas, eigh_matches_lapack) {
         kiln_tensor *a = kiln_add(m, kiln_transpose(m, 0, 1)); /* symmetric */
         kiln_tensor *wc, *vc, *wg, *vg;
         cr_assert_eq(kiln_eigh(a, &wc, &vc), KILN_STATUS_OK, "%s", kiln_last_error());
-        cr_assert_eq(kiln_eigh(gpu(a), &wg, &vg), KILN_STATUS_OK, "%s", kiln_last_error());
-        same(wc, wg, d ? 1e-10 : 1e-4, 0, "eigenvalues");
+        cr_assert_eq(kiln_eigh(kt_to_gpu(a), &wg, &vg), KILN_STATUS_OK, "%s", kiln_last_error());
+        kt_expect_same(wc, wg, d ? 1e-10 : 1e-4, 0, "eigenvalues");
         double *c = kt_values(vc), *g = kt_values(vg);
         double tol = d ? 1e-8 : 1e-3;
         for (int k = 0; k < 50; k++) { /* column k up to sign */
@@ -185,7 +164,7 @@ KT_TEST(cuda_blas, optimizer_steps_and_clipping_match_the_cpu) {
     for (int k = 0; k < 2; k++) {
         const int64_t s1[2] = {37, 29}, s2[1] = {1003};
         kiln_tensor *pc[2] = {input(KILN_F32, 2, s1), input(KILN_F32, 1, s2)};
-        kiln_tensor *pg[2] = {gpu(pc[0]), gpu(pc[1])};
+        kiln_tensor *pg[2] = {kt_to_gpu(pc[0]), kt_to_gpu(pc[1])};
         for (int i = 0; i < 2; i++) {
             kiln_tensor_set_requires_grad(pc[i], true);
             kiln_tensor_set_requires_grad(pg[i], true);
@@ -207,8 +186,8 @@ KT_TEST(cuda_blas, optimizer_steps_and_clipping_match_the_cpu) {
             kiln_optimizer_zero_grad(og);
             kiln_scope_end(s);
         }
-        same(pc[0], pg[0], 1e-6, 1e-5, k ? "sgd nesterov, parameter 0" : "adamw amsgrad, parameter 0");
-        same(pc[1], pg[1], 1e-6, 1e-5, k ? "sgd nesterov, parameter 1" : "adamw amsgrad, parameter 1");
+        kt_expect_same(pc[0], pg[0], 1e-6, 1e-5, k ? "sgd nesterov, parameter 0" : "adamw amsgrad, parameter 0");
+        kt_expect_same(pc[1], pg[1], 1e-6, 1e-5, k ? "sgd nesterov, parameter 1" : "adamw amsgrad, parameter 1");
         kiln_optimizer_free(oc);
         kiln_optimizer_free(og);
     }
@@ -220,21 +199,21 @@ KT_TEST(cuda_blas, batch_norm_and_dropout_match_the_cpu) {
     kiln_tensor *x = kiln_tensor_rand(4, xs, 9, 11, KILN_F32, KILN_CPU), *w = input(KILN_F32, 1, cs),
                 *b = input(KILN_F32, 1, cs);
     kiln_tensor *rm = kiln_tensor_zeros(1, cs, KILN_F32, KILN_CPU), *rv = kiln_tensor_full(1, cs, 1, KILN_F32, KILN_CPU);
-    kiln_tensor *xg = gpu(x), *wg = gpu(w), *bg = gpu(b), *rmg = gpu(rm), *rvg = gpu(rv);
+    kiln_tensor *xg = kt_to_gpu(x), *wg = kt_to_gpu(w), *bg = kt_to_gpu(b), *rmg = kt_to_gpu(rm), *rvg = kt_to_gpu(rv);
     kiln_tensor *all[6] = {x, w, b, xg, wg, bg};
     for (int i = 0; i < 6; i++) kiln_tensor_set_requires_grad(all[i], true);
     kiln_tensor *yc = kiln_batch_norm2d(x, w, b, rm, rv, true, 0.1, 1e-5);
     kiln_tensor *yg = kiln_batch_norm2d(xg, wg, bg, rmg, rvg, true, 0.1, 1e-5);
-    same(yc, yg, 1e-5, 1e-5, "batch_norm2d training forward");
-    same(rm, rmg, 1e-6, 1e-6, "running_mean");
-    same(rv, rvg, 1e-6, 1e-6, "running_var (unbiased)");
+    kt_expect_same(yc, yg, 1e-5, 1e-5, "batch_norm2d training forward");
+    kt_expect_same(rm, rmg, 1e-6, 1e-6, "running_mean");
+    kt_expect_same(rv, rvg, 1e-6, 1e-6, "running_var (unbiased)");
     kiln_tensor *r = kiln_tensor_rand(4, xs, -1, 1, KILN_F32, KILN_CPU);
     cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yc, r)), NULL), KILN_STATUS_OK);
-    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, gpu(r))), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
-    same(kiln_tensor_grad(x), kiln_tensor_grad(xg), 1e-4, 1e-4, "batch_norm2d dx");
-    same(kiln_tensor_grad(w), kiln_tensor_grad(wg), 1e-4, 1e-5, "batch_norm2d dweight");
-    same(kiln_tensor_grad(b), kiln_tensor_grad(bg), 1e-4, 1e-5, "batch_norm2d dbias");
-    same(kiln_batch_norm2d(x, w, b, rm, rv, false, 0.1, 1e-5), kiln_batch_norm2d(xg, wg, bg, rmg, rvg, false, 0.1, 1e-5),
+    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, kt_to_gpu(r))), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    kt_expect_same(kiln_tensor_grad(x), kiln_tensor_grad(xg), 1e-4, 1e-4, "batch_norm2d dx");
+    kt_expect_same(kiln_tensor_grad(w), kiln_tensor_grad(wg), 1e-4, 1e-5, "batch_norm2d dweight");
+    kt_expect_same(kiln_tensor_grad(b), kiln_tensor_grad(bg), 1e-4, 1e-5, "batch_norm2d dbias");
+    kt_expect_same(kiln_batch_norm2d(x, w, b, rm, rv, false, 0.1, 1e-5), kiln_batch_norm2d(xg, wg, bg, rmg, rvg, false, 0.1, 1e-5),
          1e-5, 1e-5, "batch_norm2d eval");
 
     const int64_t ds[2] = {37, 29};
@@ -242,6 +221,6 @@ KT_TEST(cuda_blas, batch_norm_and_dropout_match_the_cpu) {
     kiln_manual_seed(1234);
     kiln_tensor *dc = kiln_dropout(kiln_transpose(dx, 0, 1), 0.3, true);
     kiln_manual_seed(1234);
-    kiln_tensor *dg = kiln_dropout(kiln_transpose(gpu(dx), 0, 1), 0.3, true);
-    same(dc, dg, 0, 0, "dropout: the same mask and scale for the same seed");
+    kiln_tensor *dg = kiln_dropout(kiln_transpose(kt_to_gpu(dx), 0, 1), 0.3, true);
+    kt_expect_same(dc, dg, 0, 0, "dropout: the same mask and scale for the same seed");
 }

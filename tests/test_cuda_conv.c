@@ -25,12 +25,6 @@ TestSuite(cuda_conv, .init = kiln_test_setup, .fini = kiln_test_teardown);
 #define ATOL 1e-4
 #define RTOL 1e-4
 
-static kiln_tensor *gpu(kiln_tensor *t) {
-    kiln_tensor *g = kiln_tensor_to(t, KILN_CUDA(0));
-    cr_assert(g, "%s", kiln_last_error());
-    return g;
-}
-
 static void same(kiln_tensor *cpu, kiln_tensor *cuda, const char *what, const char *part) {
     cr_assert(cpu && cuda, "%s %s: %s", what, part, kiln_last_error());
     cr_assert_eq(kiln_tensor_numel(cpu), kiln_tensor_numel(cuda), "%s %s", what, part);
@@ -102,7 +96,7 @@ static void check_case(const conv_case *c, const char *path) {
     kiln_tensor *xb = kiln_tensor_rand(4, xs, -1, 1, KILN_F32, KILN_CPU);
     kiln_tensor *w = kiln_tensor_rand(4, ws, -1, 1, KILN_F32, KILN_CPU);
     kiln_tensor *b = kiln_tensor_rand(1, bs, -1, 1, KILN_F32, KILN_CPU);
-    kiln_tensor *xg_base = gpu(xb), *wg = gpu(w), *bg = gpu(b);
+    kiln_tensor *xg_base = kt_to_gpu(xb), *wg = kt_to_gpu(w), *bg = kt_to_gpu(b);
     kiln_tensor *x = xb, *xg = xg_base;
     if (c->strided_input) { /* every other column: neither contiguous nor packed */
         x = kiln_slice(xb, 3, 0, 2 * c->w, 2);
@@ -115,7 +109,7 @@ static void check_case(const conv_case *c, const char *path) {
     cr_assert(y, "%s: %s", what, kiln_last_error());
     kiln_tensor *coef = kiln_tensor_rand(kiln_tensor_ndim(y), kiln_tensor_shape(y), -1, 1, KILN_F32, KILN_CPU);
     cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(y, coef)), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
-    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, gpu(coef))), NULL), KILN_STATUS_OK, "%s: %s", what,
+    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, kt_to_gpu(coef))), NULL), KILN_STATUS_OK, "%s: %s", what,
                  kiln_last_error());
     same(kiln_tensor_grad(xb), kiln_tensor_grad(xg_base), what, "input gradient");
     same(kiln_tensor_grad(w), kiln_tensor_grad(wg), what, "weight gradient");
@@ -188,7 +182,7 @@ KT_TEST(cuda_conv, fused_bias_relu_inference) {
     p.padding[0] = p.padding[1] = 1;
     kiln_tensor *ref = kiln_relu(kiln_conv2d(x, w, b, &p));
     kiln_no_grad_begin();
-    kiln_tensor *yg = kiln_conv2d_bias_relu(gpu(x), gpu(w), gpu(b), &p);
+    kiln_tensor *yg = kiln_conv2d_bias_relu(kt_to_gpu(x), kt_to_gpu(w), kt_to_gpu(b), &p);
     kiln_tensor *yc = kiln_conv2d_bias_relu(x, w, b, &p);
     kiln_no_grad_end();
     same(ref, yg, "conv2d_bias_relu", "cuda");
@@ -270,13 +264,13 @@ KT_TEST(cuda_conv, unet16_training_step_matches_the_cpu) {
     kiln_no_grad_begin();
     for (int i = 0; i < cpu.n; i++) { /* leaves on the GPU with the CPU's values */
         dev.names[i] = cpu.names[i];
-        dev.p[i] = gpu(cpu.p[i]);
+        dev.p[i] = kt_to_gpu(cpu.p[i]);
     }
     kiln_no_grad_end();
     for (int i = 0; i < cpu.n; i++) kiln_tensor_set_requires_grad(dev.p[i], true);
     const int64_t xs[4] = {2, 3, 32, 32}, ys[4] = {2, 1, 32, 32};
     kiln_tensor *x = kiln_tensor_rand(4, xs, -1, 1, KILN_F32, KILN_CPU), *coef = kiln_tensor_rand(4, ys, -1, 1, KILN_F32, KILN_CPU);
-    kiln_tensor *xg = gpu(x), *cg = gpu(coef);
+    kiln_tensor *xg = kt_to_gpu(x), *cg = kt_to_gpu(coef);
 
     /* the functional forward is the module's */
     kiln_tensor *ym = kiln_module_forward(cpu.m, x), *yf = unet_forward(&cpu, x);

@@ -19,30 +19,6 @@ TestSuite(cuda_ops2, .init = kiln_test_setup, .fini = kiln_test_teardown);
             cr_skip_test("no CUDA device here: not run on a GPU (the emulated kernel tests ran instead)"); \
     } while (0)
 
-static kiln_tensor *gpu(kiln_tensor *t) {
-    kiln_tensor *g = kiln_tensor_to(t, KILN_CUDA(0));
-    cr_assert(g, "%s", kiln_last_error());
-    return g;
-}
-
-/* cpu and cuda results agree within atol + rtol*|cpu| (NaN matching NaN). */
-static void same(kiln_tensor *cpu, kiln_tensor *cuda, double atol, double rtol, const char *what) {
-    cr_assert(cpu && cuda, "%s: %s", what, kiln_last_error());
-    cr_assert_eq(kiln_tensor_numel(cpu), kiln_tensor_numel(cuda), "%s", what);
-    double *a = kt_values(cpu), *b = kt_values(cuda);
-    for (int64_t i = 0; i < kiln_tensor_numel(cpu); i++) {
-        bool ok = (a[i] != a[i] && b[i] != b[i]) || fabs(a[i] - b[i]) <= atol + rtol * fabs(a[i]);
-        if (!ok) {
-            double x = a[i], y = b[i];
-            free(a);
-            free(b);
-            cr_assert_fail("%s: element %lld: cpu %.9g, cuda %.9g", what, (long long)i, x, y);
-        }
-    }
-    free(a);
-    free(b);
-}
-
 #define TOL 1e-7, 2e-6
 
 static kiln_tensor *input(int ndim, const int64_t *shape, double lo, double hi) {
@@ -52,7 +28,7 @@ static kiln_tensor *input(int ndim, const int64_t *shape, double lo, double hi) 
 /* A CPU leaf and its GPU copy, both requiring grad. */
 static void pair(kiln_tensor *x, kiln_tensor **xc, kiln_tensor **xg) {
     *xc = x;
-    *xg = gpu(x);
+    *xg = kt_to_gpu(x);
     kiln_tensor_set_requires_grad(*xc, true);
     kiln_tensor_set_requires_grad(*xg, true);
 }
@@ -61,7 +37,7 @@ static void pair(kiln_tensor *x, kiln_tensor **xc, kiln_tensor **xg) {
 static void backward_both(kiln_tensor *yc, kiln_tensor *yg) {
     kiln_tensor *w = input(kiln_tensor_ndim(yc), kiln_tensor_shape(yc), -1, 1);
     cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yc, w)), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
-    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, gpu(w))), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_backward(kiln_sum_all(kiln_mul(yg, kt_to_gpu(w))), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
 }
 
 KT_TEST(cuda_ops2, softmax_family_channels_and_last_axis) {
@@ -78,9 +54,9 @@ KT_TEST(cuda_ops2, softmax_family_channels_and_last_axis) {
             kiln_tensor *yg = lg ? kiln_log_softmax(vg, axis) : kiln_softmax(vg, axis);
             const char *what = lg ? (k ? "log_softmax rows" : "log_softmax NCHW channels")
                                   : (k ? "softmax rows" : "softmax NCHW channels");
-            same(yc, yg, TOL, what);
+            kt_expect_same(yc, yg, TOL, what);
             backward_both(yc, yg);
-            same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), TOL, what);
+            kt_expect_same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), TOL, what);
         }
 }
 
@@ -90,17 +66,17 @@ KT_TEST(cuda_ops2, max_argmax_and_concat) {
     for (int axis = 0; axis < 3; axis++) {
         kiln_tensor *xc, *xg;
         pair(input(3, s, -1, 1), &xc, &xg);
-        same(kiln_argmax(xc, axis, false), kiln_argmax(xg, axis, false), 0, 0, "argmax");
+        kt_expect_same(kiln_argmax(xc, axis, false), kiln_argmax(xg, axis, false), 0, 0, "argmax");
         kiln_tensor *mc = kiln_max(xc, axis, true), *mg = kiln_max(xg, axis, true);
-        same(mc, mg, 0, 0, "max");
+        kt_expect_same(mc, mg, 0, 0, "max");
         backward_both(mc, mg);
-        same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), 0, 0, "max gradient");
+        kt_expect_same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), 0, 0, "max gradient");
     }
     const int64_t a[2] = {37, 5}, b[2] = {37, 130};
     kiln_tensor *ac = input(2, a, -1, 1), *bc = kiln_transpose(input(2, (const int64_t[]){130, 37}, -1, 1), 0, 1);
-    kiln_tensor *cc[2] = {ac, bc}, *cg[2] = {gpu(ac), kiln_transpose(gpu(kiln_transpose(bc, 0, 1)), 0, 1)};
+    kiln_tensor *cc[2] = {ac, bc}, *cg[2] = {kt_to_gpu(ac), kiln_transpose(kt_to_gpu(kiln_transpose(bc, 0, 1)), 0, 1)};
     (void)b;
-    same(kiln_concat(2, cc, 1), kiln_concat(2, cg, 1), 0, 0, "concat");
+    kt_expect_same(kiln_concat(2, cc, 1), kiln_concat(2, cg, 1), 0, 0, "concat");
 }
 
 KT_TEST(cuda_ops2, bce_and_bce_with_logits) {
@@ -112,15 +88,15 @@ KT_TEST(cuda_ops2, bce_and_bce_with_logits) {
         pair(input(4, s, -6, 6), &lc, &lg);
         kiln_tensor *y = input(4, s, 0, 1), *w = input(3, ws, 0.5, 2);
         kiln_tensor *pw = input(1, &s[3], 0.5, 3);
-        kiln_tensor *bc = kiln_bce(pc, y, w, (kiln_reduction)red), *bg = kiln_bce(pg, gpu(y), gpu(w), (kiln_reduction)red);
-        same(bc, bg, TOL, "bce");
+        kiln_tensor *bc = kiln_bce(pc, y, w, (kiln_reduction)red), *bg = kiln_bce(pg, kt_to_gpu(y), kt_to_gpu(w), (kiln_reduction)red);
+        kt_expect_same(bc, bg, TOL, "bce");
         backward_both(bc, bg);
-        same(kiln_tensor_grad(pc), kiln_tensor_grad(pg), TOL, "bce gradient");
+        kt_expect_same(kiln_tensor_grad(pc), kiln_tensor_grad(pg), TOL, "bce gradient");
         kiln_tensor *xc = kiln_bce_with_logits(lc, y, w, pw, (kiln_reduction)red);
-        kiln_tensor *xg = kiln_bce_with_logits(lg, gpu(y), gpu(w), gpu(pw), (kiln_reduction)red);
-        same(xc, xg, TOL, "bce_with_logits");
+        kiln_tensor *xg = kiln_bce_with_logits(lg, kt_to_gpu(y), kt_to_gpu(w), kt_to_gpu(pw), (kiln_reduction)red);
+        kt_expect_same(xc, xg, TOL, "bce_with_logits");
         backward_both(xc, xg);
-        same(kiln_tensor_grad(lc), kiln_tensor_grad(lg), TOL, "bce_with_logits gradient");
+        kt_expect_same(kiln_tensor_grad(lc), kiln_tensor_grad(lg), TOL, "bce_with_logits gradient");
     }
 }
 
@@ -144,24 +120,24 @@ KT_TEST(cuda_ops2, cross_entropy_every_option_and_nll_loss) {
                 oc.label_smoothing = smooth ? 0.1 : 0;
                 oc.reduction = (kiln_reduction)red;
                 og = oc;
-                og.weight = weighted ? gpu(w) : NULL;
+                og.weight = weighted ? kt_to_gpu(w) : NULL;
                 kiln_tensor *xc, *xg;
                 pair(input(4, s, -3, 3), &xc, &xg);
                 snprintf(what, sizeof what, "%s weight %d ignore %d smoothing %d reduction %d",
                          nll ? "nll_loss" : "cross_entropy", weighted, ignore, smooth, red);
                 kiln_tensor *lc = nll ? kiln_nll_loss(xc, t, &oc) : kiln_cross_entropy(xc, t, &oc);
-                kiln_tensor *lg = nll ? kiln_nll_loss(xg, gpu(t), &og) : kiln_cross_entropy(xg, gpu(t), &og);
-                same(lc, lg, TOL, what);
+                kiln_tensor *lg = nll ? kiln_nll_loss(xg, kt_to_gpu(t), &og) : kiln_cross_entropy(xg, kt_to_gpu(t), &og);
+                kt_expect_same(lc, lg, TOL, what);
                 backward_both(lc, lg);
-                same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), TOL, what);
+                kt_expect_same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), TOL, what);
                 if (nll || ignore) continue;
                 /* probability targets */
                 kiln_tensor *pc, *pg;
                 pair(input(4, s, -3, 3), &pc, &pg);
-                kiln_tensor *qc = kiln_cross_entropy(pc, prob, &oc), *qg = kiln_cross_entropy(pg, gpu(prob), &og);
-                same(qc, qg, TOL, "cross_entropy, probability targets");
+                kiln_tensor *qc = kiln_cross_entropy(pc, prob, &oc), *qg = kiln_cross_entropy(pg, kt_to_gpu(prob), &og);
+                kt_expect_same(qc, qg, TOL, "cross_entropy, probability targets");
                 backward_both(qc, qg);
-                same(kiln_tensor_grad(pc), kiln_tensor_grad(pg), TOL, "cross_entropy gradient, probability targets");
+                kt_expect_same(kiln_tensor_grad(pc), kiln_tensor_grad(pg), TOL, "cross_entropy gradient, probability targets");
             }
 }
 
@@ -173,6 +149,6 @@ KT_TEST(cuda_ops2, one_hot_through_multiclass_dice) {
     kiln_tensor *t = kiln_tensor_from_host(tv, 3, ts, KILN_I64, KILN_CPU);
     free(tv);
     kiln_tensor *p = kiln_softmax(input(4, s, -2, 2), 1);
-    same(kiln_dice_loss_multiclass(p, t, 1.0, KILN_REDUCTION_NONE),
-         kiln_dice_loss_multiclass(gpu(p), gpu(t), 1.0, KILN_REDUCTION_NONE), TOL, "multi-class dice (one_hot)");
+    kt_expect_same(kiln_dice_loss_multiclass(p, t, 1.0, KILN_REDUCTION_NONE),
+         kiln_dice_loss_multiclass(kt_to_gpu(p), kt_to_gpu(t), 1.0, KILN_REDUCTION_NONE), TOL, "multi-class dice (one_hot)");
 }

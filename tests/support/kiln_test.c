@@ -149,3 +149,26 @@ bool kt_gradcheck(kt_fn f, void *ctx, int n, kiln_tensor *const *inputs, double 
     kiln_scope_end(s);
     return all_ok;
 }
+
+kiln_tensor *kt_to_gpu(kiln_tensor *t) {
+    kiln_tensor *g = kiln_tensor_to(t, KILN_CUDA(0));
+    cr_assert(g, "%s", kiln_last_error());
+    return g;
+}
+
+void kt_expect_same(kiln_tensor *cpu, kiln_tensor *cuda, double atol, double rtol, const char *what) {
+    cr_assert(cpu && cuda, "%s: %s", what, kiln_last_error());
+    cr_assert_eq(kiln_tensor_numel(cpu), kiln_tensor_numel(cuda), "%s", what);
+    double *a = kt_values(cpu), *b = kt_values(cuda);
+    for (int64_t i = 0; i < kiln_tensor_numel(cpu); i++) {
+        bool ok = (a[i] != a[i] && b[i] != b[i]) || fabs(a[i] - b[i]) <= atol + rtol * fabs(a[i]);
+        if (!ok) {
+            double x = a[i], y = b[i];
+            free(a);
+            free(b);
+            cr_assert_fail("%s: element %lld: cpu %.9g, cuda %.9g", what, (long long)i, x, y);
+        }
+    }
+    free(a);
+    free(b);
+}

@@ -44,6 +44,10 @@ void kt_expect_shape(const kiln_tensor *t, int ndim, const int64_t *shape);
 #define KT_EXPECT_SHAPE(t, ndim, ...) kt_expect_shape((t), (ndim), (const int64_t[]){__VA_ARGS__})
 /* Asserts that the last call failed with status s and a message containing needle; clears it. */
 void kt_expect_error(kiln_status s, const char *needle);
+/* A copy of t on cuda:0 (fails the test when the copy fails). */
+kiln_tensor *kt_to_gpu(kiln_tensor *t);
+/* CPU and CUDA results agree element-wise within atol + rtol*|cpu| (NaN matching NaN). */
+void kt_expect_same(kiln_tensor *cpu, kiln_tensor *cuda, double atol, double rtol, const char *what);
 /* Copies a tensor's values to a malloc'd double array. */
 double *kt_values(const kiln_tensor *t);
 
