@@ -46,26 +46,7 @@ static kiln_module *make_autoencoder(int64_t latent) {
     return ae;
 }
 
-/* ---- data -------------------------------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void shuffle(int64_t *order, int64_t n, uint64_t *rng) {
-    for (int64_t i = 0; i < n; i++) order[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(splitmix64(rng) % (uint64_t)(i + 1));
-        int64_t t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-}
-
-/* Samples idx[first..first+b-1] (first..first+b-1 when idx is NULL) as (b,1,28,28) on dev. */
+//* Samples idx[first..first+b-1] (first..first+b-1 when idx is NULL) as (b,1,28,28) on dev. */
 static kiln_tensor *make_batch(const dataset *d, const int64_t *idx, int64_t first, int64_t b, kiln_device dev,
                                float *buf) {
     for (int64_t i = 0; i < b; i++)
@@ -286,7 +267,7 @@ int main(int argc, char **argv) {
         snprintf(label, sizeof label, "epoch %d/%d", ep + 1, a.epochs);
         kiln_progress bar;
         kiln_progress_init(&bar, stderr, KILN_PROGRESS_AUTO, label, steps_per_epoch);
-        shuffle(order, train.n, &rng);
+        kiln_shuffle(order, train.n, &rng);
         double sum = 0;
         for (int64_t s = 0; s < steps_per_epoch && st == KILN_STATUS_OK; s++) {
             int64_t first = s * a.batch, b = train.n - first < a.batch ? train.n - first : a.batch;

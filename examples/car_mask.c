@@ -63,18 +63,6 @@ static kiln_tensor *gather(kiln_tensor *all, const int *order, int i0, int n, ki
     return t;
 }
 
-/* A fixed shuffle per (seed, epoch), independent of the weights' generator, so epoch e
- * visits the scenes in the same order whether or not the run was resumed. */
-static void shuffle(int *order, int n, uint64_t seed, int epoch) {
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1;
-    for (int i = 0; i < n; i++) order[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17; /* xorshift64 */
-        int j = (int)(s % (uint64_t)(i + 1)), t = order[i];
-        order[i] = order[j], order[j] = t;
-    }
-}
-
 /* Held-out loss and binary metrics, in eval mode (batch norm uses its running statistics)
  * and with no tape: nothing here is differentiated. */
 static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *images, kiln_tensor *masks, double *loss,
@@ -355,7 +343,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_progress_init(&p, stderr, o->c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
                        (int64_t)(o->c.epochs > first_epoch ? o->c.epochs - first_epoch : 0) * steps);
     for (int epoch = first_epoch; epoch < o->c.epochs && !st; epoch++) {
-        shuffle(order, o->train_scenes, (uint64_t)o->c.seed, epoch);
+        kiln_epoch_shuffle(order, o->train_scenes, (uint64_t)o->c.seed, epoch);
         /* The rate shrinks each epoch (PyTorch's ExponentialLR stepped per epoch): large
          * steps early, small ones to settle. A function of the epoch alone, so a resumed
          * run uses the same rates. */

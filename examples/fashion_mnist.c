@@ -60,24 +60,6 @@ static kiln_module *make_cnn(int w) {
 
 /* ---- data --------------------------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* A fresh random order of 0..n-1 (Fisher-Yates) for each epoch. */
-static void shuffle(int64_t *order, int64_t n, uint64_t *rng) {
-    for (int64_t i = 0; i < n; i++) order[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(splitmix64(rng) % (uint64_t)(i + 1));
-        int64_t t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-}
-
 /* Gathers samples idx[0..b-1] (or first..first+b-1 when idx is NULL) into new tensors
  * on dev: x (b,1,28,28) standardized, y (b) class indices. */
 static void make_batch(const dataset *d, const int64_t *idx, int64_t first, int64_t b, kiln_device dev, float *xbuf,
@@ -234,7 +216,7 @@ int main(int argc, char **argv) {
         snprintf(label, sizeof label, "epoch %d/%d", ep + 1, a.epochs);
         kiln_progress bar;
         kiln_progress_init(&bar, stderr, KILN_PROGRESS_AUTO, label, steps_per_epoch);
-        shuffle(order, train.n, &rng);
+        kiln_shuffle(order, train.n, &rng);
         double t_ep = kiln_now_seconds(), loss_sum = 0;
         for (int64_t s = 0; s < steps_per_epoch && st == KILN_STATUS_OK; s++) {
             int64_t first = s * a.batch, b = train.n - first < a.batch ? train.n - first : a.batch;

@@ -46,17 +46,6 @@ static kiln_tensor *gather(kiln_tensor *all, const int *order, int i0, int n, ki
     return t;
 }
 
-/* A fixed shuffle per (seed, epoch), independent of the weights' generator. */
-static void shuffle(int *order, int n, uint64_t seed, int epoch) {
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1;
-    for (int i = 0; i < n; i++) order[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17; /* xorshift64 */
-        int j = (int)(s % (uint64_t)(i + 1)), t = order[i];
-        order[i] = order[j], order[j] = t;
-    }
-}
-
 /* Class weights from the training labels. Plain cross-entropy lets the frequent classes
  * (ground, road) dominate the gradient; weighting class c by 1/freq_c (or its square
  * root, a milder correction) makes a rare car pixel count as much as the ground it
@@ -185,7 +174,7 @@ int main(int argc, char **argv) {
     kiln_progress_init(&p, stderr, o.c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
                        (int64_t)o.c.epochs * steps);
     for (int epoch = 0; epoch < o.c.epochs; epoch++) {
-        shuffle(order, o.train_scenes, (uint64_t)o.c.seed, epoch);
+        kiln_epoch_shuffle(order, o.train_scenes, (uint64_t)o.c.seed, epoch);
         /* large steps early, smaller ones to settle (ExponentialLR stepped per epoch) */
         kiln_schedule sched = kiln_schedule_exponential(o.lr, o.lr_decay);
         if (kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, epoch)) != KILN_STATUS_OK) return fail("setting the rate");

@@ -230,6 +230,12 @@ void kiln_common_defaults(kiln_common_args *a);
     {"out", KILN_ARG_STRING, &(a).out, "directory for pictures and checkpoints", NULL},           \
     {"json", KILN_ARG_FLAG, &(a).json, "print only the final JSON line on stdout", NULL}
 
+/* Epoch orders for mini-batches (Fisher-Yates). kiln_epoch_shuffle is a fixed order
+ * per (seed, epoch) from xorshift64, so epoch e visits the same order whether or not
+ * a run was resumed; kiln_shuffle draws from a splitmix64 state the caller keeps. */
+void kiln_epoch_shuffle(int *order, int n, uint64_t seed, int epoch);
+void kiln_shuffle(int64_t *order, int64_t n, uint64_t *state);
+
 /* An error naming the device when this build or machine does not have it (a CUDA
  * device asked for on a CPU-only build or a machine without a GPU). */
 kiln_status kiln_check_device(kiln_device dev);
