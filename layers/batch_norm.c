@@ -90,12 +90,26 @@ kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor 
     return kiln__run(&kiln_op_batch_norm, 5, in, kiln__new_like(x), &at);
 }
 
+/* Training: one which-3 call sums g and g·x̂ per channel, the weight and bias gradients are
+ * its rows, and dx reads them, so g and x are read twice in all (the pieces alone would
+ * each redo the sums). Eval: dx = g·w·invstd needs no sums. */
 static void batch_norm_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
     kiln_batch_norm_attrs at = *(const kiln_batch_norm_attrs *)n->attrs;
-    kiln_tensor *in[5] = {g, n->inputs[0], n->inputs[1], n->inputs[3], n->inputs[4]};
-    for (int i = 0; i < 3; i++) {
-        if (!n->needs_grad[i]) continue;
-        at.which = i;
-        gin[i] = kiln__run(&kiln_op_batch_norm_backward, 5, in, kiln__new_like(n->inputs[i]), &at);
+    kiln_tensor *x = n->inputs[0];
+    kiln_tensor *in[6] = {g, x, n->inputs[1], n->inputs[3], n->inputs[4], NULL};
+    bool need_sums = at.training ? (n->needs_grad[0] || n->needs_grad[1] || n->needs_grad[2])
+                                 : (n->needs_grad[1] || n->needs_grad[2]);
+    if (need_sums) {
+        int64_t c = x->shape[1], sshape[2] = {2, c}, es = (int64_t)kiln_dtype_size(x->dtype);
+        at.which = 3;
+        kiln_tensor *sums = kiln__run(&kiln_op_batch_norm_backward, 5, in, kiln__new(2, sshape, x->dtype, x->device), &at);
+        if (!sums) return;
+        if (n->needs_grad[1]) gin[1] = kiln__view(sums, 1, &c, &es, sums->offset + c * es);
+        if (n->needs_grad[2]) gin[2] = kiln__view(sums, 1, &c, &es, sums->offset);
+        if (at.training) in[5] = sums;
+    }
+    if (n->needs_grad[0]) {
+        at.which = 0;
+        gin[0] = kiln__run(&kiln_op_batch_norm_backward, 6, in, kiln__new_like(x), &at);
     }
 }

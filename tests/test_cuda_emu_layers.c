@@ -109,6 +109,27 @@ KT_TEST(cuda_emu_layers, max_pool_nan_wins) {
            KILN_F32, 4, xs, EC_CONTIG, true, 0, 0, "max_pool2d backward with NaN");
 }
 
+/* The CPU's own 2x2 stride-2 loop: NaN in each tap position, -inf windows and ties. */
+KT_TEST(cuda_emu_layers, max_pool_2x2_nan_inf_ties) {
+    const int64_t xs[4] = {1, 2, 8, 9}, ys[4] = {1, 2, 4, 4};
+    kiln_tensor *x = ec_input(KILN_F32, 4, xs, EC_CONTIG, -2, 2, 0.5, 8);
+    float *p = (float *)kiln__ptr(x);
+    p[0] = NAN;              /* window (0,0), first tap */
+    p[3] = NAN;              /* window (0,1), second tap */
+    p[9 + 4] = NAN;          /* window (0,2), third tap */
+    p[9 + 7] = NAN;          /* window (0,3), fourth tap */
+    p[18] = p[19] = p[27] = p[28] = -INFINITY; /* window (1,0): all -inf */
+    p[72 + 2] = p[72 + 3] = p[81 + 2] = p[81 + 3] = 1.5f; /* plane 1, window (0,1): a four-way tie */
+    kiln_pool2d_attrs at = {{2, 2}, {2, 2}, {0, 0}, {1, 1}, 1};
+    ec_run(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, kiln_emu_cuda_max_pool2d, 1, &x, &at, KILN_F32, 4, ys, EC_CONTIG,
+           true, 0, 0, "max_pool2d 2x2 with NaN, -inf and ties");
+    kiln_tensor *y = cpu_out(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, 1, &x, &at, KILN_F32, ys);
+    kiln_tensor *gy = ec_input(KILN_F32, 4, ys, EC_CONTIG, -1, 1, 0, 9);
+    kiln_tensor *in[3] = {gy, x, y};
+    ec_run(&kiln_op_max_pool2d_backward, kiln_cpu_max_pool2d_backward, kiln_emu_cuda_max_pool2d_backward, 3, in, &at,
+           KILN_F32, 4, xs, EC_CONTIG, true, 0, 0, "max_pool2d 2x2 backward with NaN, -inf and ties");
+}
+
 KT_TEST(cuda_emu_layers, avg_pool_forward_and_backward) {
     pool_case cases[8];
     int nc;

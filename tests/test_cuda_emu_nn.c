@@ -150,7 +150,7 @@ KT_TEST(cuda_emu_nn, batch_norm_backward_every_piece) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) {
             for (int training = 0; training < 2; training++) {
-                for (int which = 0; which < 3; which++) {
+                for (int which = 0; which < 5; which++) { /* 4: dx from given sums */
                     kiln_scope *s = kiln_scope_begin();
                     const bn_case *bc = &bn_cases[k];
                     int64_t c = bc->shape[1];
@@ -158,12 +158,25 @@ KT_TEST(cuda_emu_nn, batch_norm_backward_every_piece) {
                                           ec_input(dt, 4, bc->shape, bc->layout, -2, 2, 0, 60 + k),
                                           which == 0 && (k & 1) ? NULL : chan(dt, c, 0.5, 1.5, 5),
                                           chan(dt, c, -0.5, 0.5, 6), chan(dt, c, 0.1, 2, 7)};
-                    kiln_batch_norm_attrs at = {1e-5, training, which};
+                    kiln_batch_norm_attrs at = {1e-5, training, which == 4 ? 0 : which};
                     char what[160];
                     snprintf(what, sizeof what, "batch_norm_backward %s, which %d, %s, %s", bc->name, which,
                              training ? "training" : "eval", kiln_dtype_name(dt));
                     bool exact = which == 0 && !training; /* g·w·invstd: no sums */
-                    if (which == 0)
+                    int64_t two[2] = {2, c};
+                    if (which == 4) {
+                        /* the sums a which-3 call would give, in a strided (2, C) view: both
+                         * sides read the same values, so dx agrees to the last bit */
+                        kiln_tensor *in6[6] = {in[0], in[1], in[2], in[3], in[4],
+                                               kiln_transpose(ec_input(dt, 2, (int64_t[]){c, 2}, EC_CONTIG, -3, 3, 0, 70 + k), 0, 1)};
+                        ec_run(&kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward,
+                               kiln_emu_cuda_batch_norm_backward, 6, in6, &at, dt, 4, bc->shape, bc->layout, true, 0, 0,
+                               what);
+                    } else if (which == 3)
+                        ec_run(&kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward,
+                               kiln_emu_cuda_batch_norm_backward, 5, in, &at, dt, 2, two, EC_CONTIG, false, 1e-12,
+                               sum_rtol(dt), what);
+                    else if (which == 0)
                         ec_run(&kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward,
                                kiln_emu_cuda_batch_norm_backward, 5, in, &at, dt, 4, bc->shape, bc->layout, exact, 1e-12,
                                sum_rtol(dt), what);

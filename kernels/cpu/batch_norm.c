@@ -53,6 +53,34 @@ static bool dense_f32(const kiln_tensor *t) {
 #define PLANE(G, I, CH) ((const float *)(G).base + ((I) * (G).c + (CH)) * ((G).h * (G).w))
 #define PLANE_OUT(G, I, CH) ((float *)(G).base + ((I) * (G).c + (CH)) * ((G).h * (G).w))
 
+/* Σx, or Σ(x - m)² when squares, of channel c over dense float32 planes, in double with
+ * eight partial sums so the loop vectorises instead of waiting on one chain of additions
+ * (the CUDA kernel's block reduction sums in another order; the statistics agree within
+ * a relative tolerance). */
+static double dense_sum(const bn_geom *x, int64_t c, double m, bool squares) {
+    double a[8] = {0};
+    const int64_t hw = x->h * x->w, hw8 = hw & ~(int64_t)7;
+    for (int64_t i = 0; i < x->n; i++) {
+        const float *p = PLANE(*x, i, c);
+        if (squares) {
+            for (int64_t k = 0; k < hw8; k += 8)
+                for (int j = 0; j < 8; j++) {
+                    double d = (double)p[k + j] - m;
+                    a[j] += d * d;
+                }
+            for (int64_t k = hw8; k < hw; k++) {
+                double d = (double)p[k] - m;
+                a[0] += d * d;
+            }
+        } else {
+            for (int64_t k = 0; k < hw8; k += 8)
+                for (int j = 0; j < 8; j++) a[j] += p[k + j];
+            for (int64_t k = hw8; k < hw; k++) a[0] += p[k];
+        }
+    }
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 KILN_CPU_KERNEL(batch_norm_stats) {
     bn_geom x = geom(call->in[0]);
     kiln_tensor *out = call->out;
@@ -63,25 +91,15 @@ KILN_CPU_KERNEL(batch_norm_stats) {
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double s = 0, s2 = 0;
-        const int64_t hw = x.h * x.w;
         if (dense) {
-            for (int64_t i = 0; i < x.n; i++) {
-                const float *p = PLANE(x, i, c);
-                for (int64_t k = 0; k < hw; k++) s += p[k];
-            }
+            s = dense_sum(&x, c, 0, false);
         } else {
             EACH(x, s += ld(AT(x, i, c, y, z), x.dt));
         }
         double mean = cnt > 0 ? s / cnt : NAN;
         /* two passes: the variance of large-mean data stays accurate */
         if (dense) {
-            for (int64_t i = 0; i < x.n; i++) {
-                const float *p = PLANE(x, i, c);
-                for (int64_t k = 0; k < hw; k++) {
-                    double d = p[k] - mean;
-                    s2 += d * d;
-                }
-            }
+            s2 = dense_sum(&x, c, mean, true);
         } else {
             EACH(x, { double d = ld(AT(x, i, c, y, z), x.dt) - mean; s2 += d * d; });
         }
@@ -113,39 +131,71 @@ KILN_CPU_KERNEL(batch_norm) {
     return KILN_STATUS_OK;
 }
 
-/* Training mode (mean, var from this batch): dx = w·invstd·(g - mean(g) - x̂·mean(g·x̂)),
- * the full gradient through the batch statistics; eval mode: dx = g·w·invstd. */
+/* Σg and Σg·(x - m) of channel c over dense float32 planes. Eight partial sums per
+ * quantity break the serial chain of double additions so the loop vectorises; the
+ * order differs from the CUDA block reduction anyway (the sums are compared within a
+ * relative tolerance, not bit for bit). */
+static void dense_grad_sums(const bn_geom *g, const bn_geom *x, int64_t c, double m, double *sg, double *sgxm) {
+    double a[8] = {0}, b[8] = {0};
+    const int64_t hw = x->h * x->w, hw8 = hw & ~(int64_t)7;
+    for (int64_t i = 0; i < x->n; i++) {
+        const float *gp = PLANE(*g, i, c), *xp = PLANE(*x, i, c);
+        for (int64_t k = 0; k < hw8; k += 8)
+            for (int j = 0; j < 8; j++) {
+                double gv = gp[k + j];
+                a[j] += gv;
+                b[j] += gv * ((double)xp[k + j] - m);
+            }
+        for (int64_t k = hw8; k < hw; k++) {
+            double gv = gp[k];
+            a[0] += gv;
+            b[0] += gv * ((double)xp[k] - m);
+        }
+    }
+    *sg = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    *sgxm = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+}
+
+/* which 0 = dx, 1 = dweight (Σg·x̂), 2 = dbias (Σg), 3 = both sums into a (2, C) out.
+ * Training mode (mean, var from this batch): dx = w·invstd·(g - mean(g) - x̂·mean(g·x̂)),
+ * the full gradient through the batch statistics, with the sums from a sixth input (a
+ * which-3 result) when given, so a backward reads g and x twice, not four times; eval
+ * mode: dx = g·w·invstd. */
 KILN_CPU_KERNEL(batch_norm_backward) {
     const kiln_batch_norm_attrs *at = call->attrs;
     bn_geom g = geom(call->in[0]), x = geom(call->in[1]);
     const kiln_tensor *w = call->in[2], *mean = call->in[3], *var = call->in[4];
+    const kiln_tensor *sums = call->nin > 5 ? call->in[5] : NULL;
     kiln_tensor *out = call->out;
     double cnt = (double)(x.n * x.h * x.w);
     bn_geom o = at->which == 0 ? geom(out) : g;
     char *oc = kiln__ptr(out);
-    int64_t ocs = out->ndim ? out->strides[0] : 0;
+    int64_t ocs = out->ndim ? out->strides[out->ndim - 1] : 0, orow = out->ndim == 2 ? out->strides[0] : 0;
+    const char *sb = sums ? kiln__ptr(sums) : NULL;
+    int64_t scs = sums ? sums->strides[1] : 0, srow = sums ? sums->strides[0] : 0;
     const bool dense = dense_f32(call->in[0]) && dense_f32(call->in[1]) && (at->which != 0 || dense_f32(out));
+    const bool need_sums = at->which != 0 || at->training;
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
         double sg = 0, sgx = 0;
-        const int64_t hw = x.h * x.w;
-        if ((at->which != 0 || at->training) && dense) {
-            for (int64_t i = 0; i < x.n; i++) {
-                const float *gp = PLANE(g, i, c), *xp = PLANE(x, i, c);
-                for (int64_t k = 0; k < hw; k++) {
-                    double gv = gp[k];
-                    sg += gv;
-                    sgx += gv * (xp[k] - m) * inv;
-                }
-            }
-        } else if (at->which != 0 || at->training)
+        if (need_sums && sb) {
+            sg = ld(sb + c * scs, sums->dtype);
+            sgx = ld(sb + srow + c * scs, sums->dtype);
+        } else if (need_sums && dense) {
+            double sgxm;
+            dense_grad_sums(&g, &x, c, m, &sg, &sgxm);
+            sgx = sgxm * inv;
+        } else if (need_sums)
             EACH(x, {
                 double gv = ld(AT(g, i, c, y, z), g.dt);
                 sg += gv;
                 sgx += gv * (ld(AT(x, i, c, y, z), x.dt) - m) * inv;
             });
-        if (at->which == 1) {
+        if (at->which == 3) {
+            st(oc + c * ocs, out->dtype, sg);
+            st(oc + orow + c * ocs, out->dtype, sgx);
+        } else if (at->which == 1) {
             st(oc + c * ocs, out->dtype, sgx);
         } else if (at->which == 2) {
             st(oc + c * ocs, out->dtype, sg);
@@ -156,7 +206,7 @@ KILN_CPU_KERNEL(batch_norm_backward) {
                 for (int64_t i = 0; i < x.n; i++) {
                     const float *gp = PLANE(g, i, c), *xp = PLANE(x, i, c);
                     float *q = PLANE_OUT(o, i, c);
-                    for (int64_t e = 0; e < hw; e++) {
+                    for (int64_t e = 0; e < x.h * x.w; e++) {
                         double xh = (xp[e] - m) * inv;
                         q[e] = (float)(k * (gp[e] - mg - xh * mgx));
                     }

@@ -62,12 +62,38 @@ static window avg_window(const kiln_pool2d_attrs *at, int64_t h, int64_t w, int6
         *best = m;                                                                                  \
         return idx;                                                                                 \
     }                                                                                               \
+    /* The 2x2, stride-2, unpadded window (U-Net's down-sampling): the four taps in the        \
+     * general loop's order with its rules (NaN wins, the first maximum is kept). */              \
+    static inline int64_t argmax2x2_##T(const T *r0, int64_t w, T *best) {                         \
+        const T *r1 = r0 + w;                                                                       \
+        T m = r0[0];                                                                                \
+        int64_t i = 0;                                                                              \
+        if (r0[1] > m || isnan(r0[1])) m = r0[1], i = 1;                                            \
+        if (r1[0] > m || isnan(r1[0])) m = r1[0], i = w;                                            \
+        if (r1[1] > m || isnan(r1[1])) m = r1[1], i = w + 1;                                        \
+        *best = m;                                                                                  \
+        return i;                                                                                   \
+    }                                                                                               \
     /* gy NULL: forward into y; else scatter gy into the zeroed dx (passed as y). */               \
     static void max_pool_##T(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,  \
                              int64_t ho, int64_t wo, const kiln_pool2d_attrs *at) {                 \
+        const bool two = at->kernel[0] == 2 && at->kernel[1] == 2 && at->stride[0] == 2 &&          \
+                         at->stride[1] == 2 && at->pad[0] == 0 && at->pad[1] == 0 &&                \
+                         at->dilation[0] == 1 && at->dilation[1] == 1 && 2 * ho <= h && 2 * wo <= w; \
         _Pragma("omp parallel for schedule(static) if (planes > 1 && planes * ho * wo > 16384)")    \
         for (int64_t p = 0; p < planes; p++) {                                                      \
             const T *xp = x + p * h * w;                                                            \
+            if (two) {                                                                              \
+                for (int64_t oh = 0; oh < ho; oh++)                                                 \
+                    for (int64_t ow = 0; ow < wo; ow++) {                                           \
+                        T m;                                                                        \
+                        int64_t at0 = 2 * oh * w + 2 * ow, o = (p * ho + oh) * wo + ow;             \
+                        int64_t i = at0 + argmax2x2_##T(xp + at0, w, &m);                           \
+                        if (!gy) y[o] = m;                                                          \
+                        else y[p * h * w + i] += gy[o];                                             \
+                    }                                                                               \
+                continue;                                                                           \
+            }                                                                                       \
             for (int64_t oh = 0; oh < ho; oh++)                                                     \
                 for (int64_t ow = 0; ow < wo; ow++) {                                               \
                     T m;                                                                            \

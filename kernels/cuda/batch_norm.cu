@@ -63,12 +63,13 @@ __global__ void bn_forward_kernel(kiln_cuda_bn_geom o, kiln_cuda_bn_geom x, kiln
     }
 }
 
-/* A block per channel: the sums of g and g·x̂ (when needed), then dweight / dbias, or
- * dx = w·invstd·(g - mean(g) - x̂·mean(g·x̂)) in training, w·invstd·g in eval. */
+/* A block per channel: the sums of g and g·x̂ (when needed and not given), then dweight,
+ * dbias, both sums (which 3: rows 0 and 1 of a (2, C) out), or dx = w·invstd·(g - mean(g) - x̂·mean(g·x̂)) in training, w·invstd·g in eval. */
 template <typename T>
 __global__ void bn_backward_kernel(int which, int training, kiln_cuda_bn_geom o, T *ochan, int64_t ostride,
-                                   kiln_cuda_bn_geom g, kiln_cuda_bn_geom x, kiln_cuda_chan w, kiln_cuda_chan mean,
-                                   kiln_cuda_chan var, double eps) {
+                                   int64_t orow, kiln_cuda_bn_geom g, kiln_cuda_bn_geom x, kiln_cuda_chan w,
+                                   kiln_cuda_chan mean, kiln_cuda_chan var, kiln_cuda_chan sum_g,
+                                   kiln_cuda_chan sum_gx, double eps) {
     __shared__ double sums[2];
     int64_t cnt = x.n * x.h * x.w;
     const T *gp = (const T *)g.data, *xp = (const T *)x.data;
@@ -76,7 +77,10 @@ __global__ void bn_backward_kernel(int which, int training, kiln_cuda_bn_geom o,
     for (int64_t c = blockIdx.x; c < x.c; c += gridDim.x) {
         double m = chan<T>(mean, c, 0), inv = 1.0 / sqrt(__dadd_rn(chan<T>(var, c, 1), eps));
         double sg = 0, sgx = 0;
-        if (which != 0 || training) {
+        if ((which != 0 || training) && sum_g.p) { /* the sums of an earlier which-3 launch */
+            sg = chan<T>(sum_g, c, 0);
+            sgx = chan<T>(sum_gx, c, 0);
+        } else if (which != 0 || training) {
             for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
                 double gv = (double)gp[bn_off(g, c, e)];
                 sg += gv;
@@ -92,7 +96,12 @@ __global__ void bn_backward_kernel(int which, int training, kiln_cuda_bn_geom o,
             sg = sums[0];
             sgx = sums[1];
         }
-        if (which != 0) {
+        if (which == 3) {
+            if (threadIdx.x == 0) {
+                ochan[c * ostride] = (T)sg;
+                ochan[orow + c * ostride] = (T)sgx;
+            }
+        } else if (which != 0) {
             if (threadIdx.x == 0) ochan[c * ostride] = (T)(which == 1 ? sgx : sg);
         } else {
             double k = __dmul_rn(chan<T>(w, c, 1), inv);
@@ -158,18 +167,19 @@ kiln_status KILN_CU(cuda_launch_bn_forward)(kiln_dtype dt, const kiln_cuda_bn_ge
 }
 
 kiln_status KILN_CU(cuda_launch_bn_backward)(kiln_dtype dt, int which, int training, const kiln_cuda_bn_geom *out,
-                                             void *out_chan, int64_t out_stride, const kiln_cuda_bn_geom *g,
-                                             const kiln_cuda_bn_geom *x, kiln_cuda_chan w, kiln_cuda_chan mean,
-                                             kiln_cuda_chan var, double eps, void *stream) {
+                                             void *out_chan, int64_t out_stride, int64_t out_row,
+                                             const kiln_cuda_bn_geom *g, const kiln_cuda_bn_geom *x, kiln_cuda_chan w,
+                                             kiln_cuda_chan mean, kiln_cuda_chan var, kiln_cuda_chan sum_g,
+                                             kiln_cuda_chan sum_gx, double eps, void *stream) {
     if (x->c == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) {
         auto kernel = bn_backward_kernel<float>;
         KILN_LAUNCH(kernel, chan_grid(x->c), KILN_CUDA_BLOCK, 0, stream, which, training, *out, (float *)out_chan,
-                    out_stride, *g, *x, w, mean, var, eps);
+                    out_stride, out_row, *g, *x, w, mean, var, sum_g, sum_gx, eps);
     } else if (dt == KILN_F64) {
         auto kernel = bn_backward_kernel<double>;
         KILN_LAUNCH(kernel, chan_grid(x->c), KILN_CUDA_BLOCK, 0, stream, which, training, *out, (double *)out_chan,
-                    out_stride, *g, *x, w, mean, var, eps);
+                    out_stride, out_row, *g, *x, w, mean, var, sum_g, sum_gx, eps);
     } else {
         return bad_dtype(dt);
     }

@@ -127,10 +127,19 @@ KILN_CUDA_GLUE(batch_norm_backward) {
     kiln_tensor *out = call->out;
     kiln_cuda_bn_geom g = bn_geom_of(call->in[0]), x = bn_geom_of(call->in[1]);
     kiln_cuda_bn_geom o = at->which == 0 ? bn_geom_of(out) : g;
-    int64_t ostride = out->ndim ? out->strides[0] / (int64_t)kiln_dtype_size(out->dtype) : 0;
-    return KILN_CU(cuda_launch_bn_backward)(out->dtype, at->which, at->training, &o, kiln__ptr(out), ostride, &g, &x,
-                                            chan_of(call->in[2]), chan_of(call->in[3]), chan_of(call->in[4]), at->eps,
-                                            stream_of(out));
+    int64_t es = (int64_t)kiln_dtype_size(out->dtype);
+    int64_t ostride = out->ndim ? out->strides[out->ndim - 1] / es : 0, orow = out->ndim == 2 ? out->strides[0] / es : 0;
+    /* the (2, C) sums of a which-3 call, row by row */
+    const kiln_tensor *sums = call->nin > 5 ? call->in[5] : NULL;
+    kiln_cuda_chan sg = {NULL, 0}, sgx = {NULL, 0};
+    if (sums) {
+        sg.p = kiln__ptr(sums);
+        sgx.p = (char *)kiln__ptr(sums) + sums->strides[0];
+        sg.stride = sgx.stride = sums->strides[1] / es;
+    }
+    return KILN_CU(cuda_launch_bn_backward)(out->dtype, at->which, at->training, &o, kiln__ptr(out), ostride, orow, &g,
+                                            &x, chan_of(call->in[2]), chan_of(call->in[3]), chan_of(call->in[4]), sg,
+                                            sgx, at->eps, stream_of(out));
 }
 
 /* ---- dropout -------------------------------------------------------------------------- */

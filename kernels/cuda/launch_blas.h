@@ -36,11 +36,14 @@ typedef struct {
 kiln_status KILN_CU(cuda_launch_bn_forward)(kiln_dtype dt, const kiln_cuda_bn_geom *out, const kiln_cuda_bn_geom *x,
                                             kiln_cuda_chan w, kiln_cuda_chan b, kiln_cuda_chan mean,
                                             kiln_cuda_chan var, double eps, void *stream);
-/* which 0: dx into out (geometry of x); 1: dweight, 2: dbias into the 1-d out (stride). */
+/* which 0: dx into out (geometry of x), from the sums in sum_g / sum_gx when their p is
+ * not NULL; 1: dweight, 2: dbias into the 1-d out (stride); 3: Σg and Σg·x̂ into the
+ * (2, C) out, the second row out_row elements after the first. */
 kiln_status KILN_CU(cuda_launch_bn_backward)(kiln_dtype dt, int which, int training, const kiln_cuda_bn_geom *out,
-                                             void *out_chan, int64_t out_stride, const kiln_cuda_bn_geom *g,
-                                             const kiln_cuda_bn_geom *x, kiln_cuda_chan w, kiln_cuda_chan mean,
-                                             kiln_cuda_chan var, double eps, void *stream);
+                                             void *out_chan, int64_t out_stride, int64_t out_row,
+                                             const kiln_cuda_bn_geom *g, const kiln_cuda_bn_geom *x, kiln_cuda_chan w,
+                                             kiln_cuda_chan mean, kiln_cuda_chan var, kiln_cuda_chan sum_g,
+                                             kiln_cuda_chan sum_gx, double eps, void *stream);
 
 /* out = x masked by Philox(seed, offset + i) >= p (i the C-order index) and scaled by 1/(1-p). */
 kiln_status KILN_CU(cuda_launch_dropout)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, double p,
