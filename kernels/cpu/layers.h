@@ -12,6 +12,8 @@ KILN_CPU_KERNEL(conv2d);                       /* in: x, w[, b] -> y */
 KILN_CPU_KERNEL(conv2d_backward_input);        /* in: gy, w -> dx (shape of x) */
 KILN_CPU_KERNEL(conv2d_backward_weight);       /* in: gy, x -> dw (shape of w) */
 KILN_CPU_KERNEL(conv_transpose2d);             /* in: x, w[, b] -> y: conv2d_backward_input of x, plus b */
+/* conv2d's kernel, then ReLU (conv2d_bias_act; fused into oneDNN's primitive there) */
+kiln_status kiln_cpu_conv2d_relu(const kiln_op_call *call);
 KILN_CPU_KERNEL(max_pool2d);                   /* in: x -> y */
 KILN_CPU_KERNEL(max_pool2d_backward);          /* in: gy, x, y -> dx */
 KILN_CPU_KERNEL(avg_pool2d);                   /* in: x -> y */
