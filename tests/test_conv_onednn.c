@@ -201,9 +201,9 @@ static const conv_case CONV_CASES[] = {
     {"rect_kernel_stride_1x2",   3, 16,  9, 13, 16,  3, 1, S(1, 2), S(1, 0), S(1, 1), 1, S(0, 0), false, true, false},
     {"noncontiguous_input",      3, 16, 10, 11, 32,  3, 3, S(1, 1), S(1, 1), S(1, 1), 1, S(0, 0), false, true, true},
     {"noncontiguous_stride2",    3,  3, 13, 12, 16,  3, 3, S(2, 2), S(1, 1), S(1, 1), 1, S(0, 0), false, true, true},
-    /* one sample's blocked copy exceeds 1 MiB: the batch runs one sample at a time and
-     * the weight gradient adds the samples' parts */
-    {"chunked_batch",            3, 32, 96, 96, 16,  3, 3, S(1, 1), S(1, 1), S(1, 1), 1, S(0, 0), false, true, false},
+    /* one sample's blocked output is 1.5 MiB: the batch runs as two chunks of two
+     * samples (4 MiB limit) and the weight gradient adds the chunks' parts */
+    {"chunked_batch",            4, 16, 128, 96, 32, 3, 3, S(1, 1), S(1, 1), S(1, 1), 1, S(0, 0), false, true, false},
 };
 
 static const conv_case CONVT_CASES[] = {

@@ -94,12 +94,12 @@ static void stream_give(dnnl_stream_t s) {
 /* ---- the primitive cache ------------------------------------------------------------------ */
 
 /* The full geometry: the conv's shapes, strides, padding, dilation and groups (operands
- * are packed NCHW / OIHW, so the shapes fix the strides), the pass, bias, ReLU, the
- * layout choice and the thread count a primitive was built for. All int64 so the key
- * has no padding bytes and compares with memcmp. */
+ * are packed NCHW / OIHW, so the shapes fix the strides), the pass, bias, ReLU and the
+ * thread count a primitive was built for. All int64 so the key has no padding bytes
+ * and compares with memcmp. */
 typedef struct {
     kiln_conv_geom g;
-    int64_t pass, bias, relu, blocked, threads;
+    int64_t pass, bias, relu, threads;
 } conv_key;
 
 enum { OP_A, OP_B, OP_C }; /* the two inputs and the output, in im2col.c's operand order */
@@ -178,14 +178,15 @@ static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_mem
         if ((s = (x)) != dnnl_success) goto done;                                                              \
     } while (0)
 
-/* The batch runs in chunks of samples whose reordered copies stay at most a small pool
- * block (1 MiB), when one sample allows: the blocked copies of a whole batch are as big
- * as the activations, and with the gradients a second step keeps they made the second
- * training step's peak one activation higher than the first's (a new pool segment after
- * warm-up, measured on the conv3x3 case); small chunks also stay in cache between the
- * reorder and the convolution. The chunk divides the batch, so one primitive serves. */
+/* The batch runs in chunks of samples whose blocked copies stay within 4 MiB. Copies
+ * of a whole batch are as big as its activations: on the conv3x3 case (16 MiB
+ * activations) they put the second training step's peak (which also holds the first
+ * step's gradients) one activation above the first's, a new pool segment after warm-up.
+ * Chunks of one sample (1 MiB) cost the U-Net-16 step about 25% more CPU time than
+ * whole-batch runs; at 4 MiB its batch still runs whole. The chunk divides the batch,
+ * so one primitive serves every chunk. */
 static int64_t chunk_samples(const kiln_conv_geom *g) {
-    const int64_t limit = 1 << 20;
+    const int64_t limit = 4 << 20;
     int64_t cin = (g->cin + 15) / 16 * 16, cout = (g->cout + 15) / 16 * 16; /* blocked layouts pad channels */
     int64_t a = cin * g->h * g->w, b = cout * g->ho * g->wo;
     int64_t per = (a > b ? a : b) * (int64_t)sizeof(float);
@@ -222,13 +223,12 @@ static dnnl_status_t build(conv_entry *e) {
     TRY(dnnl_memory_desc_init_by_tag(&wei, grouped ? 5 : 4, grouped ? wd5 : wd4, dnnl_f32,
                                      grouped ? dnnl_goihw : dnnl_oihw));
     TRY(dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_x));
-    src_any = src, wei_any = wei, dst_any = dst;
-    if (k->blocked) {
-        TRY(dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
-        TRY(dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dnnl_f32, dnnl_format_tag_any));
-        TRY(dnnl_memory_desc_init_by_tag(&wei_any, grouped ? 5 : 4, grouped ? wd5 : wd4, dnnl_f32,
-                                         dnnl_format_tag_any));
-    }
+    /* oneDNN picks the layouts (blocked, nChw16c and friends; reorders from and to
+     * kiln's): handed kiln's plain NCHW/OIHW it runs its gemm-based convolution, which
+     * made the U-Net-16 step and conv3x3 about 2x slower (docs/benchmarks.md) */
+    TRY(dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    TRY(dnnl_memory_desc_init_by_tag(&wei_any, grouped ? 5 : 4, grouped ? wd5 : wd4, dnnl_f32, dnnl_format_tag_any));
     TRY(dnnl_primitive_attr_create(&attr));
     /* the scratchpad comes from kiln's pool with each call */
     TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
@@ -448,19 +448,6 @@ static kiln_status execute(conv_entry *e, const kiln_op_call *call, kiln_tensor 
     return st;
 }
 
-/* Blocked layouts (oneDNN's choice, nChw16c and friends, with reorders from and to
- * kiln's NCHW/OIHW) or kiln's plain layouts handed to oneDNN as they are. */
-static bool blocked_layouts(void) {
-    static int v = -1;
-    int b = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (b < 0) {
-        const char *e = getenv("KILN_ONEDNN_LAYOUT");
-        b = !(e && !strcmp(e, "plain"));
-        __atomic_store_n(&v, b, __ATOMIC_RELAXED);
-    }
-    return b != 0;
-}
-
 bool kiln_cpu_conv_onednn(const kiln_op_call *call, kiln_conv_pass pass, const kiln_conv_geom *g, bool relu,
                           kiln_status *st) {
     if (call->out->dtype != KILN_F32 || !kiln_cpu_onednn_enabled()) return false;
@@ -473,7 +460,6 @@ bool kiln_cpu_conv_onednn(const kiln_op_call *call, kiln_conv_pass pass, const k
     key.pass = pass;
     key.bias = call->nin > 2 && call->in[2] != NULL;
     key.relu = relu;
-    key.blocked = blocked_layouts();
     key.threads = omp_get_max_threads();
     conv_entry *e = acquire(&key);
     if (!e) return false;
