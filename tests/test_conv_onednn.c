@@ -264,6 +264,34 @@ KT_TEST(conv_onednn, conv2d_bias_relu) {
     kiln_cpu_set_onednn(true);
 }
 
+/* The primitive cache is bounded (256 keys): 300 geometries in turn, then the first
+ * again, which must be rebuilt (evicted) and still match the im2col result exactly
+ * enough (K = 2 products, so gamma_3 of |x|*|w|). */
+KT_TEST(conv_onednn, cache_evicts) {
+    SKIP_WITHOUT_ONEDNN();
+    kiln_manual_seed(5);
+    kiln_tensor *w = kiln_tensor_rand(4, (int64_t[]){4, 2, 1, 1}, -1, 1, KILN_F32, KILN_CPU);
+    kiln_no_grad_begin();
+    for (int64_t width = 1; width <= 300; width++) {
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *x = kiln_tensor_rand(4, (int64_t[]){1, 2, 1, width}, -1, 1, KILN_F32, KILN_CPU);
+        cr_assert(kiln_conv2d(x, w, NULL, NULL), "%s", kiln_last_error());
+        kiln_scope_end(s);
+    }
+    kiln_tensor *x = kiln_tensor_rand(4, (int64_t[]){1, 2, 1, 1}, -1, 1, KILN_F32, KILN_CPU);
+    kiln_onednn_counters c0 = kiln__onednn_counters();
+    kiln_tensor *y = kiln_conv2d(x, w, NULL, NULL);
+    kiln_onednn_counters c1 = kiln__onednn_counters();
+    cr_expect_eq(c1.primitives_created - c0.primitives_created, 1,
+                 "the first geometry, 300 keys ago, was not rebuilt: the cache is not bounded");
+    cr_expect_eq(c1.runs - c0.runs, 1);
+    kiln_tensor *ref = kiln_conv2d(kiln_tensor_cast(x, KILN_F64), kiln_tensor_cast(w, KILN_F64), NULL, NULL);
+    kiln_tensor *bnd = kiln_conv2d(kiln_abs(kiln_tensor_cast(x, KILN_F64)), kiln_abs(kiln_tensor_cast(w, KILN_F64)),
+                                   NULL, NULL);
+    kiln_no_grad_end();
+    expect_close(y, ref, bnd, 2, "rebuilt 1x1 conv", "oneDNN");
+}
+
 /* The switch: set and read back; with it off no pass reaches oneDNN (checked in the
  * grids), and a build without oneDNN reports it unavailable. */
 KT_TEST(conv_onednn, switch) {
