@@ -402,7 +402,8 @@ static kiln_status execute(conv_entry *e, const kiln_op_call *call, kiln_tensor 
     for (int64_t c = 0; c < chunks && st == KILN_STATUS_OK && s == dnnl_success; c++) {
         what = "reorder";
         for (int i = 0; i < 3 && s == dnnl_success; i++)
-            if (per[i] && c > 0) s = dnnl_memory_set_data_handle(user[i], (float *)kiln__ptr(ops[i]) + c * e->mb * per[i]);
+            if (per[i] && c > 0)
+                s = dnnl_memory_set_data_handle(user[i], (float *)kiln__ptr(ops[i]) + c * e->mb * per[i]);
         for (int i = OP_A; i <= OP_B && s == dnnl_success; i++)
             if (e->reorder[i] && (per[i] || c == 0)) {
                 dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
