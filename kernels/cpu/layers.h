@@ -1,5 +1,6 @@
 /* Prototypes of the CPU kernels of the layer ops (core/ops/layers.def): conv
- * through im2col + BLAS (im2col.c), pooling (pool.c), upsampling (upsample.c).
+ * (im2col.c: oneDNN for f32 where built in, conv_onednn.c, else im2col + BLAS),
+ * pooling (pool.c), upsampling (upsample.c).
  * Outputs are the contiguous tensors the front-ends allocate; inputs may have any
  * strides (non-contiguous ones are packed first). */
 #ifndef KILN_CPU_LAYERS_H
