@@ -10,21 +10,11 @@ static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call);
 const kiln_op_def kiln_op_conv2d_bias_act = {
     "conv2d_bias_act", {cpu_conv2d_bias_act, NULL}, NULL, true, sizeof(kiln_conv2d_bias_act_attrs)};
 
-/* The CPU kernel: conv2d's (with its bias), then ReLU in place. */
+/* The CPU kernel: conv2d's (with its bias), then ReLU (fused on oneDNN). */
 static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call) {
     const kiln_conv2d_bias_act_attrs *at = call->attrs;
     kiln_op_call conv = {&kiln_op_conv2d, call->nin, call->in, call->out, &at->conv};
-    kiln_status s = kiln_cpu_conv2d(&conv);
-    if (s != KILN_STATUS_OK || !at->relu) return s;
-    int64_t n = kiln_tensor_numel(call->out);
-    if (call->out->dtype == KILN_F32) {
-        float *y = (float *)kiln__ptr(call->out);
-        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0.0f;
-    } else {
-        double *y = (double *)kiln__ptr(call->out);
-        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0.0;
-    }
-    return KILN_STATUS_OK;
+    return at->relu ? kiln_cpu_conv2d_relu(&conv) : kiln_cpu_conv2d(&conv);
 }
 
 kiln_tensor *kiln_conv2d_bias_relu(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const kiln_conv2d_params *p) {

@@ -11,6 +11,7 @@ need=(
   "pkg-config:finding libraries"
   "libopenblas-openmp-dev:CPU matrix products (OpenBLAS's OpenMP build, so BLAS and kiln share one thread pool; it installs beside the pthread build and leaves the system default alone)"
   "liblapacke-dev:CPU eigen-decomposition (LAPACK)"
+  "libdnnl-dev:CPU convolutions (oneDNN, the library PyTorch's CPU convolutions run on; without it they run as im2col + OpenBLAS, slower)"
   "libpng-dev:PNG images in and out"
   "libjansson-dev:safetensors checkpoint headers (JSON)"
   "libcriterion-dev:the C test framework"

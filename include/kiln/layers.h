@@ -50,6 +50,16 @@ KILN_API kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *weight, kiln_tens
 KILN_API kiln_tensor *kiln_conv_transpose2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
                                             const kiln_conv_transpose2d_params *p);
 
+/* On the CPU, f32 convolutions (conv2d forward and both backward passes,
+ * conv_transpose2d, conv2d_bias_relu) run as cached oneDNN primitives when kiln was
+ * built with oneDNN (CMake KILN_ONEDNN, Debian's libdnnl-dev); f64 and geometries
+ * oneDNN declines take im2col + BLAS. false: every CPU convolution takes im2col + BLAS
+ * (on by default; off when the environment has KILN_ONEDNN=0). */
+KILN_API void kiln_cpu_set_onednn(bool on);
+KILN_API bool kiln_cpu_onednn_enabled(void);
+/* True when this kiln was built with oneDNN and its CPU engine could be created. */
+KILN_API bool kiln_cpu_onednn_available(void);
+
 /* ---- pooling ------------------------------------------------------------------------ */
 typedef struct {
     int64_t kernel[2];   /* >= 1 */

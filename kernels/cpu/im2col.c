@@ -1,8 +1,10 @@
 /* CPU convolution kernels: im2col + BLAS GEMM, one sample at a time (the BLAS, OpenMP
  * build, threads each product; im2col/col2im split channels over OpenMP threads). A 1x1,
  * stride-1, unpadded conv skips the column buffer: the sample itself is the matrix.
- * conv_transpose2d is the input-gradient of the conv2d with the same attrs. */
+ * conv_transpose2d is the input-gradient of the conv2d with the same attrs. f32 passes try
+ * oneDNN first (conv_onednn.c); this path runs for f64 and whatever oneDNN declines. */
 #include "layers.h"
+#include "conv_onednn.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -20,12 +22,7 @@ kiln_tensor *kiln_cpu_dense(kiln_tensor *t) {
     return c;
 }
 
-/* One conv2d seen from its forward side: input (n, cin, h, w), weight
- * (cout, cin/groups, kh, kw), output (n, cout, ho, wo). */
-typedef struct {
-    int64_t n, cin, h, w, cout, ho, wo, kh, kw;
-    int64_t sh, sw, ph, pw, dh, dw, groups;
-} geom;
+typedef kiln_conv_geom geom;
 
 static geom make_geom(const kiln_tensor *in, const kiln_tensor *wt, const kiln_tensor *out,
                       const kiln_conv2d_attrs *at) {
@@ -195,17 +192,30 @@ static kiln_status col_buffer(const char *op, const geom *g, kiln_dtype dt, kiln
     return KILN_STATUS_OK;
 }
 
-typedef enum { FORWARD, BACKWARD_INPUT, BACKWARD_WEIGHT } conv_pass;
+typedef kiln_conv_pass conv_pass;
+#define FORWARD KILN_CONV_FORWARD
+#define BACKWARD_INPUT KILN_CONV_BACKWARD_DATA
+#define BACKWARD_WEIGHT KILN_CONV_BACKWARD_WEIGHTS
+
+#define DEFINE_RELU(T)                                                                             \
+    static void relu_##T(T *y, int64_t n) {                                                        \
+        _Pragma("omp parallel for schedule(static) if (n > 65536)")                                \
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0;                                \
+    }
+DEFINE_RELU(float)
+DEFINE_RELU(double)
 
 /* Packs the inputs, runs one pass in the output's dtype, adds the bias (input 2 if
- * given, per channel of the output). g is the forward view of the convolution. */
-static kiln_status run_conv(const kiln_op_call *call, conv_pass pass, const geom *g) {
+ * given, per channel of the output), then ReLU when relu. g is the forward view of
+ * the convolution. */
+static kiln_status run_conv(const kiln_op_call *call, conv_pass pass, const geom *g, bool relu) {
+    kiln_status st;
+    if (kiln_cpu_conv_onednn(call, pass, g, relu, &st)) return st;
     kiln_tensor *a = kiln_cpu_dense(call->in[0]);
     kiln_tensor *b = a ? kiln_cpu_dense(call->in[1]) : NULL;
     kiln_tensor *bias = b && call->nin > 2 ? kiln_cpu_dense(call->in[2]) : NULL;
     kiln_tensor *colt = NULL;
     kiln_dtype dt = call->out->dtype;
-    kiln_status st;
     if (!a || !b || (call->nin > 2 && !bias)) st = kiln_last_status(); /* a packing copy failed */
     else st = col_buffer(call->op->name, g, dt, call->out->device, &colt);
     if (st == KILN_STATUS_OK) {
@@ -217,11 +227,13 @@ static kiln_status run_conv(const kiln_op_call *call, conv_pass pass, const geom
             else if (pass == BACKWARD_INPUT) conv_backward_input_float(pa, pb, po, g, col);
             else conv_backward_weight_float(pa, pb, po, g, col);
             if (bias) add_bias_float(po, (void *)kiln__ptr(bias), call->out->shape[0], oc, ol);
+            if (relu) relu_float(po, kiln_tensor_numel(call->out));
         } else {
             if (pass == FORWARD) conv_forward_double(pa, pb, po, g, col);
             else if (pass == BACKWARD_INPUT) conv_backward_input_double(pa, pb, po, g, col);
             else conv_backward_weight_double(pa, pb, po, g, col);
             if (bias) add_bias_double(po, (void *)kiln__ptr(bias), call->out->shape[0], oc, ol);
+            if (relu) relu_double(po, kiln_tensor_numel(call->out));
         }
     }
     if (colt) kiln_tensor_free(colt);
@@ -233,23 +245,28 @@ static kiln_status run_conv(const kiln_op_call *call, conv_pass pass, const geom
 
 KILN_CPU_KERNEL(conv2d) {
     geom g = make_geom(call->in[0], call->in[1], call->out, call->attrs);
-    return run_conv(call, FORWARD, &g);
+    return run_conv(call, FORWARD, &g, false);
+}
+
+kiln_status kiln_cpu_conv2d_relu(const kiln_op_call *call) {
+    geom g = make_geom(call->in[0], call->in[1], call->out, call->attrs);
+    return run_conv(call, FORWARD, &g, true);
 }
 
 KILN_CPU_KERNEL(conv2d_backward_input) {
     /* in: gy (n, cout, ho, wo), w; out: dx */
     geom g = make_geom(call->out, call->in[1], call->in[0], call->attrs);
-    return run_conv(call, BACKWARD_INPUT, &g);
+    return run_conv(call, BACKWARD_INPUT, &g, false);
 }
 
 KILN_CPU_KERNEL(conv2d_backward_weight) {
     /* in: gy, x; out: dw (cout, cin/groups, kh, kw) */
     geom g = make_geom(call->in[1], call->out, call->in[0], call->attrs);
-    return run_conv(call, BACKWARD_WEIGHT, &g);
+    return run_conv(call, BACKWARD_WEIGHT, &g, false);
 }
 
 KILN_CPU_KERNEL(conv_transpose2d) {
     /* x (n, cin_t, h, w) is the conv's output gradient, y its input gradient */
     geom g = make_geom(call->out, call->in[1], call->in[0], call->attrs);
-    return run_conv(call, BACKWARD_INPUT, &g);
+    return run_conv(call, BACKWARD_INPUT, &g, false);
 }
