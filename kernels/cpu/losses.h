@@ -24,4 +24,11 @@ KILN_CPU_KERNEL(nll_loss);               /* in: logp, target, w */
 KILN_CPU_KERNEL(nll_loss_backward);      /* in: g, logp, target, w */
 KILN_CPU_KERNEL(one_hot);                /* in: target I64 (N,d..) -> out float (N,C,d..) */
 
+/* The float32 path of cross_entropy (kernels/cpu/losses_ce_f32.c), taken by the kernels
+ * above when kiln__ce_f32_applies (g: NULL for the forward). */
+bool kiln__ce_f32_applies(const kiln_tensor *x, const kiln_tensor *t, const kiln_tensor *g, const kiln_tensor *out,
+                          const kiln_ce_attrs *at);
+kiln_status kiln__ce_f32_forward(const kiln_op_call *call);  /* in: x, target, w */
+kiln_status kiln__ce_f32_backward(const kiln_op_call *call); /* in: g, x, target, w; wrt input */
+
 #endif

@@ -1,6 +1,7 @@
 /* CPU kernels of bce and bce_with_logits, forward and backward, each one fused
  * pass. Operands share the input's shape (weights arrive as stride-0 views), so
- * one strided walk serves all; sums accumulate in double, rows split over threads. */
+ * one strided walk serves all; sums accumulate in double, rows split over threads.
+ * f32 bce_with_logits computes in float with kernels/fast_math.h (losses_math.h). */
 #include "losses.h"
 #include "iter.h"
 
@@ -167,6 +168,30 @@ static bool dense_pair(const kiln_tensor *x, const kiln_tensor *y) {
         STORE_REDUCED(T, call->out, at->reduction, acc, n);                                   \
     } while (0)
 
+/* f32: blocks of elements whose losses are computed in one vectorised loop (the f32
+ * math is kernels/fast_math.h's, branch-free) and then added in double, four chains
+ * per block, blocks split over threads. */
+#define BCEL_BLOCK 256
+static double bcel_flat_f32(const float *xs, const float *ys, float *os, int64_t n) {
+    double acc = 0;
+    const int64_t nb = (n + BCEL_BLOCK - 1) / BCEL_BLOCK;
+#pragma omp parallel for schedule(static) reduction(+ : acc) if (n > 32768)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i0 = b * BCEL_BLOCK, len = n - i0 < BCEL_BLOCK ? n - i0 : BCEL_BLOCK;
+        float v[BCEL_BLOCK];
+        float *o = os ? os + i0 : v;
+        for (int64_t i = 0; i < len; i++) o[i] = kiln_bce_logits_f32(xs[i0 + i], ys[i0 + i], 1.0f);
+        if (os) continue;
+        double a[4] = {0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 4 <= len; i += 4)
+            for (int k = 0; k < 4; k++) a[k] += (double)v[i + k];
+        for (; i < len; i++) a[0] += (double)v[i];
+        acc += (a[0] + a[1]) + (a[2] + a[3]);
+    }
+    return acc;
+}
+
 KILN_CPU_KERNEL(bce_with_logits) {
     const kiln_bce_attrs *at = call->attrs;
     kiln_tensor *x = call->in[0];
@@ -174,8 +199,11 @@ KILN_CPU_KERNEL(bce_with_logits) {
     int64_t n = kiln_tensor_numel(x);
     double acc = 0;
     if (!call->in[2] && !call->in[3] && dense_pair(x, call->in[1]) && (!none || dense_pair(x, call->out))) {
-        if (x->dtype == KILN_F32) BCEL_FORWARD_FLAT(float, f32);
-        else BCEL_FORWARD_FLAT(double, f64);
+        if (x->dtype == KILN_F32) {
+            acc = bcel_flat_f32((const float *)kiln__ptr(x), (const float *)kiln__ptr(call->in[1]),
+                                none ? (float *)kiln__ptr(call->out) : NULL, n);
+            STORE_REDUCED(float, call->out, at->reduction, acc, n);
+        } else BCEL_FORWARD_FLAT(double, f64);
         return KILN_STATUS_OK;
     }
     if (x->dtype == KILN_F32) BCEL_FORWARD(float, f32);

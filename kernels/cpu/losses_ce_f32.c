@@ -1,0 +1,226 @@
+/* The float32 path of cross_entropy (class-index targets, dense (N,C,d..), (N,C) or (C)
+ * input): a block of up to CE_BLOCK contiguous pixels of one sample goes across the
+ * class axis at once, so every per-class loop runs over pixels and vectorises. Per-pixel
+ * math in float with kernels/fast_math.h, in the order the CUDA thread path repeats
+ * (kernels/cuda/losses.cu, ce_f32_*); sums over pixels in double. Blocks split over threads. */
+#include "losses.h"
+#include "../fast_math.h"
+
+#define CE_BLOCK 64
+/* exp(x - max) of a block kept for the backward's softmax when C * CE_BLOCK fits;
+ * wider class axes compute it again (same function, same bits) */
+#define CE_KEEP_CLASSES 128
+
+typedef struct {
+    int64_t N, C, S, nb; /* samples, classes, pixels per sample, blocks per sample */
+    const float *x, *w;  /* w: NULL or C weights, wst elements apart */
+    int64_t wst;
+    const int64_t *t;
+    int64_t ignore;
+    float c1, ce; /* 1 - eps and eps / C, rounded once from double */
+    bool smooth;
+} ce32;
+
+/* f32 dense input, dense index target, dense or 0-d g and out (NULL: not checked), and
+ * the class axis not a contiguous row of >= 16 classes (that one stays on the double
+ * path here and on the warp path on CUDA: kiln_ce_f32_path). */
+bool kiln__ce_f32_applies(const kiln_tensor *x, const kiln_tensor *t, const kiln_tensor *g, const kiln_tensor *out,
+                          const kiln_ce_attrs *at) {
+    if (x->dtype != KILN_F32 || at->prob_target || !kiln_tensor_is_contiguous(x) || !kiln_tensor_is_contiguous(t))
+        return false;
+    if ((g && g->ndim && !kiln_tensor_is_contiguous(g)) || (out->ndim && !kiln_tensor_is_contiguous(out)))
+        return false;
+    int64_t C = x->shape[x->ndim == 1 ? 0 : 1], S = 1;
+    for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
+    return kiln_ce_f32_path(C, S);
+}
+
+static void ce32_init(ce32 *p, const kiln_tensor *x, const kiln_tensor *t, const kiln_tensor *w, const kiln_ce_attrs *at) {
+    p->C = x->shape[x->ndim == 1 ? 0 : 1];
+    p->N = x->ndim == 1 ? 1 : x->shape[0];
+    p->S = 1;
+    for (int d = 2; d < x->ndim; d++) p->S *= x->shape[d];
+    p->nb = (p->S + CE_BLOCK - 1) / CE_BLOCK;
+    p->x = (const float *)kiln__ptr(x);
+    p->t = (const int64_t *)kiln__ptr(t);
+    p->w = w ? (const float *)kiln__ptr(w) : NULL;
+    p->wst = w ? w->strides[0] / (int64_t)sizeof(float) : 0;
+    p->ignore = at->ignore_index;
+    p->c1 = (float)(1.0 - at->label_smoothing);
+    p->ce = (float)(at->label_smoothing / (double)p->C);
+    p->smooth = at->label_smoothing > 0;
+}
+
+/* Per pixel i of the block at xp (len pixels, class stride S): the max over classes
+ * (a NaN logit poisons the sum below instead), then sum_c exp(x_c - max) in class order;
+ * e (if not NULL) keeps the exp values, C rows of CE_BLOCK. */
+static inline void block_max_sum(const ce32 *p, const float *xp, int64_t len, float *m, float *s, float *e) {
+    const int64_t C = p->C, S = p->S;
+    for (int64_t i = 0; i < len; i++) m[i] = xp[i];
+    for (int64_t c = 1; c < C; c++) {
+        const float *row = xp + c * S;
+        for (int64_t i = 0; i < len; i++) m[i] = row[i] > m[i] ? row[i] : m[i];
+    }
+    for (int64_t i = 0; i < len; i++) s[i] = 0.0f;
+    for (int64_t c = 0; c < C; c++) {
+        const float *row = xp + c * S;
+        if (e) {
+            float *er = e + c * CE_BLOCK;
+            for (int64_t i = 0; i < len; i++) {
+                er[i] = kiln_fast_expf(row[i] - m[i]);
+                s[i] += er[i];
+            }
+        } else {
+            for (int64_t i = 0; i < len; i++) s[i] += kiln_fast_expf(row[i] - m[i]);
+        }
+    }
+}
+
+/* Class index (int, -1 when ignored), its weight (0 when ignored) and a keep mask. */
+static inline void block_targets(const ce32 *p, const int64_t *tp, int64_t len, int32_t *tc, float *wv, uint32_t *keep) {
+    for (int64_t i = 0; i < len; i++) {
+        int64_t t = tp[i];
+        bool ok = t != p->ignore;
+        int64_t tt = ok ? t : 0;
+        float wt = p->w ? p->w[tt * p->wst] : 1.0f;
+        tc[i] = ok ? (int32_t)t : -1;
+        wv[i] = ok ? wt : 0.0f;
+        keep[i] = ok ? 0xffffffffu : 0u;
+    }
+}
+
+/* Sum of a block's floats in double, four chains (the order is fixed, so results repeat). */
+static inline double block_sum(const float *v, int64_t len) {
+    double a[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= len; i += 4)
+        for (int k = 0; k < 4; k++) a[k] += (double)v[i + k];
+    for (; i < len; i++) a[0] += (double)v[i];
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+/* Forward: out (none: position-shaped, dense) or the 0-d reduced loss. */
+kiln_status kiln__ce_f32_forward(const kiln_op_call *call) {
+    const kiln_ce_attrs *at = call->attrs;
+    ce32 p;
+    ce32_init(&p, call->in[0], call->in[1], call->in[2], at);
+    bool none = at->reduction == 0;
+    float *out = (float *)kiln__ptr(call->out);
+    double acc = 0, wsum = 0;
+    const int64_t nblocks = p.N * p.nb;
+#pragma omp parallel for schedule(static) reduction(+ : acc, wsum) if (p.N * p.S * p.C > 32768)
+    for (int64_t b = 0; b < nblocks; b++) {
+        int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
+        const float *xp = p.x + n * p.C * p.S + s0;
+        float m[CE_BLOCK], s[CE_BLOCK], ls[CE_BLOCK], wv[CE_BLOCK], sm[CE_BLOCK], loss[CE_BLOCK];
+        int32_t tc[CE_BLOCK];
+        uint32_t keep[CE_BLOCK];
+        block_max_sum(&p, xp, len, m, s, NULL);
+        block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
+        for (int64_t i = 0; i < len; i++) ls[i] = kiln_fast_logf(s[i]);
+        if (p.smooth) {
+            for (int64_t i = 0; i < len; i++) sm[i] = 0.0f;
+            for (int64_t c = 0; c < p.C; c++) {
+                const float *row = xp + c * p.S;
+                float wc = p.w ? p.w[c * p.wst] : 1.0f;
+                for (int64_t i = 0; i < len; i++) sm[i] += wc * ((row[i] - m[i]) - ls[i]);
+            }
+        }
+        for (int64_t i = 0; i < len; i++) {
+            float xt = xp[(tc[i] < 0 ? 0 : tc[i]) * p.S + i];
+            float l = -(p.c1 * wv[i]) * ((xt - m[i]) - ls[i]);
+            if (p.smooth) l = l - p.ce * sm[i];
+            loss[i] = kiln_fm_float(kiln_fm_bits(l) & keep[i]); /* ignored: +0 whatever the logits */
+        }
+        if (none) {
+            for (int64_t i = 0; i < len; i++) out[n * p.S + s0 + i] = loss[i];
+        } else {
+            acc += block_sum(loss, len);
+            wsum += block_sum(wv, len);
+        }
+    }
+    if (!none) *out = (float)(at->reduction == 1 ? acc / wsum : acc);
+    return KILN_STATUS_OK;
+}
+
+/* Backward (wrt the input): out = g * scale * ((1-eps) w_t (softmax - onehot)
+ * + eps/C (sum_c w_c * softmax - w_c)), 0 at ignored pixels. g: 0-d or dense. */
+kiln_status kiln__ce_f32_backward(const kiln_op_call *call) {
+    const kiln_ce_attrs *at = call->attrs;
+    const kiln_tensor *g = call->in[0];
+    ce32 p;
+    ce32_init(&p, call->in[1], call->in[2], call->in[3], at);
+    float *out = (float *)kiln__ptr(call->out);
+    const float *gp = (const float *)kiln__ptr(g);
+    const int64_t gstep = g->ndim == 0 ? 0 : 1, npos = p.N * p.S;
+    double div = 1;
+    if (at->reduction == 1) { /* summed weights of the targets not ignored */
+        div = 0;
+        if (!p.w) {
+            int64_t cnt = 0;
+#pragma omp parallel for schedule(static) reduction(+ : cnt) if (npos > 32768)
+            for (int64_t q = 0; q < npos; q++) cnt += p.t[q] != p.ignore;
+            div = (double)cnt;
+        } else {
+#pragma omp parallel for schedule(static) reduction(+ : div) if (npos > 32768)
+            for (int64_t q = 0; q < npos; q++)
+                if (p.t[q] != p.ignore) div += p.w[p.t[q] * p.wst];
+        }
+    }
+    const float scale = (float)(1.0 / div);
+    float wall = 0.0f; /* summed class weights, in class order as CUDA's thread */
+    for (int64_t c = 0; c < p.C; c++) wall += p.w ? p.w[c * p.wst] : 1.0f;
+    const bool keep_e = p.C <= CE_KEEP_CLASSES;
+    const int64_t nblocks = p.N * p.nb;
+#pragma omp parallel for schedule(static) if (npos * p.C > 32768)
+    for (int64_t b = 0; b < nblocks; b++) {
+        int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
+        const float *xp = p.x + n * p.C * p.S + s0;
+        float *op = out + n * p.C * p.S + s0;
+        const float *gb = gp + gstep * (n * p.S + s0);
+        float m[CE_BLOCK], s[CE_BLOCK], wv[CE_BLOCK], a[CE_BLOCK], bs[CE_BLOCK];
+        float e[keep_e ? CE_KEEP_CLASSES * CE_BLOCK : 1];
+        int32_t tc[CE_BLOCK];
+        uint32_t keep[CE_BLOCK];
+        block_max_sum(&p, xp, len, m, s, keep_e ? e : NULL);
+        block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
+        for (int64_t i = 0; i < len; i++) {
+            float gi = gb[gstep * i] * scale;
+            a[i] = gi * (p.c1 * wv[i]);
+            bs[i] = gi * p.ce;
+            s[i] = 1.0f / s[i];
+        }
+        for (int64_t c = 0; c < p.C; c++) {
+            const float *row = xp + c * p.S;
+            const float *er = e + c * CE_BLOCK;
+            float *orow = op + c * p.S;
+            const float wc = p.w ? p.w[c * p.wst] : 1.0f;
+            /* one loop per case, each vectorised; the same operations per pixel. The onehot
+             * term is left to the loop below: pr - 0 is pr bit for bit, and a select in
+             * here would make gcc branch (it folds the pr - 0 arm) */
+#define CE_GRAD(EXP, SMOOTH)                                                              \
+    for (int64_t i = 0; i < len; i++) {                                                   \
+        float pr = (EXP) * s[i];                                                          \
+        float v = a[i] * pr;                                                              \
+        if (SMOOTH) v = v + bs[i] * (wall * pr - wc);                                     \
+        orow[i] = kiln_fm_float(kiln_fm_bits(v) & keep[i]);                               \
+    }
+            if (keep_e && !p.smooth) CE_GRAD(er[i], 0)
+            else if (keep_e) CE_GRAD(er[i], 1)
+            else if (!p.smooth) CE_GRAD(kiln_fast_expf(row[i] - m[i]), 0)
+            else CE_GRAD(kiln_fast_expf(row[i] - m[i]), 1)
+#undef CE_GRAD
+        }
+        /* the target class of each kept pixel: a * (pr - 1) (+ the smoothing term) */
+        for (int64_t i = 0; i < len; i++) {
+            if (tc[i] < 0) continue;
+            int64_t c = tc[i];
+            float ex = keep_e ? e[c * CE_BLOCK + i] : kiln_fast_expf(xp[c * p.S + i] - m[i]);
+            float pr = ex * s[i];
+            float v = a[i] * (pr - 1.0f);
+            if (p.smooth) v = v + bs[i] * (wall * pr - (p.w ? p.w[c * p.wst] : 1.0f));
+            op[c * p.S + i] = v;
+        }
+    }
+    return KILN_STATUS_OK;
+}
