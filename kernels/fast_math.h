@@ -22,8 +22,12 @@
 #include <string.h>
 #endif
 
+/* always inlined so that a caller compiled for another ISA (target attributes: the
+ * AVX2 clones of the CPU loss kernels) vectorises them with its own vectors */
 #ifdef __CUDACC__
 #define KILN_FM_INLINE static __host__ __device__ inline
+#elif defined(__GNUC__)
+#define KILN_FM_INLINE static inline __attribute__((always_inline))
 #else
 #define KILN_FM_INLINE static inline
 #endif

@@ -6,6 +6,22 @@
 #include "losses.h"
 #include "../fast_math.h"
 
+/* The block workers are compiled twice, for the baseline (SSE2, 4 floats a vector) and
+ * with AVX2 (8), and the AVX2 one runs where the CPU has it. FMA is not enabled, so both
+ * compute the same bits (and the CUDA emulation's, which the tests compare with). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
+#define KILN_CE_ALWAYS_INLINE inline __attribute__((always_inline))
+#define KILN_CE_CLONES(name, params, args)                                     \
+    static void name##_base params { name args; }                              \
+    __attribute__((target("avx2"))) static void name##_avx2 params { name args; }
+#define KILN_CE_PICK(name) (__builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+#else
+#define KILN_CE_ALWAYS_INLINE inline
+#define KILN_CE_CLONES(name, params, args) \
+    static void name##_base params { name args; }
+#define KILN_CE_PICK(name) name##_base
+#endif
+
 #define CE_BLOCK 64
 /* exp(x - max) of a block kept for the backward's softmax when C * CE_BLOCK fits;
  * wider class axes compute it again (same function, same bits) */
@@ -54,7 +70,7 @@ static void ce32_init(ce32 *p, const kiln_tensor *x, const kiln_tensor *t, const
 /* Per pixel i of the block at xp (len pixels, class stride S): the max over classes
  * (a NaN logit poisons the sum below instead), then sum_c exp(x_c - max) in class order;
  * e (if not NULL) keeps the exp values, C rows of CE_BLOCK. */
-static inline void block_max_sum(const ce32 *p, const float *xp, int64_t len, float *m, float *s, float *e) {
+static KILN_CE_ALWAYS_INLINE void block_max_sum(const ce32 *p, const float *xp, int64_t len, float *m, float *s, float *e) {
     const int64_t C = p->C, S = p->S;
     for (int64_t i = 0; i < len; i++) m[i] = xp[i];
     for (int64_t c = 1; c < C; c++) {
@@ -77,7 +93,7 @@ static inline void block_max_sum(const ce32 *p, const float *xp, int64_t len, fl
 }
 
 /* Class index (int, -1 when ignored), its weight (0 when ignored) and a keep mask. */
-static inline void block_targets(const ce32 *p, const int64_t *tp, int64_t len, int32_t *tc, float *wv, uint32_t *keep) {
+static KILN_CE_ALWAYS_INLINE void block_targets(const ce32 *p, const int64_t *tp, int64_t len, int32_t *tc, float *wv, uint32_t *keep) {
     for (int64_t i = 0; i < len; i++) {
         int64_t t = tp[i];
         bool ok = t != p->ignore;
@@ -90,7 +106,7 @@ static inline void block_targets(const ce32 *p, const int64_t *tp, int64_t len, 
 }
 
 /* Sum of a block's floats in double, four chains (the order is fixed, so results repeat). */
-static inline double block_sum(const float *v, int64_t len) {
+static KILN_CE_ALWAYS_INLINE double block_sum(const float *v, int64_t len) {
     double a[4] = {0, 0, 0, 0};
     int64_t i = 0;
     for (; i + 4 <= len; i += 4)
@@ -98,6 +114,41 @@ static inline double block_sum(const float *v, int64_t len) {
     for (; i < len; i++) a[0] += (double)v[i];
     return (a[0] + a[1]) + (a[2] + a[3]);
 }
+
+/* One block b of the forward: its losses to out (none) or its sums to acc, wsum. */
+static KILN_CE_ALWAYS_INLINE void fwd_block(const ce32 *pp, int64_t b, float *out, double *acc, double *wsum) {
+    const ce32 p = *pp;
+    int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
+    const float *xp = p.x + n * p.C * p.S + s0;
+    float m[CE_BLOCK], s[CE_BLOCK], ls[CE_BLOCK], wv[CE_BLOCK], sm[CE_BLOCK], loss[CE_BLOCK];
+    int32_t tc[CE_BLOCK];
+    uint32_t keep[CE_BLOCK];
+    block_max_sum(&p, xp, len, m, s, NULL);
+    block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
+    for (int64_t i = 0; i < len; i++) ls[i] = kiln_fast_logf(s[i]);
+    if (p.smooth) {
+        for (int64_t i = 0; i < len; i++) sm[i] = 0.0f;
+        for (int64_t c = 0; c < p.C; c++) {
+            const float *row = xp + c * p.S;
+            float wc = p.w ? p.w[c * p.wst] : 1.0f;
+            for (int64_t i = 0; i < len; i++) sm[i] += wc * ((row[i] - m[i]) - ls[i]);
+        }
+    }
+    for (int64_t i = 0; i < len; i++) {
+        float xt = xp[(tc[i] < 0 ? 0 : tc[i]) * p.S + i];
+        float l = -(p.c1 * wv[i]) * ((xt - m[i]) - ls[i]);
+        if (p.smooth) l = l - p.ce * sm[i];
+        loss[i] = kiln_fm_float(kiln_fm_bits(l) & keep[i]); /* ignored: +0 whatever the logits */
+    }
+    if (out) {
+        for (int64_t i = 0; i < len; i++) out[n * p.S + s0 + i] = loss[i];
+    } else {
+        *acc += block_sum(loss, len);
+        *wsum += block_sum(wv, len);
+    }
+}
+
+KILN_CE_CLONES(fwd_block, (const ce32 *p, int64_t b, float *out, double *acc, double *wsum), (p, b, out, acc, wsum))
 
 /* Forward: out (none: position-shaped, dense) or the 0-d reduced loss. */
 kiln_status kiln__ce_f32_forward(const kiln_op_call *call) {
@@ -108,40 +159,69 @@ kiln_status kiln__ce_f32_forward(const kiln_op_call *call) {
     float *out = (float *)kiln__ptr(call->out);
     double acc = 0, wsum = 0;
     const int64_t nblocks = p.N * p.nb;
+    void (*blk)(const ce32 *, int64_t, float *, double *, double *) = KILN_CE_PICK(fwd_block);
 #pragma omp parallel for schedule(static) reduction(+ : acc, wsum) if (p.N * p.S * p.C > 32768)
-    for (int64_t b = 0; b < nblocks; b++) {
-        int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
-        const float *xp = p.x + n * p.C * p.S + s0;
-        float m[CE_BLOCK], s[CE_BLOCK], ls[CE_BLOCK], wv[CE_BLOCK], sm[CE_BLOCK], loss[CE_BLOCK];
-        int32_t tc[CE_BLOCK];
-        uint32_t keep[CE_BLOCK];
-        block_max_sum(&p, xp, len, m, s, NULL);
-        block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
-        for (int64_t i = 0; i < len; i++) ls[i] = kiln_fast_logf(s[i]);
-        if (p.smooth) {
-            for (int64_t i = 0; i < len; i++) sm[i] = 0.0f;
-            for (int64_t c = 0; c < p.C; c++) {
-                const float *row = xp + c * p.S;
-                float wc = p.w ? p.w[c * p.wst] : 1.0f;
-                for (int64_t i = 0; i < len; i++) sm[i] += wc * ((row[i] - m[i]) - ls[i]);
-            }
-        }
-        for (int64_t i = 0; i < len; i++) {
-            float xt = xp[(tc[i] < 0 ? 0 : tc[i]) * p.S + i];
-            float l = -(p.c1 * wv[i]) * ((xt - m[i]) - ls[i]);
-            if (p.smooth) l = l - p.ce * sm[i];
-            loss[i] = kiln_fm_float(kiln_fm_bits(l) & keep[i]); /* ignored: +0 whatever the logits */
-        }
-        if (none) {
-            for (int64_t i = 0; i < len; i++) out[n * p.S + s0 + i] = loss[i];
-        } else {
-            acc += block_sum(loss, len);
-            wsum += block_sum(wv, len);
-        }
-    }
+    for (int64_t b = 0; b < nblocks; b++) blk(&p, b, none ? out : NULL, &acc, &wsum);
     if (!none) *out = (float)(at->reduction == 1 ? acc / wsum : acc);
     return KILN_STATUS_OK;
 }
+
+/* One block b of the backward. */
+static KILN_CE_ALWAYS_INLINE void bwd_block(const ce32 *pp, int64_t b, const float *gp, int64_t gstep, float scale,
+                                            float wall, float *out) {
+    const ce32 p = *pp;
+    const bool keep_e = p.C <= CE_KEEP_CLASSES;
+    int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
+    const float *xp = p.x + n * p.C * p.S + s0;
+    float *op = out + n * p.C * p.S + s0;
+    const float *gb = gp + gstep * (n * p.S + s0);
+    float m[CE_BLOCK], s[CE_BLOCK], wv[CE_BLOCK], a[CE_BLOCK], bs[CE_BLOCK];
+    float e[keep_e ? CE_KEEP_CLASSES * CE_BLOCK : 1];
+    int32_t tc[CE_BLOCK];
+    uint32_t keep[CE_BLOCK];
+    block_max_sum(&p, xp, len, m, s, keep_e ? e : NULL);
+    block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
+    for (int64_t i = 0; i < len; i++) {
+        float gi = gb[gstep * i] * scale;
+        a[i] = gi * (p.c1 * wv[i]);
+        bs[i] = gi * p.ce;
+        s[i] = 1.0f / s[i];
+    }
+    for (int64_t c = 0; c < p.C; c++) {
+        const float *row = xp + c * p.S;
+        const float *er = e + c * CE_BLOCK;
+        float *orow = op + c * p.S;
+        const float wc = p.w ? p.w[c * p.wst] : 1.0f;
+        /* one loop per case, each vectorised; the same operations per pixel. The onehot
+         * term is left to the loop below: pr - 0 is pr bit for bit, and a select in
+         * here would make gcc branch (it folds the pr - 0 arm) */
+#define CE_GRAD(EXP, SMOOTH)                                                              \
+    for (int64_t i = 0; i < len; i++) {                                                   \
+        float pr = (EXP) * s[i];                                                          \
+        float v = a[i] * pr;                                                              \
+        if (SMOOTH) v = v + bs[i] * (wall * pr - wc);                                     \
+        orow[i] = kiln_fm_float(kiln_fm_bits(v) & keep[i]);                               \
+    }
+        if (keep_e && !p.smooth) CE_GRAD(er[i], 0)
+        else if (keep_e) CE_GRAD(er[i], 1)
+        else if (!p.smooth) CE_GRAD(kiln_fast_expf(row[i] - m[i]), 0)
+        else CE_GRAD(kiln_fast_expf(row[i] - m[i]), 1)
+#undef CE_GRAD
+    }
+    /* the target class of each kept pixel: a * (pr - 1) (+ the smoothing term) */
+    for (int64_t i = 0; i < len; i++) {
+        if (tc[i] < 0) continue;
+        int64_t c = tc[i];
+        float ex = keep_e ? e[c * CE_BLOCK + i] : kiln_fast_expf(xp[c * p.S + i] - m[i]);
+        float pr = ex * s[i];
+        float v = a[i] * (pr - 1.0f);
+        if (p.smooth) v = v + bs[i] * (wall * pr - (p.w ? p.w[c * p.wst] : 1.0f));
+        op[c * p.S + i] = v;
+    }
+}
+
+KILN_CE_CLONES(bwd_block, (const ce32 *p, int64_t b, const float *gp, int64_t gstep, float scale, float wall, float *out),
+               (p, b, gp, gstep, scale, wall, out))
 
 /* Backward (wrt the input): out = g * scale * ((1-eps) w_t (softmax - onehot)
  * + eps/C (sum_c w_c * softmax - w_c)), 0 at ignored pixels. g: 0-d or dense. */
@@ -170,57 +250,9 @@ kiln_status kiln__ce_f32_backward(const kiln_op_call *call) {
     const float scale = (float)(1.0 / div);
     float wall = 0.0f; /* summed class weights, in class order as CUDA's thread */
     for (int64_t c = 0; c < p.C; c++) wall += p.w ? p.w[c * p.wst] : 1.0f;
-    const bool keep_e = p.C <= CE_KEEP_CLASSES;
+    void (*blk)(const ce32 *, int64_t, const float *, int64_t, float, float, float *) = KILN_CE_PICK(bwd_block);
     const int64_t nblocks = p.N * p.nb;
 #pragma omp parallel for schedule(static) if (npos * p.C > 32768)
-    for (int64_t b = 0; b < nblocks; b++) {
-        int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
-        const float *xp = p.x + n * p.C * p.S + s0;
-        float *op = out + n * p.C * p.S + s0;
-        const float *gb = gp + gstep * (n * p.S + s0);
-        float m[CE_BLOCK], s[CE_BLOCK], wv[CE_BLOCK], a[CE_BLOCK], bs[CE_BLOCK];
-        float e[keep_e ? CE_KEEP_CLASSES * CE_BLOCK : 1];
-        int32_t tc[CE_BLOCK];
-        uint32_t keep[CE_BLOCK];
-        block_max_sum(&p, xp, len, m, s, keep_e ? e : NULL);
-        block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
-        for (int64_t i = 0; i < len; i++) {
-            float gi = gb[gstep * i] * scale;
-            a[i] = gi * (p.c1 * wv[i]);
-            bs[i] = gi * p.ce;
-            s[i] = 1.0f / s[i];
-        }
-        for (int64_t c = 0; c < p.C; c++) {
-            const float *row = xp + c * p.S;
-            const float *er = e + c * CE_BLOCK;
-            float *orow = op + c * p.S;
-            const float wc = p.w ? p.w[c * p.wst] : 1.0f;
-            /* one loop per case, each vectorised; the same operations per pixel. The onehot
-             * term is left to the loop below: pr - 0 is pr bit for bit, and a select in
-             * here would make gcc branch (it folds the pr - 0 arm) */
-#define CE_GRAD(EXP, SMOOTH)                                                              \
-    for (int64_t i = 0; i < len; i++) {                                                   \
-        float pr = (EXP) * s[i];                                                          \
-        float v = a[i] * pr;                                                              \
-        if (SMOOTH) v = v + bs[i] * (wall * pr - wc);                                     \
-        orow[i] = kiln_fm_float(kiln_fm_bits(v) & keep[i]);                               \
-    }
-            if (keep_e && !p.smooth) CE_GRAD(er[i], 0)
-            else if (keep_e) CE_GRAD(er[i], 1)
-            else if (!p.smooth) CE_GRAD(kiln_fast_expf(row[i] - m[i]), 0)
-            else CE_GRAD(kiln_fast_expf(row[i] - m[i]), 1)
-#undef CE_GRAD
-        }
-        /* the target class of each kept pixel: a * (pr - 1) (+ the smoothing term) */
-        for (int64_t i = 0; i < len; i++) {
-            if (tc[i] < 0) continue;
-            int64_t c = tc[i];
-            float ex = keep_e ? e[c * CE_BLOCK + i] : kiln_fast_expf(xp[c * p.S + i] - m[i]);
-            float pr = ex * s[i];
-            float v = a[i] * (pr - 1.0f);
-            if (p.smooth) v = v + bs[i] * (wall * pr - (p.w ? p.w[c * p.wst] : 1.0f));
-            op[c * p.S + i] = v;
-        }
-    }
+    for (int64_t b = 0; b < nblocks; b++) blk(&p, b, gp, gstep, scale, wall, out);
     return KILN_STATUS_OK;
 }
