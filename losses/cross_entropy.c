@@ -27,8 +27,9 @@ kiln_cross_entropy_options kiln_cross_entropy_options_default(void) {
  * place (a host copy as doubles cost ~10% of a segmentation loss's forward + backward). */
 static bool dense_all_valid(const int64_t *t, int64_t n, int64_t C, bool allow_ignore, int64_t ignore_index) {
     int64_t bad = 0;
+    const int not_ignoring = !allow_ignore;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) bad += !((uint64_t)t[i] < (uint64_t)C || (allow_ignore && t[i] == ignore_index));
+    for (int64_t i = 0; i < n; i++) bad += ((uint64_t)t[i] >= (uint64_t)C) & ((t[i] != ignore_index) | not_ignoring);
     return bad == 0;
 }
 

@@ -171,14 +171,17 @@ static bool dense_pair(const kiln_tensor *x, const kiln_tensor *y) {
 /* f32: blocks of elements whose losses are computed in one vectorised loop (the f32
  * math is kernels/fast_math.h's, branch-free) and then added in double, four chains
  * per block, blocks split over threads. The block workers are compiled for the baseline
- * (SSE2) and with AVX2 (no FMA: the same bits), as in losses_ce_f32.c. */
+ * (SSE2), AVX2 and AVX-512, without FMA (the same bits), as in losses_ce_f32.c. */
 #define BCEL_BLOCK 256
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
 #define BCEL_INLINE inline __attribute__((always_inline))
 #define BCEL_CLONES(name, params, args)                                        \
     static void name##_base params { name args; }                              \
-    __attribute__((target("avx2"))) static void name##_avx2 params { name args; }
-#define BCEL_PICK(name) (__builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+    __attribute__((target("avx2"))) static void name##_avx2 params { name args; } \
+    __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off"))) \
+    static void name##_avx512 params { name args; }
+#define BCEL_PICK(name)                                                          \
+    (__builtin_cpu_supports("avx512f") ? name##_avx512 : __builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
 #else
 #define BCEL_INLINE inline
 #define BCEL_CLONES(name, params, args) static void name##_base params { name args; }

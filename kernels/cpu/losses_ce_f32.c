@@ -6,15 +6,19 @@
 #include "losses.h"
 #include "../fast_math.h"
 
-/* The block workers are compiled twice, for the baseline (SSE2, 4 floats a vector) and
- * with AVX2 (8), and the AVX2 one runs where the CPU has it. FMA is not enabled, so both
- * compute the same bits (and the CUDA emulation's, which the tests compare with). */
+/* The block workers are compiled three times, for the baseline (SSE2, 4 floats a vector),
+ * AVX2 (8) and AVX-512 (16), and the widest the CPU has runs. None contracts a*b+c into
+ * an FMA (AVX2 does not enable FMA; AVX-512 does in gcc, so its clone turns contraction
+ * off), so all compute the same bits, the CUDA emulation's too (the tests compare). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
 #define KILN_CE_ALWAYS_INLINE inline __attribute__((always_inline))
 #define KILN_CE_CLONES(name, params, args)                                     \
     static void name##_base params { name args; }                              \
-    __attribute__((target("avx2"))) static void name##_avx2 params { name args; }
-#define KILN_CE_PICK(name) (__builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+    __attribute__((target("avx2"))) static void name##_avx2 params { name args; } \
+    __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off"))) \
+    static void name##_avx512 params { name args; }
+#define KILN_CE_PICK(name)                                                          \
+    (__builtin_cpu_supports("avx512f") ? name##_avx512 : __builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
 #else
 #define KILN_CE_ALWAYS_INLINE inline
 #define KILN_CE_CLONES(name, params, args) \
@@ -69,13 +73,21 @@ static void ce32_init(ce32 *p, const kiln_tensor *x, const kiln_tensor *t, const
 
 /* Per pixel i of the block at xp (len pixels, class stride S): the max over classes
  * (a NaN logit poisons the sum below instead), then sum_c exp(x_c - max) in class order;
- * e (if not NULL) keeps the exp values, C rows of CE_BLOCK. */
-static KILN_CE_ALWAYS_INLINE void block_max_sum(const ce32 *p, const float *xp, int64_t len, float *m, float *s, float *e) {
+ * e (if not NULL) keeps the exp values, C rows of CE_BLOCK; xt (if not NULL) gets the
+ * logit of class tc (of class 0 where tc < 0), picked by selects, not gathered. */
+static KILN_CE_ALWAYS_INLINE void block_max_sum(const ce32 *p, const float *xp, int64_t len, const int32_t *tc,
+                                                float *m, float *s, float *e, float *xt) {
     const int64_t C = p->C, S = p->S;
     for (int64_t i = 0; i < len; i++) m[i] = xp[i];
+    if (xt)
+        for (int64_t i = 0; i < len; i++) xt[i] = xp[i];
     for (int64_t c = 1; c < C; c++) {
         const float *row = xp + c * S;
         for (int64_t i = 0; i < len; i++) m[i] = row[i] > m[i] ? row[i] : m[i];
+        if (xt) {
+            const int32_t ci = (int32_t)c;
+            for (int64_t i = 0; i < len; i++) xt[i] = tc[i] == ci ? row[i] : xt[i];
+        }
     }
     for (int64_t i = 0; i < len; i++) s[i] = 0.0f;
     for (int64_t c = 0; c < C; c++) {
@@ -120,11 +132,11 @@ static KILN_CE_ALWAYS_INLINE void fwd_block(const ce32 *pp, int64_t b, float *ou
     const ce32 p = *pp;
     int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
     const float *xp = p.x + n * p.C * p.S + s0;
-    float m[CE_BLOCK], s[CE_BLOCK], ls[CE_BLOCK], wv[CE_BLOCK], sm[CE_BLOCK], loss[CE_BLOCK];
+    float m[CE_BLOCK], s[CE_BLOCK], ls[CE_BLOCK], wv[CE_BLOCK], sm[CE_BLOCK], loss[CE_BLOCK], xt[CE_BLOCK];
     int32_t tc[CE_BLOCK];
     uint32_t keep[CE_BLOCK];
-    block_max_sum(&p, xp, len, m, s, NULL);
     block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
+    block_max_sum(&p, xp, len, tc, m, s, NULL, xt);
     for (int64_t i = 0; i < len; i++) ls[i] = kiln_fast_logf(s[i]);
     if (p.smooth) {
         for (int64_t i = 0; i < len; i++) sm[i] = 0.0f;
@@ -134,12 +146,10 @@ static KILN_CE_ALWAYS_INLINE void fwd_block(const ce32 *pp, int64_t b, float *ou
             for (int64_t i = 0; i < len; i++) sm[i] += wc * ((row[i] - m[i]) - ls[i]);
         }
     }
-    for (int64_t i = 0; i < len; i++) {
-        float xt = xp[(tc[i] < 0 ? 0 : tc[i]) * p.S + i];
-        float l = -(p.c1 * wv[i]) * ((xt - m[i]) - ls[i]);
-        if (p.smooth) l = l - p.ce * sm[i];
-        loss[i] = kiln_fm_float(kiln_fm_bits(l) & keep[i]); /* ignored: +0 whatever the logits */
-    }
+    for (int64_t i = 0; i < len; i++) loss[i] = -(p.c1 * wv[i]) * ((xt[i] - m[i]) - ls[i]);
+    if (p.smooth)
+        for (int64_t i = 0; i < len; i++) loss[i] = loss[i] - p.ce * sm[i];
+    for (int64_t i = 0; i < len; i++) loss[i] = kiln_fm_float(kiln_fm_bits(loss[i]) & keep[i]); /* ignored: +0 */
     if (out) {
         for (int64_t i = 0; i < len; i++) out[n * p.S + s0 + i] = loss[i];
     } else {
@@ -179,8 +189,8 @@ static KILN_CE_ALWAYS_INLINE void bwd_block(const ce32 *pp, int64_t b, const flo
     float e[keep_e ? CE_KEEP_CLASSES * CE_BLOCK : 1];
     int32_t tc[CE_BLOCK];
     uint32_t keep[CE_BLOCK];
-    block_max_sum(&p, xp, len, m, s, keep_e ? e : NULL);
     block_targets(&p, p.t + n * p.S + s0, len, tc, wv, keep);
+    block_max_sum(&p, xp, len, tc, m, s, keep_e ? e : NULL, NULL);
     for (int64_t i = 0; i < len; i++) {
         float gi = gb[gstep * i] * scale;
         a[i] = gi * (p.c1 * wv[i]);
