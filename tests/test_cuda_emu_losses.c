@@ -25,6 +25,9 @@
 #include "emu/emu_compare.h"
 #include "kernels/cpu/losses.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 TestSuite(cuda_emu_losses, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 #define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
@@ -254,6 +257,44 @@ KT_TEST(cuda_emu_losses, cross_entropy_float_path) {
                     }
         kiln_scope_end(s);
     }
+}
+
+/* The CPU's f32 workers are compiled for SSE2, AVX2 and AVX-512 (the widest the CPU has
+ * runs; KILN_LOSS_ISA caps it): each clone against the emulated kernels, bit for bit
+ * per element, on the float paths of cross_entropy and bce_with_logits. */
+KT_TEST(cuda_emu_losses, float_paths_every_cpu_clone) {
+    static const char *const isas[3] = {"sse2", "avx2", "avx512"};
+    const char *old = getenv("KILN_LOSS_ISA");
+    char *saved = old ? strdup(old) : NULL;
+    const int64_t shape[4] = {2, 3, 5, 43};
+    for (int k = 0; k < 3; k++) {
+        setenv("KILN_LOSS_ISA", isas[k], 1);
+        kiln_scope *s = kiln_scope_begin();
+        for (int red = 0; red < 3; red++) {
+            ce_opts o = {1, 1, 1, 0, red, true};
+            run_ce_case(&ce_cases[0], KILN_F32, &o, false, 400 + k);
+            ce_opts p = {0, 0, 0, 0, red, true};
+            run_ce_case(&ce_cases[0], KILN_F32, &p, false, 410 + k);
+        }
+        kiln_tensor *x = input4(KILN_F32, shape, 0, -30, 30, 0, 20), *y = input4(KILN_F32, shape, 0, 0, 1.25, 0.25, 21);
+        kiln_tensor *g = input4(KILN_F32, shape, 0, -2, 2, 0, 22);
+        for (int red = 0; red < 3; red++) {
+            char what[120];
+            snprintf(what, sizeof what, "bce_with_logits f32 flat, %s clone, reduction %s", isas[k], red_names[red]);
+            kiln_bce_attrs at = {red, 0};
+            kiln_tensor *in[4] = {x, y, NULL, NULL};
+            ec_run(&kiln_op_bce_with_logits, kiln_cpu_bce_with_logits, kiln_emu_cuda_bce_with_logits, 4, in, &at,
+                   KILN_F32, red ? 0 : 4, shape, EC_CONTIG, red == 0, atol_of(KILN_F32), rtol_of(KILN_F32), what);
+            kiln_tensor *bin[5] = {red ? ec_input(KILN_F32, 0, NULL, EC_CONTIG, -2, 2, 0, 23) : g, x, y, NULL, NULL};
+            ec_run(&kiln_op_bce_with_logits_backward, kiln_cpu_bce_with_logits_backward,
+                   kiln_emu_cuda_bce_with_logits_backward, 5, bin, &at, KILN_F32, 4, shape, EC_CONTIG, true, 0, 0,
+                   what);
+        }
+        kiln_scope_end(s);
+    }
+    if (saved) setenv("KILN_LOSS_ISA", saved, 1);
+    else unsetenv("KILN_LOSS_ISA");
+    free(saved);
 }
 
 KT_TEST(cuda_emu_losses, nll_loss_every_option_and_layout) {

@@ -180,8 +180,11 @@ static bool dense_pair(const kiln_tensor *x, const kiln_tensor *y) {
     __attribute__((target("avx2"))) static void name##_avx2 params { name args; } \
     __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off"))) \
     static void name##_avx512 params { name args; }
-#define BCEL_PICK(name)                                                          \
-    (__builtin_cpu_supports("avx512f") ? name##_avx512 : __builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+#define BCEL_PICK(name)                                                                       \
+    __extension__({                                                                            \
+        int isa_ = kiln__loss_isa();                                                           \
+        isa_ == 2 ? name##_avx512 : isa_ == 1 ? name##_avx2 : name##_base;                     \
+    })
 #else
 #define BCEL_INLINE inline
 #define BCEL_CLONES(name, params, args) static void name##_base params { name args; }

@@ -6,6 +6,9 @@
 #include "losses.h"
 #include "../fast_math.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 /* The block workers are compiled three times, for the baseline (SSE2, 4 floats a vector),
  * AVX2 (8) and AVX-512 (16), and the widest the CPU has runs. None contracts a*b+c into
  * an FMA (AVX2 does not enable FMA; AVX-512 does in gcc, so its clone turns contraction
@@ -17,14 +20,30 @@
     __attribute__((target("avx2"))) static void name##_avx2 params { name args; } \
     __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off"))) \
     static void name##_avx512 params { name args; }
-#define KILN_CE_PICK(name)                                                          \
-    (__builtin_cpu_supports("avx512f") ? name##_avx512 : __builtin_cpu_supports("avx2") ? name##_avx2 : name##_base)
+#define KILN_CE_PICK(name)                                                                       \
+    __extension__({                                                                            \
+        int isa_ = kiln__loss_isa();                                                           \
+        isa_ == 2 ? name##_avx512 : isa_ == 1 ? name##_avx2 : name##_base;                     \
+    })
 #else
 #define KILN_CE_ALWAYS_INLINE inline
 #define KILN_CE_CLONES(name, params, args) \
     static void name##_base params { name args; }
 #define KILN_CE_PICK(name) name##_base
 #endif
+
+/* 2: AVX-512, 1: AVX2, 0: the baseline; the widest the CPU has, capped by the environment
+ * variable KILN_LOSS_ISA (sse2, avx2, avx512) so the tests can run every clone. */
+int kiln__loss_isa(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
+    int isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    int isa = 0;
+#endif
+    const char *cap = getenv("KILN_LOSS_ISA");
+    int lim = !cap ? 2 : !strcmp(cap, "sse2") ? 0 : !strcmp(cap, "avx2") ? 1 : 2;
+    return isa < lim ? isa : lim;
+}
 
 #define CE_BLOCK 64
 /* exp(x - max) of a block kept for the backward's softmax when C * CE_BLOCK fits;
