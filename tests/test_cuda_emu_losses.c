@@ -182,7 +182,8 @@ static kiln_tensor *index_target(const ce_case *c, int64_t ignore, uint64_t seed
 
 typedef struct {
     int weight, ignore, smooth, prob, red;
-    bool dense_g; /* reduction none: g contiguous (the float path) rather than transposed */
+    int dense_g; /* reduction none: g 0 transposed, 1 contiguous, 2 one value expanded (1, 2: the
+                  * float path) */
 } ce_opts;
 
 static void run_ce_case(const ce_case *c, kiln_dtype dt, const ce_opts *o, bool nll, uint64_t seed) {
@@ -205,8 +206,9 @@ static void run_ce_case(const ce_case *c, kiln_dtype dt, const ce_opts *o, bool 
            exact_fwd, atol_of(dt), rtol_of(dt), what);
     /* backward: g 0-d (reduced) or position-shaped and strided where it has two axes */
     kiln_tensor *g = o->red ? ec_input(dt, 0, NULL, EC_CONTIG, 0.5, 2, 0, seed + 4)
-                            : ec_input(dt, pn, ps, pn >= 2 && !o->dense_g ? EC_TRANSPOSED : EC_CONTIG, -2, 2, 0,
-                                       seed + 5);
+                     : o->dense_g == 2 ? kiln_expand(ec_input(dt, 0, NULL, EC_CONTIG, 0.5, 2, 0, seed + 6), pn, ps)
+                                       : ec_input(dt, pn, ps, pn >= 2 && !o->dense_g ? EC_TRANSPOSED : EC_CONTIG, -2,
+                                                  2, 0, seed + 5);
     bool weighted_mean = o->red == 1 && !o->prob && o->weight; /* the divisor is summed in another order */
     bool exact_bwd = !c->warp && !weighted_mean;
     for (int wrt = 0; wrt < (o->prob ? 2 : 1); wrt++) {
@@ -234,14 +236,15 @@ KT_TEST(cuda_emu_losses, cross_entropy_every_option_and_layout) {
                     for (int ignore = all || prob ? 0 : 1; ignore < (prob ? 1 : 2); ignore++)
                         for (int smooth = all ? 0 : 1; smooth < 2; smooth++)
                             for (int red = 0; red < 3; red++) {
-                                ce_opts o = {weight, ignore, smooth, prob, red, false};
+                                ce_opts o = {weight, ignore, smooth, prob, red, 0};
                                 run_ce_case(&ce_cases[k], d ? KILN_F64 : KILN_F32, &o, false, 100 + k);
                             }
             kiln_scope_end(s);
         }
 }
 
-/* The float32 path at every option with dense g: NCHW (2x7x3x43: 129 pixels per sample,
+/* The float32 path at every option with dense g (and, for 'none', g expanded from one
+ * value, as the backward of a sum gives it): NCHW (2x7x3x43: 129 pixels per sample,
  * two 64-pixel blocks and one pixel), (N,C) rows of 7 (257 of them) and C = 130. */
 KT_TEST(cuda_emu_losses, cross_entropy_float_path) {
     static const size_t cases[] = {0, 4, 6};
@@ -251,8 +254,8 @@ KT_TEST(cuda_emu_losses, cross_entropy_float_path) {
         for (int weight = 0; weight < 2; weight++)
             for (int ignore = 0; ignore < 2; ignore++)
                 for (int smooth = 0; smooth < 2; smooth++)
-                    for (int red = 0; red < 3; red++) {
-                        ce_opts o = {weight, ignore, smooth, 0, red, true};
+                    for (int red = 0; red < 4; red++) { /* 3: none with g expanded from one value */
+                        ce_opts o = {weight, ignore, smooth, 0, red % 3, red == 3 ? 2 : 1};
                         run_ce_case(c, KILN_F32, &o, false, 300 + k);
                     }
         kiln_scope_end(s);
@@ -271,9 +274,9 @@ KT_TEST(cuda_emu_losses, float_paths_every_cpu_clone) {
         setenv("KILN_LOSS_ISA", isas[k], 1);
         kiln_scope *s = kiln_scope_begin();
         for (int red = 0; red < 3; red++) {
-            ce_opts o = {1, 1, 1, 0, red, true};
+            ce_opts o = {1, 1, 1, 0, red, 1};
             run_ce_case(&ce_cases[0], KILN_F32, &o, false, 400 + k);
-            ce_opts p = {0, 0, 0, 0, red, true};
+            ce_opts p = {0, 0, 0, 0, red, 1};
             run_ce_case(&ce_cases[0], KILN_F32, &p, false, 410 + k);
         }
         kiln_tensor *x = input4(KILN_F32, shape, 0, -30, 30, 0, 20), *y = input4(KILN_F32, shape, 0, 0, 1.25, 0.25, 21);
@@ -305,7 +308,7 @@ KT_TEST(cuda_emu_losses, nll_loss_every_option_and_layout) {
             for (int weight = all ? 0 : 1; weight < 2; weight++)
                 for (int ignore = all ? 0 : 1; ignore < 2; ignore++)
                     for (int red = 0; red < 3; red++) {
-                        ce_opts o = {weight, ignore, 0, 0, red, false};
+                        ce_opts o = {weight, ignore, 0, 0, red, 0};
                         run_ce_case(&ce_cases[k], d ? KILN_F64 : KILN_F32, &o, true, 200 + k);
                     }
             kiln_scope_end(s);

@@ -60,14 +60,23 @@ typedef struct {
     bool smooth;
 } ce32;
 
+/* g expanded from one value (every stride 0: the backward of a sum of 'none' losses). */
+static bool g_is_one_value(const kiln_tensor *g) {
+    for (int d = 0; d < g->ndim; d++)
+        if (g->strides[d] != 0 && g->shape[d] != 1) return false;
+    return true;
+}
+
 /* f32 dense input, dense index target, dense or 0-d g and out (NULL: not checked), and
  * the class axis not a contiguous row of >= 16 classes (that one stays on the double
- * path here and on the warp path on CUDA: kiln_ce_f32_path). */
+ * path here and on the warp path on CUDA: kiln_ce_f32_path). g may also be one value
+ * expanded. */
 bool kiln__ce_f32_applies(const kiln_tensor *x, const kiln_tensor *t, const kiln_tensor *g, const kiln_tensor *out,
                           const kiln_ce_attrs *at) {
     if (x->dtype != KILN_F32 || at->prob_target || !kiln_tensor_is_contiguous(x) || !kiln_tensor_is_contiguous(t))
         return false;
-    if ((g && g->ndim && !kiln_tensor_is_contiguous(g)) || (out->ndim && !kiln_tensor_is_contiguous(out)))
+    if ((g && g->ndim && !kiln_tensor_is_contiguous(g) && !g_is_one_value(g)) ||
+        (out->ndim && !kiln_tensor_is_contiguous(out)))
         return false;
     int64_t C = x->shape[x->ndim == 1 ? 0 : 1], S = 1;
     for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
@@ -293,7 +302,7 @@ kiln_status kiln__ce_f32_backward(const kiln_op_call *call) {
     ce32_init(&p, call->in[1], call->in[2], call->in[3], at);
     float *out = (float *)kiln__ptr(call->out);
     const float *gp = (const float *)kiln__ptr(g);
-    const int64_t gstep = g->ndim == 0 ? 0 : 1, npos = p.N * p.S;
+    const int64_t gstep = g->ndim == 0 || g_is_one_value(g) ? 0 : 1, npos = p.N * p.S;
     double div = 1;
     if (at->reduction == 1) { /* summed weights of the targets not ignored */
         div = 0;

@@ -393,11 +393,18 @@ static bool dense_desc(const kiln_cuda_tensor *t) {
     return true;
 }
 
-/* g: NULL for the forward. */
+/* Every stride 0: one value expanded (the backward of a sum of 'none' losses). */
+static bool one_value_desc(const kiln_cuda_tensor *t) {
+    for (int i = 0; i < t->ndim; i++)
+        if (t->strides[i] != 0 && t->shape[i] != 1) return false;
+    return true;
+}
+
+/* g: NULL for the forward; dense, 0-d or one value expanded. */
 static bool ce32_applies(const kiln_cuda_tensor *x, const kiln_cuda_tensor *t, const kiln_cuda_tensor *g,
                          const kiln_cuda_tensor *out, const kiln_ce_attrs *at, int log_probs, ce32_geo &p) {
     if (x->dtype != KILN_F32 || log_probs || at->prob_target || !dense_desc(x) || !dense_desc(t)) return false;
-    if ((g && g->ndim && !dense_desc(g)) || (out->ndim && !dense_desc(out))) return false;
+    if ((g && g->ndim && !dense_desc(g) && !one_value_desc(g)) || (out->ndim && !dense_desc(out))) return false;
     int cax = x->ndim == 1 ? 0 : 1;
     p.C = x->shape[cax];
     p.S = 1;
@@ -582,7 +589,8 @@ kiln_status run_ce_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor 
         g32.wst = wd ? wd->strides[0] : 0;
         auto k = ce32_bwd_kernel;
         KILN_LAUNCH(k, grid_for(g32.npos), KILN_CUDA_BLOCK, 0, stream, g32, (const float *)gp,
-                    (int64_t)(g->ndim == 0 ? 0 : 1), (const float *)xp, (const int64_t *)target->data,
+                    (int64_t)(g->ndim == 0 || one_value_desc(g) ? 0 : 1), (const float *)xp,
+                    (const int64_t *)target->data,
                     (const float *)wp, (float *)o, div);
         KILN_LAUNCH_CHECK(op, stream);
         return KILN_STATUS_OK;
