@@ -2,7 +2,8 @@
  * input): a block of up to CE_BLOCK contiguous pixels of one sample goes across the
  * class axis at once, so every per-class loop runs over pixels and vectorises. Per-pixel
  * math in float with kernels/fast_math.h, in the order the CUDA thread path repeats
- * (kernels/cuda/losses.cu, ce_f32_*); sums over pixels in double. Blocks split over threads. */
+ * (kernels/cuda/losses.cu, ce32_*); sums over pixels in double. Blocks split over threads.
+ * The float32 math contract is in docs/ARCHITECTURE.md, "Float32 loss math". */
 #include "losses.h"
 #include "../fast_math.h"
 
