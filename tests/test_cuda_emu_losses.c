@@ -13,7 +13,8 @@
  * at pixel counts that are not multiples of the CPU's 64-pixel blocks nor the 256-thread
  * CUDA blocks, and with C = 130 (the CPU computes exp again instead of keeping it); the
  * other cases (views, strided g, f64, (N,C) rows of 40, probabilities, nll_loss) keep
- * the general double path.
+ * the general double path. float_paths_every_cpu_clone runs the CPU's SSE2, AVX2 and
+ * AVX-512 clones of the f32 workers (KILN_LOSS_ISA) against the same emulated kernels.
  * Tolerances: per-element results of the bce family are the CPU's float operations
  * (losses_math.h, kernels/fast_math.h for f32 bce_with_logits), bit for bit; so are
  * cross-entropy results on the thread path, which repeats the CPU's arithmetic (double
