@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "fast_math.h"
+
 #ifdef __CUDACC__
 #define KILN_LOSS_INLINE static __host__ __device__ inline
 #else
@@ -32,14 +34,26 @@ typedef struct {
     double label_smoothing;
 } kiln_ce_attrs;
 
+/* cross_entropy on f32 logits with class-index targets and dense operands takes the
+ * float32 path (kernels/cpu/losses_ce_f32.c, the ce_f32 kernels of kernels/cuda/losses.cu:
+ * per-pixel float math with kernels/fast_math.h, the same operations in the same order on
+ * both) unless the class axis is a contiguous row of 16 or more classes (S = 1: the (N,C)
+ * layout), which CUDA gives a warp per row (axis_plan.cuh, KILN_WARP_ROW_MIN) and both
+ * devices keep on the double path. S: pixels per sample (product of d1..dk, 1 if none). */
+KILN_LOSS_INLINE int kiln_ce_f32_path(int64_t C, int64_t S) { return !(S == 1 && C >= 16); }
+
 /* one_hot: class indices (N,d..) -> (N,C,d..) of zeros and ones. */
 typedef struct {
     int64_t num_classes;
 } kiln_one_hot_attrs;
 
 /* The macro below instantiates the math for float and double. PyTorch's BCE
- * clamps each log at -100 so that p = 0 or 1 gives a finite loss. */
-#define KILN_DEFINE_LOSS_MATH(T, SFX, LOG, LOG1P, EXP, FABS, FMAX)                               \
+ * clamps each log at -100 so that p = 0 or 1 gives a finite loss. The logits family
+ * takes its exp and log1p as SP_EXP / SP_LOG1P: kernels/fast_math.h's in float (every
+ * f32 bce_with_logits, CPU and CUDA alike), libm's in double; it is written with
+ * selects between values computed anyway (no arithmetic under a condition) so loops
+ * over it vectorise. */
+#define KILN_DEFINE_LOSS_MATH(T, SFX, LOG, LOG1P, EXP, FABS, FMAX, SP_LOG1P, SP_EXP)                \
     KILN_LOSS_INLINE T kiln_bce_##SFX(T p, T y) {                                               \
         T lp = FMAX(LOG(p), (T)-100), l1p = FMAX(LOG1P(-p), (T)-100);                           \
         return (y - 1) * l1p - y * lp;                                                          \
@@ -51,11 +65,17 @@ typedef struct {
     KILN_LOSS_INLINE T kiln_bce_grad_target_##SFX(T p) {                                        \
         return FMAX(LOG1P(-p), (T)-100) - FMAX(LOG(p), (T)-100);                                \
     }                                                                                           \
-    /* softplus(-x) = log(1 + e^-x) without overflow for either sign */                         \
-    KILN_LOSS_INLINE T kiln_softplus_neg_##SFX(T x) { return LOG1P(EXP(-FABS(x))) + FMAX(-x, (T)0); } \
+    /* softplus(-x) = log(1 + e^-|x|) + max(-x, 0): no overflow for either sign */              \
+    KILN_LOSS_INLINE T kiln_softplus_neg_##SFX(T x) {                                           \
+        T mx = -x;                                                                              \
+        mx = mx > 0 ? mx : (T)0;                                                                \
+        return SP_LOG1P(SP_EXP(-FABS(x))) + mx;                                                 \
+    }                                                                                           \
+    /* 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: one division either way */            \
     KILN_LOSS_INLINE T kiln_sigmoid_##SFX(T x) {                                                \
-        T e = EXP(-FABS(x));                                                                    \
-        return x >= 0 ? 1 / (1 + e) : e / (1 + e);                                              \
+        T e = SP_EXP(-FABS(x));                                                                 \
+        T num = x >= 0 ? (T)1 : e;                                                              \
+        return num / (1 + e);                                                                   \
     }                                                                                           \
     /* pw: pos_weight (1 when absent) */                                                        \
     KILN_LOSS_INLINE T kiln_bce_logits_##SFX(T x, T y, T pw) {                                  \
@@ -69,7 +89,7 @@ typedef struct {
     }                                                                                           \
     KILN_LOSS_INLINE T kiln_bce_logits_grad_pos_weight_##SFX(T x, T y) { return y * kiln_softplus_neg_##SFX(x); }
 
-KILN_DEFINE_LOSS_MATH(float, f32, logf, log1pf, expf, fabsf, fmaxf)
-KILN_DEFINE_LOSS_MATH(double, f64, log, log1p, exp, fabs, fmax)
+KILN_DEFINE_LOSS_MATH(float, f32, logf, log1pf, expf, fabsf, fmaxf, kiln_fast_log1pf, kiln_fast_expf)
+KILN_DEFINE_LOSS_MATH(double, f64, log, log1p, exp, fabs, fmax, log1p, exp)
 
 #endif

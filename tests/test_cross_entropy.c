@@ -205,3 +205,60 @@ KT_TEST(cross_entropy, threaded_pixel_grid_matches_reference) {
     o.weight = kiln_tensor_cast(w, KILN_F32);
     KT_EXPECT(kiln_cross_entropy(xf, t, &o), 1e-5, 1e-5, {num / den});
 }
+
+/* The float32 path (dense f32 input, kernels/cpu/losses_ce_f32.c) against the double
+ * path on the same values (an NCHW view of NHWC storage, rounded to float once at the
+ * end): 2 x 7 x 5 x 37 pixels (blocks of 64 with a remainder), logits in [-4, 4],
+ * every weight / ignore_index / label_smoothing combination.
+ * Losses: each is log(sum_c e^(x_c - max)) - (x_t - max) (+ eps/C sum_c of such terms),
+ * terms of magnitude <= 8 + log 7 < 16. The float path rounds x_t - max once, each e^
+ * within 1 ulp, the 7-term sum within 3 ulp of it (so its log within 4 * 2^-24 absolute),
+ * log itself 1 ulp, the difference once: a few ulp of 16 at most, so the bound is 8 ulp
+ * of 16 = 8 * 2^-20 absolute. Gradients of the mean: a (softmax - onehot) with a = w_t /
+ * sum of weights; softmax = e * (1/s) is within 4 ulp of 1 (e 1 ulp, s 3, the reciprocal
+ * and product 1), so each gradient is within 8 ulp of 1 times max|a| = 8 * 2^-24 * max w
+ * / (sum of weights). */
+KT_TEST(cross_entropy, float32_path_matches_double_path) {
+    const int64_t shape[4] = {2, 7, 5, 37}, nhwc[4] = {2, 5, 37, 7}, ps[3] = {2, 5, 37}, C = 7, npos = 2 * 5 * 37;
+    kiln_tensor *xh = kiln_tensor_rand(4, nhwc, -4, 4, KILN_F32, KILN_CPU); /* NHWC storage */
+    kiln_tensor *wt = kiln_tensor_rand(1, &C, 0.5, 2, KILN_F32, KILN_CPU);
+    int64_t *tv = malloc((size_t)npos * sizeof *tv);
+    for (int64_t i = 0; i < npos; i++) tv[i] = i % 9 == 4 ? 5 : (i * 3 + i / 7) % C; /* class 5 also as ignore */
+    kiln_tensor *t = kiln_tensor_from_host(tv, 3, ps, KILN_I64, KILN_CPU);
+    free(tv);
+    for (int w = 0; w < 2; w++)
+        for (int ig = 0; ig < 2; ig++)
+            for (int ls = 0; ls < 2; ls++) {
+                kiln_scope *s = kiln_scope_begin();
+                kiln_tensor *xv = kiln_permute(xh, (const int[]){0, 3, 1, 2}); /* general path */
+                kiln_tensor *xd = kiln_tensor_contiguous(xv);                    /* float path */
+                cr_assert(!kiln_tensor_is_contiguous(xv) && kiln_tensor_is_contiguous(xd));
+                kt_expect_shape(xd, 4, shape);
+                kiln_cross_entropy_options o = kiln_cross_entropy_options_default();
+                o.weight = w ? wt : NULL;
+                o.ignore_index = ig ? 5 : -100;
+                o.label_smoothing = ls ? 0.2 : 0.0;
+                o.reduction = KILN_REDUCTION_NONE;
+                double *ref = kt_values(kiln_cross_entropy(xv, t, &o));
+                kt_expect_values(kiln_cross_entropy(xd, t, &o), ref, npos, 8 * 0x1p-20, 0);
+                free(ref);
+                /* gradients of the mean, each leaf through its own path */
+                o.reduction = KILN_REDUCTION_MEAN;
+                kiln_tensor *lh = kiln_tensor_clone(xh), *ld = kiln_tensor_clone(xd);
+                kiln_tensor_set_requires_grad(lh, true);
+                kiln_tensor_set_requires_grad(ld, true);
+                cr_assert_eq(kiln_backward(kiln_cross_entropy(kiln_permute(lh, (const int[]){0, 3, 1, 2}), t, &o), NULL),
+                             KILN_STATUS_OK, "%s", kiln_last_error());
+                cr_assert_eq(kiln_backward(kiln_cross_entropy(ld, t, &o), NULL), KILN_STATUS_OK);
+                double wsum = 0, wmax = w ? 2 : 1;
+                double *tvv = kt_values(t);
+                const float *wv = kiln_tensor_data(wt);
+                for (int64_t i = 0; i < npos; i++)
+                    if (!(ig && tvv[i] == 5)) wsum += w ? wv[(int64_t)tvv[i]] : 1;
+                free(tvv);
+                double *gref = kt_values(kiln_tensor_contiguous(kiln_permute(kiln_tensor_grad(lh), (const int[]){0, 3, 1, 2})));
+                kt_expect_values(kiln_tensor_grad(ld), gref, npos * C, 8 * 0x1p-24 * wmax / wsum, 0);
+                free(gref);
+                kiln_scope_end(s);
+            }
+}

@@ -7,15 +7,27 @@
  * NCHW (C = 7, thread per pixel), NHWC views (C = 7 and C = 40, warp per pixel),
  * (N,C) and (C) inputs; one_hot. Every combination runs on the main layouts, the
  * others with all options on (emulated launches are slow).
+ * f32 cross_entropy on dense operands (contiguous x, target, g and out; not an (N,C)
+ * row of 16+ classes) takes the float32 path on both sides (kernels/cpu/losses_ce_f32.c,
+ * ce32_* in losses.cu); cross_entropy_float_path runs it with dense g at every option,
+ * at pixel counts that are not multiples of the CPU's 64-pixel blocks nor the 256-thread
+ * CUDA blocks, and with C = 130 (the CPU computes exp again instead of keeping it); the
+ * other cases (views, strided g, f64, (N,C) rows of 40, probabilities, nll_loss) keep
+ * the general double path. float_paths_every_cpu_clone runs the CPU's SSE2, AVX2 and
+ * AVX-512 clones of the f32 workers (KILN_LOSS_ISA) against the same emulated kernels.
  * Tolerances: per-element results of the bce family are the CPU's float operations
- * (losses_math.h), bit for bit; so are cross-entropy results on the thread path,
- * which repeats the CPU's double arithmetic in its order. Sums in another order
+ * (losses_math.h, kernels/fast_math.h for f32 bce_with_logits), bit for bit; so are
+ * cross-entropy results on the thread path, which repeats the CPU's arithmetic (double
+ * on the general path, float on the float32 path) in its order. Sums in another order
  * (the block reductions, the warp path's class sums, 'mean' divisors of weighted
  * targets) agree within 1e-12 relative + 1e-14 absolute (f64) and 2 ulp + 1e-15
  * absolute (f32: 2.4e-7 relative; the absolute part covers a double result near 0
  * rounded to float). */
 #include "emu/emu_compare.h"
 #include "kernels/cpu/losses.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 TestSuite(cuda_emu_losses, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -141,6 +153,7 @@ static const ce_case ce_cases[] = {
     {"(N,C) = (9,40) (warp per row)", 2, {9, 40}, false, true},
     {"(N,C) = (257,7) (thread per row)", 2, {257, 7}, false, false},
     {"(C) = (19)", 1, {19}, false, true},
+    {"NCHW 1x130x3x5 (thread per pixel, float path: exp computed again)", 4, {1, 130, 3, 5}, false, false},
 };
 
 static kiln_tensor *ce_input(kiln_dtype dt, const ce_case *c, double lo, double hi, uint64_t seed) {
@@ -170,6 +183,8 @@ static kiln_tensor *index_target(const ce_case *c, int64_t ignore, uint64_t seed
 
 typedef struct {
     int weight, ignore, smooth, prob, red;
+    int dense_g; /* reduction none: g 0 transposed, 1 contiguous, 2 one value expanded (1, 2: the
+                  * float path) */
 } ce_opts;
 
 static void run_ce_case(const ce_case *c, kiln_dtype dt, const ce_opts *o, bool nll, uint64_t seed) {
@@ -192,7 +207,9 @@ static void run_ce_case(const ce_case *c, kiln_dtype dt, const ce_opts *o, bool 
            exact_fwd, atol_of(dt), rtol_of(dt), what);
     /* backward: g 0-d (reduced) or position-shaped and strided where it has two axes */
     kiln_tensor *g = o->red ? ec_input(dt, 0, NULL, EC_CONTIG, 0.5, 2, 0, seed + 4)
-                            : ec_input(dt, pn, ps, pn >= 2 ? EC_TRANSPOSED : EC_CONTIG, -2, 2, 0, seed + 5);
+                     : o->dense_g == 2 ? kiln_expand(ec_input(dt, 0, NULL, EC_CONTIG, 0.5, 2, 0, seed + 6), pn, ps)
+                                       : ec_input(dt, pn, ps, pn >= 2 && !o->dense_g ? EC_TRANSPOSED : EC_CONTIG, -2,
+                                                  2, 0, seed + 5);
     bool weighted_mean = o->red == 1 && !o->prob && o->weight; /* the divisor is summed in another order */
     bool exact_bwd = !c->warp && !weighted_mean;
     for (int wrt = 0; wrt < (o->prob ? 2 : 1); wrt++) {
@@ -220,11 +237,68 @@ KT_TEST(cuda_emu_losses, cross_entropy_every_option_and_layout) {
                     for (int ignore = all || prob ? 0 : 1; ignore < (prob ? 1 : 2); ignore++)
                         for (int smooth = all ? 0 : 1; smooth < 2; smooth++)
                             for (int red = 0; red < 3; red++) {
-                                ce_opts o = {weight, ignore, smooth, prob, red};
+                                ce_opts o = {weight, ignore, smooth, prob, red, 0};
                                 run_ce_case(&ce_cases[k], d ? KILN_F64 : KILN_F32, &o, false, 100 + k);
                             }
             kiln_scope_end(s);
         }
+}
+
+/* The float32 path at every option with dense g (and, for 'none', g expanded from one
+ * value, as the backward of a sum gives it): NCHW (2x7x3x43: 129 pixels per sample,
+ * two 64-pixel blocks and one pixel), (N,C) rows of 7 (257 of them) and C = 130. */
+KT_TEST(cuda_emu_losses, cross_entropy_float_path) {
+    static const size_t cases[] = {0, 4, 6};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        kiln_scope *s = kiln_scope_begin();
+        const ce_case *c = &ce_cases[cases[k]];
+        for (int weight = 0; weight < 2; weight++)
+            for (int ignore = 0; ignore < 2; ignore++)
+                for (int smooth = 0; smooth < 2; smooth++)
+                    for (int red = 0; red < 4; red++) { /* 3: none with g expanded from one value */
+                        ce_opts o = {weight, ignore, smooth, 0, red % 3, red == 3 ? 2 : 1};
+                        run_ce_case(c, KILN_F32, &o, false, 300 + k);
+                    }
+        kiln_scope_end(s);
+    }
+}
+
+/* The CPU's f32 workers are compiled for SSE2, AVX2 and AVX-512 (the widest the CPU has
+ * runs; KILN_LOSS_ISA caps it): each clone against the emulated kernels, bit for bit
+ * per element, on the float paths of cross_entropy and bce_with_logits. */
+KT_TEST(cuda_emu_losses, float_paths_every_cpu_clone) {
+    static const char *const isas[3] = {"sse2", "avx2", "avx512"};
+    const char *old = getenv("KILN_LOSS_ISA");
+    char *saved = old ? strdup(old) : NULL;
+    const int64_t shape[4] = {2, 3, 5, 43};
+    for (int k = 0; k < 3; k++) {
+        setenv("KILN_LOSS_ISA", isas[k], 1);
+        kiln_scope *s = kiln_scope_begin();
+        for (int red = 0; red < 3; red++) {
+            ce_opts o = {1, 1, 1, 0, red, 1};
+            run_ce_case(&ce_cases[0], KILN_F32, &o, false, 400 + k);
+            ce_opts p = {0, 0, 0, 0, red, 1};
+            run_ce_case(&ce_cases[0], KILN_F32, &p, false, 410 + k);
+        }
+        kiln_tensor *x = input4(KILN_F32, shape, 0, -30, 30, 0, 20), *y = input4(KILN_F32, shape, 0, 0, 1.25, 0.25, 21);
+        kiln_tensor *g = input4(KILN_F32, shape, 0, -2, 2, 0, 22);
+        for (int red = 0; red < 3; red++) {
+            char what[120];
+            snprintf(what, sizeof what, "bce_with_logits f32 flat, %s clone, reduction %s", isas[k], red_names[red]);
+            kiln_bce_attrs at = {red, 0};
+            kiln_tensor *in[4] = {x, y, NULL, NULL};
+            ec_run(&kiln_op_bce_with_logits, kiln_cpu_bce_with_logits, kiln_emu_cuda_bce_with_logits, 4, in, &at,
+                   KILN_F32, red ? 0 : 4, shape, EC_CONTIG, red == 0, atol_of(KILN_F32), rtol_of(KILN_F32), what);
+            kiln_tensor *bin[5] = {red ? ec_input(KILN_F32, 0, NULL, EC_CONTIG, -2, 2, 0, 23) : g, x, y, NULL, NULL};
+            ec_run(&kiln_op_bce_with_logits_backward, kiln_cpu_bce_with_logits_backward,
+                   kiln_emu_cuda_bce_with_logits_backward, 5, bin, &at, KILN_F32, 4, shape, EC_CONTIG, true, 0, 0,
+                   what);
+        }
+        kiln_scope_end(s);
+    }
+    if (saved) setenv("KILN_LOSS_ISA", saved, 1);
+    else unsetenv("KILN_LOSS_ISA");
+    free(saved);
 }
 
 KT_TEST(cuda_emu_losses, nll_loss_every_option_and_layout) {
@@ -235,7 +309,7 @@ KT_TEST(cuda_emu_losses, nll_loss_every_option_and_layout) {
             for (int weight = all ? 0 : 1; weight < 2; weight++)
                 for (int ignore = all ? 0 : 1; ignore < 2; ignore++)
                     for (int red = 0; red < 3; red++) {
-                        ce_opts o = {weight, ignore, 0, 0, red};
+                        ce_opts o = {weight, ignore, 0, 0, red, 0};
                         run_ce_case(&ce_cases[k], d ? KILN_F64 : KILN_F32, &o, true, 200 + k);
                     }
             kiln_scope_end(s);

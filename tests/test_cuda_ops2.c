@@ -129,7 +129,13 @@ KT_TEST(cuda_ops2, cross_entropy_every_option_and_nll_loss) {
                 kiln_tensor *lg = nll ? kiln_nll_loss(xg, kt_to_gpu(t), &og) : kiln_cross_entropy(xg, kt_to_gpu(t), &og);
                 kt_expect_same(lc, lg, TOL, what);
                 backward_both(lc, lg);
-                kt_expect_same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), TOL, what);
+                /* cross_entropy's f32 gradient comes from the float32 path on both devices
+                 * (docs/ARCHITECTURE.md): the same operations, but nvcc contracts some into
+                 * FMAs, so a softmax p can differ by ~2 ulp of 1, and the target's entry
+                 * a (p - 1) (|a| <= |g| max w = 2 here) loses its relative accuracy as p nears 1:
+                 * 4 ulp of 1 times 2 absolute */
+                if (nll) kt_expect_same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), TOL, what);
+                else kt_expect_same(kiln_tensor_grad(xc), kiln_tensor_grad(xg), 4 * 0x1p-24 * 2, 2e-6, what);
                 if (nll || ignore) continue;
                 /* probability targets */
                 kiln_tensor *pc, *pg;

@@ -1,7 +1,9 @@
 /* CPU kernels of cross_entropy and nll_loss over (N,C,d1..dk): each position
  * (n,d1..dk) walks its C logits along the class stride (no permute), takes the
  * max-subtracted log-sum-exp and the loss in the same pass; backward writes
- * softmax - target per position in one pass. Positions split over threads. */
+ * softmax - target per position in one pass. Positions split over threads. This is
+ * the general path, in double; dense f32 cross_entropy with index targets goes to the
+ * float32 path (losses_ce_f32.c). */
 #include "losses.h"
 
 #include <math.h>
@@ -157,6 +159,7 @@ static inline void cursor_next(const ce_plan *p, ce_cursor *c) {
 static kiln_status ce_forward(const kiln_op_call *call, int log_probs) {
     const kiln_ce_attrs *at = call->attrs;
     const kiln_tensor *x = call->in[0], *t = call->in[1], *w = call->in[2];
+    if (!log_probs && kiln__ce_f32_applies(x, t, NULL, call->out, at)) return kiln__ce_f32_forward(call);
     ce_plan pl;
     plan_init(&pl, x, t, at->prob_target, NULL, w, call->out);
     const char *xb = kiln__ptr(x), *tb = kiln__ptr(t), *wb = w ? kiln__ptr(w) : NULL;
@@ -252,6 +255,7 @@ static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const cha
 static kiln_status ce_backward(const kiln_op_call *call, int log_probs) {
     const kiln_ce_attrs *at = call->attrs;
     const kiln_tensor *g = call->in[0], *x = call->in[1], *t = call->in[2], *w = call->in[3];
+    if (!log_probs && kiln__ce_f32_applies(x, t, g, call->out, at)) return kiln__ce_f32_backward(call);
     ce_plan pl;
     plan_init(&pl, x, t, at->prob_target, g, w, call->out);
     const char *gb = kiln__ptr(g), *xb = kiln__ptr(x), *tb = kiln__ptr(t), *wb = w ? kiln__ptr(w) : NULL;

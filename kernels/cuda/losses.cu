@@ -2,11 +2,14 @@
  * reduction and a second pass for 'mean'/'sum'), cross_entropy fused with its
  * log-softmax and nll_loss (a group of lanes per position walking the class axis
  * on its stride: one pass forward, one pass backward), and one_hot. Per-element
- * math is kernels/losses_math.h, shared with the CPU. No atomics anywhere: partial
+ * math is kernels/losses_math.h, shared with the CPU; f32 cross_entropy on dense
+ * operands takes the float32 path (ce32_*: kernels/fast_math.h, a thread per pixel,
+ * the operations of kernels/cpu/losses_ce_f32.c in their order). No atomics anywhere: partial
  * sums go to scratch per block and one block adds them in a fixed order, so
  * results are deterministic whatever kiln_deterministic() says. */
 #include "axis_plan.cuh"
 #include "launch_ops2.h"
+#include "../fast_math.h"
 
 namespace {
 using namespace kiln_cuda;
@@ -371,6 +374,132 @@ template <typename T> __global__ void one_hot_kernel(ce_plan p, const int64_t *t
 #undef XC
 #undef TC
 
+/* ---- the float32 path (kiln_ce_f32_path; dense x, target, g and out) ------------------ */
+/* x: (N,C,S) dense, pixel q = n S + s; class c of pixel q at n C S + c S + s. */
+struct ce32_geo {
+    int64_t C, S, npos, wst;
+    int64_t ignore;
+    float c1, ce; /* 1 - eps and eps / C, rounded once from double */
+    int smooth;
+};
+
+static bool dense_desc(const kiln_cuda_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] == 1) continue;
+        if (t->strides[i] != s) return false;
+        s *= t->shape[i];
+    }
+    return true;
+}
+
+/* Every stride 0: one value expanded (the backward of a sum of 'none' losses). */
+static bool one_value_desc(const kiln_cuda_tensor *t) {
+    for (int i = 0; i < t->ndim; i++)
+        if (t->strides[i] != 0 && t->shape[i] != 1) return false;
+    return true;
+}
+
+/* g: NULL for the forward; dense, 0-d or one value expanded. */
+static bool ce32_applies(const kiln_cuda_tensor *x, const kiln_cuda_tensor *t, const kiln_cuda_tensor *g,
+                         const kiln_cuda_tensor *out, const kiln_ce_attrs *at, int log_probs, ce32_geo &p) {
+    if (x->dtype != KILN_F32 || log_probs || at->prob_target || !dense_desc(x) || !dense_desc(t)) return false;
+    if ((g && g->ndim && !dense_desc(g) && !one_value_desc(g)) || (out->ndim && !dense_desc(out))) return false;
+    int cax = x->ndim == 1 ? 0 : 1;
+    p.C = x->shape[cax];
+    p.S = 1;
+    for (int d = 2; d < x->ndim; d++) p.S *= x->shape[d];
+    p.npos = (x->ndim == 1 ? 1 : x->shape[0]) * p.S;
+    p.wst = 0;
+    p.ignore = at->ignore_index;
+    p.c1 = (float)(1.0 - at->label_smoothing);
+    p.ce = (float)(at->label_smoothing / (double)p.C);
+    p.smooth = at->label_smoothing > 0;
+    return kiln_ce_f32_path(p.C, p.S);
+}
+
+/* The max over classes (v > m keeps a NaN out of it; the sum below gets it), then the
+ * sum of exp(x_c - max) in class order. */
+__device__ __forceinline__ void ce32_max_sum(const float *xp, int64_t C, int64_t S, float &m, float &s) {
+    m = xp[0];
+    for (int64_t c = 1; c < C; c++) {
+        float v = xp[c * S];
+        m = v > m ? v : m;
+    }
+    s = 0.0f;
+    for (int64_t c = 0; c < C; c++) s += kiln_fast_expf(xp[c * S] - m);
+}
+
+/* Forward: a thread per pixel; reduced: (loss, weight) summed per thread in double, one
+ * partial pair per block, as ce_fwd_kernel. */
+__global__ void ce32_fwd_kernel(ce32_geo p, const float *x, const int64_t *target, const float *w, float *out,
+                                int none, double *partial) {
+    double acc = 0, wsum = 0;
+    int64_t step = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < p.npos; q += step) {
+        int64_t n = q / p.S;
+        const float *xp = x + n * p.C * p.S + (q - n * p.S);
+        float m, s;
+        ce32_max_sum(xp, p.C, p.S, m, s);
+        float ls = kiln_fast_logf(s);
+        int64_t t = target[q];
+        bool ok = t != p.ignore;
+        int64_t tc = ok ? t : 0;
+        float wt = w ? w[tc * p.wst] : 1.0f, wv = ok ? wt : 0.0f;
+        float l = -(p.c1 * wv) * ((xp[tc * p.S] - m) - ls);
+        if (p.smooth) {
+            float sm = 0.0f;
+            for (int64_t c = 0; c < p.C; c++) sm += (w ? w[c * p.wst] : 1.0f) * ((xp[c * p.S] - m) - ls);
+            l = l - p.ce * sm;
+        }
+        l = ok ? l : 0.0f;
+        if (none) out[q] = l;
+        else {
+            acc += l;
+            wsum += wv;
+        }
+    }
+    if (!none) {
+        acc = block_sum(acc);
+        wsum = block_sum(wsum);
+        if (threadIdx.x == 0) {
+            partial[blockIdx.x] = acc;
+            partial[gridDim.x + blockIdx.x] = wsum;
+        }
+    }
+}
+
+/* Backward wrt the input: g * scale * ((1-eps) w_t (softmax - onehot) + eps/C (sum_c w_c
+ * softmax - w_c)), 0 at ignored pixels; scale = 1 / *div ('mean', device-side weight
+ * sum) or 1. A thread per pixel. */
+__global__ void ce32_bwd_kernel(ce32_geo p, const float *g, int64_t gstep, const float *x, const int64_t *target,
+                                const float *w, float *out, const double *div) {
+    const float scale = div ? (float)(1.0 / *div) : 1.0f;
+    float wall = 0.0f;
+    for (int64_t c = 0; c < p.C; c++) wall += w ? w[c * p.wst] : 1.0f;
+    int64_t step = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < p.npos; q += step) {
+        int64_t n = q / p.S, off = n * p.C * p.S + (q - n * p.S);
+        const float *xp = x + off;
+        float *op = out + off;
+        float m, s;
+        ce32_max_sum(xp, p.C, p.S, m, s);
+        float inv = 1.0f / s;
+        int64_t t = target[q];
+        bool ok = t != p.ignore;
+        int64_t tc = ok ? t : -1;
+        float wt = w ? w[(ok ? t : 0) * p.wst] : 1.0f, wv = ok ? wt : 0.0f;
+        float gi = g[gstep * q] * scale;
+        float a = gi * (p.c1 * wv), bs = gi * p.ce;
+        for (int64_t c = 0; c < p.C; c++) {
+            float pr = kiln_fast_expf(xp[c * p.S] - m) * inv;
+            float v = a * (c == tc ? pr - 1.0f : pr);
+            if (p.smooth) v = v + bs * (wall * pr - (w ? w[c * p.wst] : 1.0f));
+            op[c * p.S] = ok ? v : 0.0f;
+        }
+    }
+}
+
 template <typename T, int G, int LOGP>
 void launch_ce_fwd(unsigned grid, void *stream, const ce_plan &p, const T *x, const void *target, const T *w, T *out,
                    const kiln_ce_attrs *at, int none, double *partial) {
@@ -395,7 +524,14 @@ kiln_status run_ce(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, const
     const T *xp = (const T *)x->data, *wp = wd ? (const T *)wd->data : NULL;
     T *o = (T *)out->data;
     double *partial = (double *)scratch;
-    if (G == 32) {
+    ce32_geo g32;
+    if (ce32_applies(x, target, NULL, out, at, log_probs, g32)) {
+        g32.wst = wd ? wd->strides[0] : 0;
+        grid = none ? grid_for(g32.npos) : red_grid(g32.npos);
+        auto k = ce32_fwd_kernel;
+        KILN_LAUNCH(k, grid, KILN_CUDA_BLOCK, 0, stream, g32, (const float *)x->data, (const int64_t *)target->data,
+                    (const float *)wp, (float *)o, (int)none, partial);
+    } else if (G == 32) {
         if (log_probs) launch_ce_fwd<T, 32, 1>(grid, stream, p, xp, target->data, wp, o, at, none, partial);
         else launch_ce_fwd<T, 32, 0>(grid, stream, p, xp, target->data, wp, o, at, none, partial);
     } else {
@@ -447,6 +583,17 @@ kiln_status run_ce_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor 
         KILN_LAUNCH(f, 1, KILN_CUDA_BLOCK, 0, stream, (const double *)partial, (int)grid, 0, 0.0, 0, d);
         KILN_LAUNCH_CHECK(op, stream);
         div = d;
+    }
+    ce32_geo g32;
+    if (ce32_applies(x, target, g, out, at, log_probs, g32)) {
+        g32.wst = wd ? wd->strides[0] : 0;
+        auto k = ce32_bwd_kernel;
+        KILN_LAUNCH(k, grid_for(g32.npos), KILN_CUDA_BLOCK, 0, stream, g32, (const float *)gp,
+                    (int64_t)(g->ndim == 0 || one_value_desc(g) ? 0 : 1), (const float *)xp,
+                    (const int64_t *)target->data,
+                    (const float *)wp, (float *)o, div);
+        KILN_LAUNCH_CHECK(op, stream);
+        return KILN_STATUS_OK;
     }
     int G = pick_group(p.xcs, p.C);
     unsigned grid = group_grid(p.npos, G);
