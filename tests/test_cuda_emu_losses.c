@@ -14,7 +14,7 @@
  * CUDA blocks, and with C = 130 (the CPU computes exp again instead of keeping it); the
  * other cases (views, strided g, f64, (N,C) rows of 40, probabilities, nll_loss) keep
  * the general double path. float_paths_every_cpu_clone runs the CPU's SSE2, AVX2 and
- * AVX-512 clones of the f32 workers (KILN_LOSS_ISA) against the same emulated kernels.
+ * AVX-512 clones of the f32 workers (KILN_CPU_ISA) against the same emulated kernels.
  * Tolerances: per-element results of the bce family are the CPU's float operations
  * (losses_math.h, kernels/fast_math.h for f32 bce_with_logits), bit for bit; so are
  * cross-entropy results on the thread path, which repeats the CPU's arithmetic (double
@@ -264,15 +264,15 @@ KT_TEST(cuda_emu_losses, cross_entropy_float_path) {
 }
 
 /* The CPU's f32 workers are compiled for SSE2, AVX2 and AVX-512 (the widest the CPU has
- * runs; KILN_LOSS_ISA caps it): each clone against the emulated kernels, bit for bit
+ * runs; KILN_CPU_ISA caps it): each clone against the emulated kernels, bit for bit
  * per element, on the float paths of cross_entropy and bce_with_logits. */
 KT_TEST(cuda_emu_losses, float_paths_every_cpu_clone) {
     static const char *const isas[3] = {"sse2", "avx2", "avx512"};
-    const char *old = getenv("KILN_LOSS_ISA");
+    const char *old = getenv("KILN_CPU_ISA");
     char *saved = old ? strdup(old) : NULL;
     const int64_t shape[4] = {2, 3, 5, 43};
     for (int k = 0; k < 3; k++) {
-        setenv("KILN_LOSS_ISA", isas[k], 1);
+        setenv("KILN_CPU_ISA", isas[k], 1);
         kiln_scope *s = kiln_scope_begin();
         for (int red = 0; red < 3; red++) {
             ce_opts o = {1, 1, 1, 0, red, 1};
@@ -296,8 +296,8 @@ KT_TEST(cuda_emu_losses, float_paths_every_cpu_clone) {
         }
         kiln_scope_end(s);
     }
-    if (saved) setenv("KILN_LOSS_ISA", saved, 1);
-    else unsetenv("KILN_LOSS_ISA");
+    if (saved) setenv("KILN_CPU_ISA", saved, 1);
+    else unsetenv("KILN_CPU_ISA");
     free(saved);
 }
 

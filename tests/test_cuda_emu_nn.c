@@ -235,3 +235,63 @@ KT_TEST(cuda_emu_nn, dropout_keeps_about_one_minus_p) {
     free(v);
     cr_expect(fabs((double)kept / (double)n - 0.7) < 0.01, "kept %lld of %lld", (long long)kept, (long long)n);
 }
+
+/* The dense float32 batch norm loops are compiled for SSE2, AVX2 and AVX-512 (isa.h; the
+ * widest the CPU has runs, KILN_CPU_ISA caps it). Every clone must give the bits of the
+ * SSE2 one, and dx from given sums must equal the emulated CUDA kernel's bit for bit. */
+static kiln_tensor *bn_cpu(const kiln_tensor *like, int nin, kiln_tensor *const *in, const kiln_op_def *op,
+                           kiln_kernel_fn k, const void *at, int ndim, const int64_t *shape) {
+    kiln_tensor *out = ec_input(like->dtype, ndim, shape, EC_CONTIG, 0, 0, 0, 1);
+    kiln_op_call call = {op, nin, in, out, at};
+    cr_assert_eq(k(&call), KILN_STATUS_OK, "%s: %s", op->name, kiln_last_error());
+    return out;
+}
+
+static void expect_same_bits(const kiln_tensor *a, const kiln_tensor *b, const char *what) {
+    size_t n = (size_t)kiln_tensor_numel(a) * kiln_dtype_size(a->dtype);
+    cr_expect(memcmp(kiln__ptr(a), kiln__ptr(b), n) == 0, "%s: this clone's bits differ from the SSE2 clone's", what);
+}
+
+KT_TEST(cuda_emu_nn, batch_norm_every_cpu_clone) {
+    static const char *const isas[3] = {"sse2", "avx2", "avx512"};
+    const char *old = getenv("KILN_CPU_ISA");
+    char *saved = old ? strdup(old) : NULL;
+    const int64_t shape[4] = {3, 4, 7, 13}; /* 91 per plane: vector body and a tail */
+    int64_t c = shape[1], two[2] = {2, c};
+    kiln_tensor *g = ec_input(KILN_F32, 4, shape, EC_CONTIG, -1, 1, 0, 90);
+    kiln_tensor *x = ec_input(KILN_F32, 4, shape, EC_CONTIG, 97, 103, 0, 91);
+    kiln_tensor *w = chan(KILN_F32, c, 0.5, 1.5, 92), *b = chan(KILN_F32, c, -0.5, 0.5, 94);
+    kiln_tensor *ref[5] = {NULL};
+    for (int k = 0; k < 3; k++) {
+        setenv("KILN_CPU_ISA", isas[k], 1);
+        char what[120];
+        kiln_tensor *stats = bn_cpu(x, 1, &x, &kiln_op_batch_norm_stats, kiln_cpu_batch_norm_stats, NULL, 2, two);
+        int64_t es = 4;
+        kiln_tensor *mean = kiln__view(stats, 1, &c, &es, stats->offset);
+        kiln_tensor *var = kiln__view(stats, 1, &c, &es, stats->offset + c * es);
+        kiln_batch_norm_attrs fat = {1e-5, 1, 0}, sat = {1e-5, 1, 3}, dat = {1e-5, 1, 0};
+        kiln_tensor *fin[5] = {x, w, b, mean, var};
+        kiln_tensor *y = bn_cpu(x, 5, fin, &kiln_op_batch_norm, kiln_cpu_batch_norm, &fat, 4, shape);
+        kiln_tensor *bin[5] = {g, x, w, mean, var};
+        kiln_tensor *sums = bn_cpu(x, 5, bin, &kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward, &sat, 2, two);
+        kiln_tensor *din[6] = {g, x, w, mean, var, sums};
+        kiln_tensor *dx = bn_cpu(x, 6, din, &kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward, &dat, 4, shape);
+        snprintf(what, sizeof what, "batch_norm dx from sums, %s clone", isas[k]);
+        ec_run(&kiln_op_batch_norm_backward, kiln_cpu_batch_norm_backward, kiln_emu_cuda_batch_norm_backward, 6, din,
+               &dat, KILN_F32, 4, shape, EC_CONTIG, true, 0, 0, what);
+        kiln_tensor *got[5] = {stats, y, sums, dx, NULL};
+        static const char *const names[4] = {"batch_norm_stats", "batch_norm", "batch_norm_backward sums",
+                                             "batch_norm_backward dx"};
+        for (int j = 0; j < 4; j++) {
+            if (k == 0) {
+                ref[j] = got[j];
+                continue;
+            }
+            snprintf(what, sizeof what, "%s, %s clone", names[j], isas[k]);
+            expect_same_bits(ref[j], got[j], what);
+        }
+    }
+    if (saved) setenv("KILN_CPU_ISA", saved, 1);
+    else unsetenv("KILN_CPU_ISA");
+    free(saved);
+}

@@ -2,8 +2,10 @@
  * per-channel statistics, the normalisation, and the three backward pieces. Each
  * channel is independent, so channels are split over threads; sums are in double. */
 #include "nn.h"
+#include "isa.h"
 
 #include <math.h>
+#include <string.h>
 
 /* (N, C, H, W) geometry of a 2-, 3- or 4-d tensor, missing trailing axes of size 1. */
 typedef struct {
@@ -53,32 +55,84 @@ static bool dense_f32(const kiln_tensor *t) {
 #define PLANE(G, I, CH) ((const float *)(G).base + ((I) * (G).c + (CH)) * ((G).h * (G).w))
 #define PLANE_OUT(G, I, CH) ((float *)(G).base + ((I) * (G).c + (CH)) * ((G).h * (G).w))
 
-/* Σx, or Σ(x - m)² when squares, of channel c over dense float32 planes, in double with
- * eight partial sums so the loop vectorises instead of waiting on one chain of additions
- * (the CUDA kernel's block reduction sums in another order; the statistics agree within
- * a relative tolerance). */
-static double dense_sum(const bn_geom *x, int64_t c, double m, bool squares) {
-    double a[8] = {0};
-    const int64_t hw = x->h * x->w, hw8 = hw & ~(int64_t)7;
-    for (int64_t i = 0; i < x->n; i++) {
-        const float *p = PLANE(*x, i, c);
-        if (squares) {
-            for (int64_t k = 0; k < hw8; k += 8)
-                for (int j = 0; j < 8; j++) {
-                    double d = (double)p[k + j] - m;
-                    a[j] += d * d;
-                }
-            for (int64_t k = hw8; k < hw; k++) {
-                double d = (double)p[k] - m;
-                a[0] += d * d;
-            }
-        } else {
-            for (int64_t k = 0; k < hw8; k += 8)
-                for (int j = 0; j < 8; j++) a[j] += p[k + j];
-            for (int64_t k = hw8; k < hw; k++) a[0] += p[k];
-        }
+/* The dense float32 loops, one plane (HW contiguous floats) at a time, cloned per ISA
+ * (isa.h). Sums are in double in eight lanes (element k goes to lane k % 8, the tail to
+ * lane 0) so they vectorise instead of waiting on one chain of additions, and every clone
+ * gives the same bits; the CUDA kernels' block reductions sum in another order, and the
+ * sums are compared within a relative tolerance. */
+
+/* lanes += Σx, or Σ(x - m)² when squares */
+static KILN_ALWAYS_INLINE void sum_plane(const float *p, int64_t n, double m, int squares, double *lanes) {
+    if (!squares) {
+        kiln_lanes_add(lanes, p, n);
+        return;
     }
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    kiln_v8d a;
+    memcpy(&a, lanes, sizeof a);
+    int64_t n8 = n & ~(int64_t)7;
+    for (int64_t k = 0; k < n8; k += 8) {
+        kiln_v8d d;
+        kiln_load8(&d, p + k);
+        d -= m;
+        a += d * d;
+    }
+    memcpy(lanes, &a, sizeof a);
+    for (int64_t k = n8; k < n; k++) {
+        double d = (double)p[k] - m;
+        lanes[0] += d * d;
+    }
+}
+KILN_ISA_CLONES(sum_plane, (const float *p, int64_t n, double m, int squares, double *lanes), (p, n, m, squares, lanes))
+
+/* la += Σg, lb += Σg·(x - m) */
+static KILN_ALWAYS_INLINE void grad_sums_plane(const float *g, const float *x, int64_t n, double m, double *la,
+                                               double *lb) {
+    kiln_v8d a, b;
+    memcpy(&a, la, sizeof a);
+    memcpy(&b, lb, sizeof b);
+    int64_t n8 = n & ~(int64_t)7;
+    for (int64_t k = 0; k < n8; k += 8) {
+        kiln_v8d gv, xv;
+        kiln_load8(&gv, g + k);
+        kiln_load8(&xv, x + k);
+        a += gv;
+        b += gv * (xv - m);
+    }
+    memcpy(la, &a, sizeof a);
+    memcpy(lb, &b, sizeof b);
+    for (int64_t k = n8; k < n; k++) {
+        double gv = g[k];
+        la[0] += gv;
+        lb[0] += gv * ((double)x[k] - m);
+    }
+}
+KILN_ISA_CLONES(grad_sums_plane, (const float *g, const float *x, int64_t n, double m, double *la, double *lb),
+                (g, x, n, m, la, lb))
+
+/* q = x·scale + shift, in double */
+static KILN_ALWAYS_INLINE void affine_plane(const float *p, float *q, int64_t n, double scale, double shift) {
+    for (int64_t k = 0; k < n; k++) q[k] = (float)(p[k] * scale + shift);
+}
+KILN_ISA_CLONES(affine_plane, (const float *p, float *q, int64_t n, double scale, double shift), (p, q, n, scale, shift))
+
+/* training dx = k·(g - mean(g) - x̂·mean(g·x̂)), x̂ = (x - m)·inv, in double */
+static KILN_ALWAYS_INLINE void dx_plane(const float *g, const float *x, float *q, int64_t n, double m, double inv,
+                                        double k, double mg, double mgx) {
+    for (int64_t e = 0; e < n; e++) {
+        double xh = (x[e] - m) * inv;
+        q[e] = (float)(k * (g[e] - mg - xh * mgx));
+    }
+}
+KILN_ISA_CLONES(dx_plane, (const float *g, const float *x, float *q, int64_t n, double m, double inv, double k,
+                           double mg, double mgx), (g, x, q, n, m, inv, k, mg, mgx))
+
+typedef void (*sum_plane_fn)(const float *, int64_t, double, int, double *);
+
+/* Σx, or Σ(x - m)² when squares, of channel c over dense float32 planes. */
+static double dense_sum(sum_plane_fn fn, const bn_geom *x, int64_t c, double m, bool squares) {
+    double a[8] = {0};
+    for (int64_t i = 0; i < x->n; i++) fn(PLANE(*x, i, c), x->h * x->w, m, squares, a);
+    return kiln_lanes_total(a);
 }
 
 KILN_CPU_KERNEL(batch_norm_stats) {
@@ -88,18 +142,19 @@ KILN_CPU_KERNEL(batch_norm_stats) {
     char *o = kiln__ptr(out);
     size_t es = kiln_dtype_size(out->dtype);
     const bool dense = dense_f32(call->in[0]);
+    sum_plane_fn sum_fn = KILN_ISA_PICK(sum_plane);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double s = 0, s2 = 0;
         if (dense) {
-            s = dense_sum(&x, c, 0, false);
+            s = dense_sum(sum_fn, &x, c, 0, false);
         } else {
             EACH(x, s += ld(AT(x, i, c, y, z), x.dt));
         }
         double mean = cnt > 0 ? s / cnt : NAN;
         /* two passes: the variance of large-mean data stays accurate */
         if (dense) {
-            s2 = dense_sum(&x, c, mean, true);
+            s2 = dense_sum(sum_fn, &x, c, mean, true);
         } else {
             EACH(x, { double d = ld(AT(x, i, c, y, z), x.dt) - mean; s2 += d * d; });
         }
@@ -114,46 +169,18 @@ KILN_CPU_KERNEL(batch_norm) {
     bn_geom x = geom(call->in[0]), o = geom(call->out);
     const kiln_tensor *w = call->in[1], *b = call->in[2], *mean = call->in[3], *var = call->in[4];
     const bool dense = dense_f32(call->in[0]) && dense_f32(call->out);
+    void (*affine)(const float *, float *, int64_t, double, double) = KILN_ISA_PICK(affine_plane);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
         double scale = chan(w, c, 1) * inv, shift = chan(b, c, 0) - m * scale;
         if (dense) {
-            for (int64_t i = 0; i < x.n; i++) {
-                const float *p = PLANE(x, i, c);
-                float *q = PLANE_OUT(o, i, c);
-                for (int64_t k = 0; k < x.h * x.w; k++) q[k] = (float)(p[k] * scale + shift);
-            }
+            for (int64_t i = 0; i < x.n; i++) affine(PLANE(x, i, c), PLANE_OUT(o, i, c), x.h * x.w, scale, shift);
             continue;
         }
         EACH(x, st(AT(o, i, c, y, z), o.dt, ld(AT(x, i, c, y, z), x.dt) * scale + shift));
     }
     return KILN_STATUS_OK;
-}
-
-/* Σg and Σg·(x - m) of channel c over dense float32 planes. Eight partial sums per
- * quantity break the serial chain of double additions so the loop vectorises; the
- * order differs from the CUDA block reduction anyway (the sums are compared within a
- * relative tolerance, not bit for bit). */
-static void dense_grad_sums(const bn_geom *g, const bn_geom *x, int64_t c, double m, double *sg, double *sgxm) {
-    double a[8] = {0}, b[8] = {0};
-    const int64_t hw = x->h * x->w, hw8 = hw & ~(int64_t)7;
-    for (int64_t i = 0; i < x->n; i++) {
-        const float *gp = PLANE(*g, i, c), *xp = PLANE(*x, i, c);
-        for (int64_t k = 0; k < hw8; k += 8)
-            for (int j = 0; j < 8; j++) {
-                double gv = gp[k + j];
-                a[j] += gv;
-                b[j] += gv * ((double)xp[k + j] - m);
-            }
-        for (int64_t k = hw8; k < hw; k++) {
-            double gv = gp[k];
-            a[0] += gv;
-            b[0] += gv * ((double)xp[k] - m);
-        }
-    }
-    *sg = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-    *sgxm = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
 }
 
 /* which 0 = dx, 1 = dweight (Σg·x̂), 2 = dbias (Σg), 3 = both sums into a (2, C) out.
@@ -175,6 +202,10 @@ KILN_CPU_KERNEL(batch_norm_backward) {
     int64_t scs = sums ? sums->strides[1] : 0, srow = sums ? sums->strides[0] : 0;
     const bool dense = dense_f32(call->in[0]) && dense_f32(call->in[1]) && (at->which != 0 || dense_f32(out));
     const bool need_sums = at->which != 0 || at->training;
+    void (*grad_sums)(const float *, const float *, int64_t, double, double *, double *) =
+        KILN_ISA_PICK(grad_sums_plane);
+    void (*dx)(const float *, const float *, float *, int64_t, double, double, double, double, double) =
+        KILN_ISA_PICK(dx_plane);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
@@ -183,9 +214,10 @@ KILN_CPU_KERNEL(batch_norm_backward) {
             sg = ld(sb + c * scs, sums->dtype);
             sgx = ld(sb + srow + c * scs, sums->dtype);
         } else if (need_sums && dense) {
-            double sgxm;
-            dense_grad_sums(&g, &x, c, m, &sg, &sgxm);
-            sgx = sgxm * inv;
+            double la[8] = {0}, lb[8] = {0};
+            for (int64_t i = 0; i < x.n; i++) grad_sums(PLANE(g, i, c), PLANE(x, i, c), x.h * x.w, m, la, lb);
+            sg = kiln_lanes_total(la);
+            sgx = kiln_lanes_total(lb) * inv;
         } else if (need_sums)
             EACH(x, {
                 double gv = ld(AT(g, i, c, y, z), g.dt);
@@ -203,14 +235,8 @@ KILN_CPU_KERNEL(batch_norm_backward) {
             double k = chan(w, c, 1) * inv;
             if (at->training && dense) {
                 double mg = sg / cnt, mgx = sgx / cnt;
-                for (int64_t i = 0; i < x.n; i++) {
-                    const float *gp = PLANE(g, i, c), *xp = PLANE(x, i, c);
-                    float *q = PLANE_OUT(o, i, c);
-                    for (int64_t e = 0; e < x.h * x.w; e++) {
-                        double xh = (xp[e] - m) * inv;
-                        q[e] = (float)(k * (gp[e] - mg - xh * mgx));
-                    }
-                }
+                for (int64_t i = 0; i < x.n; i++)
+                    dx(PLANE(g, i, c), PLANE(x, i, c), PLANE_OUT(o, i, c), x.h * x.w, m, inv, k, mg, mgx);
             } else if (at->training) {
                 double mg = sg / cnt, mgx = sgx / cnt;
                 EACH(x, {

@@ -30,10 +30,6 @@ bool kiln__ce_f32_applies(const kiln_tensor *x, const kiln_tensor *t, const kiln
                           const kiln_ce_attrs *at);
 kiln_status kiln__ce_f32_forward(const kiln_op_call *call);  /* in: x, target, w */
 kiln_status kiln__ce_f32_backward(const kiln_op_call *call); /* in: g, x, target, w; wrt input */
-/* Which clone of the f32 loss workers runs: 2 AVX-512, 1 AVX2, 0 the baseline (SSE2);
- * the widest the CPU has, capped by the environment variable KILN_LOSS_ISA (sse2, avx2,
- * avx512). All give the same bits. */
-int kiln__loss_isa(void);
 /* Over n dense class indices: kept = how many are not ignore_index (when allow_ignore),
  * bad = how many are outside [0,C) and not ignored. Vectorised, threaded. */
 void kiln__class_index_scan(const int64_t *t, int64_t n, int64_t C, bool allow_ignore, int64_t ignore_index,

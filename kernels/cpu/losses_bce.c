@@ -3,6 +3,7 @@
  * one strided walk serves all; sums accumulate in double, rows split over threads.
  * f32 bce_with_logits computes in float with kernels/fast_math.h (losses_math.h). */
 #include "losses.h"
+#include "isa.h"
 #include "iter.h"
 
 #define WALK_MAX_OPS 6
@@ -171,28 +172,11 @@ static bool dense_pair(const kiln_tensor *x, const kiln_tensor *y) {
 /* f32: blocks of elements whose losses are computed in one vectorised loop (the f32
  * math is kernels/fast_math.h's, branch-free) and then added in double, four chains
  * per block, blocks split over threads. The block workers are compiled for the baseline
- * (SSE2), AVX2 and AVX-512, without FMA (the same bits), as in losses_ce_f32.c. */
+ * (SSE2), AVX2 and AVX-512, without FMA (the same bits): kernels/cpu/isa.h. */
 #define BCEL_BLOCK 256
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
-#define BCEL_INLINE inline __attribute__((always_inline))
-#define BCEL_CLONES(name, params, args)                                        \
-    static void name##_base params { name args; }                              \
-    __attribute__((target("avx2"))) static void name##_avx2 params { name args; } \
-    __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off"))) \
-    static void name##_avx512 params { name args; }
-#define BCEL_PICK(name)                                                                       \
-    __extension__({                                                                            \
-        int isa_ = kiln__loss_isa();                                                           \
-        isa_ == 2 ? name##_avx512 : isa_ == 1 ? name##_avx2 : name##_base;                     \
-    })
-#else
-#define BCEL_INLINE inline
-#define BCEL_CLONES(name, params, args) static void name##_base params { name args; }
-#define BCEL_PICK(name) name##_base
-#endif
 
 /* Losses of elements [i0, i0 + len) to os (none) or their double sum to *acc. */
-static BCEL_INLINE void bcel_fwd_block(const float *xs, const float *ys, float *os, int64_t i0, int64_t len,
+static KILN_ALWAYS_INLINE void bcel_fwd_block(const float *xs, const float *ys, float *os, int64_t i0, int64_t len,
                                        double *acc) {
     float v[BCEL_BLOCK];
     float *o = os ? os + i0 : v;
@@ -205,23 +189,23 @@ static BCEL_INLINE void bcel_fwd_block(const float *xs, const float *ys, float *
     for (; i < len; i++) a[0] += (double)v[i];
     *acc += (a[0] + a[1]) + (a[2] + a[3]);
 }
-BCEL_CLONES(bcel_fwd_block, (const float *xs, const float *ys, float *os, int64_t i0, int64_t len, double *acc),
+KILN_ISA_CLONES(bcel_fwd_block, (const float *xs, const float *ys, float *os, int64_t i0, int64_t len, double *acc),
             (xs, ys, os, i0, len, acc))
 
 /* The input gradient of elements [i0, i0 + len); g: one value (gstep 0) or dense. */
-static BCEL_INLINE void bcel_bwd_block(const float *gs, int64_t gstep, const float *xs, const float *ys, float *os,
+static KILN_ALWAYS_INLINE void bcel_bwd_block(const float *gs, int64_t gstep, const float *xs, const float *ys, float *os,
                                        float scale, int64_t i0, int64_t len) {
     for (int64_t i = i0; i < i0 + len; i++)
         os[i] = (gs[i * gstep] * scale) * ((float)1 * kiln_bce_logits_grad_input_f32(xs[i], ys[i], 1.0f));
 }
-BCEL_CLONES(bcel_bwd_block, (const float *gs, int64_t gstep, const float *xs, const float *ys, float *os, float scale,
+KILN_ISA_CLONES(bcel_bwd_block, (const float *gs, int64_t gstep, const float *xs, const float *ys, float *os, float scale,
                              int64_t i0, int64_t len),
             (gs, gstep, xs, ys, os, scale, i0, len))
 
 static double bcel_flat_f32(const float *xs, const float *ys, float *os, int64_t n) {
     double acc = 0;
     const int64_t nb = (n + BCEL_BLOCK - 1) / BCEL_BLOCK;
-    void (*blk)(const float *, const float *, float *, int64_t, int64_t, double *) = BCEL_PICK(bcel_fwd_block);
+    void (*blk)(const float *, const float *, float *, int64_t, int64_t, double *) = KILN_ISA_PICK(bcel_fwd_block);
 #pragma omp parallel for schedule(static) reduction(+ : acc) if (n > 32768)
     for (int64_t b = 0; b < nb; b++) {
         int64_t i0 = b * BCEL_BLOCK, len = n - i0 < BCEL_BLOCK ? n - i0 : BCEL_BLOCK;
@@ -299,7 +283,7 @@ KILN_CPU_KERNEL(bce_with_logits_backward) {
             float *os = (float *)kiln__ptr(call->out);
             const int64_t gstep = call->in[0]->ndim == 0 ? 0 : 1, nb = (n + BCEL_BLOCK - 1) / BCEL_BLOCK;
             void (*blk)(const float *, int64_t, const float *, const float *, float *, float, int64_t, int64_t) =
-                BCEL_PICK(bcel_bwd_block);
+                KILN_ISA_PICK(bcel_bwd_block);
 #pragma omp parallel for schedule(static) if (n > 32768)
             for (int64_t b = 0; b < nb; b++) {
                 int64_t i0 = b * BCEL_BLOCK;

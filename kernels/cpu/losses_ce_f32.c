@@ -6,45 +6,10 @@
  * The float32 math contract is in docs/ARCHITECTURE.md, "Float32 loss math". */
 #include "losses.h"
 #include "../fast_math.h"
+#include "isa.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* The block workers are compiled three times, for the baseline (SSE2, 4 floats a vector),
- * AVX2 (8) and AVX-512 (16), and the widest the CPU has runs. None contracts a*b+c into
- * an FMA (AVX2 does not enable FMA; AVX-512 does in gcc, so its clone turns contraction
- * off), so all compute the same bits, the CUDA emulation's too (the tests compare). */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
-#define KILN_CE_ALWAYS_INLINE inline __attribute__((always_inline))
-#define KILN_CE_CLONES(name, params, args)                                     \
-    static void name##_base params { name args; }                              \
-    __attribute__((target("avx2"))) static void name##_avx2 params { name args; } \
-    __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off"))) \
-    static void name##_avx512 params { name args; }
-#define KILN_CE_PICK(name)                                                                       \
-    __extension__({                                                                            \
-        int isa_ = kiln__loss_isa();                                                           \
-        isa_ == 2 ? name##_avx512 : isa_ == 1 ? name##_avx2 : name##_base;                     \
-    })
-#else
-#define KILN_CE_ALWAYS_INLINE inline
-#define KILN_CE_CLONES(name, params, args) \
-    static void name##_base params { name args; }
-#define KILN_CE_PICK(name) name##_base
-#endif
-
-/* 2: AVX-512, 1: AVX2, 0: the baseline; the widest the CPU has, capped by the environment
- * variable KILN_LOSS_ISA (sse2, avx2, avx512) so the tests can run every clone. */
-int kiln__loss_isa(void) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
-    int isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
-#else
-    int isa = 0;
-#endif
-    const char *cap = getenv("KILN_LOSS_ISA");
-    int lim = !cap ? 2 : !strcmp(cap, "sse2") ? 0 : !strcmp(cap, "avx2") ? 1 : 2;
-    return isa < lim ? isa : lim;
-}
 
 #define CE_BLOCK 64
 /* exp(x - max) of a block kept for the backward's softmax when C * CE_BLOCK fits;
@@ -104,7 +69,7 @@ static void ce32_init(ce32 *p, const kiln_tensor *x, const kiln_tensor *t, const
  * (a NaN logit poisons the sum below instead), then sum_c exp(x_c - max) in class order;
  * e (if not NULL) keeps the exp values, C rows of CE_BLOCK; xt (if not NULL) gets the
  * logit of class tc (of class 0 where tc < 0), picked by selects, not gathered. */
-static KILN_CE_ALWAYS_INLINE void block_max_sum(const ce32 *p, const float *xp, int64_t len, const int32_t *tc,
+static KILN_ALWAYS_INLINE void block_max_sum(const ce32 *p, const float *xp, int64_t len, const int32_t *tc,
                                                 float *m, float *s, float *e, float *xt) {
     const int64_t C = p->C, S = p->S;
     for (int64_t i = 0; i < len; i++) m[i] = xp[i];
@@ -134,7 +99,7 @@ static KILN_CE_ALWAYS_INLINE void block_max_sum(const ce32 *p, const float *xp, 
 }
 
 /* Class index (int, -1 when ignored), its weight (0 when ignored) and a keep mask. */
-static KILN_CE_ALWAYS_INLINE void block_targets(const ce32 *p, const int64_t *tp, int64_t len, int32_t *tc, float *wv, uint32_t *keep) {
+static KILN_ALWAYS_INLINE void block_targets(const ce32 *p, const int64_t *tp, int64_t len, int32_t *tc, float *wv, uint32_t *keep) {
     for (int64_t i = 0; i < len; i++) {
         int64_t t = tp[i];
         bool ok = t != p->ignore;
@@ -147,7 +112,7 @@ static KILN_CE_ALWAYS_INLINE void block_targets(const ce32 *p, const int64_t *tp
 }
 
 /* Sum of a block's floats in double, four chains (the order is fixed, so results repeat). */
-static KILN_CE_ALWAYS_INLINE double block_sum(const float *v, int64_t len) {
+static KILN_ALWAYS_INLINE double block_sum(const float *v, int64_t len) {
     double a[4] = {0, 0, 0, 0};
     int64_t i = 0;
     for (; i + 4 <= len; i += 4)
@@ -160,7 +125,7 @@ static KILN_CE_ALWAYS_INLINE double block_sum(const float *v, int64_t len) {
  * targets that are not ignore_index, and of those outside [0,C) that are not ignored
  * (not_ignoring: every value outside counts). */
 #define CE_SCAN_CHUNK 8192
-static KILN_CE_ALWAYS_INLINE void scan_chunk(const int64_t *t, int64_t len, int64_t C, int64_t ignore,
+static KILN_ALWAYS_INLINE void scan_chunk(const int64_t *t, int64_t len, int64_t C, int64_t ignore,
                                              int not_ignoring, int64_t *kept, int64_t *bad) {
     int64_t k = 0, b = 0;
     for (int64_t i = 0; i < len; i++) {
@@ -170,7 +135,7 @@ static KILN_CE_ALWAYS_INLINE void scan_chunk(const int64_t *t, int64_t len, int6
     *kept += k;
     *bad += b;
 }
-KILN_CE_CLONES(scan_chunk, (const int64_t *t, int64_t len, int64_t C, int64_t ignore, int not_ignoring, int64_t *kept,
+KILN_ISA_CLONES(scan_chunk, (const int64_t *t, int64_t len, int64_t C, int64_t ignore, int not_ignoring, int64_t *kept,
                             int64_t *bad),
                (t, len, C, ignore, not_ignoring, kept, bad))
 
@@ -178,7 +143,7 @@ void kiln__class_index_scan(const int64_t *t, int64_t n, int64_t C, bool allow_i
                             int64_t *kept, int64_t *bad) {
     int64_t k = 0, b = 0;
     const int64_t nchunks = (n + CE_SCAN_CHUNK - 1) / CE_SCAN_CHUNK;
-    void (*fn)(const int64_t *, int64_t, int64_t, int64_t, int, int64_t *, int64_t *) = KILN_CE_PICK(scan_chunk);
+    void (*fn)(const int64_t *, int64_t, int64_t, int64_t, int, int64_t *, int64_t *) = KILN_ISA_PICK(scan_chunk);
 #pragma omp parallel for schedule(static) reduction(+ : k, b) if (n > 65536)
     for (int64_t j = 0; j < nchunks; j++) {
         int64_t i0 = j * CE_SCAN_CHUNK;
@@ -189,7 +154,7 @@ void kiln__class_index_scan(const int64_t *t, int64_t n, int64_t C, bool allow_i
 }
 
 /* One block b of the forward: its losses to out (none) or its sums to acc, wsum. */
-static KILN_CE_ALWAYS_INLINE void fwd_block(const ce32 *pp, int64_t b, float *out, double *acc, double *wsum) {
+static KILN_ALWAYS_INLINE void fwd_block(const ce32 *pp, int64_t b, float *out, double *acc, double *wsum) {
     const ce32 p = *pp;
     int64_t n = b / p.nb, s0 = (b % p.nb) * CE_BLOCK, len = p.S - s0 < CE_BLOCK ? p.S - s0 : CE_BLOCK;
     const float *xp = p.x + n * p.C * p.S + s0;
@@ -219,7 +184,7 @@ static KILN_CE_ALWAYS_INLINE void fwd_block(const ce32 *pp, int64_t b, float *ou
     }
 }
 
-KILN_CE_CLONES(fwd_block, (const ce32 *p, int64_t b, float *out, double *acc, double *wsum), (p, b, out, acc, wsum))
+KILN_ISA_CLONES(fwd_block, (const ce32 *p, int64_t b, float *out, double *acc, double *wsum), (p, b, out, acc, wsum))
 
 /* Forward: out (none: position-shaped, dense) or the 0-d reduced loss. */
 kiln_status kiln__ce_f32_forward(const kiln_op_call *call) {
@@ -230,7 +195,7 @@ kiln_status kiln__ce_f32_forward(const kiln_op_call *call) {
     float *out = (float *)kiln__ptr(call->out);
     double acc = 0, wsum = 0;
     const int64_t nblocks = p.N * p.nb;
-    void (*blk)(const ce32 *, int64_t, float *, double *, double *) = KILN_CE_PICK(fwd_block);
+    void (*blk)(const ce32 *, int64_t, float *, double *, double *) = KILN_ISA_PICK(fwd_block);
 #pragma omp parallel for schedule(static) reduction(+ : acc, wsum) if (p.N * p.S * p.C > 32768)
     for (int64_t b = 0; b < nblocks; b++) blk(&p, b, none ? out : NULL, &acc, &wsum);
     if (!none) *out = (float)(at->reduction == 1 ? acc / wsum : acc);
@@ -238,7 +203,7 @@ kiln_status kiln__ce_f32_forward(const kiln_op_call *call) {
 }
 
 /* One block b of the backward. */
-static KILN_CE_ALWAYS_INLINE void bwd_block(const ce32 *pp, int64_t b, const float *gp, int64_t gstep, float scale,
+static KILN_ALWAYS_INLINE void bwd_block(const ce32 *pp, int64_t b, const float *gp, int64_t gstep, float scale,
                                             float wall, float *out) {
     const ce32 p = *pp;
     const bool keep_e = p.C <= CE_KEEP_CLASSES;
@@ -291,7 +256,7 @@ static KILN_CE_ALWAYS_INLINE void bwd_block(const ce32 *pp, int64_t b, const flo
     }
 }
 
-KILN_CE_CLONES(bwd_block, (const ce32 *p, int64_t b, const float *gp, int64_t gstep, float scale, float wall, float *out),
+KILN_ISA_CLONES(bwd_block, (const ce32 *p, int64_t b, const float *gp, int64_t gstep, float scale, float wall, float *out),
                (p, b, gp, gstep, scale, wall, out))
 
 /* Backward (wrt the input): out = g * scale * ((1-eps) w_t (softmax - onehot)
@@ -320,7 +285,7 @@ kiln_status kiln__ce_f32_backward(const kiln_op_call *call) {
     const float scale = (float)(1.0 / div);
     float wall = 0.0f; /* summed class weights, in class order as CUDA's thread */
     for (int64_t c = 0; c < p.C; c++) wall += p.w ? p.w[c * p.wst] : 1.0f;
-    void (*blk)(const ce32 *, int64_t, const float *, int64_t, float, float, float *) = KILN_CE_PICK(bwd_block);
+    void (*blk)(const ce32 *, int64_t, const float *, int64_t, float, float, float *) = KILN_ISA_PICK(bwd_block);
     const int64_t nblocks = p.N * p.nb;
 #pragma omp parallel for schedule(static) if (npos * p.C > 32768)
     for (int64_t b = 0; b < nblocks; b++) blk(&p, b, gp, gstep, scale, wall, out);

@@ -2,6 +2,7 @@
  * (no divisions in the hot loop) and accumulates in double, so f32 sums do not
  * drift with length; output elements are split over threads. */
 #include "cpu.h"
+#include "isa.h"
 
 /* Splits the axes of `in` into kept and reduced ones (out has the keepdim shape). */
 typedef struct {
@@ -28,6 +29,11 @@ static void plan(reduce_plan *p, const kiln_tensor *in, const kiln_tensor *out, 
     }
 }
 
+/* float32 runs of 16 or more contiguous elements (a conv bias gradient's rows) are summed
+ * in eight double lanes (isa.h): vectorised, the same bits in every clone */
+static KILN_ALWAYS_INLINE void sum_row(const float *p, int64_t n, double *lanes) { kiln_lanes_add(lanes, p, n); }
+KILN_ISA_CLONES(sum_row, (const float *p, int64_t n, double *lanes), (p, n, lanes))
+
 #define SUM_KERNEL(T)                                                                          \
     do {                                                                                       \
         _Pragma("omp parallel for schedule(static) if (p.nout > 1 && p.nout * p.nred > 32768)") \
@@ -45,9 +51,13 @@ static void plan(reduce_plan *p, const kiln_tensor *in, const kiln_tensor *out, 
             int64_t idx[KILN_MAX_DIMS] = {0};                                                  \
             const char *rp = ip;                                                               \
             int64_t inner = p.nr ? p.rshape[p.nr - 1] : 1, istride = p.nr ? p.rin[p.nr - 1] : 0; \
+            double lanes[8] = {0};                                                             \
+            const bool rows = sizeof(T) == 4 && istride == 4 && inner >= 16;                   \
             for (int64_t r = 0; r < p.nred; r += inner) {                                      \
                 const char *q = rp;                                                            \
-                for (int64_t j = 0; j < inner; j++, q += istride) acc += *(const T *)q;        \
+                if (rows) row_sum((const float *)q, inner, lanes);                             \
+                else                                                                           \
+                    for (int64_t j = 0; j < inner; j++, q += istride) acc += *(const T *)q;    \
                 /* advance the odometer over the outer reduced axes */                         \
                 for (int d = p.nr - 2; d >= 0; d--) {                                          \
                     rp += p.rin[d];                                                            \
@@ -56,6 +66,7 @@ static void plan(reduce_plan *p, const kiln_tensor *in, const kiln_tensor *out, 
                     idx[d] = 0;                                                                \
                 }                                                                              \
             }                                                                                  \
+            if (rows) acc = kiln_lanes_total(lanes);                                           \
             *(T *)op = (T)acc;                                                                 \
         }                                                                                      \
     } while (0)
@@ -85,6 +96,7 @@ KILN_CPU_KERNEL(sum) {
         }
         return KILN_STATUS_OK;
     }
+    void (*row_sum)(const float *, int64_t, double *) = KILN_ISA_PICK(sum_row);
     if (in->dtype == KILN_F32) SUM_KERNEL(float);
     else SUM_KERNEL(double);
     return KILN_STATUS_OK;
