@@ -52,6 +52,17 @@ __global__ void finish_kernel(const double *partial, int np, int with_div, doubl
     if (threadIdx.x == 0) *out = (T)(mean ? a / (with_div ? b : n) : a);
 }
 
+/* A block's (loss, weight) sums as its partial pair: losses first, weights after all the
+ * blocks' losses (finish_kernel's layout). */
+__device__ __forceinline__ void store_loss_partials(double acc, double wsum, double *partial) {
+    acc = block_sum(acc);
+    wsum = block_sum(wsum);
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = acc;
+        partial[gridDim.x + blockIdx.x] = wsum;
+    }
+}
+
 /* ---- bce / bce_with_logits --------------------------------------------------------- */
 /* iter ops: x, y, w, pw, out (x's shape; unused when reduced). A thread per element;
  * reduced: a double per thread, block sum, one partial per block. */
@@ -278,14 +289,7 @@ __global__ void ce_fwd_kernel(ce_plan p, const T *x, const void *target, const T
             }
         }
     }
-    if (!none) {
-        acc = block_sum(acc);
-        wsum = block_sum(wsum);
-        if (threadIdx.x == 0) {
-            partial[blockIdx.x] = acc;
-            partial[gridDim.x + blockIdx.x] = wsum;
-        }
-    }
+    if (!none) store_loss_partials(acc, wsum, partial);
 }
 
 /* 'mean' over class indices divides by the summed weights of the targets that are
@@ -459,14 +463,7 @@ __global__ void ce32_fwd_kernel(ce32_geo p, const float *x, const int64_t *targe
             wsum += wv;
         }
     }
-    if (!none) {
-        acc = block_sum(acc);
-        wsum = block_sum(wsum);
-        if (threadIdx.x == 0) {
-            partial[blockIdx.x] = acc;
-            partial[gridDim.x + blockIdx.x] = wsum;
-        }
-    }
+    if (!none) store_loss_partials(acc, wsum, partial);
 }
 
 /* Backward wrt the input: g * scale * ((1-eps) w_t (softmax - onehot) + eps/C (sum_c w_c
