@@ -40,18 +40,22 @@ typedef struct {
     long n;
 } scan_result;
 
+/* The error at x of exp (which 0), log (1) or log1p (2), kept if it is the worst yet. */
+static void scan_point(scan_result *r, int which, float x) {
+    double e = which == 0 ? ulps(kiln_fast_expf(x), exp((double)x))
+               : which == 1 ? ulps(kiln_fast_logf(x), log((double)x))
+                            : ulps(kiln_fast_log1pf(x), log1p((double)x));
+    r->n++;
+    if (e > r->worst) {
+        r->worst = e;
+        r->at = x;
+    }
+}
+
 static void scan_bits(scan_result *r, int which, float lo, float hi, uint32_t step) {
     for (uint64_t b = 0; b < 0x100000000ull; b += step) {
         float x = from_bits((uint32_t)b);
-        if (!(x >= lo && x <= hi)) continue;
-        double e = which == 0 ? ulps(kiln_fast_expf(x), exp((double)x))
-                   : which == 1 ? ulps(kiln_fast_logf(x), log((double)x))
-                                : ulps(kiln_fast_log1pf(x), log1p((double)x));
-        r->n++;
-        if (e > r->worst) {
-            r->worst = e;
-            r->at = x;
-        }
+        if (x >= lo && x <= hi) scan_point(r, which, x);
     }
 }
 
@@ -66,15 +70,7 @@ static void scan_range(scan_result *r, int which, float a, float b, uint32_t ste
         ub = t;
     }
     for (uint64_t u = ua; u <= ub; u += step) {
-        float x = from_bits((uint32_t)u);
-        double e = which == 0 ? ulps(kiln_fast_expf(x), exp((double)x))
-                   : which == 1 ? ulps(kiln_fast_logf(x), log((double)x))
-                                : ulps(kiln_fast_log1pf(x), log1p((double)x));
-        r->n++;
-        if (e > r->worst) {
-            r->worst = e;
-            r->at = x;
-        }
+        scan_point(r, which, from_bits((uint32_t)u));
     }
 }
 

@@ -2,6 +2,9 @@
  * max and argmax over one axis (ties, NaN, 0-d), their gradients and errors. */
 #include "support/kiln_test.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 TestSuite(reduce, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 /* [2,3,4] holding 0..23: element (i,j,k) = 12i + 4j + k */
@@ -205,4 +208,28 @@ KT_TEST(reduce, null_input_keeps_the_first_error) {
     kiln_tensor *bad = kiln_max(x, 5, false);
     cr_expect_null(kiln_sum(kiln_max(bad, 0, false), 0, NULL, false));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "axis 5 is out of range");
+}
+
+/* A conv bias gradient's shape: sum over (0, 2, 3) of f32 rows of 37 (the eight-lane path
+ * with a tail of 5), under every ISA clone. Integers, so every order gives the exact sum. */
+KT_TEST(reduce, sum_of_contiguous_float_rows_every_clone) {
+    static const char *const isas[3] = {"sse2", "avx2", "avx512"};
+    const char *old = getenv("KILN_CPU_ISA");
+    char *saved = old ? strdup(old) : NULL;
+    kiln_tensor *x = kiln_reshape(kiln_tensor_arange(0, 3 * 4 * 5 * 37, 1, KILN_F32, KILN_CPU), 4,
+                                  (int64_t[]){3, 4, 5, 37});
+    double want[4] = {0};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++)
+            for (int h = 0; h < 5; h++)
+                for (int w = 0; w < 37; w++) want[j] += i * 740 + j * 185 + h * 37 + w;
+    for (int k = 0; k < 3; k++) {
+        setenv("KILN_CPU_ISA", isas[k], 1);
+        kiln_tensor *s = kiln_sum(x, 3, (int[]){0, 2, 3}, false);
+        KT_EXPECT_SHAPE(s, 1, 4);
+        KT_EXPECT(s, 0, 0, {want[0], want[1], want[2], want[3]});
+    }
+    if (saved) setenv("KILN_CPU_ISA", saved, 1);
+    else unsetenv("KILN_CPU_ISA");
+    free(saved);
 }
