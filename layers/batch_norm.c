@@ -92,7 +92,8 @@ kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor 
 
 /* Training: one which-3 call sums g and g·x̂ per channel, the weight and bias gradients are
  * its rows, and dx reads them, so g and x are read twice in all (the pieces alone would
- * each redo the sums). Eval: dx = g·w·invstd needs no sums. */
+ * each redo the sums). Eval: dx = g·w·invstd needs no sums; the weight and bias
+ * gradients still come from one which-3 call (x̂ from the running statistics). */
 static void batch_norm_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
     kiln_batch_norm_attrs at = *(const kiln_batch_norm_attrs *)n->attrs;
     kiln_tensor *x = n->inputs[0];

@@ -64,7 +64,8 @@ __global__ void bn_forward_kernel(kiln_cuda_bn_geom o, kiln_cuda_bn_geom x, kiln
 }
 
 /* A block per channel: the sums of g and g·x̂ (when needed and not given), then dweight,
- * dbias, both sums (which 3: rows 0 and 1 of a (2, C) out), or dx = w·invstd·(g - mean(g) - x̂·mean(g·x̂)) in training, w·invstd·g in eval. */
+ * dbias, both sums (which 3: rows 0 and 1 of a (2, C) out), or
+ * dx = w·invstd·(g - mean(g) - x̂·mean(g·x̂)) in training, w·invstd·g in eval. */
 template <typename T>
 __global__ void bn_backward_kernel(int which, int training, kiln_cuda_bn_geom o, T *ochan, int64_t ostride,
                                    int64_t orow, kiln_cuda_bn_geom g, kiln_cuda_bn_geom x, kiln_cuda_chan w,
