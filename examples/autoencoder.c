@@ -12,21 +12,9 @@
 
 #define IMG 784 /* 28 x 28 */
 
-typedef struct {
-    const float *images; /* n * 784, in [0,1] */
-    int64_t n;
-} dataset;
-
 /* ---- the model ------------------------------------------------------------------------
  * A root module with two children, so encoder and decoder share one parameter arena
  * (one optimizer, one checkpoint) and can still be run on their own. */
-
-static kiln_module *seq(int n, kiln_module **layers) {
-    kiln_module *s = kiln_sequential_create();
-    for (int i = 0; i < n; i++)
-        if (kiln_sequential_append(s, layers[i]) != KILN_STATUS_OK) break; /* the error stays recorded */
-    return s;
-}
 
 /* (N,1,28,28) -> codes (N,L) -> pixels in (0,1), shaped as the input. */
 static kiln_tensor *autoencoder_forward(kiln_module *self, kiln_tensor *x) {
@@ -41,27 +29,17 @@ static kiln_module *make_autoencoder(int64_t latent) {
     kiln_module *dec[] = {kiln_linear_create(latent, 256, true, KILN_F32), kiln_relu_create(),
                           kiln_linear_create(256, IMG, true, KILN_F32), kiln_sigmoid_create()};
     kiln_module *ae = kiln_module_create("Autoencoder", autoencoder_forward, NULL, NULL);
-    kiln_module_add(ae, "encoder", seq(4, enc));
-    kiln_module_add(ae, "decoder", seq(4, dec));
+    kiln_module_add(ae, "encoder", kiln_sequential_of(4, enc));
+    kiln_module_add(ae, "decoder", kiln_sequential_of(4, dec));
     return ae;
 }
 
 //* Samples idx[first..first+b-1] (first..first+b-1 when idx is NULL) as (b,1,28,28) on dev. */
-static kiln_tensor *make_batch(const dataset *d, const int64_t *idx, int64_t first, int64_t b, kiln_device dev,
-                               float *buf) {
+static kiln_tensor *make_batch(const kiln_fashion_mnist_split *d, const int64_t *idx, int64_t first, int64_t b,
+                               kiln_device dev, float *buf) {
     for (int64_t i = 0; i < b; i++)
         memcpy(buf + i * IMG, d->images + (idx ? idx[first + i] : first + i) * IMG, sizeof(float) * IMG);
     return kiln_tensor_from_host(buf, 4, (int64_t[]){b, 1, 28, 28}, KILN_F32, dev);
-}
-
-static kiln_status load_split(const char *dir, bool train, int64_t limit, dataset *d) {
-    kiln_tensor *x, *y;
-    kiln_status st = kiln_fashion_mnist_load(dir, train, KILN_CPU, &x, &y); /* live until kiln_shutdown */
-    if (st != KILN_STATUS_OK) return st;
-    d->images = kiln_tensor_data(x);
-    d->n = kiln_tensor_size(x, 0);
-    if (limit > 0 && limit < d->n) d->n = limit;
-    return KILN_STATUS_OK;
 }
 
 /* ---- the analysis of the codes ------------------------------------------------------------ */
@@ -215,9 +193,9 @@ int main(int argc, char **argv) {
     FILE *info = a.json ? stderr : stdout;
     kiln_manual_seed((uint64_t)a.seed);
 
-    dataset train, test;
-    if (load_split(a.data, true, limit, &train) != KILN_STATUS_OK ||
-        load_split(a.data, false, limit, &test) != KILN_STATUS_OK) {
+    kiln_fashion_mnist_split train, test;
+    if (kiln_fashion_mnist_load_split(a.data, true, limit, &train) != KILN_STATUS_OK ||
+        kiln_fashion_mnist_load_split(a.data, false, limit, &test) != KILN_STATUS_OK) {
         fprintf(stderr, "autoencoder: %s\n(install Debian's dataset-fashion-mnist or pass --data DIR)\n",
                 kiln_last_error());
         kiln_shutdown();

@@ -15,20 +15,7 @@
  * standardized with them so the first layer sees values around 0 with unit spread. */
 static const float PIXEL_MEAN = 0.2860f, PIXEL_STD = 0.3530f;
 
-typedef struct {
-    const float *images; /* n * 784, in [0,1] */
-    const int64_t *labels;
-    int64_t n;
-} dataset;
-
 /* ---- models ------------------------------------------------------------------------- */
-
-static kiln_module *seq(int n, kiln_module **layers) {
-    kiln_module *s = kiln_sequential_create();
-    for (int i = 0; i < n; i++)
-        if (kiln_sequential_append(s, layers[i]) != KILN_STATUS_OK) break; /* the error stays recorded */
-    return s;
-}
 
 /* Flatten, then Linear 784->256, ReLU, 256->128, ReLU, 128->10. kiln_linear computes
  * x·Wᵀ + b for all rows of the batch in one BLAS product. */
@@ -36,7 +23,7 @@ static kiln_module *make_mlp(void) {
     kiln_module *l[] = {kiln_flatten_create(1, -1),           kiln_linear_create(IMG, 256, true, KILN_F32),
                         kiln_relu_create(),                   kiln_linear_create(256, 128, true, KILN_F32),
                         kiln_relu_create(),                   kiln_linear_create(128, 10, true, KILN_F32)};
-    return seq(6, l);
+    return kiln_sequential_of(6, l);
 }
 
 /* w = --width (16): conv3x3(1->w) BN ReLU pool2 -> 14x14, conv3x3(w->2w) BN ReLU
@@ -55,15 +42,15 @@ static kiln_module *make_cnn(int w) {
                         kiln_linear_create(2 * w * 49, 128, true, KILN_F32),
                         kiln_relu_create(),
                         kiln_linear_create(128, 10, true, KILN_F32)};
-    return seq(12, l);
+    return kiln_sequential_of(12, l);
 }
 
 /* ---- data --------------------------------------------------------------------------- */
 
 /* Gathers samples idx[0..b-1] (or first..first+b-1 when idx is NULL) into new tensors
  * on dev: x (b,1,28,28) standardized, y (b) class indices. */
-static void make_batch(const dataset *d, const int64_t *idx, int64_t first, int64_t b, kiln_device dev, float *xbuf,
-                       int64_t *ybuf, kiln_tensor **x, kiln_tensor **y) {
+static void make_batch(const kiln_fashion_mnist_split *d, const int64_t *idx, int64_t first, int64_t b,
+                       kiln_device dev, float *xbuf, int64_t *ybuf, kiln_tensor **x, kiln_tensor **y) {
     for (int64_t i = 0; i < b; i++) {
         int64_t k = idx ? idx[first + i] : first + i;
         const float *src = d->images + k * IMG;
@@ -76,21 +63,10 @@ static void make_batch(const dataset *d, const int64_t *idx, int64_t first, int6
 
 /* Loads a split onto the CPU (the tensors live until kiln_shutdown) and keeps its
  * first `limit` samples when limit > 0. */
-static kiln_status load_split(const char *dir, bool train, int64_t limit, dataset *d) {
-    kiln_tensor *x, *y;
-    kiln_status st = kiln_fashion_mnist_load(dir, train, KILN_CPU, &x, &y);
-    if (st != KILN_STATUS_OK) return st;
-    d->images = kiln_tensor_data(x);
-    d->labels = kiln_tensor_data(y);
-    d->n = kiln_tensor_size(x, 0);
-    if (limit > 0 && limit < d->n) d->n = limit;
-    return KILN_STATUS_OK;
-}
-
-/* Argmax accuracy and mean cross-entropy over a dataset, in eval mode (batch norm uses
+/* Argmax accuracy and mean cross-entropy over a split, in eval mode (batch norm uses
  * its running statistics) and without recording a tape. */
-static kiln_status evaluate(kiln_module *model, const dataset *d, kiln_device dev, float *xbuf, int64_t *ybuf,
-                            int64_t chunk, double *accuracy, double *loss) {
+static kiln_status evaluate(kiln_module *model, const kiln_fashion_mnist_split *d, kiln_device dev, float *xbuf,
+                            int64_t *ybuf, int64_t chunk, double *accuracy, double *loss) {
     kiln_confusion_matrix *cm = kiln_confusion_matrix_create(10, KILN_IGNORE_INDEX_DEFAULT);
     if (!cm) return kiln_last_status();
     kiln_cross_entropy_options sum = kiln_cross_entropy_options_default();
@@ -156,9 +132,9 @@ int main(int argc, char **argv) {
     FILE *info = a.json ? stderr : stdout; /* --json keeps stdout for the result line */
     kiln_manual_seed((uint64_t)a.seed);    /* the weights' initialisation */
 
-    dataset train, test;
-    if (load_split(a.data, true, limit, &train) != KILN_STATUS_OK ||
-        load_split(a.data, false, limit, &test) != KILN_STATUS_OK) {
+    kiln_fashion_mnist_split train, test;
+    if (kiln_fashion_mnist_load_split(a.data, true, limit, &train) != KILN_STATUS_OK ||
+        kiln_fashion_mnist_load_split(a.data, false, limit, &test) != KILN_STATUS_OK) {
         fprintf(stderr, "fashion_mnist: %s\n(install Debian's dataset-fashion-mnist or pass --data DIR)\n",
                 kiln_last_error());
         kiln_shutdown();

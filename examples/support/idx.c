@@ -243,3 +243,15 @@ kiln_status kiln_fashion_mnist_load(const char *data_dir, bool train, kiln_devic
     *labels = y;
     return KILN_STATUS_OK;
 }
+
+kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int64_t limit,
+                                          kiln_fashion_mnist_split *s) {
+    kiln_tensor *x, *y;
+    kiln_status st = kiln_fashion_mnist_load(data_dir, train, KILN_CPU, &x, &y);
+    if (st != KILN_STATUS_OK) return st;
+    s->images = kiln_tensor_data(x);
+    s->labels = kiln_tensor_data(y);
+    s->n = kiln_tensor_size(x, 0);
+    if (limit > 0 && limit < s->n) s->n = limit;
+    return KILN_STATUS_OK;
+}

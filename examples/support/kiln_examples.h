@@ -132,6 +132,22 @@ kiln_status kiln_fashion_mnist_find(const char *data_dir, char *dir, size_t n);
 kiln_status kiln_fashion_mnist_load(const char *data_dir, bool train, kiln_device dev, kiln_tensor **images,
                                     kiln_tensor **labels);
 extern const char *const kiln_fashion_mnist_classes[10];
+/* A split on the host for batching by index: n images of 784 floats in [0,1] and their
+ * labels. The tensors behind it live until kiln_shutdown. */
+typedef struct {
+    const float *images;
+    const int64_t *labels;
+    int64_t n;
+} kiln_fashion_mnist_split;
+/* kiln_fashion_mnist_load on the CPU, keeping the first limit images when 0 < limit < N. */
+kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int64_t limit,
+                                          kiln_fashion_mnist_split *s);
+
+/* ---- models ------------------------------------------------------------------------- */
+
+/* A Sequential of layers[0..n-1]; an append that fails leaves its error recorded (the
+ * first error is kept), which the caller sees when it builds or moves the model. */
+kiln_module *kiln_sequential_of(int n, kiln_module **layers);
 
 /* ---- progress, timing and the JSON result line ------------------------------------ */
 
