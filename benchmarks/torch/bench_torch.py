@@ -20,6 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures"))
+from torch_unet import UNet  # noqa: E402  the U-Net of examples/models/unet.c
+
 
 def fx_hash(n, k):
     j = np.arange(n, dtype=np.uint64)
@@ -50,39 +53,6 @@ def fill_params(model):
             p.copy_(fx_values(tuple(p.shape), k, off))
 
 
-def block(i, o):
-    return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                         nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-
-
-class UNet(nn.Module):
-    """U-Net-16 of examples/models/unet.c (tests/fixtures/gen_unet.py has the same class)."""
-
-    def __init__(self, in_ch=3, out_ch=1, base=16):
-        super().__init__()
-        b = base
-        self.enc1 = block(in_ch, b)
-        self.enc2 = block(b, 2 * b)
-        self.enc3 = block(2 * b, 4 * b)
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = block(4 * b, 8 * b)
-        self.up3 = nn.ConvTranspose2d(8 * b, 4 * b, 2, stride=2)
-        self.dec3 = block(8 * b, 4 * b)
-        self.up2 = nn.ConvTranspose2d(4 * b, 2 * b, 2, stride=2)
-        self.dec2 = block(4 * b, 2 * b)
-        self.up1 = nn.ConvTranspose2d(2 * b, b, 2, stride=2)
-        self.dec1 = block(2 * b, b)
-        self.head = nn.Conv2d(b, out_ch, 1)
-
-    def forward(self, x):
-        e1 = self.enc1(x)
-        e2 = self.enc2(self.pool(e1))
-        e3 = self.enc3(self.pool(e2))
-        h = self.bottleneck(self.pool(e3))
-        h = self.dec3(torch.cat([self.up3(h), e3], 1))
-        h = self.dec2(torch.cat([self.up2(h), e2], 1))
-        h = self.dec1(torch.cat([self.up1(h), e1], 1))
-        return self.head(h)
 
 
 def fmnist_cnn():

@@ -163,34 +163,9 @@ def test_state_dict_names_match_torch():
 
 
 def torch_unet():
-    """The PyTorch U-Net of tests/fixtures/gen_unet.py (that script writes its fixture when
-    imported, so the class is restated here)."""
-    tnn = torch.nn
-
-    def block(i, o):
-        return tnn.Sequential(tnn.Conv2d(i, o, 3, padding=1), tnn.BatchNorm2d(o), tnn.ReLU(),
-                              tnn.Conv2d(o, o, 3, padding=1), tnn.BatchNorm2d(o), tnn.ReLU())
-
-    class UNet(tnn.Module):
-        def __init__(self, in_ch=3, out_ch=1, b=16):
-            super().__init__()
-            self.enc1, self.enc2, self.enc3 = block(in_ch, b), block(b, 2 * b), block(2 * b, 4 * b)
-            self.pool = tnn.MaxPool2d(2)
-            self.bottleneck = block(4 * b, 8 * b)
-            self.up3, self.dec3 = tnn.ConvTranspose2d(8 * b, 4 * b, 2, stride=2), block(8 * b, 4 * b)
-            self.up2, self.dec2 = tnn.ConvTranspose2d(4 * b, 2 * b, 2, stride=2), block(4 * b, 2 * b)
-            self.up1, self.dec1 = tnn.ConvTranspose2d(2 * b, b, 2, stride=2), block(2 * b, b)
-            self.head = tnn.Conv2d(b, out_ch, 1)
-
-        def forward(self, x):
-            e1 = self.enc1(x)
-            e2 = self.enc2(self.pool(e1))
-            e3 = self.enc3(self.pool(e2))
-            h = self.bottleneck(self.pool(e3))
-            h = self.dec3(torch.cat([self.up3(h), e3], 1))
-            h = self.dec2(torch.cat([self.up2(h), e2], 1))
-            h = self.dec1(torch.cat([self.up1(h), e1], 1))
-            return self.head(h)
+    """The PyTorch U-Net of tests/fixtures/torch_unet.py (the fixture's reference)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "fixtures"))
+    from torch_unet import UNet
 
     return UNet
 
