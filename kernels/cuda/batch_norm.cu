@@ -122,11 +122,6 @@ __global__ void bn_backward_kernel(int which, int training, kiln_cuda_bn_geom o,
 
 unsigned chan_grid(int64_t c) { return (unsigned)(c < 65535 ? (c > 0 ? c : 1) : 65535); }
 
-kiln_status bad_dtype(kiln_dtype dt) {
-    return kiln__error(KILN_STATUS_DTYPE, "batch_norm2d: the CUDA kernels compute f32 and f64, not %s",
-                       kiln_dtype_name(dt));
-}
-
 } // namespace
 
 extern "C" {
@@ -140,7 +135,7 @@ kiln_status KILN_CU(cuda_launch_bn_stats)(kiln_dtype dt, void *stats, const kiln
         auto kernel = bn_stats_kernel<double>;
         KILN_LAUNCH(kernel, chan_grid(x->c), KILN_CUDA_BLOCK, 0, stream, *x, (double *)stats);
     } else {
-        return bad_dtype(dt);
+        return bad_dtype("batch_norm2d", dt);
     }
     KILN_LAUNCH_CHECK("batch_norm_stats", stream);
     return KILN_STATUS_OK;
@@ -161,7 +156,7 @@ kiln_status KILN_CU(cuda_launch_bn_forward)(kiln_dtype dt, const kiln_cuda_bn_ge
         auto kernel = bn_forward_kernel<double>;
         KILN_LAUNCH(kernel, grid, KILN_CUDA_BLOCK, 0, stream, *out, *x, w, b, mean, var, eps);
     } else {
-        return bad_dtype(dt);
+        return bad_dtype("batch_norm2d", dt);
     }
     KILN_LAUNCH_CHECK("batch_norm", stream);
     return KILN_STATUS_OK;
@@ -182,7 +177,7 @@ kiln_status KILN_CU(cuda_launch_bn_backward)(kiln_dtype dt, int which, int train
         KILN_LAUNCH(kernel, chan_grid(x->c), KILN_CUDA_BLOCK, 0, stream, which, training, *out, (double *)out_chan,
                     out_stride, out_row, *g, *x, w, mean, var, sum_g, sum_gx, eps);
     } else {
-        return bad_dtype(dt);
+        return bad_dtype("batch_norm2d", dt);
     }
     KILN_LAUNCH_CHECK("batch_norm_backward", stream);
     return KILN_STATUS_OK;

@@ -148,6 +148,17 @@ __host__ __device__ __forceinline__ void store_from_double(char *p, int dt, doub
 
 static inline size_t dtype_size(int dt) { return kiln_dtype_size((kiln_dtype)dt); }
 
+/* The error of a kernel asked for a dtype it does not compute (op names the op). */
+static inline kiln_status bad_dtype(const char *op, int dt) {
+    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel computes f32 and f64, not %s", op,
+                       kiln_dtype_name((kiln_dtype)dt));
+}
+
+/* OK for f32 and f64, the dtypes the float kernels are instantiated for; else bad_dtype. */
+static inline kiln_status check_float(const char *op, int dt) {
+    return dt == KILN_F32 || dt == KILN_F64 ? KILN_STATUS_OK : bad_dtype(op, dt);
+}
+
 /* ---- block reduction ----------------------------------------------------------------- */
 /* Sum of v over the block (blockDim.x a multiple of 32): shuffles within each warp,
  * warp totals through shared memory, then one warp. The result is valid in thread 0.

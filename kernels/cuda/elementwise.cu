@@ -97,11 +97,6 @@ kiln_status run_map(const char *op, const kiln_cuda_tensor *out, const kiln_cuda
     return KILN_STATUS_OK;
 }
 
-kiln_status bad_dtype(const char *op, int dt) {
-    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel computes f32 and f64, not %s", op,
-                       kiln_dtype_name((kiln_dtype)dt));
-}
-
 /* out = cond ? a : b with cond of any dtype; one thread per element, strided. */
 template <typename T>
 __global__ void where_kernel(iter<4> it, T *__restrict__ out, const char *cond, int cdt, int csize, const T *a,

@@ -51,12 +51,6 @@ template <typename T> __global__ void bias_act_kernel(T *y, const T *b, int64_t 
     }
 }
 
-static kiln_status check_float(const char *op, kiln_dtype dt) {
-    if (dt == KILN_F32 || dt == KILN_F64) return KILN_STATUS_OK;
-    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel takes float32 or float64, not %s", op,
-                       kiln_dtype_name(dt));
-}
-
 } // namespace
 
 extern "C" {

@@ -113,11 +113,6 @@ __global__ void bce_bwd_kernel(iter<6> it, T *out, const T *g, const T *x, const
     }
 }
 
-kiln_status bad_dtype(const char *op, int dt) {
-    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel computes f32 and f64, not %s", op,
-                       kiln_dtype_name((kiln_dtype)dt));
-}
-
 /* Absent operands become 0-d descriptors (stride 0 everywhere, never read). */
 static kiln_cuda_tensor opt(const kiln_cuda_tensor *t) {
     kiln_cuda_tensor d;

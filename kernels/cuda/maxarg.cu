@@ -114,11 +114,6 @@ template <typename T> kiln_status run_max_backward(const axis_plan<3> &p, const 
     return KILN_STATUS_OK;
 }
 
-kiln_status bad_dtype(const char *op, int dt) {
-    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel computes f32 and f64, not %s", op,
-                       kiln_dtype_name((kiln_dtype)dt));
-}
-
 } // namespace
 
 extern "C" {

@@ -96,10 +96,6 @@ int64_t norm_parts(int64_t n) {
     return b < 1 ? 1 : (b > 1024 ? 1024 : b);
 }
 
-kiln_status bad_dtype(const char *op, kiln_dtype dt) {
-    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel updates f32 and f64, not %s", op, kiln_dtype_name(dt));
-}
-
 } // namespace
 
 extern "C" {

@@ -173,12 +173,6 @@ template <typename T> __global__ void avg_pool_backward_kernel(pool_geom g, cons
     }
 }
 
-static kiln_status check_float(const char *op, kiln_dtype dt) {
-    if (dt == KILN_F32 || dt == KILN_F64) return KILN_STATUS_OK;
-    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel takes float32 or float64, not %s", op,
-                       kiln_dtype_name(dt));
-}
-
 } // namespace
 
 extern "C" {

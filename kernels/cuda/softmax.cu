@@ -58,11 +58,6 @@ __global__ void softmax_bwd_kernel(axis_plan<3> p, T *out, const T *g, const T *
     }
 }
 
-kiln_status bad_dtype(const char *op, int dt) {
-    return kiln__error(KILN_STATUS_DTYPE, "%s: the CUDA kernel computes f32 and f64, not %s", op,
-                       kiln_dtype_name((kiln_dtype)dt));
-}
-
 template <typename T>
 kiln_status run_fwd(const char *op, const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, int axis, int log_,
                     void *stream) {
