@@ -93,6 +93,21 @@ KT_TEST(cuda_emu_layers, max_pool_forward_and_backward) {
     }
 }
 
+/* f32 max pooling of x, forward and backward (gy from gy_seed), bit for bit against the
+ * emulated CUDA kernels. */
+static void max_pool_exact(kiln_tensor *x, const kiln_pool2d_attrs *at, const int64_t *xs, const int64_t *ys,
+                           uint64_t gy_seed, const char *what) {
+    char w[160];
+    ec_run(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, kiln_emu_cuda_max_pool2d, 1, &x, at, KILN_F32, 4, ys, EC_CONTIG,
+           true, 0, 0, what);
+    kiln_tensor *y = cpu_out(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, 1, &x, at, KILN_F32, ys);
+    kiln_tensor *gy = ec_input(KILN_F32, 4, ys, EC_CONTIG, -1, 1, 0, gy_seed);
+    kiln_tensor *in[3] = {gy, x, y};
+    snprintf(w, sizeof w, "%s (backward)", what);
+    ec_run(&kiln_op_max_pool2d_backward, kiln_cpu_max_pool2d_backward, kiln_emu_cuda_max_pool2d_backward, 3, in, at,
+           KILN_F32, 4, xs, EC_CONTIG, true, 0, 0, w);
+}
+
 KT_TEST(cuda_emu_layers, max_pool_nan_wins) {
     const int64_t xs[4] = {1, 2, 9, 11}, ys[4] = {1, 2, 4, 5};
     kiln_tensor *x = ec_input(KILN_F32, 4, xs, EC_CONTIG, -2, 2, 0, 3);
@@ -100,13 +115,7 @@ KT_TEST(cuda_emu_layers, max_pool_nan_wins) {
     p[13] = NAN;
     p[120] = NAN;
     kiln_pool2d_attrs at = {{3, 3}, {2, 2}, {1, 1}, {1, 1}, 1};
-    ec_run(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, kiln_emu_cuda_max_pool2d, 1, &x, &at, KILN_F32, 4, ys, EC_CONTIG,
-           true, 0, 0, "max_pool2d with NaN");
-    kiln_tensor *y = cpu_out(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, 1, &x, &at, KILN_F32, ys);
-    kiln_tensor *gy = ec_input(KILN_F32, 4, ys, EC_CONTIG, -1, 1, 0, 4);
-    kiln_tensor *in[3] = {gy, x, y};
-    ec_run(&kiln_op_max_pool2d_backward, kiln_cpu_max_pool2d_backward, kiln_emu_cuda_max_pool2d_backward, 3, in, &at,
-           KILN_F32, 4, xs, EC_CONTIG, true, 0, 0, "max_pool2d backward with NaN");
+    max_pool_exact(x, &at, xs, ys, 4, "max_pool2d with NaN");
 }
 
 /* The CPU's own 2x2 stride-2 loop: NaN in each tap position, -inf windows and ties. */
@@ -121,13 +130,7 @@ KT_TEST(cuda_emu_layers, max_pool_2x2_nan_inf_ties) {
     p[18] = p[19] = p[27] = p[28] = -INFINITY; /* window (1,0): all -inf */
     p[72 + 2] = p[72 + 3] = p[81 + 2] = p[81 + 3] = 1.5f; /* plane 1, window (0,1): a four-way tie */
     kiln_pool2d_attrs at = {{2, 2}, {2, 2}, {0, 0}, {1, 1}, 1};
-    ec_run(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, kiln_emu_cuda_max_pool2d, 1, &x, &at, KILN_F32, 4, ys, EC_CONTIG,
-           true, 0, 0, "max_pool2d 2x2 with NaN, -inf and ties");
-    kiln_tensor *y = cpu_out(&kiln_op_max_pool2d, kiln_cpu_max_pool2d, 1, &x, &at, KILN_F32, ys);
-    kiln_tensor *gy = ec_input(KILN_F32, 4, ys, EC_CONTIG, -1, 1, 0, 9);
-    kiln_tensor *in[3] = {gy, x, y};
-    ec_run(&kiln_op_max_pool2d_backward, kiln_cpu_max_pool2d_backward, kiln_emu_cuda_max_pool2d_backward, 3, in, &at,
-           KILN_F32, 4, xs, EC_CONTIG, true, 0, 0, "max_pool2d 2x2 backward with NaN, -inf and ties");
+    max_pool_exact(x, &at, xs, ys, 9, "max_pool2d 2x2 with NaN, -inf and ties");
 }
 
 KT_TEST(cuda_emu_layers, avg_pool_forward_and_backward) {
