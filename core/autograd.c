@@ -98,7 +98,9 @@ kiln_tensor *kiln__run(const kiln_op_def *op, int nin, kiln_tensor *const *in, k
         return NULL;
     }
     kiln_op_call call = {op, nin, in, out, attrs};
-    if (k(&call) != KILN_STATUS_OK) {
+    /* An empty output has nothing to compute, whatever the sizes of its other axes
+     * (a [2^62, 0] tensor): no kernel runs, on any device. */
+    if (kiln_tensor_numel(out) != 0 && k(&call) != KILN_STATUS_OK) {
         kiln_tensor_free(out);
         return NULL;
     }
@@ -189,7 +191,20 @@ oom:
 }
 
 kiln_status kiln_backward(kiln_tensor *root, kiln_tensor *grad_output) {
-    if (!root) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_backward: root is NULL (an earlier op failed)");
+    return kiln_backward_ex(root, grad_output, false);
+}
+
+kiln_status kiln_backward_ex(kiln_tensor *root, kiln_tensor *grad_output, bool retain_graph) {
+    if (!root) {
+        /* the op that failed recorded why: return that status, as kiln_last_status() says */
+        if (kiln_last_status() != KILN_STATUS_OK) return kiln_last_status();
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_backward: root is NULL");
+    }
+    if (!root->requires_grad && root->kept)
+        return kiln__error(KILN_STATUS_STATE,
+                           "kiln_backward: the tensor was moved out of its scope with kiln_scope_keep, which cuts it "
+                           "from the tape (its graph dies with the inner scope); call kiln_backward before "
+                           "kiln_scope_keep, or keep the loss's inputs instead");
     if (!root->requires_grad)
         return kiln__error(KILN_STATUS_STATE,
                            "kiln_backward: the tensor does not require grad: nothing on its path had "
@@ -230,7 +245,19 @@ kiln_status kiln_backward(kiln_tensor *root, kiln_tensor *grad_output) {
         st = kiln_last_status();
         goto done;
     }
-    for (int i = 0; i < count; i++) order[i]->grad_accum = NULL;
+    for (int i = 0; i < count; i++) {
+        if (order[i]->released) {
+            const char *spent = order[i]->op->name;
+            free(order);
+            st = kiln__error(KILN_STATUS_STATE,
+                             "kiln_backward: the graph through %s was already walked by an earlier backward, so its "
+                             "gradients would be added twice; pass retain_graph = true to the first call "
+                             "(kiln_backward_ex) to walk a graph more than once, or recompute the forward pass",
+                             spent);
+            goto done;
+        }
+        order[i]->grad_accum = NULL;
+    }
     root->grad_fn->grad_accum = g;
     kiln_tensor *gin_small[8];
     for (int k = count - 1; k >= 0 && st == KILN_STATUS_OK; k--) {
@@ -277,7 +304,10 @@ kiln_status kiln_backward(kiln_tensor *root, kiln_tensor *grad_output) {
         }
         if (gin != gin_small) free(gin);
     }
-    for (int i = 0; i < count; i++) order[i]->grad_accum = NULL;
+    for (int i = 0; i < count; i++) {
+        order[i]->grad_accum = NULL;
+        if (!retain_graph && st == KILN_STATUS_OK) order[i]->released = true;
+    }
     free(order);
 done:
     kiln_no_grad_end();

@@ -117,8 +117,16 @@ static const char *g_names[KILN_MAX_CUDA_DEVICES] = {"cuda:0", "cuda:1", "cuda:2
 kiln_pool *kiln__cuda_pool(int index) {
     pthread_once(&g_dev_once, init_dev_state);
     pthread_mutex_lock(&g_lock);
-    if (!g_pools[index])
-        g_pools[index] = kiln_pool_create((kiln_pool_backend){dev_alloc, dev_free, &g_dev[index], g_names[index]});
+    if (!g_pools[index]) {
+        size_t free_b = 0, total_b = 0; /* the card's memory bounds every request (0: unknown) */
+        cudaSetDevice(index);
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+            cudaGetLastError();
+            total_b = 0;
+        }
+        g_pools[index] =
+            kiln_pool_create((kiln_pool_backend){dev_alloc, dev_free, &g_dev[index], g_names[index], total_b});
+    }
     kiln_pool *p = g_pools[index];
     pthread_mutex_unlock(&g_lock);
     return p;

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/sysinfo.h>
 
 size_t kiln_dtype_size(kiln_dtype dt) {
     static const size_t sizes[KILN_DTYPE_COUNT] = {4, 8, 2, 2, 4, 8, 1};
@@ -22,7 +23,8 @@ bool kiln_device_equal(kiln_device a, kiln_device b) {
 
 const char *kiln_device_name(kiln_device d, char *buf, size_t n) {
     if (d.type == KILN_DEVICE_CPU) snprintf(buf, n, "cpu");
-    else snprintf(buf, n, "cuda:%d", d.index);
+    else if (d.type == KILN_DEVICE_CUDA) snprintf(buf, n, "cuda:%d", d.index);
+    else snprintf(buf, n, "device type %d", (int)d.type); /* not a device: say so, never "cuda" */
     return buf;
 }
 
@@ -94,12 +96,26 @@ static void cpu_free(void *ctx, void *p, size_t n) {
 
 static kiln_pool *g_cpu_pool;
 static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+/* Physical memory plus swap: no single CPU allocation can be larger. */
+static size_t cpu_capacity(void) {
+    struct sysinfo si;
+    if (sysinfo(&si) != 0) return 0;
+    unsigned long long unit = si.mem_unit ? si.mem_unit : 1;
+    unsigned long long total = ((unsigned long long)si.totalram + si.totalswap) * unit;
+    return total > SIZE_MAX ? SIZE_MAX : (size_t)total;
+}
+
 static void make_cpu_pool(void) {
-    g_cpu_pool = kiln_pool_create((kiln_pool_backend){cpu_alloc, cpu_free, NULL, "cpu"});
+    g_cpu_pool = kiln_pool_create((kiln_pool_backend){cpu_alloc, cpu_free, NULL, "cpu", cpu_capacity()});
 }
 
 static bool device_usable(kiln_device d) {
     if (d.type == KILN_DEVICE_CPU) return true;
+    if (d.type != KILN_DEVICE_CUDA) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "device type %d is not a kiln_device_type (use KILN_CPU or "
+                    "KILN_CUDA(n))", (int)d.type);
+        return false;
+    }
 #ifndef KILN_HAVE_CUDA
     kiln__error(KILN_STATUS_NO_DEVICE,
                 "CUDA device cuda:%d requested, but this kiln was built without CUDA; rebuild with "

@@ -37,6 +37,7 @@ struct kiln_tensor {
     kiln_tensor *grad;  /* leaf gradient, owned by this tensor */
     bool is_grad;       /* this tensor is some leaf's .grad (kiln__set_grad) */
     kiln_node *grad_fn; /* node that produced this tensor, NULL for leaves */
+    bool kept;          /* cut from the tape by kiln_scope_keep (named in backward's error) */
     kiln_scope *scope;  /* owner; NULL when owned by another tensor (a .grad) */
     kiln_tensor *scope_prev, *scope_next;
 };
@@ -52,6 +53,9 @@ struct kiln_node {
     void *attrs; /* copy of the op's attribute struct */
     kiln_tensor *saved[KILN_NODE_MAX_SAVED]; /* extra tensors kept for backward */
     kiln_tensor *grad_accum;                 /* gradient gathered for output during backward */
+    /* A backward without retain_graph walked this node: walking it again would add
+     * its gradients a second time (PyTorch refuses that too). */
+    bool released;
     uint64_t visit_mark;
     kiln_scope *scope;
     kiln_node *scope_next;
@@ -138,6 +142,22 @@ void kiln__tensor_rebind(kiln_tensor *t, kiln_tensor *base, int64_t offset);
 /* Contiguous byte strides for shape. */
 void kiln__contiguous_strides(int ndim, const int64_t *shape, size_t elsize, int64_t *strides);
 int64_t kiln__numel(int ndim, const int64_t *shape);
+
+/* ---- checked size arithmetic --------------------------------------------------------
+ * Every tensor kiln makes or views satisfies one bound: the product of its sizes (an
+ * empty axis counted as 1) times its element size fits in int64. So numel, numel *
+ * elsize, every contiguous stride and every offset inside the tensor are representable,
+ * and kernels may multiply sizes without checks of their own. Size arithmetic on
+ * numbers that do not come from such a tensor (user shapes, file headers, conv
+ * geometry) goes through kiln__mul_i64 / kiln__add_i64. */
+static inline bool kiln__mul_i64(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static inline bool kiln__add_i64(int64_t a, int64_t b, int64_t *out) { return !__builtin_add_overflow(a, b, out); }
+/* True when shape (sizes >= 0) times elsize bytes satisfies the bound above; else
+ * records KILN_STATUS_INVALID_ARGUMENT naming op and the shape. */
+bool kiln__check_extent(const char *op, int ndim, const int64_t *shape, size_t elsize);
+/* kiln__numel with overflow checking: false (and no error recorded) when the product
+ * of the sizes does not fit in int64. */
+bool kiln__numel_checked(int ndim, const int64_t *shape, int64_t *numel);
 static inline char *kiln__ptr(const kiln_tensor *t) { return (char *)t->storage->data + t->offset; }
 static inline bool kiln__is_float(kiln_dtype dt) { return dt == KILN_F32 || dt == KILN_F64; }
 

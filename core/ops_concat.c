@@ -42,8 +42,12 @@ kiln_tensor *kiln_concat(int n, kiln_tensor *const *ts, int axis) {
                         kiln__shape_str(t->ndim, t->shape, b2, sizeof b2), axis);
             return NULL;
         }
-        shape[ax] += t->shape[ax];
+        if (!kiln__add_i64(shape[ax], t->shape[ax], &shape[ax])) {
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "concat: the sizes along axis %d add up past 2^63", axis);
+            return NULL;
+        }
     }
+    if (!kiln__check_extent("concat", t0->ndim, shape, kiln_dtype_size(t0->dtype))) return NULL;
     kiln_axis_attrs at = {ax};
     return kiln__run(&kiln_op_concat, n, ts, kiln__new(t0->ndim, shape, t0->dtype, t0->device), &at);
 }

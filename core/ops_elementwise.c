@@ -315,16 +315,19 @@ kiln_tensor *kiln_tensor_arange(double start, double end, double step, kiln_dtyp
                     "(step must be nonzero and point from start toward end)", start, end, step);
         return NULL;
     }
-    int64_t n = (int64_t)ceil((end - start) / step);
-    double *host = malloc((size_t)(n ? n : 1) * sizeof *host);
-    if (!host) {
-        kiln__error(KILN_STATUS_OOM, "kiln_tensor_arange: out of host memory for %lld values", (long long)n);
+    /* Counted in double first: a count past 2^53 is not even exact, and converting one
+     * past 2^63 to int64 is undefined. */
+    double count = ceil((end - start) / step);
+    if (!(count <= 9007199254740992.0)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tensor_arange: start %g, end %g, step %g give %g values; "
+                    "a range holds at most 2^53 (use a larger step)", start, end, step, count);
         return NULL;
     }
-    for (int64_t i = 0; i < n; i++) host[i] = start + (double)i * step;
-    kiln_tensor *d = kiln_tensor_from_host(host, 1, &n, KILN_F64, KILN_CPU);
-    free(host);
+    int64_t n = (int64_t)count;
+    kiln_tensor *d = kiln__new(1, &n, KILN_F64, KILN_CPU); /* filled in place: CPU pool memory */
     if (!d) return NULL;
+    double *host = (double *)kiln__ptr(d);
+    for (int64_t i = 0; i < n; i++) host[i] = start + (double)i * step;
     kiln_tensor *c = dt == KILN_F64 ? d : kiln_tensor_cast(d, dt);
     if (c != d) kiln_tensor_free(d);
     if (!c || kiln_device_equal(dev, KILN_CPU)) return c;

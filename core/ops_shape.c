@@ -77,8 +77,10 @@ kiln_tensor *kiln_reshape(kiln_tensor *a, int ndim, const int64_t *shape) {
             kiln__error(KILN_STATUS_INVALID_ARGUMENT, "reshape: shape %s has a negative size",
                         kiln__shape_str(ndim, shape, b1, sizeof b1));
             return NULL;
-        } else {
-            known *= shape[i];
+        } else if (!kiln__mul_i64(known, shape[i], &known)) {
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "reshape: shape %s has more elements than 64-bit sizes hold",
+                        kiln__shape_str(ndim, shape, b1, sizeof b1));
+            return NULL;
         }
     }
     int64_t numel = kiln_tensor_numel(a);
@@ -226,8 +228,10 @@ kiln_tensor *kiln_slice(kiln_tensor *a, int axis, int64_t start, int64_t end, in
         ns[i] = a->shape[i];
         st[i] = a->strides[i];
     }
-    ns[ax] = (end - start + step - 1) / step;
-    st[ax] = a->strides[ax] * step;
+    /* written so that no step, however large, overflows: a stride is only scaled by
+     * the step when two or more elements are taken, and then it stays inside a */
+    ns[ax] = end == start ? 0 : (end - start - 1) / step + 1;
+    st[ax] = ns[ax] > 1 ? a->strides[ax] * step : a->strides[ax];
     kiln_slice_attrs at = {ax, start, step};
     return kiln__run(&kiln_op_slice, 1, &a, kiln__view(a, a->ndim, ns, st, a->offset + start * a->strides[ax]), &at);
 }
@@ -239,7 +243,9 @@ static void slice_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin) {
     kiln_tensor *x = n->inputs[0];
     kiln_tensor *z = kiln_tensor_zeros(x->ndim, x->shape, g->dtype, g->device);
     if (!z) return;
-    kiln_tensor *win = kiln_slice(z, at->axis, at->start, at->start + at->step * g->shape[at->axis], at->step);
+    int64_t taken = g->shape[at->axis]; /* the window ends just after its last element */
+    kiln_tensor *win = kiln_slice(z, at->axis, at->start, taken ? at->start + at->step * (taken - 1) + 1 : at->start,
+                                  at->step);
     if (!win || kiln__copy_into(win, g) != KILN_STATUS_OK) return;
     gin[0] = z;
 }
@@ -276,6 +282,7 @@ kiln_tensor *kiln_expand(kiln_tensor *a, int ndim, const int64_t *shape) {
             goto bad;
         }
     }
+    if (!kiln__check_extent("expand", ndim, ns, kiln_dtype_size(a->dtype))) return NULL;
     return kiln__run(&kiln_op_expand, 1, &a, kiln__view(a, ndim, ns, st, a->offset), NULL);
 bad:
     kiln__error(KILN_STATUS_SHAPE, "expand: cannot expand %s to %s: only size-1 axes can grow",

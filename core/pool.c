@@ -89,7 +89,7 @@ static void release_cache_locked(kiln_pool *p) {
 }
 
 static kiln_segment *new_segment(kiln_pool *p, size_t size, bool small) {
-    if (p->stats.limit && p->stats.reserved + size > p->stats.limit) return NULL;
+    if (p->stats.limit && (size > p->stats.limit || p->stats.reserved > p->stats.limit - size)) return NULL;
     kiln_segment *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->base = p->backend.alloc(p->backend.ctx, size);
@@ -112,7 +112,34 @@ static void format_size(size_t n, char *buf, size_t len) {
     else snprintf(buf, len, "%zu B", n);
 }
 
+static void oom_error(kiln_pool *p, size_t nbytes, const char *why) {
+    kiln_pool_stats st = p->stats;
+    char req[32], use[32], res[32], lim[32];
+    format_size(nbytes, req, sizeof req);
+    format_size(st.in_use, use, sizeof use);
+    format_size(st.reserved, res, sizeof res);
+    format_size(st.limit, lim, sizeof lim);
+    kiln__error(KILN_STATUS_OOM,
+                "out of memory on %s: could not allocate %s (%s; in use %s, reserved %s, limit %s, %llu backing "
+                "allocations); free tensors (end scopes) or use smaller batches",
+                p->backend.name, req, why, use, res, st.limit ? lim : "none", (unsigned long long)st.n_backing_allocs);
+}
+
 kiln_pool_block *kiln_pool_alloc(kiln_pool *p, size_t nbytes) {
+    /* A request larger than the device's memory fails here, before any backend call
+     * (a huge malloc can succeed lazily and fail on first touch, and sanitizers abort
+     * on it) and before the round-ups below could wrap. */
+    size_t cap = p->backend.capacity ? p->backend.capacity : SIZE_MAX / 4;
+    if (nbytes > cap) {
+        char c[32];
+        format_size(cap, c, sizeof c);
+        char why[80];
+        snprintf(why, sizeof why, "more than the device's %s of memory", c);
+        pthread_mutex_lock(&p->lock);
+        oom_error(p, nbytes, why);
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+    }
     size_t size = round_up(nbytes ? nbytes : 1, KILN_POOL_ALIGN);
     bool small = size <= KILN_POOL_SMALL_LIMIT;
     pthread_mutex_lock(&p->lock);
@@ -130,19 +157,8 @@ kiln_pool_block *kiln_pool_alloc(kiln_pool *p, size_t nbytes) {
             s = new_segment(p, seg_size, small);
         }
         if (!s) {
-            kiln_pool_stats st = p->stats;
+            oom_error(p, nbytes, "after freeing the cache");
             pthread_mutex_unlock(&p->lock);
-            char req[32], use[32], res[32], lim[32];
-            format_size(nbytes, req, sizeof req);
-            format_size(st.in_use, use, sizeof use);
-            format_size(st.reserved, res, sizeof res);
-            format_size(st.limit, lim, sizeof lim);
-            kiln__error(KILN_STATUS_OOM,
-                        "out of memory on %s: could not allocate %s (in use %s, reserved %s after freeing "
-                        "the cache, limit %s, %llu backing allocations); free tensors (end scopes) or use "
-                        "smaller batches",
-                        p->backend.name, req, use, res, st.limit ? lim : "none",
-                        (unsigned long long)st.n_backing_allocs);
             return NULL;
         }
         b = calloc(1, sizeof *b);

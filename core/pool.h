@@ -17,6 +17,8 @@ typedef struct {
     void (*free)(void *ctx, void *ptr, size_t nbytes);
     void *ctx;
     const char *name; /* "cpu", "cuda:0": used in messages */
+    /* The device's memory in bytes (0: unknown): a larger request fails as OOM at once. */
+    size_t capacity;
 } kiln_pool_backend;
 
 /* Block granularity and the size classes. */

@@ -122,6 +122,7 @@ kiln_tensor *kiln_scope_keep(kiln_tensor *t) {
     if (t->grad_fn) {
         t->grad_fn = NULL;
         t->requires_grad = false;
+        t->kept = true;
     }
     return t;
 }
@@ -182,7 +183,30 @@ void kiln__contiguous_strides(int ndim, const int64_t *shape, size_t elsize, int
     }
 }
 
-static bool check_shape(const char *op, int ndim, const int64_t *shape) {
+bool kiln__numel_checked(int ndim, const int64_t *shape, int64_t *numel) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        if (!kiln__mul_i64(n, shape[i], &n)) return false;
+    *numel = n;
+    return true;
+}
+
+bool kiln__check_extent(const char *op, int ndim, const int64_t *shape, size_t elsize) {
+    int64_t n = (int64_t)elsize;
+    for (int i = 0; i < ndim; i++) {
+        if (!kiln__mul_i64(n, shape[i] > 1 ? shape[i] : 1, &n)) {
+            char b[160];
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT,
+                        "%s: shape %s of %zu-byte elements is too large: its size overflows 64-bit arithmetic "
+                        "(sizes times the element size must stay below 2^63 bytes)",
+                        op, kiln__shape_str(ndim, shape, b, sizeof b), elsize);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_shape(const char *op, int ndim, const int64_t *shape, kiln_dtype dt) {
     if (ndim < 0 || ndim > KILN_MAX_DIMS) {
         kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: %d dimensions requested; kiln tensors have 0..%d", op, ndim,
                     KILN_MAX_DIMS);
@@ -200,7 +224,11 @@ static bool check_shape(const char *op, int ndim, const int64_t *shape) {
             return false;
         }
     }
-    return true;
+    if ((unsigned)dt >= KILN_DTYPE_COUNT) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: dtype %d is not a kiln_dtype", op, (int)dt);
+        return false;
+    }
+    return kiln__check_extent(op, ndim, shape, kiln_dtype_size(dt));
 }
 
 static kiln_tensor *alloc_struct(int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
@@ -218,11 +246,7 @@ static kiln_tensor *alloc_struct(int ndim, const int64_t *shape, kiln_dtype dt, 
 
 /* A contiguous tensor not yet owned by any scope. */
 static kiln_tensor *new_unowned(const char *op, int ndim, const int64_t *shape, kiln_dtype dt, kiln_device dev) {
-    if (!check_shape(op, ndim, shape)) return NULL;
-    if ((unsigned)dt >= KILN_DTYPE_COUNT) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: dtype %d is not a kiln_dtype", op, (int)dt);
-        return NULL;
-    }
+    if (!check_shape(op, ndim, shape, dt)) return NULL;
     kiln_pool *pool = kiln__device_pool(dev);
     if (!pool) return NULL;
     size_t nbytes = (size_t)kiln__numel(ndim, shape) * kiln_dtype_size(dt);
@@ -260,6 +284,7 @@ kiln_tensor *kiln__new_owned(const kiln_tensor *like) {
 }
 
 kiln_tensor *kiln__view(kiln_tensor *base, int ndim, const int64_t *shape, const int64_t *strides, int64_t offset) {
+    if (!kiln__check_extent("view", ndim, shape, kiln_dtype_size(base->dtype))) return NULL;
     kiln_tensor *t = alloc_struct(ndim, shape, base->dtype, base->device);
     if (!t) return NULL;
     for (int i = 0; i < ndim; i++) t->strides[i] = strides[i];
@@ -361,6 +386,7 @@ void *kiln_tensor_data(const kiln_tensor *t) { return t ? kiln__ptr(t) : NULL; }
 
 bool kiln_tensor_is_contiguous(const kiln_tensor *t) {
     if (!t) return false;
+    if (kiln_tensor_numel(t) == 0) return true; /* nothing to lay out: as torch */
     int64_t s = (int64_t)kiln_dtype_size(t->dtype);
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] == 1) continue;
@@ -438,11 +464,7 @@ void kiln_tensor_print(const kiln_tensor *t, FILE *f) {
 kiln_tensor *kiln_tensor_from_external(void *data, int ndim, const int64_t *shape, const int64_t *strides_in_elements,
                                        kiln_dtype dt, kiln_device dev, void (*deleter)(void *ctx), void *ctx) {
     const char *op = "kiln_tensor_from_external";
-    if (!check_shape(op, ndim, shape)) return NULL;
-    if ((unsigned)dt >= KILN_DTYPE_COUNT) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: dtype %d is not a kiln_dtype", op, (int)dt);
-        return NULL;
-    }
+    if (!check_shape(op, ndim, shape, dt)) return NULL;
     if (dev.type != KILN_DEVICE_CPU && !kiln_device_available(dev)) {
         char d[16];
         kiln__error(KILN_STATUS_NO_DEVICE, "%s: memory on %s, which this build or machine does not have", op,
@@ -463,8 +485,18 @@ kiln_tensor *kiln_tensor_from_external(void *data, int ndim, const int64_t *shap
                         "non-negative strides (make a copy with the axis flipped first)", op, (long long)s, i);
             return NULL;
         }
-        strides[i] = s * (int64_t)es;
-        if (shape[i] > 0) last += (shape[i] - 1) * s;
+        int64_t span = 0;
+        if (!kiln__mul_i64(s, (int64_t)es, &strides[i]) ||
+            (shape[i] > 0 && (!kiln__mul_i64(shape[i] - 1, s, &span) || !kiln__add_i64(last, span, &last)))) {
+            char b[160];
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: shape %s with stride %lld at axis %d spans more than "
+                        "2^63 bytes", op, kiln__shape_str(ndim, shape, b, sizeof b), (long long)s, i);
+            return NULL;
+        }
+    }
+    if (strides_in_elements && numel > 0 && (last >= INT64_MAX / (int64_t)es)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: the strided memory spans more than 2^63 bytes", op);
+        return NULL;
     }
     if (!strides_in_elements) kiln__contiguous_strides(ndim, shape, es, strides);
     else if (numel == 0) last = -1;

@@ -88,11 +88,12 @@ bool kiln__conv2d_prepare(const char *op, kiln_tensor *x, kiln_tensor *w, kiln_t
     char sx[128], sw[128];
     kiln__shape_str(4, x->shape, sx, sizeof sx);
     kiln__shape_str(4, w->shape, sw, sizeof sw);
-    int64_t groups = p->groups, cin = x->shape[1], cout = w->shape[0];
-    if (cin != w->shape[1] * groups) {
+    int64_t groups = p->groups, cin = x->shape[1], cout = w->shape[0], want;
+    if (!kiln__mul_i64(w->shape[1], groups, &want)) want = INT64_MAX; /* groups past any channel count */
+    if (cin != want) {
         kiln__error(KILN_STATUS_SHAPE, "%s: input %s has %lld channels but weight %s with groups=%lld expects %lld "
                     "(weight is (out, in/groups, kH, kW))", op, sx, (long long)cin, sw, (long long)groups,
-                    (long long)(w->shape[1] * groups));
+                    (long long)want);
         return false;
     }
     if (cout % groups != 0) {
@@ -111,11 +112,24 @@ bool kiln__conv2d_prepare(const char *op, kiln_tensor *x, kiln_tensor *w, kiln_t
     shape[0] = x->shape[0];
     shape[1] = cout;
     for (int i = 0; i < 2; i++) {
-        int64_t span = p->dilation[i] * (w->shape[2 + i] - 1) + 1; /* the dilated kernel */
-        /* "same": torch pads total = span-1, the odd one at the end */
-        int64_t total = p->padding_same ? span - 1 : 2 * p->padding[i];
+        int64_t span, total, padded;
+        /* the dilated kernel; "same": torch pads total = span-1, the odd one at the end */
+        bool ok = kiln__mul_i64(p->dilation[i], w->shape[2 + i] - 1, &span) && kiln__add_i64(span, 1, &span);
+        if (!ok) {
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: dilation %lld along %s with a %lld-pixel kernel spans more "
+                        "than 2^63 pixels; use a dilation the input can hold", op, (long long)p->dilation[i],
+                        i ? "width" : "height", (long long)w->shape[2 + i]);
+            return false;
+        }
+        if (p->padding_same) total = span - 1;
+        if ((!p->padding_same && !kiln__mul_i64(p->padding[i], 2, &total)) ||
+            !kiln__add_i64(x->shape[2 + i], total, &padded)) {
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: padding %lld along %s makes the padded input larger than "
+                        "2^63 pixels; use a padding the input can hold", op, (long long)p->padding[i],
+                        i ? "width" : "height");
+            return false;
+        }
         at.pad[i] = p->padding_same ? total / 2 : p->padding[i];
-        int64_t padded = x->shape[2 + i] + total;
         if (span > padded) {
             kiln__error(KILN_STATUS_SHAPE, "%s: the %s kernel spans %lld pixels (size %lld, dilation %lld) but the "
                         "padded input is only %lld (input %s, padding %lld in all); use a smaller kernel or more padding",
@@ -125,6 +139,7 @@ bool kiln__conv2d_prepare(const char *op, kiln_tensor *x, kiln_tensor *w, kiln_t
         }
         shape[2 + i] = (padded - span) / p->stride[i] + 1;
     }
+    if (!kiln__check_extent(op, 4, shape, kiln_dtype_size(x->dtype))) return false;
     *attrs = at;
     return true;
 }

@@ -25,7 +25,12 @@ kiln_tensor *kiln_conv_transpose2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *
     char sx[128], sw[128];
     kiln__shape_str(4, x->shape, sx, sizeof sx);
     kiln__shape_str(4, w->shape, sw, sizeof sw);
-    int64_t groups = p->groups, cin = x->shape[1], cout = w->shape[1] * groups;
+    int64_t groups = p->groups, cin = x->shape[1], cout;
+    if (!kiln__mul_i64(w->shape[1], groups, &cout)) {
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: groups=%lld times the weight's %lld output channels per group "
+                    "passes 2^63", op, (long long)groups, (long long)w->shape[1]);
+        return NULL;
+    }
     if (cin != w->shape[0]) {
         kiln__error(KILN_STATUS_SHAPE, "%s: input %s has %lld channels but weight %s expects %lld (weight is "
                     "(in, out/groups, kH, kW))", op, sx, (long long)cin, sw, (long long)w->shape[0]);
@@ -47,8 +52,17 @@ kiln_tensor *kiln_conv_transpose2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *
                         axis, (long long)p->stride[i], (long long)p->dilation[i]);
             return NULL;
         }
-        shape[2 + i] = (x->shape[2 + i] - 1) * p->stride[i] - 2 * p->padding[i] +
-                       p->dilation[i] * (w->shape[2 + i] - 1) + op_i + 1;
+        /* (in-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1, every step checked */
+        int64_t a, b, c;
+        if (!kiln__mul_i64(x->shape[2 + i] - 1, p->stride[i], &a) || !kiln__mul_i64(p->padding[i], 2, &b) ||
+            !kiln__mul_i64(p->dilation[i], w->shape[2 + i] - 1, &c) || !kiln__add_i64(a, c, &a) ||
+            !kiln__add_i64(a, op_i + 1, &a)) {
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: input %s with weight %s, stride %lld, padding %lld and "
+                        "dilation %lld along %s gives an output past 2^63 pixels; use smaller parameters", op, sx, sw,
+                        (long long)p->stride[i], (long long)p->padding[i], (long long)p->dilation[i], axis);
+            return NULL;
+        }
+        shape[2 + i] = a - b;
         if (shape[2 + i] < 1) {
             kiln__error(KILN_STATUS_SHAPE, "%s: input %s with weight %s, stride %lld, padding %lld, dilation %lld "
                         "and output_padding %lld gives output %s %lld; it must be positive (use less padding)",
@@ -57,6 +71,7 @@ kiln_tensor *kiln_conv_transpose2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *
             return NULL;
         }
     }
+    if (!kiln__check_extent(op, 4, shape, kiln_dtype_size(x->dtype))) return NULL;
     kiln_conv2d_attrs at = {{p->stride[0], p->stride[1]}, {p->padding[0], p->padding[1]},
                             {p->dilation[0], p->dilation[1]}, groups};
     kiln_tensor *in[3] = {x, w, b};

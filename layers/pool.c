@@ -67,13 +67,21 @@ static bool pool_setup(const char *op, bool is_max, kiln_tensor *x, const kiln_p
                         (long long)k, (long long)(k / 2));
             return false;
         }
-        int64_t in = x->shape[2 + i];
-        int64_t out = floor_div(in + 2 * pad - d * (k - 1) - 1 + (p->ceil_mode ? s - 1 : 0), s) + 1;
+        int64_t in = x->shape[2 + i], span, window, reach;
+        /* in + 2*pad - d*(k-1) - 1 (+ s-1 in ceil mode), checked: pad <= k/2 keeps 2*pad in range */
+        if (!kiln__mul_i64(d, k - 1, &span) || !kiln__add_i64(span, 1, &window) || !kiln__add_i64(in, 2 * pad, &reach) ||
+            !kiln__add_i64(reach, p->ceil_mode ? s - 1 : 0, &reach)) {
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: kernel %lld, dilation %lld and padding %lld along %s span "
+                        "more than 2^63 pixels; use a window the input can hold", op, (long long)k, (long long)d,
+                        (long long)pad, axis);
+            return false;
+        }
+        int64_t out = floor_div(reach - span - 1, s) + 1;
         if (p->ceil_mode && (out - 1) * s >= in + pad) out--;
         if (out < 1) {
             kiln__error(KILN_STATUS_SHAPE, "%s: input %s is too small for a %lld-pixel %s window (kernel %lld, "
                         "dilation %lld, padding %lld): the output %s would be %lld", op, sx,
-                        (long long)(d * (k - 1) + 1), axis, (long long)k, (long long)d, (long long)pad, axis,
+                        (long long)window, axis, (long long)k, (long long)d, (long long)pad, axis,
                         (long long)out);
             return false;
         }

@@ -44,7 +44,13 @@ static int64_t scaled_size(const char *op, int64_t in, double scale, const char 
                     scale, axis);
         return 0;
     }
-    int64_t out = (int64_t)floor((double)in * scale);
+    double want = floor((double)in * scale);
+    if (want >= 4611686018427387904.0) { /* 2^62: past any tensor, and past what int64 converts safely */
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: input %s %lld times scale %g gives an output of %g pixels; "
+                    "use a smaller scale", op, axis, (long long)in, scale, want);
+        return 0;
+    }
+    int64_t out = (int64_t)want;
     if (out < 1)
         kiln__error(KILN_STATUS_SHAPE, "%s: input %s %lld times scale %g gives an output of %lld; it must be at "
                     "least 1", op, axis, (long long)in, scale, (long long)out);

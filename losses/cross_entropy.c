@@ -41,15 +41,22 @@ bool kiln__loss_check_class_indices(const char *op, kiln_tensor *target, int64_t
     double *v = kiln__loss_host_values(op, target);
     if (!v) return false;
     for (int64_t i = 0; i < n; i++) {
-        int64_t t = (int64_t)v[i];
+        /* indices past +-2^63 come back as doubles that no int64 holds */
+        int64_t t = v[i] >= 9.2e18 ? INT64_MAX : v[i] <= -9.2e18 ? INT64_MIN : (int64_t)v[i];
         if ((t >= 0 && t < C) || (allow_ignore && t == ignore_index)) continue;
-        if (allow_ignore)
+        if (t < 0)
+            kiln__error(KILN_STATUS_INVALID_ARGUMENT,
+                        "%s: target element %lld holds class index %lld; class indices run 0..%lld and are never "
+                        "negative: fix the labels%s",
+                        op, (long long)i, (long long)t, (long long)(C - 1),
+                        allow_ignore ? ", or mark unlabeled pixels with ignore_index (set it to that value)" : "");
+        else if (allow_ignore)
             kiln__error(KILN_STATUS_INVALID_ARGUMENT,
                         "%s: target element %lld holds class index %lld, outside [0, C) with C = %lld classes and not "
                         "ignore_index (%lld); class indices run 0..%lld: fix the labels, give the input C = %lld+ "
                         "channels, or mark unlabeled pixels with ignore_index",
                         op, (long long)i, (long long)t, (long long)C, (long long)ignore_index, (long long)(C - 1),
-                        (long long)(t + 1));
+                        (long long)(t < INT64_MAX ? t + 1 : t));
         else
             kiln__error(KILN_STATUS_INVALID_ARGUMENT,
                         "%s: target element %lld holds class index %lld, outside [0, C) with C = %lld classes; class "

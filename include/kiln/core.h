@@ -88,7 +88,10 @@ KILN_API kiln_status kiln_device_parse(const char *s, kiln_device *out);
 /* True when this build has CUDA and a device with that index is present. */
 KILN_API bool kiln_device_available(kiln_device d);
 KILN_API int kiln_cuda_device_count(void);
-/* The default device: $KILN_DEVICE if set, else cuda:0 when available, else cpu. */
+/* The default device: $KILN_DEVICE if set, else cuda:0 when available, else cpu. A
+ * $KILN_DEVICE that does not parse records KILN_STATUS_INVALID_ARGUMENT naming it and
+ * returns that fallback: check kiln_last_status() after the call and stop, since a
+ * pending error is kept and would hide every later one. */
 KILN_API kiln_device kiln_default_device(void);
 /* Blocks until all work queued on the device has finished. */
 KILN_API kiln_status kiln_synchronize(kiln_device d);
@@ -214,8 +217,15 @@ KILN_API kiln_tensor *kiln_tensor_grad(const kiln_tensor *t);
 /* Zeroes (and keeps) the accumulated gradient. */
 KILN_API void kiln_tensor_zero_grad(kiln_tensor *t);
 /* Back-propagates from root: grad_output NULL means root is a scalar with gradient 1.
- * Gradients accumulate into the leaves' .grad across calls. */
+ * Gradients accumulate into the leaves' .grad across calls (each on a graph of its own:
+ * see kiln_backward_ex for walking one graph twice). */
 KILN_API kiln_status kiln_backward(kiln_tensor *root, kiln_tensor *grad_output);
+/* kiln_backward with PyTorch's retain_graph: a graph walked without it is spent, and a
+ * second backward through any of its nodes is a KILN_STATUS_STATE error (instead of
+ * adding every gradient twice); with retain_graph = true the graph can be walked again
+ * and each walk accumulates once more into the leaves. kiln_backward(r, g) is
+ * kiln_backward_ex(r, g, false). */
+KILN_API kiln_status kiln_backward_ex(kiln_tensor *root, kiln_tensor *grad_output, bool retain_graph);
 /* While a no-grad region is open, ops record nothing (nests). */
 KILN_API void kiln_no_grad_begin(void);
 KILN_API void kiln_no_grad_end(void);

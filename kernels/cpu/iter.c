@@ -17,6 +17,13 @@ void kiln_iter_init(kiln_iter *it, int nops, kiln_tensor *const *ops) {
     for (int k = 0; k < nops; k++) kiln_iter_broadcast_strides(ops[k], nd, shape, strides[k]);
     it->nops = nops;
     for (int k = 0; k < nops; k++) it->base[k] = kiln__ptr(ops[k]);
+    if (kiln__numel(nd, shape) == 0) {
+        /* one empty row, however large the other axes: [2^62, 0] must not walk 2^62 rows */
+        it->ndim = 1;
+        it->shape[0] = 0;
+        for (int k = 0; k < nops; k++) it->strides[k][0] = 0;
+        return;
+    }
     /* Drop size-1 axes, then merge axis i into i+1 where every operand allows it. */
     int n = 0;
     for (int i = 0; i < nd; i++) {

@@ -471,9 +471,10 @@ class Tensor:
     def zero_grad(self):
         _lib.tensor_zero_grad(_h(self))
 
-    def backward(self, gradient=None):
+    def backward(self, gradient=None, retain_graph=False):
         """Back-propagates from self (a scalar, or pass gradient of self's shape);
-        gradients accumulate into the leaves' .grad."""
+        gradients accumulate into the leaves' .grad. As in torch, a graph walked
+        without retain_graph=True cannot be walked again (StateError)."""
         global _backward_count
         h = _h(self)
         g = None
@@ -484,7 +485,7 @@ class Tensor:
         s = _begin()  # backward's temporaries; the leaves own their gradients
         if not s:
             _lib.raise_last("backward")
-        st = _lib.backward(h, g)
+        st = _lib.backward_ex(h, g, bool(retain_graph))
         _end(s)
         _backward_count += 1
         _lib.check(st, "backward")

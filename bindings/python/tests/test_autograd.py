@@ -116,6 +116,20 @@ def test_gradients_accumulate_and_grad_none_resets():
     assert x.grad.tolist() == [0.0, 0.0]
 
 
+def test_second_backward_needs_retain_graph_as_in_torch():
+    x = kiln.tensor([1.0, -2.0], dtype="float64", requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(kiln.StateError, match="retain_graph"):
+        y.backward()
+    assert x.grad.tolist() == [2.0, -4.0]  # not doubled
+    x.grad = None
+    z = (x * x).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    assert x.grad.tolist() == [4.0, -8.0]
+
+
 def test_no_grad_records_nothing():
     w = kiln.ones(3, requires_grad=True)
     assert kiln.is_grad_enabled()
