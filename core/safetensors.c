@@ -6,11 +6,15 @@
  * jansson's (strict RFC 8259, UTF-8 checked, duplicate keys rejected). */
 #include "internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -143,6 +147,9 @@ static void json_error_text(const json_error_t *e, char *buf, size_t n) {
     case json_error_null_character:
         snprintf(buf, n, "a string contains \\u0000, which names cannot hold, at byte %d", e->position);
         break;
+    case json_error_numeric_overflow:
+        snprintf(buf, n, "%s at byte %d: sizes and offsets must be integers below 2^63", e->text, e->position);
+        break;
     default: snprintf(buf, n, "%s at byte %d", e->text, e->position); break;
     }
 }
@@ -160,7 +167,12 @@ static kiln_safetensors *open_fail(kiln_safetensors *f, kiln_status s, const cha
     return NULL;
 }
 
-/* Checks one table entry and fills e. Returns an error text or NULL. */
+/* Checks one table entry and fills e. Returns an error text or NULL.
+ * The shape must keep the bound every kiln tensor keeps (internal.h): its sizes, an
+ * empty axis counted as 1, times the element size stay below 2^63 bytes, so that
+ * the entry's numel, bytes and strides are representable. The safetensors package
+ * checks less of an empty tensor ([0, 2^62, 2] passes its checked product), but
+ * kiln could not make that tensor, so the file is refused here, by name. */
 static const char *parse_entry(const char *name, const json_t *v, uint64_t data_len, kiln_safetensors_entry *e,
                                char *why, size_t n) {
     e->name = name;
@@ -182,15 +194,29 @@ static const char *parse_entry(const char *name, const json_t *v, uint64_t data_
         return why;
     }
     e->ndim = (int)json_array_size(sh);
-    uint64_t bytes = d->size;
-    bool overflow = false;
     for (int k = 0; k < e->ndim; k++) {
-        uint64_t s;
-        if (!as_uint(json_array_get(sh, (size_t)k), &s)) return "has a shape entry that is not a size";
-        e->shape[k] = (int64_t)s;
-        if (s && bytes > UINT64_MAX / s) overflow = true;
-        else bytes *= s;
+        const json_t *s = json_array_get(sh, (size_t)k);
+        if (!json_is_integer(s) || json_integer_value(s) < 0) {
+            char val[32];
+            if (json_is_integer(s)) snprintf(val, sizeof val, "%lld", (long long)json_integer_value(s));
+            else snprintf(val, sizeof val, "%s", json_is_real(s) ? "a fraction" : "not a number");
+            snprintf(why, n, "has shape entry %s at axis %d, which is not a size (an integer >= 0)", val, k);
+            return why;
+        }
+        e->shape[k] = (int64_t)json_integer_value(s);
     }
+    int64_t extent = (int64_t)d->size, numel = 1;
+    char sb[256];
+    for (int k = 0; k < e->ndim; k++) {
+        if (!kiln__mul_i64(extent, e->shape[k] > 1 ? e->shape[k] : 1, &extent)) {
+            snprintf(why, n, "has shape %s%s, which kiln cannot hold: its sizes (an empty axis counted as 1) times "
+                     "the %zu-byte element size reach 2^63 bytes", d->name,
+                     kiln__shape_str(e->ndim, e->shape, sb, sizeof sb), d->size);
+            return why;
+        }
+        kiln__mul_i64(numel, e->shape[k], &numel); /* <= extent: cannot overflow */
+    }
+    uint64_t bytes = (uint64_t)numel * d->size; /* <= extent too */
     if (!json_is_array(off) || json_array_size(off) != 2 || !as_uint(json_array_get(off, 0), &e->begin) ||
         !as_uint(json_array_get(off, 1), &e->end))
         return "has no \"data_offsets\" pair of non-negative integers";
@@ -200,12 +226,10 @@ static const char *parse_entry(const char *name, const json_t *v, uint64_t data_
                  (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)data_len);
         return why;
     }
-    if (overflow || e->end - e->begin != bytes) {
-        char sb[160];
-        snprintf(why, n, "is %s%s (%s%llu bytes) but its data_offsets [%llu, %llu] span %llu bytes", d->name,
-                 kiln__shape_str(e->ndim, e->shape, sb, sizeof sb), overflow ? "more than " : "",
-                 overflow ? (unsigned long long)UINT64_MAX : (unsigned long long)bytes, (unsigned long long)e->begin,
-                 (unsigned long long)e->end, (unsigned long long)(e->end - e->begin));
+    if (e->end - e->begin != bytes) {
+        snprintf(why, n, "is %s%s (%llu bytes) but its data_offsets [%llu, %llu] span %llu bytes", d->name,
+                 kiln__shape_str(e->ndim, e->shape, sb, sizeof sb), (unsigned long long)bytes,
+                 (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)(e->end - e->begin));
         return why;
     }
     return NULL;
@@ -290,7 +314,7 @@ kiln_safetensors *kiln_safetensors_open(const char *path) {
             }
             continue;
         }
-        char why[300];
+        char why[600];
         const char *bad = parse_entry(name, v, f->data_len, &f->entries[f->n], why, sizeof why);
         if (bad) return open_fail(f, KILN_STATUS_FORMAT, "tensor \"%.128s\" %s", name, bad);
         f->n++;
@@ -349,22 +373,6 @@ static kiln_status read_bytes(kiln_safetensors *f, const kiln_safetensors_entry 
     return KILN_STATUS_OK;
 }
 
-/* Reads entry e into dst (same dtype and shape; any device and strides). */
-static kiln_status read_into(kiln_safetensors *f, const kiln_safetensors_entry *e, kiln_tensor *dst) {
-    if (dst->device.type == KILN_DEVICE_CPU && kiln_tensor_is_contiguous(dst)) return read_bytes(f, e, kiln__ptr(dst));
-    void *buf = malloc(e->end - e->begin ? e->end - e->begin : 1);
-    if (!buf) return kiln__error(KILN_STATUS_OOM, "safetensors: out of host memory reading \"%.128s\"", e->name);
-    kiln_status st = read_bytes(f, e, buf);
-    if (st == KILN_STATUS_OK) {
-        kiln_scope *s = kiln_scope_begin();
-        kiln_tensor *tmp = kiln_tensor_from_host(buf, e->ndim, e->shape, dst->dtype, dst->device);
-        st = tmp ? kiln_tensor_copy_(dst, tmp) : kiln_last_status();
-        kiln_scope_end(s);
-    }
-    free(buf);
-    return st;
-}
-
 kiln_tensor *kiln_safetensors_read(kiln_safetensors *f, const char *name) {
     if (!f || !name) {
         kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_safetensors_read: file or name is NULL");
@@ -395,8 +403,14 @@ static bool same_geometry(const kiln_safetensors_entry *e, const kiln_tensor *t)
     return true;
 }
 
-kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *into, int n, bool strict) {
-    const char *op = "kiln_safetensors_load";
+static bool same_shape_dtype(const kiln_tensor *a, const kiln_tensor *b) {
+    if (a->dtype != b->dtype || a->ndim != b->ndim) return false;
+    for (int k = 0; k < a->ndim; k++)
+        if (a->shape[k] != b->shape[k]) return false;
+    return true;
+}
+
+static kiln_status check_into(const char *op, const kiln_named_tensor *into, int n) {
     if (n < 0 || (n > 0 && !into)) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: no tensors given", op);
     for (int i = 0; i < n; i++) {
         if (!into[i].name || !into[i].tensor)
@@ -407,19 +421,19 @@ kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *int
                 return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: name \"%.128s\" is given twice", op,
                                    into[i].name);
     }
-    kiln_safetensors *f = kiln_safetensors_open(path);
-    if (!f) return kiln_last_status();
-    const kiln_safetensors_entry **match = calloc((size_t)n + 1, sizeof *match);
+    return KILN_STATUS_OK;
+}
+
+/* Matches into[] against the table (match[i]: the entry, or NULL) and reports every
+ * mismatched name, and with strict every missing and unexpected one, in one error. */
+static kiln_status match_table(const char *op, kiln_safetensors *f, const kiln_named_tensor *into, int n, bool strict,
+                               const kiln_safetensors_entry **match) {
     bool *used = calloc((size_t)f->n + 1, sizeof *used);
-    if (!match || !used) {
-        free(match);
-        free(used);
-        kiln_safetensors_close(f);
-        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
-    }
+    if (!used) return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
     strbuf missing = {0}, unexpected = {0}, mismatched = {0};
     int n_missing = 0, n_unexpected = 0, n_mismatched = 0;
     for (int i = 0; i < n; i++) {
+        match[i] = NULL;
         for (int k = 0; k < f->n; k++)
             if (!strcmp(f->entries[k].name, into[i].name)) {
                 match[i] = &f->entries[k];
@@ -430,7 +444,7 @@ kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *int
         if (!e) {
             sb_printf(&missing, "%s\"%s\"", n_missing++ ? ", " : "", into[i].name);
         } else if (!same_geometry(e, into[i].tensor)) {
-            char s1[160], s2[160];
+            char s1[256], s2[256];
             sb_printf(&mismatched, "%s\"%s\" (file %s%s, tensor %s)", n_mismatched++ ? ", " : "", into[i].name,
                       e->dtype_name, kiln__shape_str(e->ndim, e->shape, s1, sizeof s1),
                       kiln_tensor_describe(into[i].tensor, s2, sizeof s2));
@@ -441,7 +455,7 @@ kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *int
     kiln_status st = KILN_STATUS_OK;
     if (n_mismatched || (strict && (n_missing || n_unexpected))) {
         strbuf msg = {0};
-        sb_printf(&msg, "%s '%s': nothing loaded:", op, path);
+        sb_printf(&msg, "%s '%s': nothing loaded:", op, f->path);
         if (n_mismatched) sb_printf(&msg, " %d mismatched: %s;", n_mismatched, mismatched.s);
         if (strict && n_missing) sb_printf(&msg, " %d missing from the file: %s;", n_missing, missing.s);
         if (strict && n_unexpected) sb_printf(&msg, " %d unexpected in the file: %s;", n_unexpected, unexpected.s);
@@ -449,13 +463,112 @@ kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *int
         st = kiln__error(KILN_STATUS_SHAPE, "%s", msg.s ? msg.s : op);
         free(msg.s);
     }
-    for (int i = 0; i < n && st == KILN_STATUS_OK; i++)
-        if (match[i]) st = read_into(f, match[i], into[i].tensor);
     free(missing.s);
     free(unexpected.s);
     free(mismatched.s);
-    free(match);
     free(used);
+    return st;
+}
+
+/* Entry e in a tensor over malloc'd memory: staging that goes back to the system
+ * when the tensor dies, instead of staying in the pool's cache after the load. */
+static kiln_tensor *read_staged(kiln_safetensors *f, const kiln_safetensors_entry *e) {
+    uint64_t nb = e->end - e->begin;
+    void *buf = malloc(nb ? nb : 1);
+    if (!buf) {
+        kiln__error(KILN_STATUS_OOM, "safetensors '%s': out of host memory staging tensor \"%.128s\" (%llu bytes)",
+                    f->path, e->name, (unsigned long long)nb);
+        return NULL;
+    }
+    kiln_tensor *t = read_bytes(f, e, buf) == KILN_STATUS_OK
+                         ? kiln_tensor_from_external(buf, e->ndim, e->shape, NULL, (kiln_dtype)e->dtype, KILN_CPU,
+                                                     free, buf)
+                         : NULL;
+    if (!t) free(buf);
+    return t;
+}
+
+static kiln_status stage(const char *op, kiln_safetensors *f, const kiln_named_tensor *into, int n, bool strict,
+                         kiln_tensor **staged) {
+    for (int i = 0; i < n; i++) staged[i] = NULL;
+    const kiln_safetensors_entry **match = calloc((size_t)n + 1, sizeof *match);
+    if (!match) return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
+    kiln_status st = match_table(op, f, into, n, strict, match);
+    /* Into host memory first (a read that fails, e.g. the file shrank, fails here),
+     * then onto the destination's device (so that running out of device memory does too). */
+    for (int i = 0; i < n && st == KILN_STATUS_OK; i++) {
+        if (!match[i]) continue;
+        kiln_tensor *t = read_staged(f, match[i]), *dst = into[i].tensor;
+        if (t && dst->device.type != KILN_DEVICE_CPU) {
+            kiln_tensor *d = kiln_tensor_numel(t) ? kiln_tensor_to(t, dst->device)
+                                                  : kiln_tensor_empty(t->ndim, t->shape, t->dtype, dst->device);
+            kiln_tensor_free(t);
+            t = d;
+        }
+        if (!t) st = kiln_last_status() != KILN_STATUS_OK ? kiln_last_status()
+                                                          : kiln__error(KILN_STATUS_OOM, "%s: cannot stage \"%.128s\"",
+                                                                        op, match[i]->name);
+        staged[i] = t;
+    }
+    if (st != KILN_STATUS_OK)
+        for (int i = 0; i < n; i++) {
+            kiln_tensor_free(staged[i]);
+            staged[i] = NULL;
+        }
+    free(match);
+    return st;
+}
+
+kiln_status kiln_safetensors_stage(kiln_safetensors *f, const kiln_named_tensor *into, int n, bool strict,
+                                   kiln_tensor **staged) {
+    const char *op = "kiln_safetensors_stage";
+    if (!f || (n > 0 && !staged))
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: file or staged array is NULL", op);
+    kiln_status st = check_into(op, into, n);
+    /* match errors read "safetensors 'path': nothing loaded: ...", apt for any caller */
+    return st == KILN_STATUS_OK ? stage("safetensors", f, into, n, strict, staged) : st;
+}
+
+kiln_status kiln_safetensors_commit(const kiln_named_tensor *into, int n, kiln_tensor *const *staged) {
+    if (n < 0 || (n > 0 && (!into || !staged)))
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_safetensors_commit: tensors or staged array is NULL");
+    kiln_status st = KILN_STATUS_OK;
+    for (int i = 0; i < n && st == KILN_STATUS_OK; i++) {
+        kiln_tensor *dst = into[i].tensor, *src = staged[i];
+        if (!src) continue;
+        if (!dst || !same_shape_dtype(dst, src) || !kiln_device_equal(dst->device, src->device))
+            return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_safetensors_commit: staged[%d] (\"%.128s\") is not "
+                               "what kiln_safetensors_stage made for that tensor; nothing written", i,
+                               into[i].name ? into[i].name : "?");
+    }
+    for (int i = 0; i < n && st == KILN_STATUS_OK; i++) {
+        kiln_tensor *dst = into[i].tensor, *src = staged[i];
+        if (!src || kiln_tensor_numel(dst) == 0) continue;
+        /* the same bytes the file holds (memcpy keeps NaN payloads and -0 exactly) */
+        if (dst->device.type == KILN_DEVICE_CPU && kiln_tensor_is_contiguous(dst) && kiln_tensor_is_contiguous(src))
+            memcpy(kiln__ptr(dst), kiln__ptr(src), (size_t)kiln_tensor_numel(dst) * kiln_dtype_size(dst->dtype));
+        else
+            st = kiln_tensor_copy_(dst, src);
+    }
+    return st;
+}
+
+kiln_status kiln_safetensors_load(const char *path, const kiln_named_tensor *into, int n, bool strict) {
+    const char *op = "kiln_safetensors_load";
+    kiln_status st = check_into(op, into, n);
+    if (st != KILN_STATUS_OK) return st;
+    kiln_safetensors *f = kiln_safetensors_open(path);
+    if (!f) return kiln_last_status();
+    kiln_tensor **staged = calloc((size_t)n + 1, sizeof *staged);
+    if (!staged) {
+        kiln_safetensors_close(f);
+        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
+    }
+    kiln_scope *s = kiln_scope_begin();
+    st = stage(op, f, into, n, strict, staged);
+    if (st == KILN_STATUS_OK) st = kiln_safetensors_commit(into, n, staged);
+    kiln_scope_end(s);
+    free(staged);
     kiln_safetensors_close(f);
     return st;
 }
@@ -551,6 +664,107 @@ static kiln_status write_tensor(FILE *out, const save_item *it) {
     return st;
 }
 
+/* ---- replacing a file --------------------------------------------------------------- */
+
+#define TMP_INFIX ".tmp."
+/* A temporary file this much older than its last write is no live save's (see below). */
+#define STALE_TMP_SECONDS 60
+#define MAX_LINKS 40
+
+/* The file a save to path replaces: path with every symbolic link at its last
+ * component followed (a relative link from its own directory; a dangling one names
+ * the file to create). malloc'd, or NULL and errno (ELOOP after MAX_LINKS links). */
+static char *resolve_target(const char *path) {
+    char *cur = strdup(path);
+    for (int hops = 0; cur; hops++) {
+        struct stat st;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) return cur; /* a file, or one to create */
+        char link[PATH_MAX];
+        ssize_t k = hops < MAX_LINKS ? readlink(cur, link, sizeof link - 1) : (errno = ELOOP, -1);
+        if (k <= 0 || k == (ssize_t)sizeof link - 1) {
+            int e = k == 0 ? ENOENT : k > 0 ? ENAMETOOLONG : errno;
+            free(cur);
+            errno = e;
+            return NULL;
+        }
+        link[k] = '\0';
+        const char *slash = strrchr(cur, '/');
+        size_t dirlen = link[0] == '/' || !slash ? 0 : (size_t)(slash - cur) + 1;
+        char *next = malloc(dirlen + (size_t)k + 1);
+        if (next) {
+            memcpy(next, cur, dirlen);
+            memcpy(next + dirlen, link, (size_t)k + 1);
+        }
+        free(cur);
+        cur = next;
+    }
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* The new file gets the replaced one's permission bits and, where the system allows
+ * it, owner and group (best effort: a file new to path gets 0644). */
+static void keep_mode(int fd, const char *target) {
+    struct stat st;
+    if (stat(target, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fchmod(fd, 0644);
+        return;
+    }
+    struct stat mine;
+    if (fstat(fd, &mine) == 0 && (mine.st_uid != st.st_uid || mine.st_gid != st.st_gid) &&
+        fchown(fd, st.st_uid, st.st_gid) != 0 && mine.st_gid != st.st_gid)
+        (void)!fchown(fd, (uid_t)-1, st.st_gid);
+    fchmod(fd, st.st_mode & 07777); /* after fchown, which may clear set-id bits */
+}
+
+static bool tmp_suffix(const char *s) {
+    for (int k = 0; k < 6; k++)
+        if (!((s[k] >= 'a' && s[k] <= 'z') || (s[k] >= 'A' && s[k] <= 'Z') || (s[k] >= '0' && s[k] <= '9')))
+            return false;
+    return s[6] == '\0';
+}
+
+/* Removes the temporary files an earlier save of target left when it was killed:
+ * names exactly "<base>.tmp." plus mkstemp's 6 letters or digits, beside target.
+ * Such a file is stale when it is a regular file of this user (no links followed),
+ * unmodified for STALE_TMP_SECONDS and unlocked: a save holds an flock on its
+ * temporary file until the rename, and the kernel releases it when the writer dies
+ * however it dies, so a live save's file is never taken; the age covers the instant
+ * between mkstemp and flock and writers that take no lock (older kiln versions), and
+ * a writer's mtime moves on every buffered write. Best effort: errors are ignored. */
+static void remove_stale_temps(const char *target) {
+    const char *slash = strrchr(target, '/'), *base = slash ? slash + 1 : target;
+    if (!base[0]) return; /* a directory: no save of it succeeds, nothing to clean */
+    char *dir = slash ? strndup(target, slash == target ? 1 : (size_t)(slash - target)) : strdup(".");
+    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    free(dir);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0) close(dfd);
+        return;
+    }
+    size_t bl = strlen(base), il = strlen(TMP_INFIX);
+    time_t now = time(NULL);
+    uid_t me = geteuid();
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, bl) || strncmp(name + bl, TMP_INFIX, il) || !tmp_suffix(name + bl + il)) continue;
+        struct stat st, now_st;
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_uid != me ||
+            !(now - st.st_mtime >= STALE_TMP_SECONDS))
+            continue;
+        int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue;
+        /* the name still is that file, and no live writer holds it */
+        if (fstat(fd, &now_st) == 0 && now_st.st_ino == st.st_ino && now_st.st_dev == st.st_dev &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0 && fstatat(dfd, name, &now_st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            now_st.st_ino == st.st_ino && now_st.st_dev == st.st_dev)
+            unlinkat(dfd, name, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
 kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *tensors, int n,
                                   const kiln_metadata_entry *meta, int nmeta) {
     const char *op = "kiln_safetensors_save";
@@ -595,16 +809,28 @@ kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *ten
         return kiln__error(KILN_STATUS_OOM, "%s: out of host memory for the header", op);
     }
 
-    /* The temporary file lives beside path so that rename() is atomic. */
-    size_t plen = strlen(path);
+    /* Write through a symbolic link: replace the file it points to, beside it. */
+    char *target = resolve_target(path);
+    if (!target) {
+        int err = errno;
+        free(items);
+        free(header);
+        return err == ENOMEM ? kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op)
+                             : kiln__error(KILN_STATUS_IO, "%s: cannot follow the symbolic link '%s': %s; nothing "
+                                           "written", op, path, strerror(err));
+    }
+    remove_stale_temps(target);
+    /* The temporary file lives beside the target so that rename() is atomic. */
+    size_t plen = strlen(target);
     char *tmp = malloc(plen + 16);
     if (!tmp) {
+        free(target);
         free(items);
         free(header);
         return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
     }
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
+    snprintf(tmp, plen + 16, "%s" TMP_INFIX "XXXXXX", target);
+    int fd = mkstemp(tmp), lockfd = -1;
     FILE *out = NULL;
     const char *stage = "create a temporary file";
     int err = 0;
@@ -612,7 +838,10 @@ kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *ten
         err = errno;
         goto fail;
     }
-    fchmod(fd, 0644);
+    /* Held until the rename (through a duplicate, as fclose comes first): the lock
+     * tells another save's clean-up that this file's writer is alive. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) lockfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    keep_mode(fd, target);
     if (!(out = fdopen(fd, "wb"))) {
         err = errno;
         close(fd);
@@ -629,7 +858,9 @@ kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *ten
         if (ws != KILN_STATUS_OK) {
             fclose(out);
             unlink(tmp);
+            if (lockfd >= 0) close(lockfd);
             free(tmp);
+            free(target);
             free(items);
             free(header);
             return ws;
@@ -643,10 +874,11 @@ kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *ten
     out = NULL;
     if (fclose(o2) != 0) goto fail_errno;
     stage = "rename the temporary file over";
-    if (rename(tmp, path) != 0) goto fail_errno;
+    if (rename(tmp, target) != 0) goto fail_errno;
+    if (lockfd >= 0) close(lockfd);
     /* Make the rename itself durable: fsync the directory (best effort). */
     {
-        char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+        char *dir = strdup(target), *slash = dir ? strrchr(dir, '/') : NULL;
         if (dir) {
             const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
             int dfd = open(d, O_RDONLY | O_DIRECTORY);
@@ -658,6 +890,7 @@ kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *ten
         }
     }
     free(tmp);
+    free(target);
     free(items);
     free(header);
     return KILN_STATUS_OK;
@@ -666,9 +899,11 @@ fail_errno:
 fail:
     if (out) fclose(out);
     if (fd >= 0) unlink(tmp);
+    if (lockfd >= 0) close(lockfd);
     st = kiln__error(KILN_STATUS_IO, "%s: cannot %s '%s': %s; the previous file, if any, is untouched", op, stage,
-                     fd >= 0 ? path : tmp, strerror(err));
+                     fd >= 0 ? target : tmp, strerror(err));
     free(tmp);
+    free(target);
     free(items);
     free(header);
     return st;

@@ -8,6 +8,7 @@
 #include "../kernels/cuda/launch_blas.h" /* kiln_cuda_sgd_update, kiln_cuda_adam_update */
 #endif
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -439,8 +440,9 @@ kiln_status kiln_optimizer_load_metadata(kiln_optimizer *o, const kiln_metadata_
                 return kiln__error(KILN_STATUS_FORMAT, "%s: the checkpoint holds %s state but this optimizer is %s",
                                    op, v, g_kind_names[o->kind]);
         } else if (!strcmp(k, "step")) {
+            errno = 0;
             long long x = strtoll(v, &end, 10);
-            ok = end != v && *end == '\0' && x >= 0;
+            ok = end != v && *end == '\0' && x >= 0 && errno != ERANGE;
             step = x;
         } else if (!strcmp(k, "lr")) {
             ok = parse_double(v, &d) && d >= 0;
@@ -459,7 +461,8 @@ kiln_status kiln_optimizer_load_metadata(kiln_optimizer *o, const kiln_metadata_
         } else if (isg && !strcmp(k, "nesterov")) {
             ok = parse_bool(v, &s.nesterov);
         } else if (!isg && !strcmp(k, "betas")) {
-            ok = sscanf(v, "%lf,%lf", &a.beta1, &a.beta2) == 2;
+            int used = -1; /* the whole value, nothing after the second number */
+            ok = sscanf(v, "%lf,%lf%n", &a.beta1, &a.beta2, &used) == 2 && used >= 0 && v[used] == '\0';
         } else if (!isg && !strcmp(k, "eps")) {
             ok = parse_double(v, &a.eps);
         } else if (!isg && !strcmp(k, "amsgrad")) {
@@ -467,9 +470,11 @@ kiln_status kiln_optimizer_load_metadata(kiln_optimizer *o, const kiln_metadata_
             ok = parse_bool(v, &b) && b == o->adam.amsgrad;
         }
         if (!ok)
-            return kiln__error(KILN_STATUS_FORMAT, "%s: metadata %s = '%s' is not a valid value for this %s optimizer "
-                               "(momentum on/off and amsgrad must match the state it was created with)", op, k, v,
-                               g_kind_names[o->kind]);
+            return kiln__error(KILN_STATUS_FORMAT, "%s: metadata %s = '%s' is not a valid value for this %s optimizer%s",
+                               op, k, v, g_kind_names[o->kind],
+                               !strcmp(k, "momentum") || !strcmp(k, "amsgrad")
+                                   ? " (momentum on/off and amsgrad must match the state it was created with)"
+                                   : "");
     }
     if (o->kind == KIND_SGD ? !check_sgd(&s) : !check_adam(op, &a)) return kiln_last_status();
     o->sgd = s;
