@@ -9,43 +9,25 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 TestSuite(checkpoint, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-static char g_dir[64];
-
+/* The temporary directory / name, in one of four rotating buffers. */
 static const char *tmp_path(const char *name) {
     static char buf[4][128];
     static int k;
-    if (!g_dir[0]) {
-        strcpy(g_dir, "/tmp/kiln_ckpt_XXXXXX");
-        cr_assert(mkdtemp(g_dir), "mkdtemp failed");
-    }
-    char *b = buf[k++ % 4];
-    snprintf(b, 128, "%s/%s", g_dir, name);
-    return b;
+    return kt_scratch_path(buf[k++ % 4], sizeof buf[0], name);
 }
 
 /* Number of directory entries other than . and .. (optionally listing those containing needle). */
 static int dir_count(const char *needle) {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(kt_scratch_dir());
     cr_assert(d);
     int n = 0;
     for (struct dirent *e; (e = readdir(d));)
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && (!needle || strstr(e->d_name, needle))) n++;
     closedir(d);
     return n;
-}
-
-static void cleanup_dir(void) {
-    if (!g_dir[0]) return;
-    DIR *d = opendir(g_dir);
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(tmp_path(e->d_name));
-    if (d) closedir(d);
-    rmdir(g_dir);
-    g_dir[0] = '\0';
 }
 
 static unsigned char *read_all(const char *path, size_t *n) {
@@ -173,7 +155,7 @@ KT_TEST(checkpoint, round_trip_values_names_dtypes_metadata) {
               kiln_tensor_data(bf), 4), "f16/bf16 bytes round-trip");
     KT_EXPECT(i2, 0, 0, {1, -2, 3, -4});
     KT_EXPECT(tbase, 0, 0, {1, 2, 3, 4, 5, 6});
-    cleanup_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint, file_written_by_pytorch_safetensors_loads_by_name) {
@@ -237,7 +219,7 @@ KT_TEST(checkpoint, load_reports_every_missing_unexpected_and_mismatched_name) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "twice");
     cr_expect_eq(kiln_safetensors_load(tmp_path("absent.safetensors"), some, 2, false), KILN_STATUS_IO);
     kt_expect_error(KILN_STATUS_IO, "cannot open");
-    cleanup_dir();
+    kt_scratch_remove();
 }
 
 /* ---- atomic writes -------------------------------------------------------------------------- */
@@ -291,7 +273,7 @@ KT_TEST(checkpoint, failing_write_leaves_the_previous_file_intact) {
     kiln_tensor *w = kiln_tensor_zeros(1, (int64_t[]){3}, KILN_F32, KILN_CPU);
     cr_assert_eq(kiln_safetensors_load(path, &(kiln_named_tensor){"w", w}, 1, true), KILN_STATUS_OK);
     KT_EXPECT(w, 0, 0, {7, 8, 9});
-    cleanup_dir();
+    kt_scratch_remove();
 }
 
 /* ---- corrupt files --------------------------------------------------------------------------- */
@@ -366,7 +348,7 @@ KT_TEST(checkpoint, corrupt_headers_are_format_errors) {
     kiln_safetensors_close(f);
     cr_expect_null(kiln_safetensors_open(tmp_path("does-not-exist")));
     kt_expect_error(KILN_STATUS_IO, "cannot open");
-    cleanup_dir();
+    kt_scratch_remove();
 }
 
 /* Every truncation of a valid file, and single-byte corruptions all over its header,
@@ -412,5 +394,5 @@ KT_TEST(checkpoint, truncations_and_byte_flips_never_crash) {
         }
     cr_expect(opened > 0, "some flips (inside names or metadata) keep the file valid");
     free(raw);
-    cleanup_dir();
+    kt_scratch_remove();
 }

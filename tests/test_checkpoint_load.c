@@ -261,25 +261,6 @@ static const variant g_variants[] = {
 };
 #define N_VARIANTS ((int)(sizeof g_variants / sizeof g_variants[0]))
 
-static char g_dir[64];
-
-/* buf (160 bytes) = the test directory / name. */
-static const char *path_in_dir(char *buf, const char *name) {
-    if (!g_dir[0]) {
-        strcpy(g_dir, "/tmp/kiln_ckload_XXXXXX");
-        cr_assert(mkdtemp(g_dir), "mkdtemp failed");
-    }
-    snprintf(buf, 160, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static void remove_dir(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    cr_expect_eq(system(cmd), 0);
-    g_dir[0] = '\0';
-}
-
 /* A good checkpoint after 3 steps, then 2 more steps and a different generator
  * position, so a load that wrote anything would show. */
 static rig trained_with_checkpoint_on(const char *path, kiln_device dev, bool sgd) {
@@ -293,10 +274,36 @@ static rig trained_with_checkpoint_on(const char *path, kiln_device dev, bool sg
 
 static rig trained_with_checkpoint(const char *path) { return trained_with_checkpoint_on(path, KILN_CPU, false); }
 
+/* Expects r to hold exactly the state in before (what names the case in the message). */
+static void expect_unchanged(rig *r, const snapshot *before, const char *what) {
+    snapshot after = take(r);
+    const char *diff = snap_diff(before, &after);
+    cr_expect_null(diff, "%s: the failed load changed %s", what, diff);
+    snap_free(&after);
+}
+
+/* A strict load of path into r's model and opt (NULL: the model only) fails with want and a
+ * message naming needle, and changes nothing. */
+static void expect_load_fails(rig *r, kiln_optimizer *opt, const char *path, kiln_status want, const char *needle,
+                              const snapshot *before, const char *what) {
+    cr_expect_eq(kiln_checkpoint_load(path, r->net, opt, true), want, "%s: %s", what, kiln_last_error());
+    kt_expect_error(want, needle);
+    expect_unchanged(r, before, what);
+}
+
+/* Each of the n variants of good, written to bad, fails to load that way. */
+static void expect_variants_fail(rig *r, kiln_optimizer *opt, const char *good, const char *bad, const variant *vs,
+                                 int n, const snapshot *before) {
+    for (int i = 0; i < n; i++) {
+        write_variant(good, bad, &vs[i]);
+        expect_load_fails(r, opt, bad, vs[i].want, vs[i].needle, before, vs[i].label);
+    }
+}
+
 KT_TEST(checkpoint_load, the_untouched_copy_loads_and_changes_everything) {
     char good[160], copy[160];
-    path_in_dir(good, "good.safetensors");
-    path_in_dir(copy, "copy.safetensors");
+    kt_scratch_path(good, sizeof good, "good.safetensors");
+    kt_scratch_path(copy, sizeof copy, "copy.safetensors");
     rig r = trained_with_checkpoint(good);
     write_variant(good, copy, &(variant){"unchanged"});
     snapshot before = take(&r);
@@ -315,13 +322,13 @@ KT_TEST(checkpoint_load, the_untouched_copy_loads_and_changes_everything) {
     snap_free(&before);
     snap_free(&after);
     free_rig(&r);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_load, every_corrupted_variant_fails_and_changes_nothing) {
     char good[160], bad[160];
-    path_in_dir(good, "good.safetensors");
-    path_in_dir(bad, "bad.safetensors");
+    kt_scratch_path(good, sizeof good, "good.safetensors");
+    kt_scratch_path(bad, sizeof bad, "bad.safetensors");
     rig r = trained_with_checkpoint(good);
     snapshot before = take(&r);
     for (int i = 0; i < N_VARIANTS; i++) {
@@ -339,22 +346,21 @@ KT_TEST(checkpoint_load, every_corrupted_variant_fails_and_changes_nothing) {
             cr_expect(strstr(kiln_last_error(), "bad.safetensors"), "%s: the message names the file: %s", v->label,
                       kiln_last_error());
             kiln_clear_error();
-            snapshot after = take(&r);
-            const char *diff = snap_diff(&before, &after);
-            cr_expect_null(diff, "%s (strict %d): the failed load changed %s", v->label, strict, diff);
-            snap_free(&after);
+            char what[160];
+            snprintf(what, sizeof what, "%s (strict %d)", v->label, strict);
+            expect_unchanged(&r, &before, what);
         }
     }
     snap_free(&before);
     free_rig(&r);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 /* SGD's own hyper-parameters and its momentum buffers. */
 KT_TEST(checkpoint_load, sgd_variants_fail_and_change_nothing) {
     char good[160], bad[160];
-    path_in_dir(good, "good.safetensors");
-    path_in_dir(bad, "bad.safetensors");
+    kt_scratch_path(good, sizeof good, "good.safetensors");
+    kt_scratch_path(bad, sizeof bad, "bad.safetensors");
     rig r = trained_with_checkpoint_on(good, KILN_CPU, true);
     snapshot before = take(&r);
     const variant vs[] = {
@@ -374,28 +380,19 @@ KT_TEST(checkpoint_load, sgd_variants_fail_and_change_nothing) {
         {"step tensor past the step count", .poke = "optimizer.state.0.step", .value = 4, .want = KILN_STATUS_FORMAT,
          .needle = "optimizer.state.0.step"},
     };
-    for (int i = 0; i < (int)(sizeof vs / sizeof vs[0]); i++) {
-        write_variant(good, bad, &vs[i]);
-        cr_expect_eq(kiln_checkpoint_load(bad, r.net, r.opt, true), vs[i].want, "%s: %s", vs[i].label,
-                     kiln_last_error());
-        kt_expect_error(vs[i].want, vs[i].needle);
-        snapshot after = take(&r);
-        const char *diff = snap_diff(&before, &after);
-        cr_expect_null(diff, "%s: the failed load changed %s", vs[i].label, diff);
-        snap_free(&after);
-    }
+    expect_variants_fail(&r, r.opt, good, bad, vs, (int)(sizeof vs / sizeof vs[0]), &before);
     cr_expect_eq(kiln_checkpoint_load(good, r.net, r.opt, true), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect_eq(kiln_optimizer_step_count(r.opt), 3);
     snap_free(&before);
     free_rig(&r);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 /* Without an optimizer the model and the generator are still all-or-nothing. */
 KT_TEST(checkpoint_load, model_only_load_of_a_bad_file_changes_nothing) {
     char good[160], bad[160];
-    path_in_dir(good, "good.safetensors");
-    path_in_dir(bad, "bad.safetensors");
+    kt_scratch_path(good, sizeof good, "good.safetensors");
+    kt_scratch_path(bad, sizeof bad, "bad.safetensors");
     rig r = trained_with_checkpoint(good);
     snapshot before = take(&r);
     const variant vs[] = {
@@ -404,25 +401,16 @@ KT_TEST(checkpoint_load, model_only_load_of_a_bad_file_changes_nothing) {
         {"shape", .reshape = "1.running_var", .want = KILN_STATUS_SHAPE, .needle = "1.running_var"},
         {"missing", .drop = "0.bias", .want = KILN_STATUS_SHAPE, .needle = "0.bias"},
     };
-    for (int i = 0; i < 3; i++) {
-        write_variant(good, bad, &vs[i]);
-        cr_expect_eq(kiln_checkpoint_load(bad, r.net, NULL, true), vs[i].want, "%s: %s", vs[i].label,
-                     kiln_last_error());
-        kt_expect_error(vs[i].want, vs[i].needle);
-        snapshot after = take(&r);
-        const char *diff = snap_diff(&before, &after);
-        cr_expect_null(diff, "%s: the failed load changed %s", vs[i].label, diff);
-        snap_free(&after);
-    }
+    expect_variants_fail(&r, NULL, good, bad, vs, 3, &before);
     snap_free(&before);
     free_rig(&r);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_load, truncated_and_damaged_files_change_nothing) {
     char good[160], bad[160];
-    path_in_dir(good, "good.safetensors");
-    path_in_dir(bad, "bad.safetensors");
+    kt_scratch_path(good, sizeof good, "good.safetensors");
+    kt_scratch_path(bad, sizeof bad, "bad.safetensors");
     rig r = trained_with_checkpoint(good);
     snapshot before = take(&r);
     FILE *f = fopen(good, "rb");
@@ -438,25 +426,21 @@ KT_TEST(checkpoint_load, truncated_and_damaged_files_change_nothing) {
         f = fopen(bad, "wb");
         cr_assert_eq(fwrite(raw, 1, cuts[i], f), cuts[i]);
         fclose(f);
-        cr_expect_eq(kiln_checkpoint_load(bad, r.net, r.opt, true), KILN_STATUS_FORMAT, "cut at %zu: %s", cuts[i],
-                     kiln_last_error());
-        kt_expect_error(KILN_STATUS_FORMAT, "bad.safetensors");
-        snapshot after = take(&r);
-        const char *diff = snap_diff(&before, &after);
-        cr_expect_null(diff, "cut at %zu: the failed load changed %s", cuts[i], diff);
-        snap_free(&after);
+        char what[32];
+        snprintf(what, sizeof what, "cut at %zu", cuts[i]);
+        expect_load_fails(&r, r.opt, bad, KILN_STATUS_FORMAT, "bad.safetensors", &before, what);
     }
     free(raw);
     snap_free(&before);
     free_rig(&r);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 /* The two halves of a load: staging reads everything (and fails on a file that
  * shrank after it was opened) without writing; commit writes. */
 KT_TEST(checkpoint_load, staging_reads_everything_before_anything_is_written) {
     char path[160];
-    path_in_dir(path, "ab.safetensors");
+    kt_scratch_path(path, sizeof path, "ab.safetensors");
     kiln_named_tensor ts[] = {{"a", KT_F64(1, KT_SHAPE(2), {1, 2})}, {"b", KT_F32(1, KT_SHAPE(3), {3, 4, 5})}};
     cr_assert_eq(kiln_safetensors_save(path, ts, 2, NULL, 0), KILN_STATUS_OK, "%s", kiln_last_error());
     kiln_tensor *a = kiln_tensor_zeros(1, (int64_t[]){2}, KILN_F64, KILN_CPU);
@@ -496,15 +480,15 @@ KT_TEST(checkpoint_load, staging_reads_everything_before_anything_is_written) {
     cr_expect_eq(kiln_safetensors_commit(into, 2, staged), KILN_STATUS_OK, "%s", kiln_last_error());
     KT_EXPECT(a, 0, 0, {1, 2});
     KT_EXPECT(bbase, 0, 0, {3, 0, 4, 0, 5, 0});
-    remove_dir();
+    kt_scratch_remove();
 }
 
 /* On a GPU the staging is on the device: a bad file leaves the device state as it was. */
 KT_TEST(checkpoint_load, device_model_and_optimizer_are_all_or_nothing) {
     if (kiln_cuda_device_count() == 0) cr_skip_test("no CUDA device here: the device staging path is not run");
     char good[160], bad[160];
-    path_in_dir(good, "good.safetensors");
-    path_in_dir(bad, "bad.safetensors");
+    kt_scratch_path(good, sizeof good, "good.safetensors");
+    kt_scratch_path(bad, sizeof bad, "bad.safetensors");
     rig r = trained_with_checkpoint_on(good, KILN_CUDA(0), false);
     snapshot before = take(&r);
     const variant vs[] = {
@@ -513,19 +497,10 @@ KT_TEST(checkpoint_load, device_model_and_optimizer_are_all_or_nothing) {
         {"moment", .poke = "optimizer.state.2.exp_avg_sq", .value = -2, .want = KILN_STATUS_FORMAT,
          .needle = "optimizer.state.2.exp_avg_sq"},
     };
-    for (int i = 0; i < 3; i++) {
-        write_variant(good, bad, &vs[i]);
-        cr_expect_eq(kiln_checkpoint_load(bad, r.net, r.opt, true), vs[i].want, "%s: %s", vs[i].label,
-                     kiln_last_error());
-        kt_expect_error(vs[i].want, vs[i].needle);
-        snapshot after = take(&r);
-        const char *diff = snap_diff(&before, &after);
-        cr_expect_null(diff, "%s: the failed load changed %s", vs[i].label, diff);
-        snap_free(&after);
-    }
+    expect_variants_fail(&r, r.opt, good, bad, vs, 3, &before);
     cr_expect_eq(kiln_checkpoint_load(good, r.net, r.opt, true), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect_eq(kiln_optimizer_step_count(r.opt), 3);
     snap_free(&before);
     free_rig(&r);
-    remove_dir();
+    kt_scratch_remove();
 }

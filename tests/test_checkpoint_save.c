@@ -18,24 +18,6 @@
 
 TestSuite(checkpoint_save, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-static char g_dir[64];
-
-static const char *in_dir(char *buf, const char *name) {
-    if (!g_dir[0]) {
-        strcpy(g_dir, "/tmp/kiln_cksave_XXXXXX");
-        cr_assert(mkdtemp(g_dir), "mkdtemp failed");
-    }
-    snprintf(buf, 200, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static void remove_dir(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    cr_expect_eq(system(cmd), 0);
-    g_dir[0] = '\0';
-}
-
 static bool exists(const char *path) {
     struct stat st;
     return lstat(path, &st) == 0;
@@ -59,7 +41,7 @@ static void age(const char *path, int seconds) {
 
 /* Names in the test directory (or dir) that contain needle. */
 static int count(const char *dir, const char *needle) {
-    DIR *d = opendir(dir ? dir : g_dir);
+    DIR *d = opendir(dir ? dir : kt_scratch_dir());
     cr_assert(d);
     int n = 0;
     for (struct dirent *e; (e = readdir(d));)
@@ -103,7 +85,7 @@ static void killed_save(const char *path) {
 
 KT_TEST(checkpoint_save, a_killed_saves_temporary_file_is_removed_by_the_next_save) {
     char path[200], p[200];
-    in_dir(path, "model.safetensors");
+    kt_scratch_path(path, sizeof path, "model.safetensors");
     save_values(path, 1, 2);
     killed_save(path);
     killed_save(path);
@@ -114,20 +96,20 @@ KT_TEST(checkpoint_save, a_killed_saves_temporary_file_is_removed_by_the_next_sa
      * locked it yet: kept */
     save_values(path, 3, 4);
     cr_expect_eq(count(NULL, "model.safetensors.tmp."), 2, "fresh temporary files are kept");
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(kt_scratch_dir());
     for (struct dirent *e; (e = readdir(d));)
-        if (strstr(e->d_name, ".tmp.")) age(in_dir(p, e->d_name), 120);
+        if (strstr(e->d_name, ".tmp.")) age(kt_scratch_path(p, sizeof p, e->d_name), 120);
     closedir(d);
     save_values(path, 5, 6);
     cr_expect_eq(count(NULL, ".tmp."), 0, "the stale temporary files were removed");
     expect_values(path, 5, 6);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_save, only_stale_unlocked_temporary_files_of_the_same_target_are_removed) {
     char path[200], p[200], other[200];
-    in_dir(path, "m.safetensors");
-    in_dir(other, "elsewhere.bin");
+    kt_scratch_path(path, sizeof path, "m.safetensors");
+    kt_scratch_path(other, sizeof other, "elsewhere.bin");
     touch(other, "not kiln's");
     const char *stale[] = {"m.safetensors.tmp.abcDEF", "m.safetensors.tmp.000000", "m.safetensors.tmp.Zz9aA1"};
     const char *kept[] = {
@@ -138,42 +120,42 @@ KT_TEST(checkpoint_save, only_stale_unlocked_temporary_files_of_the_same_target_
         "m.safetensor.tmp.abcDEF",   "n.safetensors.tmp.abcDEF", "m.safetensors.TMP.abcDEF",
     };
     for (int i = 0; i < 3; i++) {
-        touch(in_dir(p, stale[i]), "stale");
+        touch(kt_scratch_path(p, sizeof p, stale[i]), "stale");
         age(p, 3600);
     }
     for (int i = 0; i < 9; i++) {
-        touch(in_dir(p, kept[i]), "other");
+        touch(kt_scratch_path(p, sizeof p, kept[i]), "other");
         age(p, 3600);
     }
     /* right name, but: fresh; locked by a live writer; a directory; a link */
-    touch(in_dir(p, "m.safetensors.tmp.FRESH1"), "fresh");
-    touch(in_dir(p, "m.safetensors.tmp.LOCKED"), "locked");
+    touch(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.FRESH1"), "fresh");
+    touch(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.LOCKED"), "locked");
     age(p, 3600);
     int lockfd = open(p, O_RDONLY);
     cr_assert(lockfd >= 0 && flock(lockfd, LOCK_EX) == 0);
-    cr_assert_eq(mkdir(in_dir(p, "m.safetensors.tmp.DIRDIR"), 0755), 0);
+    cr_assert_eq(mkdir(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.DIRDIR"), 0755), 0);
     age(p, 3600);
-    cr_assert_eq(symlink(other, in_dir(p, "m.safetensors.tmp.LINKED")), 0);
+    cr_assert_eq(symlink(other, kt_scratch_path(p, sizeof p, "m.safetensors.tmp.LINKED")), 0);
     age(p, 3600);
 
     save_values(path, 7, 8);
-    for (int i = 0; i < 3; i++) cr_expect(!exists(in_dir(p, stale[i])), "%s was not removed", stale[i]);
-    for (int i = 0; i < 9; i++) cr_expect(exists(in_dir(p, kept[i])), "%s was removed", kept[i]);
-    cr_expect(exists(in_dir(p, "m.safetensors.tmp.FRESH1")), "a fresh temporary file was removed");
-    cr_expect(exists(in_dir(p, "m.safetensors.tmp.LOCKED")), "a live writer's temporary file was removed");
-    cr_expect(exists(in_dir(p, "m.safetensors.tmp.DIRDIR")), "a directory was removed");
-    cr_expect(exists(in_dir(p, "m.safetensors.tmp.LINKED")) && exists(other), "a link or its target was removed");
+    for (int i = 0; i < 3; i++) cr_expect(!exists(kt_scratch_path(p, sizeof p, stale[i])), "%s was not removed", stale[i]);
+    for (int i = 0; i < 9; i++) cr_expect(exists(kt_scratch_path(p, sizeof p, kept[i])), "%s was removed", kept[i]);
+    cr_expect(exists(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.FRESH1")), "a fresh temporary file was removed");
+    cr_expect(exists(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.LOCKED")), "a live writer's temporary file was removed");
+    cr_expect(exists(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.DIRDIR")), "a directory was removed");
+    cr_expect(exists(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.LINKED")) && exists(other), "a link or its target was removed");
     expect_values(path, 7, 8);
     /* once its writer is gone (the lock dropped) the old file is stale */
     close(lockfd);
     save_values(path, 9, 10);
-    cr_expect(!exists(in_dir(p, "m.safetensors.tmp.LOCKED")), "an abandoned temporary file was kept");
-    remove_dir();
+    cr_expect(!exists(kt_scratch_path(p, sizeof p, "m.safetensors.tmp.LOCKED")), "an abandoned temporary file was kept");
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_save, the_replaced_file_keeps_its_mode) {
     char path[200], fresh[200];
-    in_dir(path, "m.safetensors");
+    kt_scratch_path(path, sizeof path, "m.safetensors");
     save_values(path, 1, 2);
     struct stat st;
     cr_assert_eq(stat(path, &st), 0);
@@ -186,21 +168,21 @@ KT_TEST(checkpoint_save, the_replaced_file_keeps_its_mode) {
         cr_expect_eq(st.st_mode & 07777, modes[i], "mode %o became %o", modes[i], st.st_mode & 07777);
         expect_values(path, (float)i, 2);
     }
-    save_values(in_dir(fresh, "new.safetensors"), 1, 1);
+    save_values(kt_scratch_path(fresh, sizeof fresh, "new.safetensors"), 1, 1);
     cr_assert_eq(stat(fresh, &st), 0);
     cr_expect_eq(st.st_mode & 07777, 0644);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_save, a_symbolic_link_is_written_through) {
     char real_dir[200], link_dir[200], real[300], link[300], link2[300], p[300];
-    in_dir(real_dir, "store");
-    in_dir(link_dir, "run");
+    kt_scratch_path(real_dir, sizeof real_dir, "store");
+    kt_scratch_path(link_dir, sizeof link_dir, "run");
     cr_assert_eq(mkdir(real_dir, 0755), 0);
     cr_assert_eq(mkdir(link_dir, 0755), 0);
     snprintf(real, sizeof real, "%s/real.safetensors", real_dir);
     snprintf(link, sizeof link, "%s/latest.safetensors", link_dir);
-    snprintf(link2, sizeof link2, "%s/alias.safetensors", g_dir);
+    kt_scratch_path(link2, sizeof link2, "alias.safetensors");
     save_values(real, 1, 2);
     cr_assert_eq(chmod(real, 0600), 0);
     cr_assert_eq(symlink("../store/real.safetensors", link), 0); /* relative to the link's directory */
@@ -232,7 +214,7 @@ KT_TEST(checkpoint_save, a_symbolic_link_is_written_through) {
 
     /* a dangling link: the file it names is created */
     char dangling[200], made[300];
-    in_dir(dangling, "next.safetensors");
+    kt_scratch_path(dangling, sizeof dangling, "next.safetensors");
     cr_assert_eq(symlink("store/made.safetensors", dangling), 0);
     save_values(dangling, 7, 8);
     snprintf(made, sizeof made, "%s/made.safetensors", real_dir);
@@ -242,8 +224,8 @@ KT_TEST(checkpoint_save, a_symbolic_link_is_written_through) {
 
     /* a loop of links is an error that creates nothing */
     char a[200], b[200];
-    in_dir(a, "loop_a");
-    in_dir(b, "loop_b");
+    kt_scratch_path(a, sizeof a, "loop_a");
+    kt_scratch_path(b, sizeof b, "loop_b");
     cr_assert_eq(symlink("loop_b", a), 0);
     cr_assert_eq(symlink("loop_a", b), 0);
     kiln_named_tensor t[] = {{"w", KT_F32(1, KT_SHAPE(1), {1})}};
@@ -252,14 +234,14 @@ KT_TEST(checkpoint_save, a_symbolic_link_is_written_through) {
     cr_expect_eq(count(NULL, ".tmp."), 0);
     cr_assert_eq(lstat(a, &st), 0);
     cr_expect(S_ISLNK(st.st_mode));
-    remove_dir();
+    kt_scratch_remove();
 }
 
 /* kiln_checkpoint_save goes through the same path. */
 KT_TEST(checkpoint_save, checkpoint_save_keeps_mode_and_links_too) {
     char real[200], link[200];
-    in_dir(real, "ck.safetensors");
-    in_dir(link, "ck_link.safetensors");
+    kt_scratch_path(real, sizeof real, "ck.safetensors");
+    kt_scratch_path(link, sizeof link, "ck_link.safetensors");
     kiln_module *m = kiln_linear_create(2, 1, true, KILN_F32);
     cr_assert_eq(kiln_module_finalize(m), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_assert_eq(kiln_checkpoint_save(real, m, NULL, NULL, 0), KILN_STATUS_OK, "%s", kiln_last_error());
@@ -273,5 +255,5 @@ KT_TEST(checkpoint_save, checkpoint_save_keeps_mode_and_links_too) {
     cr_expect_eq(st.st_mode & 07777, 0640);
     cr_expect_eq(kiln_checkpoint_load(link, m, NULL, true), KILN_STATUS_OK, "%s", kiln_last_error());
     kiln_module_free(m);
-    remove_dir();
+    kt_scratch_remove();
 }

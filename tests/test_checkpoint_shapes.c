@@ -7,20 +7,14 @@
 #include "support/kiln_test.h"
 
 #include <stdlib.h>
-#include <unistd.h>
 
 TestSuite(checkpoint_shapes, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-static char g_dir[64];
 static char g_path[160];
 
 /* A file: 8-byte header length, the header, ndata data bytes. */
 static const char *craft(const char *header, size_t ndata) {
-    if (!g_dir[0]) {
-        strcpy(g_dir, "/tmp/kiln_ckshape_XXXXXX");
-        cr_assert(mkdtemp(g_dir), "mkdtemp failed");
-    }
-    snprintf(g_path, sizeof g_path, "%s/f.safetensors", g_dir);
+    kt_scratch_path(g_path, sizeof g_path, "f.safetensors");
     size_t h = strlen(header);
     unsigned char *b = calloc(8 + h + ndata + 1, 1);
     for (int k = 0; k < 8; k++) b[k] = (unsigned char)((uint64_t)h >> (8 * k));
@@ -32,12 +26,6 @@ static const char *craft(const char *header, size_t ndata) {
     fclose(f);
     free(b);
     return g_path;
-}
-
-static void remove_dir(void) {
-    unlink(g_path);
-    rmdir(g_dir);
-    g_dir[0] = '\0';
 }
 
 #define ENTRY(name, dt, shape, offsets) \
@@ -89,7 +77,7 @@ KT_TEST(checkpoint_shapes, the_83_byte_file_with_shape_0_2p62_2) {
     /* one factor of 2 less and it is an ordinary empty tensor */
     empty_ok("{" ENTRY("a", "U8", "[0,4611686018427387904,1]", "[0,0]") "}", KILN_U8, 3,
              (int64_t[]){0, 4611686018427387904, 1});
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_shapes, empty_tensors_with_huge_axes_load) {
@@ -108,7 +96,7 @@ KT_TEST(checkpoint_shapes, empty_tensors_with_huge_axes_load) {
     cr_expect_str_eq(kiln_safetensors_entry_at(f, 0)->name, "a");
     cr_expect_str_eq(kiln_safetensors_entry_at(f, 2)->name, "b");
     kiln_safetensors_close(f);
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_shapes, overflowing_sizes_are_refused_by_name) {
@@ -131,7 +119,7 @@ KT_TEST(checkpoint_shapes, overflowing_sizes_are_refused_by_name) {
     /* the second of two tensors is the bad one */
     refused("{" ENTRY("ok", "F32", "[1]", "[0,4]") "," ENTRY("big", "I32", "[3037000500,3037000500]", "[4,4]") "}", 4,
             "\"big\"", "I32[3037000500, 3037000500]");
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_shapes, bad_sizes_and_axes_are_refused) {
@@ -149,7 +137,7 @@ KT_TEST(checkpoint_shapes, bad_sizes_and_axes_are_refused) {
     refused("{" ENTRY("a", "U8", "[0,1,1,1,1,1,1,1,1,1,1,1]", "[0,0]") "}", 0, "\"a\"", "12 dimensions");
     refused("{" ENTRY("a", "U8", "[4,4]", "[0,16]") "," ENTRY("b", "U8", "[1,1,1,1,1,1,1,1,1]", "[16,17]") "}", 17,
             "\"b\"", "dimensions");
-    remove_dir();
+    kt_scratch_remove();
 }
 
 KT_TEST(checkpoint_shapes, offsets_must_match_the_checked_sizes_exactly) {
@@ -168,5 +156,5 @@ KT_TEST(checkpoint_shapes, offsets_must_match_the_checked_sizes_exactly) {
     refused("{" ENTRY("a", "F32", "[1]", "[4,8]") "}", 8, "\"a\"", "belong to no tensor");
     refused("{" ENTRY("a", "F32", "[1]", "[0,4]") "}", 5, "cover 4 bytes", NULL);
     refused("{" ENTRY("a", "F32", "[1]", "[0,-4]") "}", 4, "\"a\"", "data_offsets");
-    remove_dir();
+    kt_scratch_remove();
 }

@@ -1,8 +1,12 @@
-/* Test support: scopes with leak checks, value assertions, the gradient checker. */
+/* Test support: scopes with leak checks, value assertions, the gradient checker,
+ * the per-process temporary directory. */
 #include "kiln_test.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static kiln_scope *g_test_scope;
 
@@ -171,4 +175,32 @@ void kt_expect_same(kiln_tensor *cpu, kiln_tensor *cuda, double atol, double rto
     }
     free(a);
     free(b);
+}
+
+static char g_temp_dir[64];
+
+const char *kt_scratch_dir(void) {
+    if (!g_temp_dir[0]) {
+        strcpy(g_temp_dir, "/tmp/kiln_test_XXXXXX");
+        if (!mkdtemp(g_temp_dir)) {
+            int err = errno;
+            g_temp_dir[0] = '\0';
+            cr_assert_fail("mkdtemp failed: %s", strerror(err));
+        }
+    }
+    return g_temp_dir;
+}
+
+const char *kt_scratch_path(char *buf, size_t n, const char *name) {
+    int len = snprintf(buf, n, "%s/%s", kt_scratch_dir(), name);
+    cr_assert(len >= 0 && (size_t)len < n, "temporary path %s/%s does not fit in %zu bytes", kt_scratch_dir(), name, n);
+    return buf;
+}
+
+void kt_scratch_remove(void) {
+    if (!g_temp_dir[0]) return;
+    char cmd[sizeof g_temp_dir + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_temp_dir);
+    g_temp_dir[0] = '\0';
+    cr_expect_eq(system(cmd), 0, "%s failed", cmd);
 }

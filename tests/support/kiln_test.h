@@ -1,6 +1,6 @@
 /* Test support shared by the Criterion suites: a per-test scope whose teardown
- * asserts that the pools hold no live bytes, value helpers, and the float64
- * gradient checker. */
+ * asserts that the pools hold no live bytes, value helpers, the float64
+ * gradient checker, and a temporary directory per test process. */
 #ifndef KILN_TEST_H
 #define KILN_TEST_H
 
@@ -59,5 +59,14 @@ typedef kiln_tensor *(*kt_fn)(kiln_tensor *const *inputs, void *ctx);
 bool kt_gradcheck(kt_fn f, void *ctx, int n, kiln_tensor *const *inputs, double eps, double atol, double rtol);
 /* Random f64 input in [lo, hi) with requires_grad set. */
 kiln_tensor *kt_rand_input(int ndim, const int64_t *shape, double lo, double hi);
+
+/* The test process's temporary directory, made on first use as /tmp/kiln_test_XXXXXX;
+ * fails the test when it cannot be made. */
+const char *kt_scratch_dir(void);
+/* buf (n bytes) = the temporary directory / name; returns buf (fails the test when it does not fit). */
+const char *kt_scratch_path(char *buf, size_t n, const char *name);
+/* Removes the temporary directory and everything in it (expects that to succeed); the next
+ * kt_scratch_dir makes a fresh one. Does nothing when none was made. */
+void kt_scratch_remove(void);
 
 #endif
