@@ -28,13 +28,17 @@ static kiln_module *make_autoencoder(int64_t latent) {
                           kiln_linear_create(256, latent, true, KILN_F32)}; /* linear codes: no ReLU at the end */
     kiln_module *dec[] = {kiln_linear_create(latent, 256, true, KILN_F32), kiln_relu_create(),
                           kiln_linear_create(256, IMG, true, KILN_F32), kiln_sigmoid_create()};
+    kiln_module *e = kiln_sequential_of(4, enc), *d = kiln_sequential_of(4, dec);
     kiln_module *ae = kiln_module_create("Autoencoder", autoencoder_forward, NULL, NULL);
-    kiln_module_add(ae, "encoder", kiln_sequential_of(4, enc));
-    kiln_module_add(ae, "decoder", kiln_sequential_of(4, dec));
-    return ae;
+    /* kiln_module_add owns the child even when it fails; a part missing is no model */
+    bool ok = kiln_module_add(ae, "encoder", e) == KILN_STATUS_OK;
+    ok = kiln_module_add(ae, "decoder", d) == KILN_STATUS_OK && ok;
+    if (ok) return ae;
+    kiln_module_free(ae);
+    return NULL;
 }
 
-//* Samples idx[first..first+b-1] (first..first+b-1 when idx is NULL) as (b,1,28,28) on dev. */
+/* Samples idx[first..first+b-1] (first..first+b-1 when idx is NULL) as (b,1,28,28) on dev. */
 static kiln_tensor *make_batch(const kiln_fashion_mnist_split *d, const int64_t *idx, int64_t first, int64_t b,
                                kiln_device dev, float *buf) {
     for (int64_t i = 0; i < b; i++)
@@ -64,7 +68,7 @@ static kiln_status analyse_codes(kiln_tensor *Z, code_stats *s) {
     kiln_tensor *Z64 = kiln_tensor_cast(kiln_tensor_to(Z, KILN_CPU), KILN_F64);
     kiln_tensor *mean = kiln_mean(Z64, 1, (int[]){0}, false);
     kiln_tensor *cov = kiln_cov(Z64, false, 1), *values = NULL, *vectors = NULL;
-    kiln_status st = cov ? kiln_eigh(cov, &values, &vectors) : kiln_last_status();
+    kiln_status st = cov ? KILN_STATUS_OK : kiln_last_status();
     double *c = malloc(sizeof(double) * (size_t)L * (size_t)L), *v = malloc(sizeof(double) * (size_t)L * (size_t)L);
     double *w = malloc(sizeof(double) * (size_t)L);
     s->mean = malloc(sizeof(double) * (size_t)L);
@@ -73,8 +77,16 @@ static kiln_status analyse_codes(kiln_tensor *Z, code_stats *s) {
     s->ratio = malloc(sizeof(double) * (size_t)L);
     s->vec = malloc(sizeof(double) * (size_t)L * (size_t)L);
     size_t mat = sizeof(double) * (size_t)L * (size_t)L;
+    if (st == KILN_STATUS_OK && (!c || !v || !w || !s->mean || !s->std || !s->eig || !s->ratio || !s->vec))
+        st = kiln_set_error(KILN_STATUS_OOM, "out of memory for the statistics of %d latent units", L);
     if (st == KILN_STATUS_OK) st = kiln_tensor_to_host(mean, s->mean, sizeof(double) * (size_t)L);
     if (st == KILN_STATUS_OK) st = kiln_tensor_to_host(cov, c, mat);
+    /* Codes of a diverged model hold NaN or Inf, which no eigen-solver takes: say so. */
+    for (size_t i = 0; st == KILN_STATUS_OK && i < (size_t)L * (size_t)L; i++)
+        if (!isfinite(c[i]))
+            st = kiln_set_error(KILN_STATUS_ANOMALY, "the covariance of the test set's latent codes holds %s: the "
+                                "model diverged (lower --lr)", isnan(c[i]) ? "NaN" : "Inf");
+    if (st == KILN_STATUS_OK) st = kiln_eigh(cov, &values, &vectors);
     if (st == KILN_STATUS_OK) st = kiln_tensor_to_host(values, w, sizeof(double) * (size_t)L);
     if (st == KILN_STATUS_OK) st = kiln_tensor_to_host(vectors, v, mat);
     if (st == KILN_STATUS_OK) {
@@ -164,6 +176,8 @@ static void free_code_stats(code_stats *s) {
 
 /* ---- main ------------------------------------------------------------------------------- */
 
+enum { MAX_EPOCHS = 1000, MAX_BATCH = 4096, MAX_LATENT = 784 };
+
 int main(int argc, char **argv) {
     kiln_common_args a;
     kiln_common_defaults(&a);
@@ -174,62 +188,78 @@ int main(int argc, char **argv) {
     int64_t limit = 0;
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(a),
-        {"latent", KILN_ARG_INT, &latent, "latent units (code size)", NULL},
-        {"lr", KILN_ARG_DOUBLE, &lr, "Adam learning rate", NULL},
-        {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL},
+        {"latent", KILN_ARG_INT, &latent, "latent units (code size)", NULL, 2, MAX_LATENT},
+        {"lr", KILN_ARG_DOUBLE, &lr, "Adam learning rate (> 0)", NULL},
+        {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL, 0, 1e9},
     };
+    int nargs = (int)(sizeof table / sizeof table[0]);
+    kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
+    kiln_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
     kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST autoencoder and an analysis of its latent codes.",
-                                          (int)(sizeof table / sizeof table[0]), table);
+                                          nargs, table);
     if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_ERROR) {
+    if (ar == KILN_ARGS_OK && !(lr > 0))
+        ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
+    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) {
         fprintf(stderr, "autoencoder: %s (see --help)\n", kiln_last_error());
-        return 2;
-    }
-    if (a.epochs < 1 || a.batch < 1 || latent < 2 || limit < 0) {
-        fprintf(stderr, "autoencoder: --epochs and --batch must be positive, --latent at least 2, --limit not negative\n");
+        kiln_shutdown();
         return 2;
     }
     double t0 = kiln_now_seconds();
     FILE *info = a.json ? stderr : stdout;
     kiln_manual_seed((uint64_t)a.seed);
-
-    kiln_fashion_mnist_split train, test;
-    if (kiln_fashion_mnist_load_split(a.data, true, limit, &train) != KILN_STATUS_OK ||
-        kiln_fashion_mnist_load_split(a.data, false, limit, &test) != KILN_STATUS_OK) {
-        fprintf(stderr, "autoencoder: %s\n(install Debian's dataset-fashion-mnist or pass --data DIR)\n",
-                kiln_last_error());
-        kiln_shutdown();
-        return 1;
-    }
-    if (test.n < 2) {
-        fprintf(stderr, "autoencoder: a covariance needs at least 2 test images\n");
-        kiln_shutdown();
-        return 2;
-    }
-
-    kiln_module *ae = make_autoencoder(latent);
-    /* one arena for the parameters, moved to the device before the optimizer sees it */
     kiln_device dev = a.device;
     char dname[32];
     kiln_device_name(dev, dname, sizeof dname);
-    if (kiln_check_device(dev) != KILN_STATUS_OK || kiln_module_to(ae, dev) != KILN_STATUS_OK) {
-        fprintf(stderr, "autoencoder: building the model failed: %s\n", kiln_last_error());
-        kiln_module_free(ae);
-        kiln_shutdown();
-        return 1;
+
+    /* Everything a failure must release, so every error path goes through `done`. */
+    kiln_module *ae = NULL;
+    kiln_optimizer *opt = NULL;
+    kiln_tensor **params = NULL;
+    float *buf = NULL;
+    int64_t *order = NULL;
+    double *train_mse = NULL;
+    code_stats cs = {0};
+    int rc = 1;
+    const char *what = "preparing --out";
+    kiln_fashion_mnist_split train, test;
+    /* --out first: a run must not train and then find it cannot write its pictures */
+    kiln_status st = kiln_out_dir(a.out);
+    if (!st) {
+        what = "loading Fashion-MNIST";
+        st = kiln_fashion_mnist_load_split(a.data, true, limit, &train);
     }
+    if (!st) st = kiln_fashion_mnist_load_split(a.data, false, limit, &test);
+    if (!st && test.n < 2) st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "a covariance needs at least 2 test images");
+    if (!st) {
+        what = "building the model";
+        ae = make_autoencoder(latent);
+        /* one arena for the parameters, moved to the device before the optimizer sees it */
+        st = ae ? kiln_module_to(ae, dev) : kiln_last_status();
+    }
+    int np = st ? 0 : kiln_module_num_parameters(ae);
+    int64_t chunk = 1000, bufn = a.batch > chunk ? a.batch : chunk, steps_per_epoch = 0;
+    if (!st) {
+        what = "allocating";
+        steps_per_epoch = (train.n + a.batch - 1) / a.batch;
+        params = malloc(sizeof *params * (size_t)(np > 0 ? np : 1));
+        buf = malloc(sizeof(float) * IMG * (size_t)bufn);
+        order = malloc(sizeof(int64_t) * (size_t)train.n);
+        train_mse = calloc((size_t)a.epochs, sizeof(double));
+        if (!params || !buf || !order || !train_mse)
+            st = kiln_set_error(KILN_STATUS_OOM, "out of memory for batches of %d and %lld images", a.batch,
+                                (long long)train.n);
+    }
+    if (!st) {
+        what = "creating Adam";
+        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(ae, i, NULL);
+        kiln_adam_options o = kiln_adam_defaults();
+        o.lr = lr;
+        opt = kiln_optim_adam(params, np, o);
+        if (!opt) st = kiln_last_status();
+    }
+    if (st) goto done;
 
-    int np = kiln_module_num_parameters(ae);
-    kiln_tensor **params = malloc(sizeof *params * (size_t)np);
-    for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(ae, i, NULL);
-    kiln_adam_options o = kiln_adam_defaults();
-    o.lr = lr;
-    kiln_optimizer *opt = kiln_optim_adam(params, np, o);
-
-    int64_t chunk = 1000, bufn = a.batch > chunk ? a.batch : chunk, steps_per_epoch = (train.n + a.batch - 1) / a.batch;
-    float *buf = malloc(sizeof(float) * IMG * (size_t)bufn);
-    int64_t *order = malloc(sizeof(int64_t) * (size_t)train.n);
-    double *train_mse = calloc((size_t)a.epochs, sizeof(double));
     uint64_t rng = (uint64_t)a.seed * 0x100000001ull + 1;
     fprintf(info, "autoencoder: 784-256-%d-256-784 (%lld parameters), Adam lr %g, %lld train / %lld test images, "
                   "batch %d, %s\n",
@@ -237,7 +267,7 @@ int main(int argc, char **argv) {
             dname);
     fflush(info);
 
-    kiln_status st = opt ? KILN_STATUS_OK : kiln_last_status();
+    what = "training";
     double last_loss = NAN;
     int64_t steps = 0;
     for (int ep = 0; ep < a.epochs && st == KILN_STATUS_OK; ep++) {
@@ -258,6 +288,7 @@ int main(int argc, char **argv) {
             if (st == KILN_STATUS_OK) st = kiln_optimizer_step(opt);
             if (st == KILN_STATUS_OK) last_loss = kiln_tensor_item(loss);
             kiln_scope_end(scope);
+            if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
             sum += last_loss;
             steps++;
             kiln_progress_update(&bar, s + 1, last_loss);
@@ -268,88 +299,88 @@ int main(int argc, char **argv) {
         fprintf(info, "epoch %d: train MSE %.5f\n", ep + 1, train_mse[ep]);
         fflush(info);
     }
+    if (st) {
+        fprintf(stderr, "\n");
+        goto done;
+    }
 
     /* Encode the test set (eval mode, no tape) into Z (N, L), and measure its
      * reconstruction error on the way. */
-    code_stats cs = {0};
+    what = "analysing the codes";
     double test_mse = 0;
     char spectrum_png[4096] = "", recon_png[4096] = "";
     kiln_scope *keep = kiln_scope_begin();
-    kiln_tensor *Z = NULL;
+    kiln_module *encoder = kiln_module_child(ae, "encoder"), *decoder = kiln_module_child(ae, "decoder");
+    kiln_module_train(ae, false);
+    kiln_no_grad_begin();
+    kiln_tensor *Z = kiln_tensor_empty(2, (int64_t[]){test.n, latent}, KILN_F32, dev);
+    if (!Z) st = kiln_last_status();
+    for (int64_t first = 0; first < test.n && st == KILN_STATUS_OK; first += chunk) {
+        int64_t b = test.n - first < chunk ? test.n - first : chunk;
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *x = make_batch(&test, NULL, first, b, dev, buf);
+        kiln_tensor *z = kiln_module_forward(encoder, x);
+        kiln_tensor *y = kiln_reshape(kiln_module_forward(decoder, z), 4, (int64_t[]){-1, 1, 28, 28});
+        kiln_tensor *err = kiln_mse_loss(y, x, KILN_REDUCTION_SUM);
+        st = err ? kiln_tensor_copy_(kiln_slice(Z, 0, first, first + b, 1), z) : kiln_last_status();
+        if (st == KILN_STATUS_OK) test_mse += kiln_tensor_item(err);
+        kiln_scope_end(s);
+    }
+    test_mse /= (double)test.n * IMG;
+    if (st == KILN_STATUS_OK) st = analyse_codes(Z, &cs);
+
+    /* Pictures: the spectrum, and the first test images beside their reconstructions. */
+    if (st == KILN_STATUS_OK) what = "writing the pictures";
+    if (st == KILN_STATUS_OK) st = kiln_path_join(spectrum_png, sizeof spectrum_png, a.out, "autoencoder_spectrum.png");
+    if (st == KILN_STATUS_OK) st = kiln_path_join(recon_png, sizeof recon_png, a.out, "autoencoder_reconstructions.png");
+    if (st == KILN_STATUS_OK)
+        st = kiln_plot_spectrum_png(spectrum_png, "latent covariance eigenvalues", cs.eig, latent, 640, 400);
     if (st == KILN_STATUS_OK) {
-        kiln_module *encoder = kiln_module_child(ae, "encoder"), *decoder = kiln_module_child(ae, "decoder");
-        kiln_module_train(ae, false);
-        kiln_no_grad_begin();
-        Z = kiln_tensor_empty(2, (int64_t[]){test.n, latent}, KILN_F32, dev);
-        for (int64_t first = 0; first < test.n && st == KILN_STATUS_OK; first += chunk) {
-            int64_t b = test.n - first < chunk ? test.n - first : chunk;
-            kiln_scope *s = kiln_scope_begin();
-            kiln_tensor *x = make_batch(&test, NULL, first, b, dev, buf);
-            kiln_tensor *z = kiln_module_forward(encoder, x);
-            kiln_tensor *y = kiln_reshape(kiln_module_forward(decoder, z), 4, (int64_t[]){-1, 1, 28, 28});
-            kiln_tensor *err = kiln_mse_loss(y, x, KILN_REDUCTION_SUM);
-            st = err ? kiln_tensor_copy_(kiln_slice(Z, 0, first, first + b, 1), z) : kiln_last_status();
-            if (st == KILN_STATUS_OK) test_mse += kiln_tensor_item(err);
-            kiln_scope_end(s);
-        }
-        test_mse /= (double)test.n * IMG;
-        if (st == KILN_STATUS_OK) st = analyse_codes(Z, &cs);
-
-        /* Pictures: the spectrum, and the first test images beside their reconstructions. */
-        if (st == KILN_STATUS_OK) st = kiln_make_dirs(a.out);
-        if (st == KILN_STATUS_OK) st = kiln_path_join(spectrum_png, sizeof spectrum_png, a.out, "autoencoder_spectrum.png");
-        if (st == KILN_STATUS_OK) st = kiln_path_join(recon_png, sizeof recon_png, a.out, "autoencoder_reconstructions.png");
-        if (st == KILN_STATUS_OK)
-            st = kiln_plot_spectrum_png(spectrum_png, "latent covariance eigenvalues", cs.eig, latent, 640, 400);
-        if (st == KILN_STATUS_OK) {
-            int64_t n = test.n < 8 ? test.n : 8;
-            kiln_tensor *x = make_batch(&test, NULL, 0, n, dev, buf);
-            kiln_tensor *cols[2] = {x, kiln_module_forward(ae, x)};
-            const char *titles[2] = {"input", "output"};
-            st = cols[1] ? kiln_grid_save_png(recon_png, 2, cols, titles, 8, 3) : kiln_last_status();
-        }
-        kiln_no_grad_end();
+        int64_t n = test.n < 8 ? test.n : 8;
+        kiln_tensor *x = make_batch(&test, NULL, 0, n, dev, buf);
+        kiln_tensor *cols[2] = {x, kiln_module_forward(ae, x)};
+        const char *titles[2] = {"input", "output"};
+        st = cols[1] ? kiln_grid_save_png(recon_png, 2, cols, titles, 8, 3) : kiln_last_status();
     }
+    kiln_no_grad_end();
     kiln_scope_end(keep);
+    if (st) goto done;
 
-    int rc = 0;
-    if (st != KILN_STATUS_OK) {
-        fprintf(stderr, "\nautoencoder: %s\n", kiln_last_error());
-        rc = 1;
-    } else {
-        fprintf(info, "test MSE %.5f\n", test_mse);
-        print_code_stats(info, &cs);
-        fprintf(info, "wrote %s and %s\n", spectrum_png, recon_png);
-        fflush(info);
-        kiln_json j;
-        kiln_json_begin(&j);
-        kiln_json_string(&j, "program", "autoencoder");
-        kiln_json_string(&j, "device", dname);
-        kiln_json_int(&j, "latent", latent);
-        kiln_json_int(&j, "epochs", a.epochs);
-        kiln_json_int(&j, "batch", a.batch);
-        kiln_json_int(&j, "parameters", kiln_module_parameter_count(ae));
-        kiln_json_int(&j, "train_images", train.n);
-        kiln_json_int(&j, "test_images", test.n);
-        kiln_json_int(&j, "steps", steps);
-        kiln_json_number(&j, "final_train_loss", last_loss);
-        kiln_json_numbers(&j, "train_mse_per_epoch", train_mse, a.epochs);
-        kiln_json_number(&j, "test_mse", test_mse);
-        kiln_json_numbers(&j, "code_mean", cs.mean, latent);
-        kiln_json_numbers(&j, "code_std", cs.std, latent);
-        kiln_json_numbers(&j, "eigenvalues", cs.eig, latent);
-        kiln_json_numbers(&j, "explained_variance_ratio", cs.ratio, latent);
-        kiln_json_int(&j, "components_90", cs.k90);
-        kiln_json_int(&j, "components_99", cs.k99);
-        double top[5];
-        for (int t = 0; t < 5; t++) top[t] = cs.top[t];
-        kiln_json_numbers(&j, "top_units", top, latent < 5 ? latent : 5);
-        kiln_json_numbers(&j, "top_unit_weights", cs.top_w, latent < 5 ? latent : 5);
-        kiln_json_string(&j, "spectrum_png", spectrum_png);
-        kiln_json_string(&j, "reconstructions_png", recon_png);
-        kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
-        kiln_json_print(&j, stdout);
-    }
+    fprintf(info, "test MSE %.5f\n", test_mse);
+    print_code_stats(info, &cs);
+    fprintf(info, "wrote %s and %s\n", spectrum_png, recon_png);
+    fflush(info);
+    kiln_json j;
+    kiln_json_begin(&j);
+    kiln_json_string(&j, "program", "autoencoder");
+    kiln_json_string(&j, "device", dname);
+    kiln_json_int(&j, "latent", latent);
+    kiln_json_int(&j, "epochs", a.epochs);
+    kiln_json_int(&j, "batch", a.batch);
+    kiln_json_int(&j, "parameters", kiln_module_parameter_count(ae));
+    kiln_json_int(&j, "train_images", train.n);
+    kiln_json_int(&j, "test_images", test.n);
+    kiln_json_int(&j, "steps", steps);
+    kiln_json_number(&j, "final_train_loss", last_loss);
+    kiln_json_numbers(&j, "train_mse_per_epoch", train_mse, a.epochs);
+    kiln_json_number(&j, "test_mse", test_mse);
+    kiln_json_numbers(&j, "code_mean", cs.mean, latent);
+    kiln_json_numbers(&j, "code_std", cs.std, latent);
+    kiln_json_numbers(&j, "eigenvalues", cs.eig, latent);
+    kiln_json_numbers(&j, "explained_variance_ratio", cs.ratio, latent);
+    kiln_json_int(&j, "components_90", cs.k90);
+    kiln_json_int(&j, "components_99", cs.k99);
+    double top[5];
+    for (int t = 0; t < 5; t++) top[t] = cs.top[t];
+    kiln_json_numbers(&j, "top_units", top, latent < 5 ? latent : 5);
+    kiln_json_numbers(&j, "top_unit_weights", cs.top_w, latent < 5 ? latent : 5);
+    kiln_json_string(&j, "spectrum_png", spectrum_png);
+    kiln_json_string(&j, "reconstructions_png", recon_png);
+    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
+    kiln_json_print(&j, stdout);
+    rc = 0;
+done:
+    if (st) fprintf(stderr, "autoencoder: %s failed: %s\n", what, kiln_last_error());
     free_code_stats(&cs);
     free(buf);
     free(order);

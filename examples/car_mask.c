@@ -12,9 +12,11 @@
 #include "kiln_examples.h"
 #include "models/unet.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct {
     kiln_common_args c;
@@ -23,6 +25,7 @@ typedef struct {
     int train_scenes, heldout_scenes;
     const char *resume, *predict, *checkpoint;
     int bench_steps;
+    int64_t max_pixels; /* --predict: the largest image it segments */
 } options;
 
 /* Per-epoch results; a checkpoint carries them so a resumed run reports its whole history. */
@@ -151,19 +154,34 @@ static kiln_status load_checkpoint(const char *path, const options *o, kiln_modu
                                 "give the same options to continue it", path, run_keys[k], got ? got : "?",
                                 run_keys[k], want[k]);
     }
-    h->n = ep ? atoi(ep) : 0;
-    if (!st && (h->n < 0 || h->n > MAX_EPOCHS))
-        st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: bad epoch count '%s'", path, ep);
+    /* The epoch count: digits only (atoi would read "x" as 0 and restart the run). */
+    h->n = 0;
+    if (!st) {
+        char *end;
+        errno = 0;
+        long n = ep[0] >= '0' && ep[0] <= '9' ? strtol(ep, &end, 10) : -1;
+        if (n < 0 || *end || errno == ERANGE || n > MAX_EPOCHS)
+            st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: its car_mask.epoch is '%s', not an epoch count in "
+                                "0..%d (a damaged checkpoint?)", path, ep, MAX_EPOCHS);
+        else
+            h->n = (int)n;
+    }
+    /* Each history is exactly h->n numbers separated by commas. */
     for (int k = 0; k < NHIST && !st; k++) {
         char key[64];
         snprintf(key, sizeof key, "car_mask.%s", hist_keys[k]);
         const char *p = kiln_safetensors_metadata_get(f, key);
         for (int e = 0; e < h->n && !st; e++) {
-            char *end;
-            h->v[k][e] = p ? strtod(p, &end) : NAN;
-            if (!p || end == p) st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: history '%s' is unreadable", path, key);
-            else p = *end == ',' ? end + 1 : end;
+            char *end = NULL;
+            h->v[k][e] = p && *p != ' ' ? strtod(p, &end) : NAN;
+            if (!p || !end || end == p || *end != (e + 1 < h->n ? ',' : '\0'))
+                st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: history '%s' is not %d comma-separated numbers "
+                                    "(a damaged checkpoint?)", path, key, h->n);
+            else
+                p = end + 1;
         }
+        if (!st && h->n == 0 && p && *p)
+            st = kiln_set_error(KILN_STATUS_FORMAT, "--resume %s: history '%s' holds values for 0 epochs", path, key);
     }
     kiln_safetensors_close(f);
     if (!st) st = kiln_checkpoint_load(path, net, opt, true); /* weights, Adam state, RNG position */
@@ -197,12 +215,26 @@ static kiln_status write_pictures(const options *o, kiln_module *net, kiln_tenso
 static kiln_status predict(const options *o) {
     if (!o->checkpoint || !o->c.out)
         return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict needs --checkpoint FILE and --out MASK.png");
-    int C, H, W;
+    struct stat sb;
+    if (stat(o->c.out, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--out '%s' is a directory: with --predict, --out names the "
+                              "mask PNG to write", o->c.out);
+    int C = 0, H = 0, W = 0;
     float *rgb = NULL, *pad = NULL;
-    kiln_module *net = unet_create(3, 1, 16, KILN_F32);
-    kiln_status st = net ? kiln_module_to(net, o->c.device) : kiln_last_status();
-    if (!st) st = kiln_checkpoint_load(o->checkpoint, net, NULL, true);
+    kiln_module *net = NULL;
+    /* The image first: a bad or huge input fails before the model is built. The U-Net's
+     * activations take about 2 KB a pixel, so the size is checked from the header. */
+    kiln_status st = kiln_png_read_size(o->predict, &C, &H, &W);
+    if (!st && (int64_t)H * W > o->max_pixels)
+        st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "'%s' is %dx%d = %lld pixels, above --max-pixels %lld (the "
+                            "U-Net needs about 2 KB of memory a pixel); raise --max-pixels or give a smaller image",
+                            o->predict, W, H, (long long)H * W, (long long)o->max_pixels);
     if (!st) st = kiln_png_read_f32(o->predict, 3, &rgb, &C, &H, &W);
+    if (!st) {
+        net = unet_create(3, 1, 16, KILN_F32);
+        st = net ? kiln_module_to(net, o->c.device) : kiln_last_status();
+    }
+    if (!st) st = kiln_checkpoint_load(o->checkpoint, net, NULL, true);
     /* The U-Net halves the image three times: pad each side up to a multiple of 8 by
      * repeating the edge pixels, then crop the prediction back. */
     int Hp = (H + 7) / 8 * 8, Wp = (W + 7) / 8 * 8;
@@ -250,15 +282,17 @@ static int compare_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* One training step; its loss in *loss_value. A NaN or Inf loss poisons every weight it
+ * reaches, so it is an error naming where it happened (epoch, step of steps). */
 static kiln_status train_step(const options *o, kiln_module *net, kiln_optimizer *opt, kiln_tensor *x, kiln_tensor *y,
-                              double *loss_value) {
+                              double *loss_value, int epoch, int64_t step, int64_t steps, double lr) {
     kiln_tensor *loss = mask_loss(o, kiln_module_forward(net, x), y);
     kiln_optimizer_zero_grad(opt);
     /* ops handed NULL return NULL and keep the first error: one check covers the step */
     if (kiln_backward(loss, NULL) != KILN_STATUS_OK || kiln_optimizer_step(opt) != KILN_STATUS_OK)
-        return kiln_last_status();
+        return kiln_error_prefix("epoch %d, step %lld of %lld", epoch, (long long)step, (long long)steps);
     *loss_value = kiln_tensor_item(loss); /* waits for the device */
-    return KILN_STATUS_OK;
+    return kiln_check_loss(*loss_value, epoch, step, steps, lr);
 }
 
 static kiln_status bench(const options *o, kiln_module *net, kiln_optimizer *opt) {
@@ -270,7 +304,7 @@ static kiln_status bench(const options *o, kiln_module *net, kiln_optimizer *opt
     for (int i = 0; i < o->bench_steps + 2 && !st; i++) { /* two warm-up steps fill the caches and pools */
         double start = kiln_now_seconds();
         kiln_scope *s = kiln_scope_begin();
-        st = train_step(o, net, opt, images, masks, &last);
+        st = train_step(o, net, opt, images, masks, &last, 1, i + 1, o->bench_steps + 2, o->lr);
         kiln_scope_end(s);
         if (!st) st = kiln_synchronize(o->c.device);
         t[i] = kiln_now_seconds() - start;
@@ -315,7 +349,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_binary_metrics *bm = kiln_binary_metrics_create(0.5, KILN_SCORES_LOGITS);
     static history h;
     kiln_status st = order && bm ? KILN_STATUS_OK : kiln_set_error(KILN_STATUS_OOM, "out of memory");
-    if (!st) st = kiln_make_dirs(o->c.out);
+    if (!st) st = kiln_out_dir(o->c.out);
     if (!st) st = kiln_path_join(ckpt, sizeof ckpt, o->c.out, "car_mask.safetensors");
     if (!st) st = kiln_path_join(grid, sizeof grid, o->c.out, "car_mask_grid.png");
     if (!st) st = kiln_path_join(plot, sizeof plot, o->c.out, "car_mask_plot.png");
@@ -355,7 +389,8 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
              * is freed at its end. */
             kiln_scope *s = kiln_scope_begin();
             st = train_step(o, net, opt, gather(train_x, order, i * o->c.batch, o->c.batch, dev),
-                            gather(train_y, order, i * o->c.batch, o->c.batch, dev), &l);
+                            gather(train_y, order, i * o->c.batch, o->c.batch, dev), &l, epoch + 1, i + 1, steps,
+                            kiln_schedule_lr(&sched, epoch));
             kiln_scope_end(s);
             sum += l;
             kiln_progress_update(&p, (int64_t)(epoch - first_epoch) * steps + i + 1, l);
@@ -419,34 +454,55 @@ done:
     return st;
 }
 
+/* Scene data above this is refused up front: (3 + 1) floats a pixel, rendered at once. */
+#define MAX_SCENE_BYTES (4.0 * (1 << 30))
+
 int main(int argc, char **argv) {
-    options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16};
+    options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16,
+                 .max_pixels = 4 << 20};
     kiln_common_defaults(&o.c);
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 16; /* the demo: see the README's results */
     o.c.out = NULL; /* a directory when training, the mask file with --predict */
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o.c),
         {"loss", KILN_ARG_CHOICE, &o.loss, "bce_with_logits (default) or bce (sigmoid, then BCE)", "bce|bce_with_logits"},
-        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch (default 1e-2)", NULL},
-        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch (default 0.85)", NULL},
-        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes (default 192)", NULL},
-        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL},
+        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0 (default 1e-2)", NULL},
+        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1] (default 0.85)", NULL},
+        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes, at least --batch (default 192)", NULL, 1, 100000},
+        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL, 1,
+         100000},
         {"resume", KILN_ARG_STRING, &o.resume, "continue the run saved in this checkpoint (same options)", NULL},
         {"predict", KILN_ARG_STRING, &o.predict, "segment this PNG (with --checkpoint and --out MASK.png)", NULL},
         {"checkpoint", KILN_ARG_STRING, &o.checkpoint, "the model --predict uses", NULL},
-        {"bench-steps", KILN_ARG_INT, &o.bench_steps, "time this many training steps, print the median", NULL},
+        {"max-pixels", KILN_ARG_I64, &o.max_pixels, "--predict: the largest image, in pixels (default 4194304)", NULL, 64,
+         (double)KILN_PNG_DEFAULT_MAX_PIXELS},
+        {"bench-steps", KILN_ARG_INT, &o.bench_steps, "time this many training steps, print the median", NULL, 0, 100000},
     };
+    int nargs = (int)(sizeof table / sizeof *table);
+    kiln_args_set_range(nargs, table, "epochs", 0, MAX_EPOCHS);
+    kiln_args_set_range(nargs, table, "batch", 1, 1024);
+    kiln_args_set_range(nargs, table, "size", 8, 1024);
     const char *about = "Trains U-Net-16 to find the cars in synthetic aerial scenes (sigmoid + BCE, Adam).";
-    kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
+    kiln_args_result r = kiln_args_parse(argc, argv, about, nargs, table);
     if (r == KILN_ARGS_HELP) return 0;
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
     if (kiln_check_device(o.c.device) != KILN_STATUS_OK) return fail("bad arguments");
-    if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 0 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
-        !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch || o.heldout_scenes < 1 || o.bench_steps < 0) {
-        kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
-                       "0..%d, --lr > 0, --lr-decay in (0, 1], --train-scenes >= --batch, --heldout-scenes >= 1, --bench-steps >= 0 (got size "
-                       "%d, batch %d, epochs %d, lr %g, train-scenes %d, heldout-scenes %d, bench-steps %d)", MAX_EPOCHS,
-                       o.c.size, o.c.batch, o.c.epochs, o.lr, o.train_scenes, o.heldout_scenes, o.bench_steps);
+    /* what the table's ranges cannot say */
+    double scene_bytes = ((double)o.train_scenes + o.heldout_scenes) * o.c.size * o.c.size * 16;
+    if (o.c.size % 8 || !(o.lr > 0) || !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch ||
+        scene_bytes > MAX_SCENE_BYTES) {
+        if (o.c.size % 8) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--size: %d is not a multiple of 8 (the U-Net "
+                                         "halves it three times)", o.c.size);
+        else if (!(o.lr > 0)) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", o.lr);
+        else if (!(o.lr_decay > 0 && o.lr_decay <= 1))
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr-decay: %g is outside (0, 1]", o.lr_decay);
+        else if (o.train_scenes < o.c.batch)
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d is below --batch %d: need --train-scenes "
+                           ">= --batch for one full batch", o.train_scenes, o.c.batch);
+        else
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d and --heldout-scenes %d of --size %d need "
+                           "%.1f GiB of scene data, above the %.0f GiB allowed: use fewer or smaller scenes",
+                           o.train_scenes, o.heldout_scenes, o.c.size, scene_bytes / (1 << 30), MAX_SCENE_BYTES / (1 << 30));
         return fail("bad arguments");
     }
     if (o.predict) return predict(&o) ? fail("--predict") : (kiln_shutdown(), 0);
@@ -458,9 +514,10 @@ int main(int argc, char **argv) {
     kiln_optimizer *opt = NULL;
     /* parameters and buffers to the device, before the optimizer sees them */
     kiln_status st = net ? kiln_module_to(net, o.c.device) : kiln_last_status();
-    int np = net ? kiln_module_num_parameters(net) : 0;
-    kiln_tensor **params = malloc((size_t)np * sizeof *params);
-    if (!st && params) {
+    int np = st ? 0 : kiln_module_num_parameters(net);
+    kiln_tensor **params = st ? NULL : malloc((size_t)(np > 0 ? np : 1) * sizeof *params);
+    if (!st && !params) st = kiln_set_error(KILN_STATUS_OOM, "out of memory for %d parameters", np);
+    if (!st) {
         for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);
         kiln_adam_options ao = kiln_adam_defaults();
         ao.lr = o.lr;

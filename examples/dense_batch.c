@@ -75,16 +75,16 @@ static bool check(FILE *f, const char *what, double diff, kiln_tensor *ref, doub
 }
 
 int main(int argc, char **argv) {
-    kiln_device device = kiln_default_device();
+    kiln_device device = kiln_args_default_device();
     int B = 16, in = 64, out = 10;
     int64_t seed = 0;
     const char *dtype_name = "auto";
     bool json = false;
     kiln_arg table[] = {
         {"device", KILN_ARG_DEVICE, &device, "cpu, cuda or cuda:N (default: cuda when present)", NULL},
-        {"batch", KILN_ARG_INT, &B, "samples in the batch (>= 2)", NULL},
-        {"in", KILN_ARG_INT, &in, "input features", NULL},
-        {"out", KILN_ARG_INT, &out, "output features", NULL},
+        {"batch", KILN_ARG_INT, &B, "samples in the batch", NULL, 2, 1024},
+        {"in", KILN_ARG_INT, &in, "input features", NULL, 1, 1024},
+        {"out", KILN_ARG_INT, &out, "output features", NULL, 1, 1024},
         {"dtype", KILN_ARG_CHOICE, &dtype_name, "f64 (CPU only), f32, or auto: f64 on the CPU, f32 elsewhere",
          "auto|f32|f64"},
         {"seed", KILN_ARG_I64, &seed, "random seed", NULL},
@@ -94,9 +94,9 @@ int main(int argc, char **argv) {
                                           "and mini-batch vs per-sample steps.",
                                           (int)(sizeof table / sizeof table[0]), table);
     if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_ERROR || B < 2 || in < 1 || out < 1) {
-        fprintf(stderr, "dense_batch: %s\n", ar == KILN_ARGS_ERROR ? kiln_last_error()
-                                                                   : "--batch must be >= 2, --in and --out >= 1");
+    if (ar == KILN_ARGS_ERROR) {
+        fprintf(stderr, "dense_batch: %s (see --help)\n", kiln_last_error());
+        kiln_shutdown();
         return 2;
     }
     kiln_dtype dt = strcmp(dtype_name, "f64") == 0   ? KILN_F64

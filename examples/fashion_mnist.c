@@ -96,34 +96,38 @@ static kiln_status evaluate(kiln_module *model, const kiln_fashion_mnist_split *
 
 /* ---- main --------------------------------------------------------------------------- */
 
+enum { MAX_EPOCHS = 1000, MAX_BATCH = 4096, MAX_WIDTH = 256 };
+
 int main(int argc, char **argv) {
     kiln_common_args a;
     kiln_common_defaults(&a);
     a.batch = 64;
     const char *model_name = "cnn", *optim_name = "adam", *schedule_name = "cosine";
-    double lr = NAN, momentum = 0.9;
+    double lr = NAN, momentum = 0.9; /* NaN: not given (the parser never stores one) */
     int64_t limit = 0;
     int width = 16;
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(a),
         {"model", KILN_ARG_CHOICE, &model_name, "mlp (784-256-128-10) or cnn (two conv stages)", "mlp|cnn"},
         {"optim", KILN_ARG_CHOICE, &optim_name, "adam, or sgd with momentum", "adam|sgd"},
-        {"lr", KILN_ARG_DOUBLE, &lr, "learning rate (default: 1e-3 for adam, 0.05 for sgd)", NULL},
+        {"lr", KILN_ARG_DOUBLE, &lr, "learning rate > 0 (default: 1e-3 for adam, 0.05 for sgd)", NULL},
         {"schedule", KILN_ARG_CHOICE, &schedule_name, "learning rate: cosine (decays to 0 by the last step) or constant",
          "cosine|constant"},
-        {"momentum", KILN_ARG_DOUBLE, &momentum, "sgd momentum", NULL},
-        {"width", KILN_ARG_INT, &width, "cnn: channels of the first conv (the second has twice as many)", NULL},
-        {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL},
+        {"momentum", KILN_ARG_DOUBLE, &momentum, "sgd momentum", NULL, 0, 1},
+        {"width", KILN_ARG_INT, &width, "cnn: channels of the first conv (the second has twice as many)", NULL, 1,
+         MAX_WIDTH},
+        {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL, 0, 1e9},
     };
-    kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST classifier (MLP or CNN).",
-                                          (int)(sizeof table / sizeof table[0]), table);
+    int nargs = (int)(sizeof table / sizeof table[0]);
+    kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
+    kiln_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
+    kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST classifier (MLP or CNN).", nargs, table);
     if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_ERROR) {
+    if (ar == KILN_ARGS_OK && !isnan(lr) && !(lr > 0))
+        ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
+    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) {
         fprintf(stderr, "fashion_mnist: %s (see --help)\n", kiln_last_error());
-        return 2;
-    }
-    if (a.epochs < 1 || a.batch < 1 || width < 1 || limit < 0) {
-        fprintf(stderr, "fashion_mnist: --epochs, --batch and --width must be positive, --limit not negative\n");
+        kiln_shutdown();
         return 2;
     }
     bool sgd = strcmp(optim_name, "sgd") == 0;
@@ -131,49 +135,66 @@ int main(int argc, char **argv) {
     double t0 = kiln_now_seconds();
     FILE *info = a.json ? stderr : stdout; /* --json keeps stdout for the result line */
     kiln_manual_seed((uint64_t)a.seed);    /* the weights' initialisation */
-
-    kiln_fashion_mnist_split train, test;
-    if (kiln_fashion_mnist_load_split(a.data, true, limit, &train) != KILN_STATUS_OK ||
-        kiln_fashion_mnist_load_split(a.data, false, limit, &test) != KILN_STATUS_OK) {
-        fprintf(stderr, "fashion_mnist: %s\n(install Debian's dataset-fashion-mnist or pass --data DIR)\n",
-                kiln_last_error());
-        kiln_shutdown();
-        return 1;
-    }
-
-    kiln_module *model = strcmp(model_name, "mlp") == 0 ? make_mlp() : make_cnn(width);
-    /* one arena for the parameters, moved to the device before the optimizer sees it */
     kiln_device dev = a.device;
     char dname[32];
     kiln_device_name(dev, dname, sizeof dname);
-    if (kiln_check_device(dev) != KILN_STATUS_OK || kiln_module_to(model, dev) != KILN_STATUS_OK) {
-        fprintf(stderr, "fashion_mnist: building the model failed: %s\n", kiln_last_error());
-        kiln_module_free(model);
-        kiln_shutdown();
-        return 1;
-    }
 
-    int np = kiln_module_num_parameters(model);
-    kiln_tensor **params = malloc(sizeof *params * (size_t)np);
-    for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(model, i, NULL);
-    kiln_optimizer *opt;
-    if (sgd) {
-        kiln_sgd_options o = kiln_sgd_defaults();
-        o.lr = lr;
-        o.momentum = momentum;
-        opt = kiln_optim_sgd(params, np, o);
-    } else {
-        kiln_adam_options o = kiln_adam_defaults();
-        o.lr = lr;
-        opt = kiln_optim_adam(params, np, o);
+    /* Everything a failure must release, so every error path goes through `done`. */
+    kiln_module *model = NULL;
+    kiln_optimizer *opt = NULL;
+    kiln_tensor **params = NULL;
+    float *xbuf = NULL;
+    int64_t *ybuf = NULL, *order = NULL;
+    double *acc = NULL, *train_loss = NULL, *test_loss = NULL;
+    int rc = 1;
+    const char *what = "preparing --out";
+    kiln_fashion_mnist_split train, test;
+    /* --out first: a run must not train for an hour and then find it cannot write */
+    kiln_status st = kiln_out_dir(a.out);
+    if (!st) {
+        what = "loading Fashion-MNIST";
+        st = kiln_fashion_mnist_load_split(a.data, true, limit, &train);
     }
+    if (!st) st = kiln_fashion_mnist_load_split(a.data, false, limit, &test);
+    if (!st) {
+        what = "building the model";
+        model = strcmp(model_name, "mlp") == 0 ? make_mlp() : make_cnn(width);
+        /* one arena for the parameters, moved to the device before the optimizer sees it */
+        st = model ? kiln_module_to(model, dev) : kiln_last_status();
+    }
+    int np = st ? 0 : kiln_module_num_parameters(model);
+    int64_t chunk = 1000, steps_per_epoch = 0, bufn = a.batch > chunk ? a.batch : chunk;
+    if (!st) {
+        what = "allocating";
+        steps_per_epoch = (train.n + a.batch - 1) / a.batch;
+        params = malloc(sizeof *params * (size_t)(np > 0 ? np : 1));
+        xbuf = malloc(sizeof(float) * IMG * (size_t)bufn);
+        ybuf = malloc(sizeof(int64_t) * (size_t)bufn);
+        order = malloc(sizeof(int64_t) * (size_t)train.n);
+        acc = calloc((size_t)a.epochs, sizeof(double));
+        train_loss = calloc((size_t)a.epochs, sizeof(double));
+        test_loss = calloc((size_t)a.epochs, sizeof(double));
+        if (!params || !xbuf || !ybuf || !order || !acc || !train_loss || !test_loss)
+            st = kiln_set_error(KILN_STATUS_OOM, "out of memory for batches of %d and %lld images", a.batch,
+                                (long long)train.n);
+    }
+    if (!st) {
+        what = "creating the optimizer";
+        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(model, i, NULL);
+        if (sgd) {
+            kiln_sgd_options o = kiln_sgd_defaults();
+            o.lr = lr;
+            o.momentum = momentum;
+            opt = kiln_optim_sgd(params, np, o);
+        } else {
+            kiln_adam_options o = kiln_adam_defaults();
+            o.lr = lr;
+            opt = kiln_optim_adam(params, np, o);
+        }
+        if (!opt) st = kiln_last_status();
+    }
+    if (st) goto done;
 
-    int64_t chunk = 1000, steps_per_epoch = (train.n + a.batch - 1) / a.batch;
-    int64_t bufn = a.batch > chunk ? a.batch : chunk;
-    float *xbuf = malloc(sizeof(float) * IMG * (size_t)bufn);
-    int64_t *ybuf = malloc(sizeof(int64_t) * (size_t)bufn), *order = malloc(sizeof(int64_t) * (size_t)train.n);
-    double *acc = calloc((size_t)a.epochs, sizeof(double)), *train_loss = calloc((size_t)a.epochs, sizeof(double));
-    double *test_loss = calloc((size_t)a.epochs, sizeof(double));
     uint64_t rng = (uint64_t)a.seed * 0x100000001ull + 1;
     fprintf(info, "fashion_mnist: %s (%lld parameters), %s lr %g (%s), %lld train / %lld test images, batch %d, %s\n",
             model_name, (long long)kiln_module_parameter_count(model), optim_name, lr, schedule_name, (long long)train.n,
@@ -184,7 +205,7 @@ int main(int argc, char **argv) {
      * (torch's CosineAnnealingLR stepped every batch) lets the last epoch settle. */
     kiln_schedule sched = strcmp(schedule_name, "cosine") == 0 ? kiln_schedule_cosine(lr, steps_per_epoch * a.epochs, 0)
                                                                : kiln_schedule_constant(lr);
-    kiln_status st = opt ? KILN_STATUS_OK : kiln_last_status();
+    what = "training";
     double train_seconds = 0, last_loss = NAN;
     int64_t steps = 0;
     for (int ep = 0; ep < a.epochs && st == KILN_STATUS_OK; ep++) {
@@ -206,6 +227,8 @@ int main(int argc, char **argv) {
             if (st == KILN_STATUS_OK) st = kiln_optimizer_step(opt);
             if (st == KILN_STATUS_OK) last_loss = kiln_tensor_item(loss);
             kiln_scope_end(scope);
+            /* a NaN or Inf loss poisons every weight it reaches: stop and say where */
+            if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
             loss_sum += last_loss;
             steps++;
             kiln_progress_update(&bar, s + 1, last_loss);
@@ -219,50 +242,48 @@ int main(int argc, char **argv) {
                 train_loss[ep], test_loss[ep], acc[ep]);
         fflush(info);
     }
-
-    int rc = 0;
-    if (st != KILN_STATUS_OK) {
-        fprintf(stderr, "\nfashion_mnist: training failed: %s\n", kiln_last_error());
-        rc = 1;
-    } else {
-        /* Loss and accuracy per epoch as a picture next to the numbers. */
-        char path[4096] = "";
-        kiln_series series[] = {{"train loss", train_loss, a.epochs},
-                                {"test loss", test_loss, a.epochs},
-                                {"test argmax accuracy", acc, a.epochs}};
-        if (kiln_make_dirs(a.out) != KILN_STATUS_OK || kiln_path_join(path, sizeof path, a.out, "fashion_mnist_curves.png") ||
-            kiln_plot_lines_png(path, "Fashion-MNIST", "epoch", 3, series, 640, 400) != KILN_STATUS_OK) {
-            fprintf(stderr, "fashion_mnist: writing the plot failed: %s\n", kiln_last_error());
-            path[0] = '\0';
-            rc = 1;
-        } else {
-            fprintf(info, "wrote %s\n", path);
-            fflush(info);
-        }
-        kiln_json j;
-        kiln_json_begin(&j);
-        kiln_json_string(&j, "program", "fashion_mnist");
-        kiln_json_string(&j, "model", model_name);
-        kiln_json_string(&j, "optim", optim_name);
-        kiln_json_string(&j, "device", dname);
-        kiln_json_number(&j, "lr", lr);
-        kiln_json_string(&j, "schedule", schedule_name);
-        kiln_json_int(&j, "batch", a.batch);
-        kiln_json_int(&j, "epochs", a.epochs);
-        kiln_json_int(&j, "parameters", kiln_module_parameter_count(model));
-        kiln_json_int(&j, "train_images", train.n);
-        kiln_json_int(&j, "test_images", test.n);
-        kiln_json_int(&j, "steps", steps);
-        kiln_json_number(&j, "final_train_loss", last_loss);
-        kiln_json_number(&j, "test_argmax_accuracy", acc[a.epochs - 1]);
-        kiln_json_numbers(&j, "test_argmax_accuracy_per_epoch", acc, a.epochs);
-        kiln_json_numbers(&j, "train_loss_per_epoch", train_loss, a.epochs);
-        kiln_json_numbers(&j, "test_loss_per_epoch", test_loss, a.epochs);
-        kiln_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
-        kiln_json_string(&j, "plot", path);
-        kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
-        kiln_json_print(&j, stdout);
+    if (st) {
+        fprintf(stderr, "\n");
+        goto done;
     }
+
+    /* Loss and accuracy per epoch as a picture next to the numbers. */
+    what = "writing the plot";
+    char path[4096] = "";
+    kiln_series series[] = {{"train loss", train_loss, a.epochs},
+                            {"test loss", test_loss, a.epochs},
+                            {"test argmax accuracy", acc, a.epochs}};
+    st = kiln_path_join(path, sizeof path, a.out, "fashion_mnist_curves.png");
+    if (!st) st = kiln_plot_lines_png(path, "Fashion-MNIST", "epoch", 3, series, 640, 400);
+    if (st) goto done;
+    fprintf(info, "wrote %s\n", path);
+    fflush(info);
+    kiln_json j;
+    kiln_json_begin(&j);
+    kiln_json_string(&j, "program", "fashion_mnist");
+    kiln_json_string(&j, "model", model_name);
+    kiln_json_string(&j, "optim", optim_name);
+    kiln_json_string(&j, "device", dname);
+    kiln_json_number(&j, "lr", lr);
+    kiln_json_string(&j, "schedule", schedule_name);
+    kiln_json_int(&j, "batch", a.batch);
+    kiln_json_int(&j, "epochs", a.epochs);
+    kiln_json_int(&j, "parameters", kiln_module_parameter_count(model));
+    kiln_json_int(&j, "train_images", train.n);
+    kiln_json_int(&j, "test_images", test.n);
+    kiln_json_int(&j, "steps", steps);
+    kiln_json_number(&j, "final_train_loss", last_loss);
+    kiln_json_number(&j, "test_argmax_accuracy", acc[a.epochs - 1]);
+    kiln_json_numbers(&j, "test_argmax_accuracy_per_epoch", acc, a.epochs);
+    kiln_json_numbers(&j, "train_loss_per_epoch", train_loss, a.epochs);
+    kiln_json_numbers(&j, "test_loss_per_epoch", test_loss, a.epochs);
+    kiln_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
+    kiln_json_string(&j, "plot", path);
+    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
+    kiln_json_print(&j, stdout);
+    rc = 0;
+done:
+    if (st) fprintf(stderr, "fashion_mnist: %s failed: %s\n", what, kiln_last_error());
     free(xbuf);
     free(ybuf);
     free(order);

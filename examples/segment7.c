@@ -92,6 +92,9 @@ static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *ima
     return st;
 }
 
+/* Scene data above this is refused up front: 3 floats and a class index a pixel. */
+#define MAX_SCENE_BYTES (4.0 * (1 << 30))
+
 int main(int argc, char **argv) {
     double t_start = kiln_now_seconds();
     options o = {.lr = 1e-2, .lr_decay = 0.8, .train_scenes = 192, .heldout_scenes = 16, .weights = "sqrt_inverse"};
@@ -100,61 +103,92 @@ int main(int argc, char **argv) {
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 8; /* the README's results */
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o.c),
-        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch (default 1e-2)", NULL},
-        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch (default 0.8)", NULL},
-        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes (default 192)", NULL},
-        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL},
+        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0 (default 1e-2)", NULL},
+        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1] (default 0.8)", NULL},
+        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes, at least --batch (default 192)", NULL, 1, 100000},
+        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL, 1,
+         100000},
         {"class-weights", KILN_ARG_CHOICE, &o.weights, "cross-entropy class weights from the training labels: "
                                                        "none, inverse or sqrt_inverse (default) frequency",
          "none|inverse|sqrt_inverse"},
     };
+    int nargs = (int)(sizeof table / sizeof *table);
+    kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
+    kiln_args_set_range(nargs, table, "batch", 1, 1024);
+    kiln_args_set_range(nargs, table, "size", 8, 1024);
     const char *about = "Trains U-Net-16 to label every pixel of synthetic aerial scenes with one of 7 classes.";
-    kiln_args_result r = kiln_args_parse(argc, argv, about, (int)(sizeof table / sizeof *table), table);
+    kiln_args_result r = kiln_args_parse(argc, argv, about, nargs, table);
     if (r == KILN_ARGS_HELP) return 0;
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
     if (kiln_check_device(o.c.device) != KILN_STATUS_OK) return fail("bad arguments");
     kiln_device dev = o.c.device;
     char devname[32];
     kiln_device_name(dev, devname, sizeof devname);
-    if (o.c.size < 8 || o.c.size % 8 || o.c.batch < 1 || o.c.epochs < 1 || o.c.epochs > MAX_EPOCHS || !(o.lr > 0) ||
-        !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch || o.heldout_scenes < 1)
-        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "need --size a multiple of 8 (>= 8), --batch >= 1, --epochs in "
-                              "1..%d, --lr > 0, --lr-decay in (0, 1], --train-scenes >= --batch, --heldout-scenes >= 1 (got size %d, batch %d, "
-                              "epochs %d, lr %g, train-scenes %d, heldout-scenes %d)", MAX_EPOCHS, o.c.size, o.c.batch,
-                              o.c.epochs, o.lr, o.train_scenes, o.heldout_scenes), fail("bad arguments");
+    /* what the table's ranges cannot say */
+    double scene_bytes = ((double)o.train_scenes + o.heldout_scenes) * o.c.size * o.c.size * 20;
+    if (o.c.size % 8 || !(o.lr > 0) || !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch ||
+        scene_bytes > MAX_SCENE_BYTES) {
+        if (o.c.size % 8) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--size: %d is not a multiple of 8 (the U-Net "
+                                         "halves it three times)", o.c.size);
+        else if (!(o.lr > 0)) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", o.lr);
+        else if (!(o.lr_decay > 0 && o.lr_decay <= 1))
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr-decay: %g is outside (0, 1]", o.lr_decay);
+        else if (o.train_scenes < o.c.batch)
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d is below --batch %d: need --train-scenes "
+                           ">= --batch for one full batch", o.train_scenes, o.c.batch);
+        else
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d and --heldout-scenes %d of --size %d need "
+                           "%.1f GiB of scene data, above the %.0f GiB allowed: use fewer or smaller scenes",
+                           o.train_scenes, o.heldout_scenes, o.c.size, scene_bytes / (1 << 30), MAX_SCENE_BYTES / (1 << 30));
+        return fail("bad arguments");
+    }
+
+    /* Everything a failure must release, so every error path goes through `done`. */
+    kiln_module *net = NULL;
+    kiln_optimizer *opt = NULL;
+    kiln_tensor **params = NULL;
+    int *order = NULL;
+    kiln_confusion_matrix *cm = NULL;
+    kiln_cross_entropy_options ce = kiln_cross_entropy_options_default();
+    const char *what = "preparing --out";
+    char ckpt[4096], grid[4096], plot[4096];
+    kiln_status st = kiln_out_dir(o.c.out);
+    if (!st) st = kiln_path_join(ckpt, sizeof ckpt, o.c.out, "segment7.safetensors");
+    if (!st) st = kiln_path_join(grid, sizeof grid, o.c.out, "segment7_grid.png");
+    if (!st) st = kiln_path_join(plot, sizeof plot, o.c.out, "segment7_plot.png");
+    if (st) goto done;
 
     /* Data: label maps (N,H,W) of class indices, rendered once on the CPU. */
+    what = "rendering the scenes";
     kiln_tensor *train_x, *train_y, *test_x, *test_y;
-    if (kiln_scene_batch(KILN_SCENE_TRAIN, (uint64_t)o.c.seed, 0, o.train_scenes, o.c.size, o.c.size, KILN_CPU,
-                         &train_x, NULL, &train_y) != KILN_STATUS_OK ||
-        kiln_scene_batch(KILN_SCENE_HELDOUT, (uint64_t)o.c.seed, 0, o.heldout_scenes, o.c.size, o.c.size, KILN_CPU,
-                         &test_x, NULL, &test_y) != KILN_STATUS_OK)
-        return fail("rendering the scenes");
+    st = kiln_scene_batch(KILN_SCENE_TRAIN, (uint64_t)o.c.seed, 0, o.train_scenes, o.c.size, o.c.size, KILN_CPU,
+                          &train_x, NULL, &train_y);
+    if (!st) st = kiln_scene_batch(KILN_SCENE_HELDOUT, (uint64_t)o.c.seed, 0, o.heldout_scenes, o.c.size, o.c.size,
+                                   KILN_CPU, &test_x, NULL, &test_y);
+    if (st) goto done;
     double w[C], freq[C];
     class_weights(train_y, o.weights, w, freq);
-    kiln_cross_entropy_options ce = kiln_cross_entropy_options_default();
     ce.weight = kiln_tensor_from_host((float[]){(float)w[0], (float)w[1], (float)w[2], (float)w[3], (float)w[4],
                                                 (float)w[5], (float)w[6]}, 1, (int64_t[]){C}, KILN_F32, dev);
 
     /* U-Net-16 with one output channel per class, and Adam. */
+    what = "building the U-Net";
     kiln_manual_seed((uint64_t)o.c.seed);
-    kiln_module *net = unet_create(3, C, 16, KILN_F32);
+    net = unet_create(3, C, 16, KILN_F32);
     /* parameters and buffers to the device, before the optimizer sees them */
-    if (!net || !ce.weight || kiln_module_to(net, dev) != KILN_STATUS_OK) return fail("building the U-Net");
-    int np = kiln_module_num_parameters(net);
-    kiln_tensor **params = malloc((size_t)np * sizeof *params);
-    for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);
-    kiln_adam_options ao = kiln_adam_defaults();
-    ao.lr = o.lr;
-    kiln_optimizer *opt = kiln_optim_adam(params, np, ao);
-    free(params);
-    if (!opt) return fail("creating Adam");
+    st = !net || !ce.weight ? kiln_last_status() : kiln_module_to(net, dev);
+    int np = st ? 0 : kiln_module_num_parameters(net);
+    if (!st && !(params = malloc((size_t)(np > 0 ? np : 1) * sizeof *params)))
+        st = kiln_set_error(KILN_STATUS_OOM, "out of memory for %d parameters", np);
+    if (!st) {
+        what = "creating Adam";
+        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);
+        kiln_adam_options ao = kiln_adam_defaults();
+        ao.lr = o.lr;
+        if (!(opt = kiln_optim_adam(params, np, ao))) st = kiln_last_status();
+    }
+    if (st) goto done;
 
-    char ckpt[4096], grid[4096], plot[4096];
-    if (kiln_make_dirs(o.c.out) || kiln_path_join(ckpt, sizeof ckpt, o.c.out, "segment7.safetensors") ||
-        kiln_path_join(grid, sizeof grid, o.c.out, "segment7_grid.png") ||
-        kiln_path_join(plot, sizeof plot, o.c.out, "segment7_plot.png"))
-        return fail("preparing --out");
     if (!o.c.json) {
         printf("segment7: U-Net-16 (%lld parameters) on %s, %d+%d scenes of %dx%d, batch %d, Adam lr %g decayed by %g an epoch\n",
                (long long)kiln_module_parameter_count(net), devname, o.train_scenes, o.heldout_scenes, o.c.size,
@@ -167,19 +201,26 @@ int main(int argc, char **argv) {
     static double hist[NH][MAX_EPOCHS];
     static const char *const hist_keys[NH] = {"train_loss", "heldout_loss", "heldout_miou", "heldout_argmax_accuracy"};
     double iou[C];
-    int steps = o.train_scenes / o.c.batch, *order = malloc((size_t)o.train_scenes * sizeof *order);
-    kiln_confusion_matrix *cm = kiln_confusion_matrix_create(C, KILN_IGNORE_INDEX_DEFAULT);
-    if (!order || !cm) return fail("allocating");
+    int steps = o.train_scenes / o.c.batch;
+    what = "allocating";
+    order = malloc((size_t)o.train_scenes * sizeof *order);
+    cm = kiln_confusion_matrix_create(C, KILN_IGNORE_INDEX_DEFAULT);
+    if (!order || !cm) {
+        st = cm ? kiln_set_error(KILN_STATUS_OOM, "out of memory for %d scenes", o.train_scenes) : kiln_last_status();
+        goto done;
+    }
     kiln_progress p;
     kiln_progress_init(&p, stderr, o.c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
                        (int64_t)o.c.epochs * steps);
-    for (int epoch = 0; epoch < o.c.epochs; epoch++) {
+    what = "training";
+    for (int epoch = 0; epoch < o.c.epochs && !st; epoch++) {
         kiln_epoch_shuffle(order, o.train_scenes, (uint64_t)o.c.seed, epoch);
         /* large steps early, smaller ones to settle (ExponentialLR stepped per epoch) */
         kiln_schedule sched = kiln_schedule_exponential(o.lr, o.lr_decay);
-        if (kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, epoch)) != KILN_STATUS_OK) return fail("setting the rate");
+        double lr = kiln_schedule_lr(&sched, epoch);
+        st = kiln_optimizer_set_lr(opt, lr);
         double sum = 0;
-        for (int i = 0; i < steps; i++) {
+        for (int i = 0; i < steps && !st; i++) {
             kiln_scope *s = kiln_scope_begin(); /* the step's tensors and tape die at its end */
             kiln_tensor *x = gather(train_x, order, i * o.c.batch, o.c.batch, dev);
             kiln_tensor *y = gather(train_y, order, i * o.c.batch, o.c.batch, dev);
@@ -187,15 +228,18 @@ int main(int argc, char **argv) {
              * the weighted negative log-likelihood, averaged by the summed weights (as PyTorch) */
             kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(net, x), y, &ce);
             kiln_optimizer_zero_grad(opt);
+            double l = NAN;
             if (kiln_backward(loss, NULL) != KILN_STATUS_OK || kiln_optimizer_step(opt) != KILN_STATUS_OK)
-                return fail("training step");
-            double l = kiln_tensor_item(loss);
+                st = kiln_error_prefix("epoch %d, step %d of %d", epoch + 1, i + 1, steps);
+            else
+                l = kiln_tensor_item(loss), st = kiln_check_loss(l, epoch + 1, i + 1, steps, lr);
             sum += l;
             kiln_scope_end(s);
             kiln_progress_update(&p, (int64_t)epoch * steps + i + 1, l);
         }
-        double test_loss;
-        if (evaluate(&o, net, test_x, test_y, &ce, &test_loss, cm) != KILN_STATUS_OK) return fail("evaluating");
+        double test_loss = NAN;
+        if (!st) st = evaluate(&o, net, test_x, test_y, &ce, &test_loss, cm);
+        if (st) break;
         hist[0][epoch] = sum / steps, hist[1][epoch] = test_loss;
         hist[2][epoch] = kiln_confusion_matrix_mean_iou(cm);
         hist[3][epoch] = kiln_confusion_matrix_argmax_accuracy(cm);
@@ -204,6 +248,10 @@ int main(int argc, char **argv) {
             printf("epoch %d/%d  train loss %.4f  held-out loss %.4f  mIoU %.4f  argmax accuracy %.4f\n", epoch + 1,
                    o.c.epochs, hist[0][epoch], test_loss, hist[2][epoch], hist[3][epoch]);
         fflush(stdout);
+    }
+    if (st) {
+        if (p.mode != KILN_PROGRESS_QUIET) fprintf(stderr, "\n");
+        goto done;
     }
     kiln_progress_finish(&p);
     kiln_confusion_matrix_class_iou(cm, iou);
@@ -214,7 +262,8 @@ int main(int argc, char **argv) {
     }
 
     /* Pictures: label maps in the scene palette, and the curves per epoch. */
-    kiln_status st = kiln_checkpoint_save(ckpt, net, opt, NULL, 0);
+    what = "writing the results";
+    st = kiln_checkpoint_save(ckpt, net, opt, NULL, 0);
     if (!st) {
         int rows = o.heldout_scenes < 4 ? o.heldout_scenes : 4;
         kiln_scope *s = kiln_scope_begin();
@@ -230,7 +279,7 @@ int main(int argc, char **argv) {
     kiln_series series[NH];
     for (int k = 0; k < NH; k++) series[k] = (kiln_series){hist_keys[k], hist[k], o.c.epochs};
     if (!st) st = kiln_plot_lines_png(plot, "segment7: loss and held-out metrics", "epoch", NH, series, 640, 400);
-    if (st) return fail("writing the results");
+    if (st) goto done;
     if (!o.c.json) printf("segment7: pictures in %s and %s, checkpoint %s\n", grid, plot, ckpt);
 
     kiln_json j;
@@ -256,11 +305,13 @@ int main(int argc, char **argv) {
     kiln_json_string(&j, "checkpoint", ckpt);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
-
+done:
+    free(params);
     free(order);
     kiln_confusion_matrix_free(cm);
     kiln_optimizer_free(opt);
     kiln_module_free(net);
+    if (st) return fail(what);
     kiln_shutdown();
     return 0;
 }

@@ -5,10 +5,17 @@
 #include "support/kiln_test.h"
 
 #include <kiln_examples.h>
+#include <dirent.h>
+#include <errno.h>
 #include <ftw.h>
 #include <png.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <zlib.h>
 
 static char g_dir[64];
 
@@ -236,6 +243,316 @@ KT_TEST(ex_png, tensor_round_trip) {
     back = kiln_png_read_tensor(tmp("tt.png"), 1, KILN_CPU);
     KT_EXPECT_SHAPE(back, 3, 1, 3, 2);
     KT_EXPECT(back, 0.5 / 255, 0, {0, 153 / 255.0, 51 / 255.0, 204 / 255.0, 102 / 255.0, 1});
+}
+
+/* ---- hostile and huge files ------------------------------------------------------------ */
+
+/* Peak resident memory of this test's process, in bytes (Criterion forks one per test). */
+static long peak_rss(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss * 1024L;
+}
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Appends one chunk: big-endian length (`declared`, or the data's), type, data, CRC. */
+static size_t put_chunk(uint8_t *out, const char *type, const uint8_t *data, uint32_t n, uint32_t declared) {
+    for (int k = 0; k < 4; k++) out[k] = (uint8_t)(declared >> (24 - 8 * k));
+    memcpy(out + 4, type, 4);
+    if (n) memcpy(out + 8, data, n);
+    uLong crc = crc32(crc32(0L, Z_NULL, 0), out + 4, 4 + n);
+    for (int k = 0; k < 4; k++) out[8 + n + k] = (uint8_t)(crc >> (24 - 8 * k));
+    return 12 + n;
+}
+static const uint8_t PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+static size_t put_ihdr(uint8_t *out, uint32_t w, uint32_t h, uint8_t depth, uint8_t ctype) {
+    uint8_t d[13] = {0};
+    for (int k = 0; k < 4; k++) d[k] = (uint8_t)(w >> (24 - 8 * k)), d[4 + k] = (uint8_t)(h >> (24 - 8 * k));
+    d[8] = depth, d[9] = ctype;
+    return put_chunk(out, "IHDR", d, 13, 13);
+}
+static void write_bytes(const char *path, const uint8_t *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+/* A valid w x h 8-bit gray PNG of zeros, its IDAT deflated row by row (no w*h buffer). */
+static void write_zero_png(const char *path, uint32_t w, uint32_t h) {
+    size_t cap = 1 << 20, len = 0;
+    uint8_t *idat = malloc(cap), *row = calloc(w + 1, 1);
+    cr_assert(idat && row);
+    z_stream z = {0};
+    cr_assert_eq(deflateInit2(&z, 9, Z_DEFLATED, 15, 9, Z_RLE), Z_OK);
+    for (uint32_t y = 0; y < h; y++) {
+        z.next_in = row, z.avail_in = w + 1;
+        do {
+            if (cap - len < 65536) cr_assert((idat = realloc(idat, cap *= 2)));
+            z.next_out = idat + len, z.avail_out = (uInt)(cap - len);
+            deflate(&z, y + 1 == h ? Z_FINISH : Z_NO_FLUSH);
+            len = cap - z.avail_out;
+        } while (z.avail_out == 0);
+    }
+    deflateEnd(&z);
+    uint8_t *file = malloc(len + 64), *p = file;
+    memcpy(p, PNG_SIG, 8), p += 8;
+    p += put_ihdr(p, w, h, 8, PNG_COLOR_TYPE_GRAY);
+    p += put_chunk(p, "IDAT", idat, (uint32_t)len, (uint32_t)len);
+    p += put_chunk(p, "IEND", NULL, 0, 0);
+    write_bytes(path, file, (size_t)(p - file));
+    free(file);
+    free(idat);
+    free(row);
+}
+
+/* 44 bytes: a 1x1 gray image whose tEXt chunk claims 2 GB and holds 3 bytes. libpng
+ * used to allocate the whole claim (2.1 GB resident per read); the chunk is skipped now. */
+KT_TEST(ex_png, text_chunk_claiming_2_gb_costs_no_memory) {
+    uint8_t b[64], *p = b;
+    memcpy(p, PNG_SIG, 8), p += 8;
+    p += put_ihdr(p, 1, 1, 8, PNG_COLOR_TYPE_GRAY);
+    for (int k = 0; k < 4; k++) p[k] = (uint8_t)(0x7fffff00u >> (24 - 8 * k));
+    memcpy(p + 4, "tEXta\0b", 7), p += 11;
+    cr_assert_eq(p - b, 44);
+    write_bytes(tmp("text.png"), b, 44);
+    long rss = peak_rss();
+    double t = now_s();
+    uint8_t *px = (uint8_t *)1;
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(kiln_png_read_u8(tmp("text.png"), 0, &px, NULL, NULL, NULL), KILN_STATUS_FORMAT);
+        kt_expect_error(KILN_STATUS_FORMAT, "text.png' is corrupt or truncated");
+        cr_expect_null(px);
+    }
+    cr_expect_lt(peak_rss() - rss, 64L << 20, "three reads of a 44-byte file raised the peak by %ld MB",
+                 (peak_rss() - rss) >> 20);
+    cr_expect_lt(now_s() - t, 1.0);
+
+    /* Whole text chunks of any size are skipped too: 20 MB of tEXt and a zTXt that
+     * inflates to 50 MB before a 4x2 image that reads exactly. */
+    size_t big = 20u << 20, bomb_in = 50u << 20;
+    uint8_t *text = calloc(big, 1), *raw = calloc(bomb_in, 1), *file = malloc(big + (1u << 20));
+    uLongf zlen = compressBound(bomb_in);
+    uint8_t *ztxt = malloc(zlen + 3);
+    cr_assert(text && raw && file && ztxt);
+    memcpy(text, "k", 2);
+    memset(text + 2, 'x', big - 2);
+    memcpy(ztxt, "k\0\0", 3);
+    cr_assert_eq(compress2(ztxt + 3, &zlen, raw, bomb_in, 9), Z_OK);
+    const uint8_t rows[2][5] = {{0, 0, 10, 20, 30}, {0, 40, 50, 60, 70}};
+    uLongf ilen = 64;
+    uint8_t idat[64];
+    cr_assert_eq(compress2(idat, &ilen, &rows[0][0], 10, 9), Z_OK);
+    p = file;
+    memcpy(p, PNG_SIG, 8), p += 8;
+    p += put_ihdr(p, 4, 2, 8, PNG_COLOR_TYPE_GRAY);
+    p += put_chunk(p, "tEXt", text, (uint32_t)big, (uint32_t)big);
+    p += put_chunk(p, "zTXt", ztxt, (uint32_t)zlen + 3, (uint32_t)zlen + 3);
+    p += put_chunk(p, "IDAT", idat, (uint32_t)ilen, (uint32_t)ilen);
+    p += put_chunk(p, "IEND", NULL, 0, 0);
+    write_bytes(tmp("bigtext.png"), file, (size_t)(p - file));
+    free(text), free(raw), free(file), free(ztxt);
+    int c, h, w;
+    rss = peak_rss();
+    cr_assert_eq(kiln_png_read_u8(tmp("bigtext.png"), 0, &px, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect(c == 1 && h == 2 && w == 4);
+    cr_expect(memcmp(px, (const uint8_t[]){0, 10, 20, 30, 40, 50, 60, 70}, 8) == 0);
+    free(px);
+    cr_expect_lt(peak_rss() - rss, 16L << 20, "skipped text chunks cost %ld MB", (peak_rss() - rss) >> 20);
+}
+
+/* A valid 16384x16384 PNG is 261 KB on disk and 268 Mpixel decoded: refused from its
+ * header, above the default limit of 64 Mpixel, before anything is allocated. */
+KT_TEST(ex_png, pixel_limit_from_the_header) {
+    unsetenv("KILN_PNG_MAX_PIXELS");
+    cr_expect_eq(kiln_png_max_pixels(), 64 << 20);
+    write_zero_png(tmp("huge.png"), 16384, 16384);
+    cr_expect_lt(file_size(tmp("huge.png")), 300000);
+    long rss = peak_rss();
+    double t = now_s();
+    uint8_t *px = (uint8_t *)1;
+    cr_expect_eq(kiln_png_read_u8(tmp("huge.png"), 3, &px, NULL, NULL, NULL), KILN_STATUS_FORMAT);
+    kt_expect_error(KILN_STATUS_FORMAT, "huge.png' is 16384x16384 = 268435456 pixels, above the limit of 67108864 "
+                                        "pixels; set KILN_PNG_MAX_PIXELS");
+    cr_expect_null(px);
+    float *fp = (float *)1;
+    cr_expect_eq(kiln_png_read_f32(tmp("huge.png"), 3, &fp, NULL, NULL, NULL), KILN_STATUS_FORMAT);
+    cr_expect_null(fp);
+    kt_expect_error(KILN_STATUS_FORMAT, "above the limit");
+    cr_expect_null(kiln_png_read_tensor(tmp("huge.png"), 3, KILN_CPU));
+    kt_expect_error(KILN_STATUS_FORMAT, "above the limit");
+    int c = 0, h = 0, w = 0;
+    cr_expect_eq(kiln_png_read_size(tmp("huge.png"), &c, &h, &w), KILN_STATUS_FORMAT);
+    kt_expect_error(KILN_STATUS_FORMAT, "kiln_png_read_size: '");
+    cr_expect_lt(peak_rss() - rss, 16L << 20);
+    cr_expect_lt(now_s() - t, 1.0);
+
+    /* The variable moves the limit: the header alone is read, so this is cheap too. */
+    setenv("KILN_PNG_MAX_PIXELS", "268435456", 1);
+    cr_expect_eq(kiln_png_read_size(tmp("huge.png"), &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect(c == 1 && h == 16384 && w == 16384);
+    const uint8_t g[12] = {0};
+    cr_assert_eq(kiln_png_write_u8(tmp("small.png"), g, 1, 3, 4), KILN_STATUS_OK);
+    setenv("KILN_PNG_MAX_PIXELS", "12", 1);
+    cr_expect_eq(kiln_png_read_u8(tmp("small.png"), 0, &px, NULL, NULL, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    free(px);
+    setenv("KILN_PNG_MAX_PIXELS", "11", 1);
+    cr_expect_eq(kiln_png_read_u8(tmp("small.png"), 0, &px, NULL, NULL, NULL), KILN_STATUS_FORMAT);
+    kt_expect_error(KILN_STATUS_FORMAT, "is 4x3 = 12 pixels, above the limit of 11 pixels");
+    const char *bad[] = {"lots", "-5", "0", " 12", "12x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("KILN_PNG_MAX_PIXELS", bad[i], 1);
+        cr_expect_eq(kiln_png_max_pixels(), -1, "'%s'", bad[i]);
+        cr_expect_eq(kiln_png_read_u8(tmp("small.png"), 0, &px, NULL, NULL, NULL), KILN_STATUS_INVALID_ARGUMENT);
+        kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "KILN_PNG_MAX_PIXELS='");
+    }
+    unsetenv("KILN_PNG_MAX_PIXELS");
+    /* A side above 65535 is refused from the header whatever the limit. */
+    uint8_t b[64], *q = b;
+    memcpy(q, PNG_SIG, 8), q += 8;
+    q += put_ihdr(q, 70000, 1, 8, PNG_COLOR_TYPE_GRAY);
+    q += put_chunk(q, "IDAT", (const uint8_t *)"\x78\x9c", 2, 2); /* never inflated: the header stops it */
+    q += put_chunk(q, "IEND", NULL, 0, 0);
+    write_bytes(tmp("wide.png"), b, (size_t)(q - b));
+    cr_expect_eq(kiln_png_read_u8(tmp("wide.png"), 0, &px, NULL, NULL, NULL), KILN_STATUS_FORMAT);
+    kt_expect_error(KILN_STATUS_FORMAT, "is 70000x1 pixels; this reader takes sides up to 65535");
+}
+
+/* Writes a palette, gray or RGB PNG with a tRNS chunk through libpng. */
+static void write_trns(const char *path, int w, int h, int ctype, int depth, const uint8_t *rows, int rowbytes) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    cr_assert(!setjmp(png_jmpbuf(png)), "libpng failed writing the test file");
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, ctype, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (ctype == PNG_COLOR_TYPE_PALETTE) {
+        png_color pal[4] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {200, 100, 50}};
+        png_set_PLTE(png, info, pal, 4);
+        png_byte alpha[3] = {0, 128, 255}; /* entry 3 has none: opaque */
+        png_set_tRNS(png, info, alpha, 3, NULL);
+    } else {
+        png_color_16 key = {0, 7, 8, 9, 5}; /* the colour (7,8,9) or the gray 5 is transparent */
+        png_set_tRNS(png, info, NULL, 0, &key);
+    }
+    png_write_info(png, info);
+    for (int y = 0; y < h; y++) png_write_row(png, (png_bytep)rows + (size_t)y * rowbytes);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    fclose(f);
+}
+
+/* A tRNS chunk gives an expanded palette an alpha channel; the reader drops it as it
+ * drops RGBA's (a 4-bit palette image with tRNS was refused as corrupt). */
+KT_TEST(ex_png, palette_and_gray_with_trns_read_without_alpha) {
+    const uint8_t idx4[2][2] = {{0x01, 0x23}, {0x32, 0x10}}; /* 4-bit: pixels 0 1 2 3 / 3 2 1 0 */
+    write_trns(tmp("p4.png"), 4, 2, PNG_COLOR_TYPE_PALETTE, 4, &idx4[0][0], 2);
+    uint8_t *px;
+    int c, h, w;
+    cr_assert_eq(kiln_png_read_u8(tmp("p4.png"), 0, &px, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect(c == 3 && h == 2 && w == 4);
+    const uint8_t want[24] = {255, 0, 0, 0, 255, 0, 0, 0, 255, 200, 100, 50,
+                              200, 100, 50, 0, 0, 255, 0, 255, 0, 255, 0, 0};
+    cr_expect(memcmp(px, want, 24) == 0, "4-bit palette with tRNS read wrong");
+    free(px);
+    cr_assert_eq(kiln_png_read_u8(tmp("p4.png"), 1, &px, &c, NULL, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect_eq(c, 1);
+    cr_expect(px[0] == 54 && px[1] == 182 && px[2] == 18, "gray of red, green, blue: %d %d %d", px[0], px[1], px[2]);
+    free(px);
+    float *f;
+    cr_assert_eq(kiln_png_read_f32(tmp("p4.png"), 3, &f, &c, NULL, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect_float_eq(f[3], 200 / 255.0f, 1e-7); /* R plane, pixel 3 */
+    free(f);
+
+    const uint8_t g4[2] = {0x05, 0xF7}; /* 4-bit gray with a transparent key: 0 5 15 7 */
+    write_trns(tmp("g4.png"), 4, 1, PNG_COLOR_TYPE_GRAY, 4, g4, 2);
+    cr_assert_eq(kiln_png_read_u8(tmp("g4.png"), 0, &px, &c, NULL, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect(c == 1 && px[0] == 0 && px[1] == 5 * 17 && px[2] == 255 && px[3] == 7 * 17);
+    free(px);
+    const uint8_t rgb[6] = {7, 8, 9, 1, 2, 3};
+    write_trns(tmp("rgb.png"), 2, 1, PNG_COLOR_TYPE_RGB, 8, rgb, 6);
+    cr_assert_eq(kiln_png_read_u8(tmp("rgb.png"), 0, &px, &c, NULL, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect(c == 3 && memcmp(px, rgb, 6) == 0);
+    free(px);
+}
+
+KT_TEST(ex_png, directories_and_fifos_are_not_pngs) {
+    uint8_t *px = (uint8_t *)1;
+    cr_expect_eq(kiln_png_read_u8(g_dir, 3, &px, NULL, NULL, NULL), KILN_STATUS_IO);
+    kt_expect_error(KILN_STATUS_IO, "' is a directory, not a PNG file");
+    cr_expect_null(px);
+    cr_assert_eq(mkfifo(tmp("fifo"), 0600), 0, "%s", strerror(errno));
+    double t = now_s();
+    cr_expect_eq(kiln_png_read_u8(tmp("fifo"), 3, &px, NULL, NULL, NULL), KILN_STATUS_IO); /* no writer: no wait */
+    kt_expect_error(KILN_STATUS_IO, "fifo' is not a regular file");
+    cr_expect_lt(now_s() - t, 1.0);
+    cr_expect_eq(kiln_png_read_size(g_dir, NULL, NULL, NULL), KILN_STATUS_IO);
+    kt_expect_error(KILN_STATUS_IO, "is a directory");
+}
+
+/* Names in g_dir that hold ".tmp." (a writer's temporary file left behind). */
+static int temp_files_left(void) {
+    int n = 0;
+    DIR *d = opendir(g_dir);
+    for (struct dirent *e; d && (e = readdir(d));) n += strstr(e->d_name, ".tmp.") != NULL;
+    if (d) closedir(d);
+    return n;
+}
+
+/* The writer goes through a temporary file and a rename: a write that fails half-way
+ * (here: the file-size limit, EFBIG) leaves the old file whole, removes the temporary
+ * file and names the system's reason. */
+KT_TEST(ex_png, write_is_atomic_and_names_errno) {
+    const uint8_t old_px[4] = {1, 2, 3, 4};
+    cr_assert_eq(kiln_png_write_u8(tmp("keep.png"), old_px, 1, 2, 2), KILN_STATUS_OK, "%s", kiln_last_error());
+    struct stat sb;
+    cr_assert_eq(stat(tmp("keep.png"), &sb), 0);
+    cr_expect_eq(sb.st_mode & 0777, 0644, "a picture is readable by all: mode %o", sb.st_mode & 0777);
+    enum { H = 200, W = 200 };
+    uint8_t *noise = malloc(3 * H * W);
+    uint32_t x = 12345;
+    for (int i = 0; i < 3 * H * W; i++) x = x * 1664525u + 1013904223u, noise[i] = (uint8_t)(x >> 24);
+    signal(SIGXFSZ, SIG_IGN); /* the limit makes write() fail with EFBIG instead of killing us */
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 8192;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    kiln_status st = kiln_png_write_u8(tmp("keep.png"), noise, 3, H, W);
+    setrlimit(RLIMIT_FSIZE, &old);
+    cr_expect_eq(st, KILN_STATUS_IO);
+    char want[128];
+    snprintf(want, sizeof want, "keep.png' failed: %s; the previous file, if any, is untouched", strerror(EFBIG));
+    kt_expect_error(KILN_STATUS_IO, want);
+    cr_expect_eq(temp_files_left(), 0, "the temporary file was left behind");
+    uint8_t *back;
+    int c, h, w;
+    cr_assert_eq(kiln_png_read_u8(tmp("keep.png"), 0, &back, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect(c == 1 && h == 2 && w == 2 && memcmp(back, old_px, 4) == 0, "the old file was damaged");
+    free(back);
+    /* without the limit the same write replaces it */
+    cr_assert_eq(kiln_png_write_u8(tmp("keep.png"), noise, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_png_read_u8(tmp("keep.png"), 0, &back, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect(c == 3 && h == H && w == W && memcmp(back, noise, 3 * H * W) == 0);
+    free(back);
+    free(noise);
+
+    /* A directory in the way: the rename fails with its reason, nothing is left behind. */
+    cr_assert_eq(mkdir(tmp("adir"), 0755), 0);
+    cr_expect_eq(kiln_png_write_u8(tmp("adir"), old_px, 1, 2, 2), KILN_STATUS_IO);
+    snprintf(want, sizeof want, "cannot rename the temporary file over '%s': %s", tmp("adir"), strerror(EISDIR));
+    kt_expect_error(KILN_STATUS_IO, want);
+    cr_expect_eq(temp_files_left(), 0);
+    /* No directory: the temporary file cannot be made. */
+    cr_expect_eq(kiln_png_write_u8("/nonexistent-dir/x.png", old_px, 1, 2, 2), KILN_STATUS_IO);
+    snprintf(want, sizeof want, "cannot create '/nonexistent-dir/x.png' (its temporary file /nonexistent-dir/x.png.tmp.");
+    kt_expect_error(KILN_STATUS_IO, want);
 }
 
 /* ---- grids, tiles and plots ------------------------------------------------------------ */

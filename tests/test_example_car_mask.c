@@ -1,6 +1,7 @@
 /* The car_mask example run as a user runs it, in a tiny configuration (16x16 scenes, a
  * few steps): its JSON result line and files, exact resume from a checkpoint, --predict
- * on a PNG, the benchmark mode, and clear errors for bad arguments. */
+ * on a PNG, the benchmark mode, and clear errors for bad arguments, hostile options,
+ * damaged checkpoints, huge or wrong inputs, a diverging run and a bad KILN_DEVICE. */
 #include "support/kiln_test.h"
 #include "kiln_examples.h"
 #include "support/kt_run.h"
@@ -8,9 +9,11 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 TestSuite(example_car_mask, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -153,14 +156,23 @@ KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
     } cases[] = {
         {"--loss mse", "--loss: 'mse' is not one of bce|bce_with_logits"},
         {"--size 30", "multiple of 8"},
-        {"--epochs -1", "--epochs in 0.."},
-        {"--batch 8 --train-scenes 4", "--train-scenes >= --batch"},
+        {"--epochs -1", "--epochs: -1 is outside the allowed range 0..1000"},
+        {"--epochs 2147483647", "--epochs: 2147483647 is outside the allowed range 0..1000"},
+        {"--batch 2147483647", "--batch: 2147483647 is outside the allowed range 1..1024"},
+        {"--batch ' 8'", "--batch: ' 8' is not an int-sized integer"},
+        {"--batch 8 --train-scenes 4", "--train-scenes 4 is below --batch 8: need --train-scenes >= --batch"},
+        {"--train-scenes 100000", "need 6.1 GiB of scene data, above the 4 GiB allowed"},
+        {"--size 4096", "--size: 4096 is outside the allowed range 8..1024"},
         {"--lr abc", "--lr: 'abc' is not a number"},
-        {"--lr-decay 0", "--lr-decay in (0, 1]"},
+        {"--lr inf", "--lr: 'inf' is not a finite number"},
+        {"--lr nan", "--lr: 'nan' is not a finite number"},
+        {"--lr 0", "--lr: 0 is not > 0"},
+        {"--lr-decay 0", "--lr-decay: 0 is outside (0, 1]"},
+        {"--max-pixels 1", "--max-pixels: 1 is outside the allowed range 64..67108864"},
         {"--frobnicate 1", "unknown option '--frobnicate'"},
         {"--device tpu", "'tpu' is not a device"},
         {"--predict scene.png --out m.png", "--predict needs --checkpoint"},
-        {"--predict missing.png --out m.png --checkpoint missing.safetensors", "missing.safetensors"},
+        {"--predict missing.png --out m.png --checkpoint missing.safetensors", "cannot open 'missing.png'"},
         {TINY " --epochs 1 --resume missing.safetensors", "missing.safetensors"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -176,5 +188,195 @@ KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
         cr_expect(r->status != 0 && strstr(r->err, "--device cuda:0 is not available"), "stderr:\n%s", r->err);
         kt_run_free(r);
     }
+    kt_run_dir_remove(d);
+}
+
+/* ---- hostile inputs ------------------------------------------------------------------- */
+
+/* Copies src to dst, replacing the first `value` that follows `key` (same length). */
+static void patch_file(const char *src, const char *dst, const char *key, const char *value, const char *by) {
+    FILE *f = fopen(src, "rb");
+    cr_assert_not_null(f, "%s", src);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *b = malloc((size_t)n + 1);
+    cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    b[n] = '\0'; /* the header is text; the search stops at the first NUL of the data */
+    char *k = strstr(b + 8, key), *v = k ? strstr(k, value) : NULL;
+    cr_assert(v && strlen(value) == strlen(by), "no %s %s in %s", key, value, src);
+    memcpy(v, by, strlen(by));
+    f = fopen(dst, "wb");
+    cr_assert_eq(fwrite(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    free(b);
+}
+
+/* A metadata field of the checkpoint that is not what save_checkpoint writes is a
+ * damaged checkpoint: "x" used to read as epoch 0 and restart the run silently. */
+KT_TEST(example_car_mask, resume_refuses_damaged_metadata) {
+    char *d = kt_run_dir("car_mask");
+    run_result *t = kt_run(bin, d, TINY " --epochs 1 --json --out part");
+    cr_assert_eq(t->status, 0, "exit %d; stderr:\n%s", t->status, t->err);
+    kt_run_free(t);
+    char src[1024], dst[1024];
+    snprintf(src, sizeof src, "%s/part/car_mask.safetensors", d);
+    snprintf(dst, sizeof dst, "%s/bad.safetensors", d);
+    struct {
+        const char *key, *value, *by, *says;
+    } cases[] = {
+        {"\"car_mask.epoch\"", "\"1\"", "\"x\"", "its car_mask.epoch is 'x', not an epoch count in 0..1000"},
+        {"\"car_mask.epoch\"", "\"1\"", "\" \"", "its car_mask.epoch is ' ', not an epoch count"},
+        {"\"car_mask.epoch\"", "\"1\"", "\"-\"", "its car_mask.epoch is '-', not an epoch count"},
+        {"\"car_mask.epoch\"", "\"1\"", "\"2\"", "history 'car_mask.train_loss' is not 2 comma-separated numbers"},
+        {"\"car_mask.train_loss\"", ":\"0.", ":\"z.", "history 'car_mask.train_loss' is not 1 comma-separated numbers"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        patch_file(src, dst, cases[i].key, cases[i].value, cases[i].by);
+        run_result *r = kt_run(bin, d, TINY " --epochs 3 --out part --resume bad.safetensors");
+        cr_expect_neq(r->status, 0, "case %zu exited 0", i);
+        cr_expect(strstr(r->err, "car_mask: training: --resume bad.safetensors: ") && strstr(r->err, cases[i].says),
+                  "case %zu: stderr does not say '%s':\n%s", i, cases[i].says, r->err);
+        cr_expect(!strstr(r->err, "Sanitizer"), "%s", r->err);
+        kt_run_free(r);
+    }
+    kt_run_dir_remove(d);
+}
+
+/* A valid w x h 8-bit gray PNG of zeros, its IDAT deflated row by row (no w*h buffer). */
+static void write_zero_png(const char *path, uint32_t w, uint32_t h) {
+    size_t cap = 1 << 20, len = 0;
+    uint8_t *idat = malloc(cap), *row = calloc(w + 1, 1);
+    z_stream z = {0};
+    cr_assert(idat && row && deflateInit2(&z, 9, Z_DEFLATED, 15, 9, Z_RLE) == Z_OK);
+    for (uint32_t y = 0; y < h; y++) {
+        z.next_in = row, z.avail_in = w + 1;
+        do {
+            if (cap - len < 65536) cr_assert((idat = realloc(idat, cap *= 2)));
+            z.next_out = idat + len, z.avail_out = (uInt)(cap - len);
+            deflate(&z, y + 1 == h ? Z_FINISH : Z_NO_FLUSH);
+            len = cap - z.avail_out;
+        } while (z.avail_out == 0);
+    }
+    deflateEnd(&z);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
+                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h, 8, 0, 0, 0, 0};
+    fwrite(sig, 1, 8, f);
+    const char *types[3] = {"IHDR", "IDAT", "IEND"};
+    const uint8_t *data[3] = {ihdr, idat, NULL};
+    uint32_t lens[3] = {13, (uint32_t)len, 0};
+    for (int c = 0; c < 3; c++) {
+        uint8_t be[4] = {(uint8_t)(lens[c] >> 24), (uint8_t)(lens[c] >> 16), (uint8_t)(lens[c] >> 8), (uint8_t)lens[c]};
+        uLong crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)types[c], 4);
+        if (lens[c]) crc = crc32(crc, data[c], lens[c]);
+        uint8_t cb[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+        fwrite(be, 1, 4, f), fwrite(types[c], 1, 4, f);
+        if (lens[c]) fwrite(data[c], 1, lens[c], f);
+        fwrite(cb, 1, 4, f);
+    }
+    fclose(f);
+    free(idat);
+    free(row);
+}
+
+/* --predict checks its input before building the model: a directory says so, a valid
+ * 16384x16384 PNG (261 KB; it used to pass 4 GB resident) is refused from its header,
+ * as is an image above --max-pixels, and an --out that is a directory is named. */
+KT_TEST(example_car_mask, predict_refuses_directories_huge_images_and_a_directory_out) {
+    char *d = kt_run_dir("car_mask"), path[1024];
+    snprintf(path, sizeof path, "%s/huge.png", d);
+    write_zero_png(path, 16384, 16384);
+    snprintf(path, sizeof path, "%s/adir", d);
+    cr_assert_eq(mkdir(path, 0755), 0);
+    enum { W = 36, H = 20 };
+    float rgb[3 * H * W];
+    cr_assert_eq(kiln_scene_generate(7, H, W, rgb, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    snprintf(path, sizeof path, "%s/scene.png", d);
+    cr_assert_eq(kiln_png_write_f32(path, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
+    struct {
+        const char *args, *says;
+    } cases[] = {
+        {"--predict adir --out m.png --checkpoint none.safetensors", "car_mask: --predict: kiln_png_read_size: 'adir' is a "
+                                                                     "directory, not a PNG file"},
+        {"--predict huge.png --out m.png --checkpoint none.safetensors",
+         "'huge.png' is 16384x16384 = 268435456 pixels, above the limit of 67108864 pixels; set KILN_PNG_MAX_PIXELS"},
+        {"--predict scene.png --out m.png --checkpoint none.safetensors --max-pixels 700",
+         "'scene.png' is 36x20 = 720 pixels, above --max-pixels 700 (the U-Net needs about 2 KB of memory a pixel)"},
+        {"--predict scene.png --out adir --checkpoint none.safetensors",
+         "--out 'adir' is a directory: with --predict, --out names the mask PNG to write"},
+        {"--predict scene.png --out m.png --checkpoint none.safetensors", "none.safetensors"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        run_result *r = kt_run(bin, d, cases[i].args);
+        cr_expect_eq(r->status, 1, "'%s' exited %d", cases[i].args, r->status);
+        cr_expect(strstr(r->err, cases[i].says), "'%s': stderr does not say '%s':\n%s", cases[i].args, cases[i].says,
+                  r->err);
+        cr_expect(!strstr(r->err, "Sanitizer"), "%s", r->err);
+        kt_run_free(r);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    cr_expect_lt(ru.ru_maxrss, 1L << 20, "a refused input cost %ld MB", ru.ru_maxrss >> 10);
+    kt_run_dir_remove(d);
+}
+
+/* --lr 1e38 is finite, but one Adam step makes the weights overflow: the next loss is
+ * NaN and the run stops there, naming the step, instead of exiting 0. */
+KT_TEST(example_car_mask, a_diverging_run_stops_with_an_error) {
+    char *d = kt_run_dir("car_mask");
+    run_result *r = kt_run(bin, d, TINY " --epochs 3 --lr 1e38 --out res");
+    cr_expect_eq(r->status, 1, "exit %d; stderr:\n%s", r->status, r->err);
+    cr_expect(strstr(r->err, "car_mask: training: the training loss became NaN at epoch 1, step 2 of 2: training "
+                             "diverged (lower --lr, now 1e+38)"), "stderr:\n%s", r->err);
+    cr_expect(!strstr(r->err, "Sanitizer"), "%s", r->err);
+    kt_run_free(r);
+    r = kt_run(bin, d, TINY " --epochs 1 --lr 1e38 --bench-steps 3");
+    cr_expect(r->status == 1 && strstr(r->err, "car_mask: --bench-steps: the training loss became NaN at epoch 1, "
+                                               "step 2 of 5"), "exit %d; stderr:\n%s", r->status, r->err);
+    kt_run_free(r);
+    kt_run_dir_remove(d);
+}
+
+/* A bad KILN_DEVICE used to record an error that replaced every later one. Now it is
+ * reported as itself, once; an option's own error is itself; --device makes it moot. */
+KT_TEST(example_car_mask, a_bad_KILN_DEVICE_is_said_once_and_masks_nothing) {
+    char *d = kt_run_dir("car_mask");
+    setenv("KILN_DEVICE", "cuda:x", 1);
+    run_result *r = kt_run(bin, d, "--size 16 --batch 2 --train-scenes 4 --heldout-scenes 2 --epochs 1 --out res");
+    cr_expect_eq(r->status, 1);
+    const char *says = "KILN_DEVICE='cuda:x' is not a device: set it to cpu, cuda or cuda:N, unset it, or pass --device";
+    const char *first = strstr(r->err, says);
+    cr_expect(first && !strstr(first + 1, "KILN_DEVICE"), "stderr does not say it once:\n%s", r->err);
+    kt_run_free(r);
+    /* the parser reports the variable before the checks that follow it, as itself */
+    r = kt_run(bin, d, "--size 12");
+    cr_expect(r->status == 1 && strstr(r->err, says) && !strstr(r->err, "multiple of 8"), "stderr:\n%s", r->err);
+    kt_run_free(r);
+    r = kt_run(bin, d, "--batch 0");
+    cr_expect(r->status == 1 && strstr(r->err, "--batch: 0 is outside the allowed range") && !strstr(r->err, "KILN_DEVICE"),
+              "stderr:\n%s", r->err);
+    kt_run_free(r);
+    r = kt_run(bin, d, "--device cpu --size 12");
+    cr_expect(r->status == 1 && strstr(r->err, "multiple of 8") && !strstr(r->err, "KILN_DEVICE"), "stderr:\n%s", r->err);
+    kt_run_free(r);
+    setenv("KILN_DEVICE", "cpu", 1);
+    kt_run_dir_remove(d);
+}
+
+KT_TEST(example_car_mask, out_must_be_a_directory_when_training) {
+    char *d = kt_run_dir("car_mask"), path[1024];
+    snprintf(path, sizeof path, "%s/res", d);
+    FILE *f = fopen(path, "w");
+    fclose(f);
+    run_result *r = kt_run(bin, d, TINY " --epochs 1 --out res");
+    cr_expect_eq(r->status, 1);
+    cr_expect(strstr(r->err, "car_mask: training: --out 'res' is a file, not a directory: --out names the directory"),
+              "stderr:\n%s", r->err);
+    cr_expect(!strstr(r->err, "Sanitizer"), "%s", r->err);
+    kt_run_free(r);
     kt_run_dir_remove(d);
 }

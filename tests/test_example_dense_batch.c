@@ -4,6 +4,10 @@
 #include "support/kiln_test.h"
 #include "support/kt_program.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 TestSuite(example_dense_batch, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 static const char *const identity_keys[] = {
@@ -42,6 +46,39 @@ KT_TEST(example_dense_batch, identities_f64) { check_run("--device cpu --json", 
  * few hundred. */
 KT_TEST(example_dense_batch, identities_f32) {
     check_run("--device cpu --dtype f32 --batch 32 --in 50 --out 7 --seed 3 --json", 1e-2);
+}
+
+/* Options name themselves, their value and what is allowed; a bad KILN_DEVICE is said
+ * as itself (it used to be recorded as an error that masked later ones). */
+KT_TEST(example_dense_batch, bad_options_say_what_is_allowed) {
+    struct {
+        const char *args, *says;
+    } cases[] = {
+        {"--batch 1", "dense_batch: --batch: 1 is outside the allowed range 2..1024"},
+        {"--in 2147483647", "dense_batch: --in: 2147483647 is outside the allowed range 1..1024"},
+        {"--out ' 3'", "dense_batch: --out: ' 3' is not an int-sized integer"},
+        {"--seed 1e3", "dense_batch: --seed: '1e3' is not a 64-bit integer"},
+    };
+    char cmd[256];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        kt_program_result r;
+        snprintf(cmd, sizeof cmd, "--device cpu %s 2>&1", cases[i].args);
+        kt_program_run("dense_batch", cmd, &r);
+        cr_expect_eq(r.status, 2, "'%s' exited %d", cases[i].args, r.status);
+        cr_expect(strstr(r.out, cases[i].says), "'%s' does not say '%s':\n%s", cases[i].args, cases[i].says, r.out);
+        kt_program_result_free(&r);
+    }
+    setenv("KILN_DEVICE", "gpu", 1);
+    kt_program_result r;
+    kt_program_run("dense_batch", "--json 2>&1", &r);
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.out, "dense_batch: KILN_DEVICE='gpu' is not a device"), "%s", r.out);
+    kt_program_result_free(&r);
+    kt_program_run("dense_batch", "--device cpu --json", &r);
+    cr_expect_eq(r.status, 0, "--device cpu makes KILN_DEVICE irrelevant:\n%s", r.out);
+    cr_expect(r.json != NULL);
+    kt_program_result_free(&r);
+    setenv("KILN_DEVICE", "cpu", 1);
 }
 
 KT_TEST(example_dense_batch, bad_options_exit_2) {

@@ -207,13 +207,15 @@ typedef struct {
 static kiln_args_result parse(opts *o, int argc, const char **argv) {
     kiln_common_defaults(&o->c);
     o->lr = 1e-3, o->loss = "bce_with_logits", o->resume = false;
-    const kiln_arg table[] = {
+    kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o->c),
         {"lr", KILN_ARG_DOUBLE, &o->lr, "learning rate", NULL},
         {"loss", KILN_ARG_CHOICE, &o->loss, "loss", "bce|bce_with_logits"},
         {"resume", KILN_ARG_FLAG, &o->resume, "continue", NULL},
     };
-    return kiln_args_parse(argc, (char **)argv, "test", (int)(sizeof table / sizeof table[0]), table);
+    int n = (int)(sizeof table / sizeof table[0]);
+    cr_assert_eq(kiln_args_set_range(n, table, "batch", 1, 4096), KILN_STATUS_OK);
+    return kiln_args_parse(argc, (char **)argv, "test", n, table);
 }
 
 KT_TEST(examples_support, args_parse_values_and_defaults) {
@@ -260,6 +262,134 @@ KT_TEST(examples_support, args_reject_bad_input) {
     const char *stray[] = {"prog", "epochs"};
     cr_expect_eq(parse(&o, 2, stray), KILN_ARGS_ERROR);
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "unexpected argument");
+}
+
+/* Numbers are the whole value: strtoll and strtod skip leading blanks and strtod takes
+ * "nan" and "inf", which trained to NaN and exited 0 (--lr inf), or silently fell back
+ * to a default (--lr nan). */
+KT_TEST(examples_support, args_numbers_are_strict_finite_and_in_range) {
+    opts o;
+    struct {
+        const char *opt, *value, *says;
+    } bad[] = {
+        {"--batch", " 8", "--batch: ' 8' is not an int-sized integer"},
+        {"--batch", "8 ", "--batch: '8 ' is not an int-sized integer"},
+        {"--batch", "\t8", "is not an int-sized integer"},
+        {"--batch", "", "--batch: '' is not an int-sized integer"},
+        {"--batch", "0x10", "is not an int-sized integer"},
+        {"--seed", "12abc", "--seed: '12abc' is not a 64-bit integer"},
+        {"--lr", " 0.1", "--lr: ' 0.1' is not a number"},
+        {"--lr", "0.1x", "--lr: '0.1x' is not a number"},
+        {"--lr", "inf", "--lr: 'inf' is not a finite number"},
+        {"--lr", "-Infinity", "--lr: '-Infinity' is not a finite number"},
+        {"--lr", "nan", "--lr: 'nan' is not a finite number"},
+        {"--lr", "1e999", "--lr: '1e999' is not a number"},
+        {"--batch", "0", "--batch: 0 is outside the allowed range 1..4096"},
+        {"--batch", "2147483647", "--batch: 2147483647 is outside the allowed range 1..4096"},
+        {"--batch", "-3", "--batch: -3 is outside the allowed range 1..4096"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *argv[] = {"prog", bad[i].opt, bad[i].value};
+        cr_expect_eq(parse(&o, 3, argv), KILN_ARGS_ERROR, "%s '%s' was accepted", bad[i].opt, bad[i].value);
+        kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, bad[i].says);
+    }
+    const char *ok[] = {"prog", "--batch", "4096", "--lr=-2.5e-3", "--seed", "+7"};
+    cr_assert_eq(parse(&o, 6, ok), KILN_ARGS_OK, "%s", kiln_last_error());
+    cr_expect_eq(o.c.batch, 4096);
+    cr_expect_eq(o.lr, -2.5e-3);
+    cr_expect_eq(o.c.seed, 7);
+    kiln_arg t[] = {{"x", KILN_ARG_INT, &o.c.size, "x", NULL}};
+    cr_expect_eq(kiln_args_set_range(1, t, "y", 0, 1), KILN_STATUS_INVALID_ARGUMENT);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "no option --y in the table");
+    /* the range shows in the usage */
+    FILE *f = tmpfile();
+    t[0].min = 8, t[0].max = 1024;
+    kiln_args_usage(f, "p", NULL, 1, t);
+    rewind(f);
+    char text[512] = "";
+    text[fread(text, 1, sizeof text - 1, f)] = '\0';
+    fclose(f);
+    cr_expect(strstr(text, "--x N") && strstr(text, "x (8..1024)"), "usage:\n%s", text);
+}
+
+/* A bad KILN_DEVICE used to record an error in kiln_common_defaults that stayed the
+ * thread's first and replaced every later error. Now the default falls back quietly and
+ * the parser reports the variable, once, unless --device makes it irrelevant. */
+KT_TEST(examples_support, a_bad_KILN_DEVICE_is_reported_by_the_parser_alone) {
+    opts o;
+    setenv("KILN_DEVICE", "tpu", 1);
+    kiln_device fallback = kiln_cuda_device_count() > 0 ? KILN_CUDA(0) : KILN_CPU;
+    cr_expect(kiln_device_equal(kiln_args_default_device(), fallback));
+    cr_expect_eq(kiln_last_status(), KILN_STATUS_OK, "it recorded: %s", kiln_last_error());
+    kiln_common_args c;
+    kiln_common_defaults(&c);
+    cr_expect_eq(kiln_last_status(), KILN_STATUS_OK, "kiln_common_defaults recorded: %s", kiln_last_error());
+    const char *plain[] = {"prog", "--epochs", "2"};
+    cr_expect_eq(parse(&o, 3, plain), KILN_ARGS_ERROR);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT,
+                    "KILN_DEVICE='tpu' is not a device: set it to cpu, cuda or cuda:N, unset it, or pass --device");
+    /* an option's own error comes first and is itself */
+    const char *bad_batch[] = {"prog", "--batch", "0"};
+    cr_expect_eq(parse(&o, 3, bad_batch), KILN_ARGS_ERROR);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "--batch: 0 is outside");
+    /* --device overrides the variable: nothing to report */
+    const char *given[] = {"prog", "--device", "cpu", "--epochs", "2"};
+    cr_expect_eq(parse(&o, 5, given), KILN_ARGS_OK, "%s", kiln_last_error());
+    cr_expect_eq(kiln_last_status(), KILN_STATUS_OK);
+    cr_expect(kiln_device_equal(o.c.device, KILN_CPU));
+    /* a later error is reported as itself */
+    kiln_set_error(KILN_STATUS_IO, "the real error");
+    cr_expect_str_eq(kiln_last_error(), "the real error");
+    kiln_clear_error();
+    /* an earlier error is kept, not cleared by the check */
+    kiln_set_error(KILN_STATUS_IO, "earlier");
+    kiln_args_default_device();
+    kt_expect_error(KILN_STATUS_IO, "earlier");
+    setenv("KILN_DEVICE", "cpu", 1);
+    cr_expect(kiln_device_equal(kiln_args_default_device(), KILN_CPU));
+    cr_expect_eq(parse(&o, 3, plain), KILN_ARGS_OK, "%s", kiln_last_error());
+}
+
+KT_TEST(examples_support, out_dir_loss_check_and_error_prefix) {
+    char dir[] = "/tmp/kiln_ex_out_XXXXXX", path[256];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/new/sub", dir);
+    cr_expect_eq(kiln_out_dir(path), KILN_STATUS_OK, "%s", kiln_last_error());
+    snprintf(path, sizeof path, "%s/file", dir);
+    FILE *f = fopen(path, "w");
+    fclose(f);
+    cr_expect_eq(kiln_out_dir(path), KILN_STATUS_INVALID_ARGUMENT);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "file' is a file, not a directory: --out names the directory");
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_expect_eq(system(cmd), 0);
+
+    cr_expect_eq(kiln_check_loss(0.25, 1, 1, 10, 1e-3), KILN_STATUS_OK);
+    cr_expect_eq(kiln_check_loss(NAN, 3, 7, 10, 0.5), KILN_STATUS_ANOMALY);
+    kt_expect_error(KILN_STATUS_ANOMALY, "the training loss became NaN at epoch 3, step 7 of 10: training diverged "
+                                         "(lower --lr, now 0.5)");
+    cr_expect_eq(kiln_check_loss(-INFINITY, 1, 2, 2, 1), KILN_STATUS_ANOMALY);
+    kt_expect_error(KILN_STATUS_ANOMALY, "became -Inf at epoch 1, step 2 of 2");
+
+    cr_expect_eq(kiln_error_prefix("nothing %d", 1), KILN_STATUS_OK);
+    cr_expect_eq(kiln_last_status(), KILN_STATUS_OK);
+    kiln_set_error(KILN_STATUS_SHAPE, "bce: shapes differ");
+    cr_expect_eq(kiln_error_prefix("epoch %d, step %d of %d", 2, 3, 4), KILN_STATUS_SHAPE);
+    kt_expect_error(KILN_STATUS_SHAPE, "epoch 2, step 3 of 4: bce: shapes differ");
+}
+
+/* A layer that failed to build: the Sequential is NULL, the other layers are freed
+ * (ASan's leak check sees them), and the layer's error is the one reported. */
+KT_TEST(examples_support, sequential_of_a_missing_layer_is_null_and_frees_the_rest) {
+    kiln_module *l[3] = {kiln_linear_create(4, 3, true, KILN_F32), NULL, kiln_relu_create()};
+    kiln_set_error(KILN_STATUS_OOM, "the layer's own error");
+    cr_expect_null(kiln_sequential_of(3, l));
+    kt_expect_error(KILN_STATUS_OOM, "the layer's own error");
+    kiln_module *ok[2] = {kiln_linear_create(4, 3, true, KILN_F32), kiln_relu_create()};
+    kiln_module *s = kiln_sequential_of(2, ok);
+    cr_assert_not_null(s, "%s", kiln_last_error());
+    cr_expect_eq(kiln_module_num_children(s), 2);
+    kiln_module_free(s);
 }
 
 KT_TEST(examples_support, args_usage_lists_every_option) {

@@ -1,9 +1,12 @@
-/* Table-driven command-line parsing for the examples (--name value or --name=value),
- * the options they all share, and the two file-system helpers they need for --out. */
+/* Table-driven command-line parsing for the examples (--name value or --name=value, with
+ * ranges), the options they all share, the default device, and the file-system helpers
+ * they need for --out. */
 #include "kiln_examples.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,6 +24,13 @@ static const char *type_hint(const kiln_arg *a) {
     return "";
 }
 
+/* A range bound as a person writes it: 65536, not 6.5536e+04. */
+static const char *bound(double x, char *buf, size_t n) {
+    if (x == floor(x) && fabs(x) < 1e15) snprintf(buf, n, "%.0f", x);
+    else snprintf(buf, n, "%g", x);
+    return buf;
+}
+
 void kiln_args_usage(FILE *f, const char *prog, const char *about, int n, const kiln_arg *table) {
     fprintf(f, "usage: %s [options]\n", prog ? prog : "example");
     if (about) fprintf(f, "%s\n", about);
@@ -29,7 +39,11 @@ void kiln_args_usage(FILE *f, const char *prog, const char *about, int n, const 
         char left[96];
         const char *hint = type_hint(&table[i]);
         snprintf(left, sizeof left, "--%s%s%s", table[i].name, *hint ? " " : "", hint);
-        fprintf(f, "  %-28s %s\n", left, table[i].help ? table[i].help : "");
+        fprintf(f, "  %-28s %s", left, table[i].help ? table[i].help : "");
+        char lo[32], hi[32];
+        if (table[i].min < table[i].max)
+            fprintf(f, " (%s..%s)", bound(table[i].min, lo, sizeof lo), bound(table[i].max, hi, sizeof hi));
+        fprintf(f, "\n");
     }
     fprintf(f, "  %-28s %s\n", "--help", "show this and exit");
 }
@@ -46,16 +60,26 @@ static bool in_choices(const char *list, const char *choice) {
     return false;
 }
 
+static kiln_status out_of_range(const kiln_arg *a, const char *v) {
+    char lo[32], hi[32];
+    return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: %s is outside the allowed range %s..%s", a->name, v,
+                          bound(a->min, lo, sizeof lo), bound(a->max, hi, sizeof hi));
+}
+
 static kiln_status set_value(const kiln_arg *a, const char *v) {
     char *end;
-    errno = 0;
+    bool ranged = a->min < a->max;
     switch (a->type) {
     case KILN_ARG_INT:
     case KILN_ARG_I64: {
+        /* strtoll would skip leading blanks: ' 8' is refused like '8 ' */
+        errno = 0;
         long long x = strtoll(v, &end, 10);
-        if (end == v || *end || errno == ERANGE || (a->type == KILN_ARG_INT && (x < INT_MIN || x > INT_MAX)))
-            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not a%s integer", a->name, v,
-                                  a->type == KILN_ARG_INT ? "n int-sized" : "");
+        if (isspace((unsigned char)*v) || end == v || *end || errno == ERANGE ||
+            (a->type == KILN_ARG_INT && (x < INT_MIN || x > INT_MAX)))
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not %s integer", a->name, v,
+                                  a->type == KILN_ARG_INT ? "an int-sized" : "a 64-bit");
+        if (ranged && ((double)x < a->min || (double)x > a->max)) return out_of_range(a, v);
         if (a->type == KILN_ARG_INT)
             *(int *)a->dest = (int)x;
         else
@@ -63,9 +87,13 @@ static kiln_status set_value(const kiln_arg *a, const char *v) {
         return KILN_STATUS_OK;
     }
     case KILN_ARG_DOUBLE: {
+        errno = 0;
         double x = strtod(v, &end);
-        if (end == v || *end || errno == ERANGE)
+        if (isspace((unsigned char)*v) || end == v || *end || errno == ERANGE)
             return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not a number", a->name, v);
+        if (!isfinite(x))
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: '%s' is not a finite number", a->name, v);
+        if (ranged && (x < a->min || x > a->max)) return out_of_range(a, v);
         *(double *)a->dest = x;
         return KILN_STATUS_OK;
     }
@@ -91,7 +119,36 @@ static kiln_status set_value(const kiln_arg *a, const char *v) {
     return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s: takes no value", a->name);
 }
 
+/* True when KILN_DEVICE is set to something that is not a device. kiln_device_parse
+ * records an error; it is cleared unless an earlier one was there (the first is kept). */
+static bool env_device_is_bad(void) {
+    const char *env = getenv("KILN_DEVICE");
+    if (!env || !*env) return false;
+    kiln_status before = kiln_last_status();
+    kiln_device d;
+    if (kiln_device_parse(env, &d) == KILN_STATUS_OK) return false;
+    if (before == KILN_STATUS_OK) kiln_clear_error();
+    return true;
+}
+
+kiln_device kiln_args_default_device(void) {
+    if (env_device_is_bad()) return kiln_cuda_device_count() > 0 ? KILN_CUDA(0) : KILN_CPU;
+    return kiln_default_device();
+}
+
+kiln_status kiln_args_set_range(int n, kiln_arg *table, const char *name, double min, double max) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(table[i].name, name) == 0) {
+            table[i].min = min;
+            table[i].max = max;
+            return KILN_STATUS_OK;
+        }
+    return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_args_set_range: no option --%s in the table", name);
+}
+
 kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n, const kiln_arg *table) {
+    bool has_device = false, device_given = false;
+    for (int k = 0; k < n; k++) has_device |= table[k].type == KILN_ARG_DEVICE;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -126,13 +183,22 @@ kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n
             return KILN_ARGS_ERROR;
         }
         if (set_value(a, value) != KILN_STATUS_OK) return KILN_ARGS_ERROR;
+        device_given |= a->type == KILN_ARG_DEVICE;
+    }
+    /* The default device comes from KILN_DEVICE: a bad value is this program's error,
+     * said once, here, unless --device makes the variable irrelevant. */
+    if (has_device && !device_given && env_device_is_bad()) {
+        kiln_set_error(KILN_STATUS_INVALID_ARGUMENT,
+                       "KILN_DEVICE='%s' is not a device: set it to cpu, cuda or cuda:N, unset it, or pass --device",
+                       getenv("KILN_DEVICE"));
+        return KILN_ARGS_ERROR;
     }
     return KILN_ARGS_OK;
 }
 
 void kiln_common_defaults(kiln_common_args *a) {
     memset(a, 0, sizeof *a);
-    a->device = kiln_default_device();
+    a->device = kiln_args_default_device();
     a->epochs = 3;
     a->batch = 16;
     a->size = 128;
@@ -168,6 +234,15 @@ kiln_status kiln_make_dirs(const char *path) {
         buf[i] = saved;
     }
     return KILN_STATUS_OK;
+}
+
+kiln_status kiln_out_dir(const char *dir) {
+    struct stat sb;
+    if (dir && *dir && stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT,
+                              "--out '%s' is a file, not a directory: --out names the directory for the pictures and "
+                              "checkpoints (it is created when missing)", dir);
+    return kiln_make_dirs(dir);
 }
 
 kiln_status kiln_path_join(char *buf, size_t n, const char *dir, const char *name) {

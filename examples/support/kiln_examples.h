@@ -53,17 +53,36 @@ kiln_status kiln_scene_batch(kiln_scene_split split, uint64_t base, int64_t firs
 
 /* ---- PNG --------------------------------------------------------------------------
  * 8-bit PNGs through libpng. channels: 1 (gray) or 3 (RGB). Read errors are
- * KILN_STATUS_IO (missing, unreadable) or KILN_STATUS_FORMAT (not a PNG, corrupt,
- * truncated), with the file name and libpng's reason in the message. */
+ * KILN_STATUS_IO (missing, unreadable, a directory) or KILN_STATUS_FORMAT (not a PNG,
+ * corrupt, truncated, too large), with the file name and the reason in the message.
+ * Reading decodes only what makes the picture (IHDR, PLTE, tRNS, IDAT): text chunks
+ * (tEXt, zTXt, iTXt), ICC profiles and unknown chunks are skipped unread, whatever size
+ * they claim. Images are limited to 65535 pixels a side and to kiln_png_max_pixels()
+ * pixels, checked from the header before anything is allocated.
+ * Writing is atomic: a temporary file beside the target is written, fsynced and renamed
+ * over it, so the path holds the old file or the whole new one; a failure removes the
+ * temporary file and names the cause (strerror). */
+
+/* The default pixel limit of the readers: 64 Mpixel (8192 x 8192). */
+#define KILN_PNG_DEFAULT_MAX_PIXELS (INT64_C(64) << 20)
+/* The readers' pixel limit: $KILN_PNG_MAX_PIXELS when set (a positive integer), else
+ * KILN_PNG_DEFAULT_MAX_PIXELS; -1 when the variable holds something else (the readers
+ * then fail with a message naming it). */
+int64_t kiln_png_max_pixels(void);
 
 /* data: CHW floats, clamped to [0,1] and rounded to 8 bits. */
 kiln_status kiln_png_write_f32(const char *path, const float *data, int channels, int H, int W);
 /* data: interleaved HWC bytes. */
 kiln_status kiln_png_write_u8(const char *path, const uint8_t *data, int channels, int H, int W);
-/* Reads gray, gray+alpha, RGB, RGBA or palette PNGs (16-bit ones are reduced to 8,
- * alpha is dropped). want_channels: 1 or 3 converts to that; 0 keeps the file's (1 for
- * gray, 3 for colour). *data is malloc'd HWC bytes; free() it. */
+/* Reads gray, gray+alpha, RGB, RGBA or palette PNGs of any bit depth (16-bit ones are
+ * reduced to 8, 1/2/4-bit ones expanded; alpha, also a tRNS chunk's, is dropped).
+ * want_channels: 1 or 3 converts to that; 0 keeps the file's (1 for gray, 3 for
+ * colour). *data is malloc'd HWC bytes; free() it. */
 kiln_status kiln_png_read_u8(const char *path, int want_channels, uint8_t **data, int *channels, int *H, int *W);
+/* Reads only the header: the size and the channels kiln_png_read_u8(path, 0, ...) would
+ * give, after the same checks (signature, IHDR, the pixel limit), decoding no pixel.
+ * Lets a program refuse an image that is too large for what it does with it. */
+kiln_status kiln_png_read_size(const char *path, int *channels, int *H, int *W);
 /* As kiln_png_read_u8 but *data is malloc'd CHW floats in [0,1]. */
 kiln_status kiln_png_read_f32(const char *path, int want_channels, float **data, int *channels, int *H, int *W);
 /* A (C,H,W) f32 tensor in [0,1] from a PNG, on dev (C as want_channels above). */
@@ -145,8 +164,9 @@ kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int6
 
 /* ---- models ------------------------------------------------------------------------- */
 
-/* A Sequential of layers[0..n-1]; an append that fails leaves its error recorded (the
- * first error is kept), which the caller sees when it builds or moves the model. */
+/* A Sequential of layers[0..n-1], which it owns from here on. NULL when a layer is NULL
+ * (its creation failed) or an append fails: every layer is then freed and the first
+ * error stays recorded. */
 kiln_module *kiln_sequential_of(int n, kiln_module **layers);
 
 /* ---- progress, timing and the JSON result line ------------------------------------ */
@@ -162,6 +182,15 @@ typedef struct {
     int last_decile;         /* LINES: the last tenth of the work reported */
     double loss;
 } kiln_progress;
+
+/* An error (KILN_STATUS_ANOMALY) naming the epoch and step (1-based, of `steps` in the
+ * epoch) when a training loss is NaN or infinite: its gradients would poison every
+ * weight, so a training loop stops there instead of finishing with garbage. */
+kiln_status kiln_check_loss(double loss, int epoch, int64_t step, int64_t steps, double lr);
+
+/* Puts "<prefix>: " (printf-style) before the recorded error's message, keeping its
+ * status, so a failure deep in a step says where it happened; returns that status. */
+kiln_status kiln_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Seconds on a monotonic clock. */
 double kiln_now_seconds(void);
@@ -214,19 +243,29 @@ typedef struct {
     void *dest;
     const char *help;
     const char *choices; /* KILN_ARG_CHOICE: "a|b|c" */
+    double min, max;     /* INT, I64, DOUBLE: the allowed values, inclusive, when min < max */
 } kiln_arg;
 
 typedef enum { KILN_ARGS_OK = 0, KILN_ARGS_HELP, KILN_ARGS_ERROR } kiln_args_result;
 
 /* Parses --name value and --name=value against the table, writing into each dest (its
- * default stays when the option is absent). --help prints usage to stdout and returns
- * KILN_ARGS_HELP; a bad option sets kiln's error (INVALID_ARGUMENT) and returns
- * KILN_ARGS_ERROR. */
+ * default stays when the option is absent). Numbers must be the whole value (no blanks,
+ * no trailing junk), doubles finite, and within [min, max] when the entry has a range.
+ * When the table has a device option and the command line does not give it, a
+ * KILN_DEVICE that is not a device is an error too. --help prints usage to stdout and
+ * returns KILN_ARGS_HELP; a bad option sets kiln's error (INVALID_ARGUMENT) naming the
+ * option, the value and what is allowed, and returns KILN_ARGS_ERROR. */
 kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n, const kiln_arg *table);
 void kiln_args_usage(FILE *f, const char *prog, const char *about, int n, const kiln_arg *table);
+/* Sets the allowed range of the option `name` in a table (e.g. one from KILN_COMMON_ARG_TABLE). */
+kiln_status kiln_args_set_range(int n, kiln_arg *table, const char *name, double min, double max);
+/* kiln_default_device() without the error it records for a bad KILN_DEVICE (that error
+ * would stay the thread's first and hide later ones): the fallback device instead, and
+ * kiln_args_parse reports the bad value. */
+kiln_device kiln_args_default_device(void);
 
 /* The options every example shares; kiln_common_defaults fills the defaults
- * (device: kiln_default_device(); epochs 3, batch 16, size 128, seed 0, out "."). */
+ * (device: kiln_args_default_device(); epochs 3, batch 16, size 128, seed 0, out "."). */
 typedef struct {
     kiln_device device;
     int epochs, batch, size;
@@ -258,6 +297,8 @@ kiln_status kiln_check_device(kiln_device dev);
 
 /* mkdir -p; OK when it exists already. */
 kiln_status kiln_make_dirs(const char *path);
+/* --out as a directory: kiln_make_dirs, with an error saying so when dir is a file. */
+kiln_status kiln_out_dir(const char *dir);
 /* dir + "/" + name into buf; an error if it does not fit. */
 kiln_status kiln_path_join(char *buf, size_t n, const char *dir, const char *name);
 

@@ -18,6 +18,29 @@ double kiln_now_seconds(void) {
 
 /* ---- progress -------------------------------------------------------------------------- */
 
+kiln_status kiln_error_prefix(const char *fmt, ...) {
+    kiln_status st = kiln_last_status();
+    if (st == KILN_STATUS_OK) return st;
+    char prefix[256], *msg = strdup(kiln_last_error());
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    if (!msg) return st; /* out of memory: the message stays as it was */
+    kiln_clear_error();
+    kiln_set_error(st, "%s: %s", prefix, msg);
+    free(msg);
+    return st;
+}
+
+kiln_status kiln_check_loss(double loss, int epoch, int64_t step, int64_t steps, double lr) {
+    if (isfinite(loss)) return KILN_STATUS_OK;
+    return kiln_set_error(KILN_STATUS_ANOMALY,
+                          "the training loss became %s at epoch %d, step %lld of %lld: training diverged (lower --lr, "
+                          "now %g)",
+                          isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", epoch, (long long)step, (long long)steps, lr);
+}
+
 void kiln_progress_init(kiln_progress *p, FILE *out, kiln_progress_mode mode, const char *label, int64_t total) {
     memset(p, 0, sizeof *p);
     p->out = out ? out : stderr;
