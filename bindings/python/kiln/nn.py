@@ -26,7 +26,7 @@ import weakref
 from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_double, c_int, c_int64, c_void_p
 
 from . import _lib
-from ._types import as_dtype, float32
+from ._types import as_device, as_dtype, float32
 from .layers import (conv2d_params, conv_transpose2d_params, pair, pool2d_params, CConv2dParams,
                      CConvTranspose2dParams, CPool2dParams)
 from .tensor import (Tensor, _Finalizing, _Holder, _adopt, _begin, _borrow, _call, _detach, _end, _free, _h, _state, no_grad,
@@ -171,6 +171,7 @@ _train = _lib.declare("kiln_module_train", None, M, c_bool)
 _is_training = _lib.declare("kiln_module_is_training", c_bool, M)
 _finalize = _lib.declare("kiln_module_finalize", c_int, M)
 _zero_grad = _lib.declare("kiln_module_zero_grad", c_int, M)
+_module_to = _lib.declare("kiln_module_to", c_int, M, _lib.CDevice)
 _flat_parameters = _lib.declare("kiln_module_flat_parameters", T, M)
 _flat_gradients = _lib.declare("kiln_module_flat_gradients", T, M)
 _set_error = _lib.declare("kiln_set_error", c_int, c_int, c_char_p, c_char_p)
@@ -527,6 +528,30 @@ class Module:
     @property
     def training(self):
         return bool(_is_training(self._handle()))
+
+    # ---- devices ------------------------------------------------------------------------------
+    def to(self, device):
+        """Moves every parameter, gradient and buffer of the tree to device, in place,
+        and returns self (torch's module.to(device)); the Parameter objects stay valid.
+        Only a root can move (its arenas hold the whole tree). Create optimizers after
+        moving the model."""
+        _lib.check(_module_to(self._handle(), as_device(device)._c), "Module.to")
+        return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        """to("cuda"), or to("cuda:N") for device N (an int or a kiln.device)."""
+        if device is None:
+            return self.to("cuda")
+        return self.to(device if not isinstance(device, int) else f"cuda:{device}")
+
+    @property
+    def device(self):
+        """The device of the module's parameters (cpu for a module without any)."""
+        ps = self.parameters()
+        return ps[0].device if ps else as_device("cpu")
 
     def zero_grad(self, set_to_none=None):
         """Zeroes every gradient of the module (one fill of the root's gradient arena)."""

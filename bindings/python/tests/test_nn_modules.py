@@ -237,3 +237,23 @@ def test_freeing_a_model_returns_its_memory():
     assert in_use() > base
     del m
     assert in_use() == base
+
+
+def test_module_to_moves_in_place_and_cuda_without_a_device_is_a_clear_error():
+    net = nn.Sequential(nn.Linear(3, 2, dtype="float64"), nn.ReLU())
+    w = net.parameters()[0]
+    assert net.to("cpu") is net and net.cpu() is net
+    assert str(net.device) == "cpu"
+    x = kiln.tensor(np.ones((4, 3)), dtype="float64")
+    before = net(x).numpy()
+    if kiln.cuda.is_available():
+        assert net.cuda() is net and str(net.device) == "cuda:0"
+        assert w.device == net.device  # the Parameter object followed its tensor
+        np.testing.assert_allclose(net(x.to("cuda")).numpy(), before, rtol=1e-12)
+        net.cpu()
+    else:
+        with pytest.raises(kiln.NoDeviceError, match="cuda"):
+            net.cuda()
+    np.testing.assert_array_equal(net(x).numpy(), before)  # still whole on the cpu
+    with pytest.raises(kiln.KilnError, match="not a root"):
+        net[0].to("cpu")
