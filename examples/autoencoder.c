@@ -200,11 +200,7 @@ int main(int argc, char **argv) {
     if (ar == KILN_ARGS_HELP) return 0;
     if (ar == KILN_ARGS_OK && !(lr > 0))
         ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
-    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) {
-        fprintf(stderr, "autoencoder: %s (see --help)\n", kiln_last_error());
-        kiln_shutdown();
-        return 2;
-    }
+    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) return kiln_args_exit("autoencoder");
     double t0 = kiln_now_seconds();
     FILE *info = a.json ? stderr : stdout;
     kiln_manual_seed((uint64_t)a.seed);
@@ -215,21 +211,14 @@ int main(int argc, char **argv) {
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *ae = NULL;
     kiln_optimizer *opt = NULL;
-    kiln_tensor **params = NULL;
     float *buf = NULL;
     int64_t *order = NULL;
     double *train_mse = NULL;
     code_stats cs = {0};
     int rc = 1;
-    const char *what = "preparing --out";
+    const char *what;
     kiln_fashion_mnist_split train, test;
-    /* --out first: a run must not train and then find it cannot write its pictures */
-    kiln_status st = kiln_out_dir(a.out);
-    if (!st) {
-        what = "loading Fashion-MNIST";
-        st = kiln_fashion_mnist_load_split(a.data, true, limit, &train);
-    }
-    if (!st) st = kiln_fashion_mnist_load_split(a.data, false, limit, &test);
+    kiln_status st = kiln_fashion_mnist_prepare(a.out, a.data, limit, &train, &test, &what);
     if (!st && test.n < 2) st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "a covariance needs at least 2 test images");
     if (!st) {
         what = "building the model";
@@ -237,26 +226,20 @@ int main(int argc, char **argv) {
         /* one arena for the parameters, moved to the device before the optimizer sees it */
         st = ae ? kiln_module_to(ae, dev) : kiln_last_status();
     }
-    int np = st ? 0 : kiln_module_num_parameters(ae);
     int64_t chunk = 1000, bufn = a.batch > chunk ? a.batch : chunk, steps_per_epoch = 0;
     if (!st) {
         what = "allocating";
         steps_per_epoch = (train.n + a.batch - 1) / a.batch;
-        params = malloc(sizeof *params * (size_t)(np > 0 ? np : 1));
         buf = malloc(sizeof(float) * IMG * (size_t)bufn);
         order = malloc(sizeof(int64_t) * (size_t)train.n);
         train_mse = calloc((size_t)a.epochs, sizeof(double));
-        if (!params || !buf || !order || !train_mse)
+        if (!buf || !order || !train_mse)
             st = kiln_set_error(KILN_STATUS_OOM, "out of memory for batches of %d and %lld images", a.batch,
                                 (long long)train.n);
     }
     if (!st) {
         what = "creating Adam";
-        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(ae, i, NULL);
-        kiln_adam_options o = kiln_adam_defaults();
-        o.lr = lr;
-        opt = kiln_optim_adam(params, np, o);
-        if (!opt) st = kiln_last_status();
+        if (!(opt = kiln_module_adam(ae, lr))) st = kiln_last_status();
     }
     if (st) goto done;
 
@@ -283,10 +266,7 @@ int main(int argc, char **argv) {
             kiln_tensor *x = make_batch(&train, order, first, b, dev, buf);
             /* The target is the input itself: mean squared error per pixel. */
             kiln_tensor *loss = kiln_mse_loss(kiln_module_forward(ae, x), x, KILN_REDUCTION_MEAN);
-            kiln_optimizer_zero_grad(opt);
-            st = kiln_backward(loss, NULL);
-            if (st == KILN_STATUS_OK) st = kiln_optimizer_step(opt);
-            if (st == KILN_STATUS_OK) last_loss = kiln_tensor_item(loss);
+            st = kiln_train_step(opt, loss, &last_loss);
             kiln_scope_end(scope);
             if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
             sum += last_loss;
@@ -385,7 +365,6 @@ done:
     free(buf);
     free(order);
     free(train_mse);
-    free(params);
     kiln_optimizer_free(opt);
     kiln_module_free(ae);
     kiln_shutdown();

@@ -287,11 +287,8 @@ static int compare_double(const void *a, const void *b) {
 static kiln_status train_step(const options *o, kiln_module *net, kiln_optimizer *opt, kiln_tensor *x, kiln_tensor *y,
                               double *loss_value, int epoch, int64_t step, int64_t steps, double lr) {
     kiln_tensor *loss = mask_loss(o, kiln_module_forward(net, x), y);
-    kiln_optimizer_zero_grad(opt);
-    /* ops handed NULL return NULL and keep the first error: one check covers the step */
-    if (kiln_backward(loss, NULL) != KILN_STATUS_OK || kiln_optimizer_step(opt) != KILN_STATUS_OK)
+    if (kiln_train_step(opt, loss, loss_value) != KILN_STATUS_OK)
         return kiln_error_prefix("epoch %d, step %lld of %lld", epoch, (long long)step, (long long)steps);
-    *loss_value = kiln_tensor_item(loss); /* waits for the device */
     return kiln_check_loss(*loss_value, epoch, step, steps, lr);
 }
 
@@ -454,9 +451,6 @@ done:
     return st;
 }
 
-/* Scene data above this is refused up front: (3 + 1) floats a pixel, rendered at once. */
-#define MAX_SCENE_BYTES (4.0 * (1 << 30))
-
 int main(int argc, char **argv) {
     options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16,
                  .max_pixels = 4 << 20};
@@ -487,44 +481,19 @@ int main(int argc, char **argv) {
     if (r == KILN_ARGS_HELP) return 0;
     if (r == KILN_ARGS_ERROR) return fail("bad arguments");
     if (kiln_check_device(o.c.device) != KILN_STATUS_OK) return fail("bad arguments");
-    /* what the table's ranges cannot say */
-    double scene_bytes = ((double)o.train_scenes + o.heldout_scenes) * o.c.size * o.c.size * 16;
-    if (o.c.size % 8 || !(o.lr > 0) || !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch ||
-        scene_bytes > MAX_SCENE_BYTES) {
-        if (o.c.size % 8) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--size: %d is not a multiple of 8 (the U-Net "
-                                         "halves it three times)", o.c.size);
-        else if (!(o.lr > 0)) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", o.lr);
-        else if (!(o.lr_decay > 0 && o.lr_decay <= 1))
-            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr-decay: %g is outside (0, 1]", o.lr_decay);
-        else if (o.train_scenes < o.c.batch)
-            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d is below --batch %d: need --train-scenes "
-                           ">= --batch for one full batch", o.train_scenes, o.c.batch);
-        else
-            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d and --heldout-scenes %d of --size %d need "
-                           "%.1f GiB of scene data, above the %.0f GiB allowed: use fewer or smaller scenes",
-                           o.train_scenes, o.heldout_scenes, o.c.size, scene_bytes / (1 << 30), MAX_SCENE_BYTES / (1 << 30));
+    /* what the table's ranges cannot say; the scenes are (3 + 1) floats a pixel */
+    if (kiln_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 16))
         return fail("bad arguments");
-    }
     if (o.predict) return predict(&o) ? fail("--predict") : (kiln_shutdown(), 0);
     if (!o.c.out) o.c.out = "out/car_mask";
 
     /* The model, and Adam over its parameters (kept in one contiguous arena). */
     kiln_manual_seed((uint64_t)o.c.seed);
     kiln_module *net = unet_create(3, 1, 16, KILN_F32);
-    kiln_optimizer *opt = NULL;
     /* parameters and buffers to the device, before the optimizer sees them */
     kiln_status st = net ? kiln_module_to(net, o.c.device) : kiln_last_status();
-    int np = st ? 0 : kiln_module_num_parameters(net);
-    kiln_tensor **params = st ? NULL : malloc((size_t)(np > 0 ? np : 1) * sizeof *params);
-    if (!st && !params) st = kiln_set_error(KILN_STATUS_OOM, "out of memory for %d parameters", np);
-    if (!st) {
-        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);
-        kiln_adam_options ao = kiln_adam_defaults();
-        ao.lr = o.lr;
-        opt = kiln_optim_adam(params, np, ao);
-        if (!opt) st = kiln_last_status();
-    }
-    free(params);
+    kiln_optimizer *opt = st ? NULL : kiln_module_adam(net, o.lr);
+    if (!st && !opt) st = kiln_last_status();
     if (!st) st = o.bench_steps > 0 ? bench(&o, net, opt) : train(&o, net, opt);
     if (opt) kiln_optimizer_free(opt);
     if (net) kiln_module_free(net);

@@ -94,11 +94,7 @@ int main(int argc, char **argv) {
                                           "and mini-batch vs per-sample steps.",
                                           (int)(sizeof table / sizeof table[0]), table);
     if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_ERROR) {
-        fprintf(stderr, "dense_batch: %s (see --help)\n", kiln_last_error());
-        kiln_shutdown();
-        return 2;
-    }
+    if (ar == KILN_ARGS_ERROR) return kiln_args_exit("dense_batch");
     kiln_dtype dt = strcmp(dtype_name, "f64") == 0   ? KILN_F64
                     : strcmp(dtype_name, "f32") == 0 ? KILN_F32
                     : device.type == KILN_DEVICE_CPU ? KILN_F64

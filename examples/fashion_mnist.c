@@ -125,11 +125,7 @@ int main(int argc, char **argv) {
     if (ar == KILN_ARGS_HELP) return 0;
     if (ar == KILN_ARGS_OK && !isnan(lr) && !(lr > 0))
         ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
-    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) {
-        fprintf(stderr, "fashion_mnist: %s (see --help)\n", kiln_last_error());
-        kiln_shutdown();
-        return 2;
-    }
+    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) return kiln_args_exit("fashion_mnist");
     bool sgd = strcmp(optim_name, "sgd") == 0;
     if (isnan(lr)) lr = sgd ? 0.05 : 1e-3;
     double t0 = kiln_now_seconds();
@@ -142,55 +138,36 @@ int main(int argc, char **argv) {
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *model = NULL;
     kiln_optimizer *opt = NULL;
-    kiln_tensor **params = NULL;
     float *xbuf = NULL;
     int64_t *ybuf = NULL, *order = NULL;
     double *acc = NULL, *train_loss = NULL, *test_loss = NULL;
     int rc = 1;
-    const char *what = "preparing --out";
+    const char *what;
     kiln_fashion_mnist_split train, test;
-    /* --out first: a run must not train for an hour and then find it cannot write */
-    kiln_status st = kiln_out_dir(a.out);
-    if (!st) {
-        what = "loading Fashion-MNIST";
-        st = kiln_fashion_mnist_load_split(a.data, true, limit, &train);
-    }
-    if (!st) st = kiln_fashion_mnist_load_split(a.data, false, limit, &test);
+    kiln_status st = kiln_fashion_mnist_prepare(a.out, a.data, limit, &train, &test, &what);
     if (!st) {
         what = "building the model";
         model = strcmp(model_name, "mlp") == 0 ? make_mlp() : make_cnn(width);
         /* one arena for the parameters, moved to the device before the optimizer sees it */
         st = model ? kiln_module_to(model, dev) : kiln_last_status();
     }
-    int np = st ? 0 : kiln_module_num_parameters(model);
     int64_t chunk = 1000, steps_per_epoch = 0, bufn = a.batch > chunk ? a.batch : chunk;
     if (!st) {
         what = "allocating";
         steps_per_epoch = (train.n + a.batch - 1) / a.batch;
-        params = malloc(sizeof *params * (size_t)(np > 0 ? np : 1));
         xbuf = malloc(sizeof(float) * IMG * (size_t)bufn);
         ybuf = malloc(sizeof(int64_t) * (size_t)bufn);
         order = malloc(sizeof(int64_t) * (size_t)train.n);
         acc = calloc((size_t)a.epochs, sizeof(double));
         train_loss = calloc((size_t)a.epochs, sizeof(double));
         test_loss = calloc((size_t)a.epochs, sizeof(double));
-        if (!params || !xbuf || !ybuf || !order || !acc || !train_loss || !test_loss)
+        if (!xbuf || !ybuf || !order || !acc || !train_loss || !test_loss)
             st = kiln_set_error(KILN_STATUS_OOM, "out of memory for batches of %d and %lld images", a.batch,
                                 (long long)train.n);
     }
     if (!st) {
         what = "creating the optimizer";
-        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(model, i, NULL);
-        if (sgd) {
-            kiln_sgd_options o = kiln_sgd_defaults();
-            o.lr = lr;
-            o.momentum = momentum;
-            opt = kiln_optim_sgd(params, np, o);
-        } else {
-            kiln_adam_options o = kiln_adam_defaults();
-            o.lr = lr;
-            opt = kiln_optim_adam(params, np, o);
-        }
+        opt = sgd ? kiln_module_sgd(model, lr, momentum) : kiln_module_adam(model, lr);
         if (!opt) st = kiln_last_status();
     }
     if (st) goto done;
@@ -221,11 +198,8 @@ int main(int argc, char **argv) {
             kiln_tensor *x, *y;
             make_batch(&train, order, first, b, dev, xbuf, ybuf, &x, &y);
             kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(model, x), y, NULL);
-            kiln_optimizer_zero_grad(opt);
             kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, steps));
-            st = kiln_backward(loss, NULL); /* also reports any error of the forward pass */
-            if (st == KILN_STATUS_OK) st = kiln_optimizer_step(opt);
-            if (st == KILN_STATUS_OK) last_loss = kiln_tensor_item(loss);
+            st = kiln_train_step(opt, loss, &last_loss); /* also reports any error of the forward pass */
             kiln_scope_end(scope);
             /* a NaN or Inf loss poisons every weight it reaches: stop and say where */
             if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
@@ -290,7 +264,6 @@ done:
     free(acc);
     free(train_loss);
     free(test_loss);
-    free(params);
     kiln_optimizer_free(opt);
     kiln_module_free(model);
     kiln_shutdown();

@@ -92,9 +92,6 @@ static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *ima
     return st;
 }
 
-/* Scene data above this is refused up front: 3 floats and a class index a pixel. */
-#define MAX_SCENE_BYTES (4.0 * (1 << 30))
-
 int main(int argc, char **argv) {
     double t_start = kiln_now_seconds();
     options o = {.lr = 1e-2, .lr_decay = 0.8, .train_scenes = 192, .heldout_scenes = 16, .weights = "sqrt_inverse"};
@@ -124,29 +121,13 @@ int main(int argc, char **argv) {
     kiln_device dev = o.c.device;
     char devname[32];
     kiln_device_name(dev, devname, sizeof devname);
-    /* what the table's ranges cannot say */
-    double scene_bytes = ((double)o.train_scenes + o.heldout_scenes) * o.c.size * o.c.size * 20;
-    if (o.c.size % 8 || !(o.lr > 0) || !(o.lr_decay > 0 && o.lr_decay <= 1) || o.train_scenes < o.c.batch ||
-        scene_bytes > MAX_SCENE_BYTES) {
-        if (o.c.size % 8) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--size: %d is not a multiple of 8 (the U-Net "
-                                         "halves it three times)", o.c.size);
-        else if (!(o.lr > 0)) kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", o.lr);
-        else if (!(o.lr_decay > 0 && o.lr_decay <= 1))
-            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr-decay: %g is outside (0, 1]", o.lr_decay);
-        else if (o.train_scenes < o.c.batch)
-            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d is below --batch %d: need --train-scenes "
-                           ">= --batch for one full batch", o.train_scenes, o.c.batch);
-        else
-            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d and --heldout-scenes %d of --size %d need "
-                           "%.1f GiB of scene data, above the %.0f GiB allowed: use fewer or smaller scenes",
-                           o.train_scenes, o.heldout_scenes, o.c.size, scene_bytes / (1 << 30), MAX_SCENE_BYTES / (1 << 30));
+    /* what the table's ranges cannot say; the scenes are 3 floats and a class index a pixel */
+    if (kiln_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 20))
         return fail("bad arguments");
-    }
 
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *net = NULL;
     kiln_optimizer *opt = NULL;
-    kiln_tensor **params = NULL;
     int *order = NULL;
     kiln_confusion_matrix *cm = NULL;
     kiln_cross_entropy_options ce = kiln_cross_entropy_options_default();
@@ -177,15 +158,9 @@ int main(int argc, char **argv) {
     net = unet_create(3, C, 16, KILN_F32);
     /* parameters and buffers to the device, before the optimizer sees them */
     st = !net || !ce.weight ? kiln_last_status() : kiln_module_to(net, dev);
-    int np = st ? 0 : kiln_module_num_parameters(net);
-    if (!st && !(params = malloc((size_t)(np > 0 ? np : 1) * sizeof *params)))
-        st = kiln_set_error(KILN_STATUS_OOM, "out of memory for %d parameters", np);
     if (!st) {
         what = "creating Adam";
-        for (int i = 0; i < np; i++) params[i] = kiln_module_parameter(net, i, NULL);
-        kiln_adam_options ao = kiln_adam_defaults();
-        ao.lr = o.lr;
-        if (!(opt = kiln_optim_adam(params, np, ao))) st = kiln_last_status();
+        if (!(opt = kiln_module_adam(net, o.lr))) st = kiln_last_status();
     }
     if (st) goto done;
 
@@ -227,12 +202,11 @@ int main(int argc, char **argv) {
             /* logits (N,7,H,W), targets (N,H,W): log-softmax over axis 1 at every pixel, then
              * the weighted negative log-likelihood, averaged by the summed weights (as PyTorch) */
             kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(net, x), y, &ce);
-            kiln_optimizer_zero_grad(opt);
             double l = NAN;
-            if (kiln_backward(loss, NULL) != KILN_STATUS_OK || kiln_optimizer_step(opt) != KILN_STATUS_OK)
+            if (kiln_train_step(opt, loss, &l) != KILN_STATUS_OK)
                 st = kiln_error_prefix("epoch %d, step %d of %d", epoch + 1, i + 1, steps);
             else
-                l = kiln_tensor_item(loss), st = kiln_check_loss(l, epoch + 1, i + 1, steps, lr);
+                st = kiln_check_loss(l, epoch + 1, i + 1, steps, lr);
             sum += l;
             kiln_scope_end(s);
             kiln_progress_update(&p, (int64_t)epoch * steps + i + 1, l);
@@ -306,7 +280,6 @@ int main(int argc, char **argv) {
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
 done:
-    free(params);
     free(order);
     kiln_confusion_matrix_free(cm);
     kiln_optimizer_free(opt);

@@ -3,15 +3,14 @@
  * Fashion-MNIST, and the real files when Debian's dataset-fashion-mnist is installed. */
 #define _GNU_SOURCE /* nftw, to clean the temporary directory */
 #include "support/kiln_test.h"
+#include "support/kt_run.h"
 
 #include <kiln_examples.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <zlib.h>
 
 static char g_dir[64];
@@ -146,18 +145,6 @@ KT_TEST(ex_idx, rejects_a_truncated_or_corrupt_gzip_stream) {
     kt_expect_error(KILN_STATUS_FORMAT, "bad.gz' is");
 }
 
-/* Peak resident memory of this test's process, in bytes (Criterion forks one per test). */
-static long peak_rss(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss * 1024L;
-}
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* A 16-byte header claiming 1e8 images of 4096x4096 (1.6e15 bytes) used to be trusted
  * with malloc ("out of memory"). The file's size, or for gzip the data that really
  * arrives, is what counts: it is a truncated file, found at once and cheaply. */
@@ -166,8 +153,8 @@ KT_TEST(ex_idx, a_lying_header_is_truncated_not_out_of_memory) {
     char want[160];
     snprintf(want, sizeof want, "is truncated: its pixels needs %llu bytes but the file ends after 0 of them",
              100000000ull * 4096 * 4096);
-    long rss = peak_rss();
-    double t = now_s();
+    long rss = kt_peak_rss();
+    double t = kiln_now_seconds();
     for (int gz = 0; gz <= 1; gz++) {
         const char *path = tmp(gz ? "liar.gz" : "liar.raw");
         write_idx(path, gz, IMAGES, 3, dims, 0);
@@ -181,17 +168,17 @@ KT_TEST(ex_idx, a_lying_header_is_truncated_not_out_of_memory) {
     write_idx(tmp("liar_lab.gz"), true, LABELS, 1, &n, 5);
     cr_expect_null(kiln_idx_read_labels(tmp("liar_lab.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "its labels needs 100000000 bytes but the file ends after 5 of them");
-    cr_expect_lt(peak_rss() - rss, 16L << 20, "lying headers raised the peak by %ld MB", (peak_rss() - rss) >> 20);
-    cr_expect_lt(now_s() - t, 1.0);
+    cr_expect_lt(kt_peak_rss() - rss, 16L << 20, "lying headers raised the peak by %ld MB", (kt_peak_rss() - rss) >> 20);
+    cr_expect_lt(kiln_now_seconds() - t, 1.0);
 
     /* A gzip file that holds part of what its header claims: the buffer grows with the
      * data (2000 images arrive of 100000 claimed), never to the claim. */
     const uint32_t some[3] = {100000, 28, 28};
     write_idx(tmp("part.gz"), true, IMAGES, 3, some, 2000 * 784);
-    rss = peak_rss();
+    rss = kt_peak_rss();
     cr_expect_null(kiln_idx_read_images(tmp("part.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "its pixels needs 78400000 bytes but the file ends after 1568000 of them");
-    cr_expect_lt(peak_rss() - rss, 16L << 20, "a partial file cost %ld MB", (peak_rss() - rss) >> 20);
+    cr_expect_lt(kt_peak_rss() - rss, 16L << 20, "a partial file cost %ld MB", (kt_peak_rss() - rss) >> 20);
 
     /* An uncompressed file's size is checked both ways before anything is read. */
     write_idx(tmp("long.raw"), false, IMAGES, 3, (uint32_t[]){2, 4, 5}, 41);
@@ -211,10 +198,10 @@ KT_TEST(ex_idx, directories_and_fifos_are_not_idx_files) {
     cr_expect_null(kiln_idx_read_labels(g_dir, KILN_CPU));
     kt_expect_error(KILN_STATUS_IO, "' is a directory, not an IDX file");
     cr_assert_eq(mkfifo(tmp("fifo"), 0600), 0, "%s", strerror(errno));
-    double t = now_s();
+    double t = kiln_now_seconds();
     cr_expect_null(kiln_idx_read_images(tmp("fifo"), KILN_CPU)); /* no writer: no wait */
     kt_expect_error(KILN_STATUS_IO, "fifo' is not a regular file");
-    cr_expect_lt(now_s() - t, 1.0);
+    cr_expect_lt(kiln_now_seconds() - t, 1.0);
 }
 
 static void write_fashion(const char *dir, uint32_t n_img, uint32_t n_lab, uint8_t magic_last) {

@@ -3,6 +3,7 @@
  * files), sample grids, tiles and plots. Files go to a fresh temporary directory. */
 #define _GNU_SOURCE /* nftw, to clean the temporary directory */
 #include "support/kiln_test.h"
+#include "support/kt_run.h"
 
 #include <kiln_examples.h>
 #include <dirent.h>
@@ -14,7 +15,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <zlib.h>
 
 static char g_dir[64];
@@ -124,8 +124,10 @@ KT_TEST(ex_png, channel_conversion_on_read) {
     free(g);
 }
 
-/* Writes a PNG of another colour type straight through libpng (palette, RGBA, 16-bit gray). */
-static void write_raw(const char *path, int w, int h, int ctype, int depth, const uint8_t *data, int rowbytes) {
+/* Writes a PNG of another colour type straight through libpng (palette, RGBA, 16-bit gray,
+ * ...); with trns, a tRNS chunk too: alpha for a palette, else a transparent colour. */
+static void write_raw(const char *path, int w, int h, int ctype, int depth, const uint8_t *data, int rowbytes,
+                      bool trns) {
     FILE *f = fopen(path, "wb");
     cr_assert_not_null(f);
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
@@ -134,9 +136,15 @@ static void write_raw(const char *path, int w, int h, int ctype, int depth, cons
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, ctype, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    if (ctype == PNG_COLOR_TYPE_PALETTE) {
-        png_color pal[3] = {{255, 0, 0}, {0, 255, 0}, {10, 20, 30}};
-        png_set_PLTE(png, info, pal, 3);
+    static const png_color pal3[3] = {{255, 0, 0}, {0, 255, 0}, {10, 20, 30}};
+    static const png_color pal4[4] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {200, 100, 50}};
+    if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_PLTE(png, info, trns ? pal4 : pal3, trns ? 4 : 3);
+    if (trns && ctype == PNG_COLOR_TYPE_PALETTE) {
+        png_byte alpha[3] = {0, 128, 255}; /* entry 3 has none: opaque */
+        png_set_tRNS(png, info, alpha, 3, NULL);
+    } else if (trns) {
+        png_color_16 key = {0, 7, 8, 9, 5}; /* the colour (7,8,9) or the gray 5 is transparent */
+        png_set_tRNS(png, info, NULL, 0, &key);
     }
     png_write_info(png, info);
     for (int y = 0; y < h; y++) png_write_row(png, data + (size_t)y * rowbytes);
@@ -147,7 +155,7 @@ static void write_raw(const char *path, int w, int h, int ctype, int depth, cons
 
 KT_TEST(ex_png, reads_palette_rgba_and_16_bit_files) {
     const uint8_t idx[4] = {0, 1, 2, 1};
-    write_raw(tmp("pal.png"), 4, 1, PNG_COLOR_TYPE_PALETTE, 8, idx, 4);
+    write_raw(tmp("pal.png"), 4, 1, PNG_COLOR_TYPE_PALETTE, 8, idx, 4, false);
     uint8_t *px;
     int c, h, w;
     cr_assert_eq(kiln_png_read_u8(tmp("pal.png"), 0, &px, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
@@ -157,7 +165,7 @@ KT_TEST(ex_png, reads_palette_rgba_and_16_bit_files) {
     free(px);
 
     const uint8_t rgba[8] = {1, 2, 3, 4, 250, 251, 252, 0};
-    write_raw(tmp("rgba.png"), 2, 1, PNG_COLOR_TYPE_RGBA, 8, rgba, 8);
+    write_raw(tmp("rgba.png"), 2, 1, PNG_COLOR_TYPE_RGBA, 8, rgba, 8, false);
     cr_assert_eq(kiln_png_read_u8(tmp("rgba.png"), 0, &px, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect_eq(c, 3);
     const uint8_t rgb[6] = {1, 2, 3, 250, 251, 252};
@@ -165,7 +173,7 @@ KT_TEST(ex_png, reads_palette_rgba_and_16_bit_files) {
     free(px);
 
     const uint8_t g16[4] = {0xFF, 0xFF, 0x80, 0x80}; /* big-endian 65535 and 32896 */
-    write_raw(tmp("g16.png"), 2, 1, PNG_COLOR_TYPE_GRAY, 16, g16, 4);
+    write_raw(tmp("g16.png"), 2, 1, PNG_COLOR_TYPE_GRAY, 16, g16, 4, false);
     cr_assert_eq(kiln_png_read_u8(tmp("g16.png"), 0, &px, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect_eq(c, 1);
     cr_expect_eq(px[0], 255);
@@ -247,18 +255,6 @@ KT_TEST(ex_png, tensor_round_trip) {
 
 /* ---- hostile and huge files ------------------------------------------------------------ */
 
-/* Peak resident memory of this test's process, in bytes (Criterion forks one per test). */
-static long peak_rss(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss * 1024L;
-}
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Appends one chunk: big-endian length (`declared`, or the data's), type, data, CRC. */
 static size_t put_chunk(uint8_t *out, const char *type, const uint8_t *data, uint32_t n, uint32_t declared) {
     for (int k = 0; k < 4; k++) out[k] = (uint8_t)(declared >> (24 - 8 * k));
@@ -282,34 +278,6 @@ static void write_bytes(const char *path, const uint8_t *b, size_t n) {
     fclose(f);
 }
 
-/* A valid w x h 8-bit gray PNG of zeros, its IDAT deflated row by row (no w*h buffer). */
-static void write_zero_png(const char *path, uint32_t w, uint32_t h) {
-    size_t cap = 1 << 20, len = 0;
-    uint8_t *idat = malloc(cap), *row = calloc(w + 1, 1);
-    cr_assert(idat && row);
-    z_stream z = {0};
-    cr_assert_eq(deflateInit2(&z, 9, Z_DEFLATED, 15, 9, Z_RLE), Z_OK);
-    for (uint32_t y = 0; y < h; y++) {
-        z.next_in = row, z.avail_in = w + 1;
-        do {
-            if (cap - len < 65536) cr_assert((idat = realloc(idat, cap *= 2)));
-            z.next_out = idat + len, z.avail_out = (uInt)(cap - len);
-            deflate(&z, y + 1 == h ? Z_FINISH : Z_NO_FLUSH);
-            len = cap - z.avail_out;
-        } while (z.avail_out == 0);
-    }
-    deflateEnd(&z);
-    uint8_t *file = malloc(len + 64), *p = file;
-    memcpy(p, PNG_SIG, 8), p += 8;
-    p += put_ihdr(p, w, h, 8, PNG_COLOR_TYPE_GRAY);
-    p += put_chunk(p, "IDAT", idat, (uint32_t)len, (uint32_t)len);
-    p += put_chunk(p, "IEND", NULL, 0, 0);
-    write_bytes(path, file, (size_t)(p - file));
-    free(file);
-    free(idat);
-    free(row);
-}
-
 /* 44 bytes: a 1x1 gray image whose tEXt chunk claims 2 GB and holds 3 bytes. libpng
  * used to allocate the whole claim (2.1 GB resident per read); the chunk is skipped now. */
 KT_TEST(ex_png, text_chunk_claiming_2_gb_costs_no_memory) {
@@ -320,17 +288,17 @@ KT_TEST(ex_png, text_chunk_claiming_2_gb_costs_no_memory) {
     memcpy(p + 4, "tEXta\0b", 7), p += 11;
     cr_assert_eq(p - b, 44);
     write_bytes(tmp("text.png"), b, 44);
-    long rss = peak_rss();
-    double t = now_s();
+    long rss = kt_peak_rss();
+    double t = kiln_now_seconds();
     uint8_t *px = (uint8_t *)1;
     for (int i = 0; i < 3; i++) {
         cr_expect_eq(kiln_png_read_u8(tmp("text.png"), 0, &px, NULL, NULL, NULL), KILN_STATUS_FORMAT);
         kt_expect_error(KILN_STATUS_FORMAT, "text.png' is corrupt or truncated");
         cr_expect_null(px);
     }
-    cr_expect_lt(peak_rss() - rss, 64L << 20, "three reads of a 44-byte file raised the peak by %ld MB",
-                 (peak_rss() - rss) >> 20);
-    cr_expect_lt(now_s() - t, 1.0);
+    cr_expect_lt(kt_peak_rss() - rss, 64L << 20, "three reads of a 44-byte file raised the peak by %ld MB",
+                 (kt_peak_rss() - rss) >> 20);
+    cr_expect_lt(kiln_now_seconds() - t, 1.0);
 
     /* Whole text chunks of any size are skipped too: 20 MB of tEXt and a zTXt that
      * inflates to 50 MB before a 4x2 image that reads exactly. */
@@ -357,12 +325,12 @@ KT_TEST(ex_png, text_chunk_claiming_2_gb_costs_no_memory) {
     write_bytes(tmp("bigtext.png"), file, (size_t)(p - file));
     free(text), free(raw), free(file), free(ztxt);
     int c, h, w;
-    rss = peak_rss();
+    rss = kt_peak_rss();
     cr_assert_eq(kiln_png_read_u8(tmp("bigtext.png"), 0, &px, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect(c == 1 && h == 2 && w == 4);
     cr_expect(memcmp(px, (const uint8_t[]){0, 10, 20, 30, 40, 50, 60, 70}, 8) == 0);
     free(px);
-    cr_expect_lt(peak_rss() - rss, 16L << 20, "skipped text chunks cost %ld MB", (peak_rss() - rss) >> 20);
+    cr_expect_lt(kt_peak_rss() - rss, 16L << 20, "skipped text chunks cost %ld MB", (kt_peak_rss() - rss) >> 20);
 }
 
 /* A valid 16384x16384 PNG is 261 KB on disk and 268 Mpixel decoded: refused from its
@@ -370,10 +338,10 @@ KT_TEST(ex_png, text_chunk_claiming_2_gb_costs_no_memory) {
 KT_TEST(ex_png, pixel_limit_from_the_header) {
     unsetenv("KILN_PNG_MAX_PIXELS");
     cr_expect_eq(kiln_png_max_pixels(), 64 << 20);
-    write_zero_png(tmp("huge.png"), 16384, 16384);
+    kt_write_zero_png(tmp("huge.png"), 16384, 16384);
     cr_expect_lt(file_size(tmp("huge.png")), 300000);
-    long rss = peak_rss();
-    double t = now_s();
+    long rss = kt_peak_rss();
+    double t = kiln_now_seconds();
     uint8_t *px = (uint8_t *)1;
     cr_expect_eq(kiln_png_read_u8(tmp("huge.png"), 3, &px, NULL, NULL, NULL), KILN_STATUS_FORMAT);
     kt_expect_error(KILN_STATUS_FORMAT, "huge.png' is 16384x16384 = 268435456 pixels, above the limit of 67108864 "
@@ -388,8 +356,8 @@ KT_TEST(ex_png, pixel_limit_from_the_header) {
     int c = 0, h = 0, w = 0;
     cr_expect_eq(kiln_png_read_size(tmp("huge.png"), &c, &h, &w), KILN_STATUS_FORMAT);
     kt_expect_error(KILN_STATUS_FORMAT, "kiln_png_read_size: '");
-    cr_expect_lt(peak_rss() - rss, 16L << 20);
-    cr_expect_lt(now_s() - t, 1.0);
+    cr_expect_lt(kt_peak_rss() - rss, 16L << 20);
+    cr_expect_lt(kiln_now_seconds() - t, 1.0);
 
     /* The variable moves the limit: the header alone is read, so this is cheap too. */
     setenv("KILN_PNG_MAX_PIXELS", "268435456", 1);
@@ -422,37 +390,11 @@ KT_TEST(ex_png, pixel_limit_from_the_header) {
     kt_expect_error(KILN_STATUS_FORMAT, "is 70000x1 pixels; this reader takes sides up to 65535");
 }
 
-/* Writes a palette, gray or RGB PNG with a tRNS chunk through libpng. */
-static void write_trns(const char *path, int w, int h, int ctype, int depth, const uint8_t *rows, int rowbytes) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-    png_infop info = png_create_info_struct(png);
-    cr_assert(!setjmp(png_jmpbuf(png)), "libpng failed writing the test file");
-    png_init_io(png, f);
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, ctype, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    if (ctype == PNG_COLOR_TYPE_PALETTE) {
-        png_color pal[4] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {200, 100, 50}};
-        png_set_PLTE(png, info, pal, 4);
-        png_byte alpha[3] = {0, 128, 255}; /* entry 3 has none: opaque */
-        png_set_tRNS(png, info, alpha, 3, NULL);
-    } else {
-        png_color_16 key = {0, 7, 8, 9, 5}; /* the colour (7,8,9) or the gray 5 is transparent */
-        png_set_tRNS(png, info, NULL, 0, &key);
-    }
-    png_write_info(png, info);
-    for (int y = 0; y < h; y++) png_write_row(png, (png_bytep)rows + (size_t)y * rowbytes);
-    png_write_end(png, NULL);
-    png_destroy_write_struct(&png, &info);
-    fclose(f);
-}
-
 /* A tRNS chunk gives an expanded palette an alpha channel; the reader drops it as it
  * drops RGBA's (a 4-bit palette image with tRNS was refused as corrupt). */
 KT_TEST(ex_png, palette_and_gray_with_trns_read_without_alpha) {
     const uint8_t idx4[2][2] = {{0x01, 0x23}, {0x32, 0x10}}; /* 4-bit: pixels 0 1 2 3 / 3 2 1 0 */
-    write_trns(tmp("p4.png"), 4, 2, PNG_COLOR_TYPE_PALETTE, 4, &idx4[0][0], 2);
+    write_raw(tmp("p4.png"), 4, 2, PNG_COLOR_TYPE_PALETTE, 4, &idx4[0][0], 2, true);
     uint8_t *px;
     int c, h, w;
     cr_assert_eq(kiln_png_read_u8(tmp("p4.png"), 0, &px, &c, &h, &w), KILN_STATUS_OK, "%s", kiln_last_error());
@@ -471,12 +413,12 @@ KT_TEST(ex_png, palette_and_gray_with_trns_read_without_alpha) {
     free(f);
 
     const uint8_t g4[2] = {0x05, 0xF7}; /* 4-bit gray with a transparent key: 0 5 15 7 */
-    write_trns(tmp("g4.png"), 4, 1, PNG_COLOR_TYPE_GRAY, 4, g4, 2);
+    write_raw(tmp("g4.png"), 4, 1, PNG_COLOR_TYPE_GRAY, 4, g4, 2, true);
     cr_assert_eq(kiln_png_read_u8(tmp("g4.png"), 0, &px, &c, NULL, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect(c == 1 && px[0] == 0 && px[1] == 5 * 17 && px[2] == 255 && px[3] == 7 * 17);
     free(px);
     const uint8_t rgb[6] = {7, 8, 9, 1, 2, 3};
-    write_trns(tmp("rgb.png"), 2, 1, PNG_COLOR_TYPE_RGB, 8, rgb, 6);
+    write_raw(tmp("rgb.png"), 2, 1, PNG_COLOR_TYPE_RGB, 8, rgb, 6, true);
     cr_assert_eq(kiln_png_read_u8(tmp("rgb.png"), 0, &px, &c, NULL, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect(c == 3 && memcmp(px, rgb, 6) == 0);
     free(px);
@@ -488,10 +430,10 @@ KT_TEST(ex_png, directories_and_fifos_are_not_pngs) {
     kt_expect_error(KILN_STATUS_IO, "' is a directory, not a PNG file");
     cr_expect_null(px);
     cr_assert_eq(mkfifo(tmp("fifo"), 0600), 0, "%s", strerror(errno));
-    double t = now_s();
+    double t = kiln_now_seconds();
     cr_expect_eq(kiln_png_read_u8(tmp("fifo"), 3, &px, NULL, NULL, NULL), KILN_STATUS_IO); /* no writer: no wait */
     kt_expect_error(KILN_STATUS_IO, "fifo' is not a regular file");
-    cr_expect_lt(now_s() - t, 1.0);
+    cr_expect_lt(kiln_now_seconds() - t, 1.0);
     cr_expect_eq(kiln_png_read_size(g_dir, NULL, NULL, NULL), KILN_STATUS_IO);
     kt_expect_error(KILN_STATUS_IO, "is a directory");
 }

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 TestSuite(example_autoencoder, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -74,50 +73,9 @@ KT_TEST(example_autoencoder, tiny_run_and_code_analysis) {
 
 /* ---- hostile options, on a fake data set ---------------------------------------------- */
 
-/* rm -rf dir (it holds --out subdirectories), then frees the path. */
-static void remove_tree(char *dir) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_expect_eq(system(cmd), 0);
-    free(dir);
-}
-
-/* A --data directory of 64 gzip IDX images (28x28) and labels (0..9) per split. */
-static char *fake_fashion(void) {
-    char *dir = kt_temp_dir(), path[512];
-    const char *names[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                            "t10k-labels-idx1-ubyte.gz"};
-    enum { N = 64 };
-    static uint8_t img[16 + N * 784], lab[8 + N];
-    const uint8_t ih[16] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, 28, 0, 0, 0, 28}, lh[8] = {0, 0, 8, 1, 0, 0, 0, N};
-    memcpy(img, ih, 16);
-    memcpy(lab, lh, 8);
-    for (int i = 0; i < N * 784; i++) img[16 + i] = (uint8_t)((i * 37 + i / 784 * 11) % 256);
-    for (int i = 0; i < N; i++) lab[8 + i] = (uint8_t)(i % 10);
-    for (int k = 0; k < 4; k++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
-        gzFile g = gzopen(path, "wb");
-        cr_assert_not_null(g);
-        unsigned n = k % 2 ? sizeof lab : sizeof img;
-        cr_assert_eq(gzwrite(g, k % 2 ? lab : img, n), (int)n);
-        gzclose(g);
-    }
-    return dir;
-}
-
-/* Runs autoencoder with both streams in r.out. */
-static void run_both(const char *data, const char *out, const char *args, kt_program_result *r) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "--device cpu --data '%s' --out '%s' %s 2>&1", data, out, args);
-    kt_program_run("autoencoder", cmd, r);
-}
-
 KT_TEST(example_autoencoder, hostile_options_are_clear_errors) {
-    char *data = fake_fashion(), out[600];
-    snprintf(out, sizeof out, "%s/out", data);
-    struct {
-        const char *args, *says;
-    } cases[] = {
+    char *data = kt_fashion_mnist_fake();
+    const kt_case cases[] = {
         {"--batch 2147483647", "--batch: 2147483647 is outside the allowed range 1..4096"},
         {"--epochs 2147483647", "--epochs: 2147483647 is outside the allowed range 1..1000"},
         {"--latent 1", "--latent: 1 is outside the allowed range 2..784"},
@@ -125,42 +83,32 @@ KT_TEST(example_autoencoder, hostile_options_are_clear_errors) {
         {"--lr -0.1", "--lr: -0.1 is not > 0"},
         {"--batch ' 8'", "--batch: ' 8' is not an int-sized integer"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        kt_program_result r;
-        run_both(data, out, cases[i].args, &r);
-        cr_expect_eq(r.status, 2, "'%s' exited %d:\n%s", cases[i].args, r.status, r.out);
-        cr_expect(strstr(r.out, "autoencoder: ") && strstr(r.out, cases[i].says), "'%s' does not say '%s':\n%s",
-                  cases[i].args, cases[i].says, r.out);
-        cr_expect(!strstr(r.out, "Sanitizer"), "'%s':\n%s", cases[i].args, r.out);
-        kt_program_result_free(&r);
-    }
-    remove_tree(data);
+    kt_program_expect_errors("autoencoder", data, sizeof cases / sizeof *cases, cases);
+    kt_run_dir_remove(data);
 }
 
 /* --lr 1e30: the sigmoid keeps the MSE finite, but the codes become NaN; the analysis
  * says the model diverged (not "LAPACK rejected argument 5") and the run fails. */
 KT_TEST(example_autoencoder, a_diverging_run_fails_clearly_and_out_must_be_a_directory) {
-    char *data = fake_fashion(), out[600];
-    snprintf(out, sizeof out, "%s/out", data);
+    char *data = kt_fashion_mnist_fake(), out[600];
     kt_program_result r;
-    run_both(data, out, "--epochs 2 --batch 16 --latent 4 --lr 1e30", &r);
+    kt_program_run_data("autoencoder", data, NULL, "--epochs 2 --batch 16 --latent 4 --lr 1e30", &r);
     cr_expect_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
     cr_expect(strstr(r.out, "autoencoder: ") && strstr(r.out, "diverged (lower --lr"), "%s", r.out);
     cr_expect(!strstr(r.out, "Sanitizer"), "%s", r.out);
     kt_program_result_free(&r);
     snprintf(out, sizeof out, "%s/t10k-labels-idx1-ubyte.gz", data);
-    run_both(data, out, "--epochs 1 --batch 16 --latent 4", &r);
+    kt_program_run_data("autoencoder", data, out, "--epochs 1 --batch 16 --latent 4", &r);
     cr_expect_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
     cr_expect(strstr(r.out, "autoencoder: preparing --out failed: --out '") && strstr(r.out, "is a file, not a directory"),
               "%s", r.out);
     cr_expect(!strstr(r.out, "Sanitizer"), "%s", r.out);
     kt_program_result_free(&r);
-    snprintf(out, sizeof out, "%s/out", data);
-    run_both(data, out, "--epochs 1 --batch 16 --latent 4 --json", &r);
+    kt_program_run_data("autoencoder", data, NULL, "--epochs 1 --batch 16 --latent 4 --json", &r);
     cr_expect_eq(r.status, 0, "exit %d:\n%s", r.status, r.out);
     cr_assert(r.json, "no JSON line:\n%s", r.out);
     cr_expect_eq(kt_json_number(r.json, "steps"), 4);
     kt_json_png(r.json, "spectrum_png");
     kt_program_result_free(&r);
-    remove_tree(data);
+    kt_run_dir_remove(data);
 }

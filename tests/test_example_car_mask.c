@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <zlib.h>
 
 TestSuite(example_car_mask, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -28,8 +27,7 @@ static const char *const bin = NULL;
 
 KT_TEST(example_car_mask, trains_and_reports_json_and_files) {
     char *d = kt_run_dir("car_mask");
-    run_result *r = kt_run(bin, d, TINY " --epochs 2 --json --out res");
-    cr_assert_eq(r->status, 0, "exit %d; stderr:\n%s", r->status, r->err);
+    run_result *r = kt_run_ok(bin, d, TINY " --epochs 2 --json --out res");
     cr_assert(r->json, "the last line of stdout is not JSON:\n%s", r->out);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "program")), "car_mask");
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "loss")), "bce_with_logits");
@@ -59,8 +57,7 @@ KT_TEST(example_car_mask, trains_and_reports_json_and_files) {
 /* Without --json: the epoch lines for a person, progress lines on stderr (not a terminal). */
 KT_TEST(example_car_mask, prints_epochs_and_progress_lines) {
     char *d = kt_run_dir("car_mask");
-    run_result *r = kt_run(bin, d, TINY " --epochs 1 --loss bce --out res");
-    cr_assert_eq(r->status, 0, "exit %d; stderr:\n%s", r->status, r->err);
+    run_result *r = kt_run_ok(bin, d, TINY " --epochs 1 --loss bce --out res");
     cr_expect(strstr(r->out, "epoch 1/1  train loss"), "no epoch line in:\n%s", r->out);
     cr_expect(strstr(r->out, "pictures in res/car_mask_grid.png"), "the output does not say where the pictures are:\n%s", r->out);
     cr_expect(strstr(r->err, "steps/s"), "no progress line on stderr:\n%s", r->err);
@@ -108,8 +105,7 @@ KT_TEST(example_car_mask, resume_gives_the_uninterrupted_losses) {
 
 KT_TEST(example_car_mask, predict_writes_a_mask_of_the_image_size) {
     char *d = kt_run_dir("car_mask");
-    run_result *t = kt_run(bin, d, TINY " --epochs 1 --json --out res");
-    cr_assert_eq(t->status, 0, "exit %d; stderr:\n%s", t->status, t->err);
+    run_result *t = kt_run_ok(bin, d, TINY " --epochs 1 --json --out res");
     /* a scene of 36x20: not a multiple of 8, so the program must pad and crop */
     enum { W = 36, H = 20 };
     float rgb[3 * H * W];
@@ -137,8 +133,7 @@ KT_TEST(example_car_mask, predict_writes_a_mask_of_the_image_size) {
 
 KT_TEST(example_car_mask, bench_prints_the_median_step_time) {
     char *d = kt_run_dir("car_mask");
-    run_result *r = kt_run(bin, d, "--device cpu --bench-steps 3 --batch 2 --size 16 --json");
-    cr_assert_eq(r->status, 0, "exit %d; stderr:\n%s", r->status, r->err);
+    run_result *r = kt_run_ok(bin, d, "--device cpu --bench-steps 3 --batch 2 --size 16 --json");
     cr_assert(r->json, "no JSON line:\n%s", r->out);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "mode")), "bench");
     cr_expect_eq(kt_number(r->json, "steps"), 3);
@@ -151,9 +146,7 @@ KT_TEST(example_car_mask, bench_prints_the_median_step_time) {
 
 KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
     char *d = kt_run_dir("car_mask");
-    struct {
-        const char *args, *says;
-    } cases[] = {
+    const kt_case cases[] = {
         {"--loss mse", "--loss: 'mse' is not one of bce|bce_with_logits"},
         {"--size 30", "multiple of 8"},
         {"--epochs -1", "--epochs: -1 is outside the allowed range 0..1000"},
@@ -176,10 +169,7 @@ KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
         {TINY " --epochs 1 --resume missing.safetensors", "missing.safetensors"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        run_result *r = kt_run(bin, d, cases[i].args);
-        cr_expect(r->status != 0, "'%s' exited 0", cases[i].args);
-        cr_expect(strstr(r->err, "car_mask: ") && strstr(r->err, cases[i].says),
-                  "'%s': stderr does not say '%s':\n%s", cases[i].args, cases[i].says, r->err);
+        run_result *r = kt_run_refused(bin, d, cases[i].args, "car_mask: ", cases[i].says);
         cr_expect(!strstr(r->err, "AddressSanitizer") && !strstr(r->err, "LeakSanitizer"), "'%s':\n%s", cases[i].args, r->err);
         kt_run_free(r);
     }
@@ -217,8 +207,7 @@ static void patch_file(const char *src, const char *dst, const char *key, const 
  * damaged checkpoint: "x" used to read as epoch 0 and restart the run silently. */
 KT_TEST(example_car_mask, resume_refuses_damaged_metadata) {
     char *d = kt_run_dir("car_mask");
-    run_result *t = kt_run(bin, d, TINY " --epochs 1 --json --out part");
-    cr_assert_eq(t->status, 0, "exit %d; stderr:\n%s", t->status, t->err);
+    run_result *t = kt_run_ok(bin, d, TINY " --epochs 1 --json --out part");
     kt_run_free(t);
     char src[1024], dst[1024];
     snprintf(src, sizeof src, "%s/part/car_mask.safetensors", d);
@@ -244,52 +233,13 @@ KT_TEST(example_car_mask, resume_refuses_damaged_metadata) {
     kt_run_dir_remove(d);
 }
 
-/* A valid w x h 8-bit gray PNG of zeros, its IDAT deflated row by row (no w*h buffer). */
-static void write_zero_png(const char *path, uint32_t w, uint32_t h) {
-    size_t cap = 1 << 20, len = 0;
-    uint8_t *idat = malloc(cap), *row = calloc(w + 1, 1);
-    z_stream z = {0};
-    cr_assert(idat && row && deflateInit2(&z, 9, Z_DEFLATED, 15, 9, Z_RLE) == Z_OK);
-    for (uint32_t y = 0; y < h; y++) {
-        z.next_in = row, z.avail_in = w + 1;
-        do {
-            if (cap - len < 65536) cr_assert((idat = realloc(idat, cap *= 2)));
-            z.next_out = idat + len, z.avail_out = (uInt)(cap - len);
-            deflate(&z, y + 1 == h ? Z_FINISH : Z_NO_FLUSH);
-            len = cap - z.avail_out;
-        } while (z.avail_out == 0);
-    }
-    deflateEnd(&z);
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
-                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h, 8, 0, 0, 0, 0};
-    fwrite(sig, 1, 8, f);
-    const char *types[3] = {"IHDR", "IDAT", "IEND"};
-    const uint8_t *data[3] = {ihdr, idat, NULL};
-    uint32_t lens[3] = {13, (uint32_t)len, 0};
-    for (int c = 0; c < 3; c++) {
-        uint8_t be[4] = {(uint8_t)(lens[c] >> 24), (uint8_t)(lens[c] >> 16), (uint8_t)(lens[c] >> 8), (uint8_t)lens[c]};
-        uLong crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)types[c], 4);
-        if (lens[c]) crc = crc32(crc, data[c], lens[c]);
-        uint8_t cb[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
-        fwrite(be, 1, 4, f), fwrite(types[c], 1, 4, f);
-        if (lens[c]) fwrite(data[c], 1, lens[c], f);
-        fwrite(cb, 1, 4, f);
-    }
-    fclose(f);
-    free(idat);
-    free(row);
-}
-
 /* --predict checks its input before building the model: a directory says so, a valid
  * 16384x16384 PNG (261 KB; it used to pass 4 GB resident) is refused from its header,
  * as is an image above --max-pixels, and an --out that is a directory is named. */
 KT_TEST(example_car_mask, predict_refuses_directories_huge_images_and_a_directory_out) {
     char *d = kt_run_dir("car_mask"), path[1024];
     snprintf(path, sizeof path, "%s/huge.png", d);
-    write_zero_png(path, 16384, 16384);
+    kt_write_zero_png(path, 16384, 16384);
     snprintf(path, sizeof path, "%s/adir", d);
     cr_assert_eq(mkdir(path, 0755), 0);
     enum { W = 36, H = 20 };
@@ -297,9 +247,7 @@ KT_TEST(example_car_mask, predict_refuses_directories_huge_images_and_a_director
     cr_assert_eq(kiln_scene_generate(7, H, W, rgb, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
     snprintf(path, sizeof path, "%s/scene.png", d);
     cr_assert_eq(kiln_png_write_f32(path, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
-    struct {
-        const char *args, *says;
-    } cases[] = {
+    const kt_case cases[] = {
         {"--predict adir --out m.png --checkpoint none.safetensors", "car_mask: --predict: kiln_png_read_size: 'adir' is a "
                                                                      "directory, not a PNG file"},
         {"--predict huge.png --out m.png --checkpoint none.safetensors",
@@ -368,10 +316,8 @@ KT_TEST(example_car_mask, a_bad_KILN_DEVICE_is_said_once_and_masks_nothing) {
 }
 
 KT_TEST(example_car_mask, out_must_be_a_directory_when_training) {
-    char *d = kt_run_dir("car_mask"), path[1024];
-    snprintf(path, sizeof path, "%s/res", d);
-    FILE *f = fopen(path, "w");
-    fclose(f);
+    char *d = kt_run_dir("car_mask");
+    kt_run_touch(d, "res");
     run_result *r = kt_run(bin, d, TINY " --epochs 1 --out res");
     cr_expect_eq(r->status, 1);
     cr_expect(strstr(r->err, "car_mask: training: --out 'res' is a file, not a directory: --out names the directory"),

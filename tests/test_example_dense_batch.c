@@ -51,9 +51,7 @@ KT_TEST(example_dense_batch, identities_f32) {
 /* Options name themselves, their value and what is allowed; a bad KILN_DEVICE is said
  * as itself (it used to be recorded as an error that masked later ones). */
 KT_TEST(example_dense_batch, bad_options_say_what_is_allowed) {
-    struct {
-        const char *args, *says;
-    } cases[] = {
+    const kt_case cases[] = {
         {"--batch 1", "dense_batch: --batch: 1 is outside the allowed range 2..1024"},
         {"--in 2147483647", "dense_batch: --in: 2147483647 is outside the allowed range 1..1024"},
         {"--out ' 3'", "dense_batch: --out: ' 3' is not an int-sized integer"},

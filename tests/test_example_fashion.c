@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 TestSuite(example_fashion, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -68,55 +67,15 @@ KT_TEST(example_fashion, bad_model_exits_2) {
 
 /* ---- hostile options, on a fake data set ---------------------------------------------- */
 
-/* rm -rf dir (it holds --out subdirectories), then frees the path. */
-static void remove_tree(char *dir) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_expect_eq(system(cmd), 0);
-    free(dir);
-}
-
-/* A --data directory of 64 gzip IDX images (28x28) and labels (0..9) per split. */
-static char *fake_fashion(void) {
-    char *dir = kt_temp_dir(), path[512];
-    const char *names[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                            "t10k-labels-idx1-ubyte.gz"};
-    enum { N = 64 };
-    static uint8_t img[16 + N * 784], lab[8 + N];
-    const uint8_t ih[16] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, 28, 0, 0, 0, 28}, lh[8] = {0, 0, 8, 1, 0, 0, 0, N};
-    memcpy(img, ih, 16);
-    memcpy(lab, lh, 8);
-    for (int i = 0; i < N * 784; i++) img[16 + i] = (uint8_t)((i * 37 + i / 784 * 11) % 256);
-    for (int i = 0; i < N; i++) lab[8 + i] = (uint8_t)(i % 10);
-    for (int k = 0; k < 4; k++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
-        gzFile g = gzopen(path, "wb");
-        cr_assert_not_null(g);
-        unsigned n = k % 2 ? sizeof lab : sizeof img;
-        cr_assert_eq(gzwrite(g, k % 2 ? lab : img, n), (int)n);
-        gzclose(g);
-    }
-    return dir;
-}
-
 static int count(const char *s, const char *needle) {
     int n = 0;
     for (const char *p = s; (p = strstr(p, needle)); p++) n++;
     return n;
 }
 
-/* Runs fashion_mnist with both streams in r.out. */
-static void run_both(const char *data, const char *args, kt_program_result *r) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "--device cpu --data '%s' --out '%s/out' %s 2>&1", data, data, args);
-    kt_program_run("fashion_mnist", cmd, r);
-}
-
 KT_TEST(example_fashion, hostile_options_are_clear_errors) {
-    char *data = fake_fashion();
-    struct {
-        const char *args, *says;
-    } cases[] = {
+    char *data = kt_fashion_mnist_fake();
+    const kt_case cases[] = {
         {"--batch 2147483647", "--batch: 2147483647 is outside the allowed range 1..4096"},
         {"--epochs 2147483647", "--epochs: 2147483647 is outside the allowed range 1..1000"},
         {"--width 100000", "--width: 100000 is outside the allowed range 1..256"},
@@ -127,44 +86,35 @@ KT_TEST(example_fashion, hostile_options_are_clear_errors) {
         {"--momentum 2", "--momentum: 2 is outside the allowed range 0..1"},
         {"--limit -1", "--limit: -1 is outside the allowed range 0..1000000000"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        kt_program_result r;
-        run_both(data, cases[i].args, &r);
-        cr_expect_eq(r.status, 2, "'%s' exited %d:\n%s", cases[i].args, r.status, r.out);
-        cr_expect(strstr(r.out, "fashion_mnist: ") && strstr(r.out, cases[i].says), "'%s' does not say '%s':\n%s",
-                  cases[i].args, cases[i].says, r.out);
-        cr_expect(!strstr(r.out, "Sanitizer"), "'%s':\n%s", cases[i].args, r.out);
-        kt_program_result_free(&r);
-    }
-    remove_tree(data);
+    kt_program_expect_errors("fashion_mnist", data, sizeof cases / sizeof *cases, cases);
+    kt_run_dir_remove(data);
 }
 
 /* --lr 1e30 is finite but throws the weights to 1e30 in one Adam step: the loss of the
  * next step is NaN, and the run stops there with an error instead of exiting 0. */
 KT_TEST(example_fashion, a_diverging_run_stops_with_an_error) {
-    char *data = fake_fashion();
+    char *data = kt_fashion_mnist_fake();
     kt_program_result r;
-    run_both(data, "--model mlp --epochs 2 --batch 16 --lr 1e30", &r);
+    kt_program_run_data("fashion_mnist", data, NULL, "--model mlp --epochs 2 --batch 16 --lr 1e30", &r);
     cr_expect_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
     cr_expect(strstr(r.out, "fashion_mnist: training failed: the training loss became NaN at epoch 1, step 2 of 4: "
                             "training diverged (lower --lr, now 1e+30)"), "%s", r.out);
     cr_expect(!strstr(r.out, "Sanitizer"), "%s", r.out);
     kt_program_result_free(&r);
     /* the same data trains normally */
-    run_both(data, "--model mlp --epochs 1 --batch 16 --json", &r);
+    kt_program_run_data("fashion_mnist", data, NULL, "--model mlp --epochs 1 --batch 16 --json", &r);
     cr_expect_eq(r.status, 0, "exit %d:\n%s", r.status, r.out);
     cr_assert(r.json, "no JSON line:\n%s", r.out);
     cr_expect_eq(kt_json_number(r.json, "steps"), 4);
     kt_program_result_free(&r);
-    remove_tree(data);
+    kt_run_dir_remove(data);
 }
 
 KT_TEST(example_fashion, out_file_and_bad_KILN_DEVICE) {
-    char *data = fake_fashion(), cmd[1024], file[600];
+    char *data = kt_fashion_mnist_fake(), cmd[1024], file[600];
     snprintf(file, sizeof file, "%s/t10k-labels-idx1-ubyte.gz", data);
-    snprintf(cmd, sizeof cmd, "--device cpu --data '%s' --out '%s' --epochs 1 2>&1", data, file);
     kt_program_result r;
-    kt_program_run("fashion_mnist", cmd, &r);
+    kt_program_run_data("fashion_mnist", data, file, "--epochs 1", &r);
     cr_expect_eq(r.status, 1, "exit %d:\n%s", r.status, r.out);
     cr_expect(strstr(r.out, "fashion_mnist: preparing --out failed: --out '") &&
               strstr(r.out, "' is a file, not a directory"), "%s", r.out);
@@ -181,10 +131,10 @@ KT_TEST(example_fashion, out_file_and_bad_KILN_DEVICE) {
     kt_program_run("fashion_mnist", cmd, &r);
     cr_expect(r.status == 2 && strstr(r.out, "--batch: 0 is outside") && !strstr(r.out, "KILN_DEVICE"), "%s", r.out);
     kt_program_result_free(&r);
-    snprintf(cmd, sizeof cmd, "--device cpu --data '%s' --out '%s/o' --model mlp --epochs 1 --batch 32 2>&1", data, data);
-    kt_program_run("fashion_mnist", cmd, &r);
+    snprintf(file, sizeof file, "%s/o", data);
+    kt_program_run_data("fashion_mnist", data, file, "--model mlp --epochs 1 --batch 32", &r);
     cr_expect(r.status == 0 && !strstr(r.out, "KILN_DEVICE"), "exit %d:\n%s", r.status, r.out);
     kt_program_result_free(&r);
     setenv("KILN_DEVICE", "cpu", 1);
-    remove_tree(data);
+    kt_run_dir_remove(data);
 }

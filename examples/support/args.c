@@ -208,6 +208,35 @@ void kiln_common_defaults(kiln_common_args *a) {
     a->json = false;
 }
 
+int kiln_args_exit(const char *prog) {
+    fprintf(stderr, "%s: %s (see --help)\n", prog, kiln_last_error());
+    kiln_shutdown();
+    return 2;
+}
+
+/* Scene data above this is refused up front: the scenes are rendered at once. */
+#define MAX_SCENE_BYTES (4.0 * (1 << 30))
+
+kiln_status kiln_scene_args_check(const kiln_common_args *c, double lr, double lr_decay, int train_scenes,
+                                  int heldout_scenes, double bytes_per_pixel) {
+    double scene_bytes = ((double)train_scenes + heldout_scenes) * c->size * c->size * bytes_per_pixel;
+    if (c->size % 8)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--size: %d is not a multiple of 8 (the U-Net halves it "
+                              "three times)", c->size);
+    if (!(lr > 0)) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr);
+    if (!(lr_decay > 0 && lr_decay <= 1))
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr-decay: %g is outside (0, 1]", lr_decay);
+    if (train_scenes < c->batch)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d is below --batch %d: need "
+                              "--train-scenes >= --batch for one full batch", train_scenes, c->batch);
+    if (scene_bytes > MAX_SCENE_BYTES)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--train-scenes %d and --heldout-scenes %d of --size %d "
+                              "need %.1f GiB of scene data, above the %.0f GiB allowed: use fewer or smaller scenes",
+                              train_scenes, heldout_scenes, c->size, scene_bytes / (1 << 30),
+                              MAX_SCENE_BYTES / (1 << 30));
+    return KILN_STATUS_OK;
+}
+
 kiln_status kiln_check_device(kiln_device dev) {
     char name[32];
     if (kiln_device_available(dev)) return KILN_STATUS_OK;

@@ -324,3 +324,15 @@ kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int6
     if (limit > 0 && limit < s->n) s->n = limit;
     return KILN_STATUS_OK;
 }
+
+kiln_status kiln_fashion_mnist_prepare(const char *out, const char *data_dir, int64_t limit,
+                                       kiln_fashion_mnist_split *train, kiln_fashion_mnist_split *test,
+                                       const char **what) {
+    *what = "preparing --out";
+    kiln_status st = kiln_out_dir(out);
+    if (st) return st;
+    *what = "loading Fashion-MNIST";
+    st = kiln_fashion_mnist_load_split(data_dir, true, limit, train);
+    if (!st) st = kiln_fashion_mnist_load_split(data_dir, false, limit, test);
+    return st;
+}

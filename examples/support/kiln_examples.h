@@ -161,6 +161,13 @@ typedef struct {
 /* kiln_fashion_mnist_load on the CPU, keeping the first limit images when 0 < limit < N. */
 kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int64_t limit,
                                           kiln_fashion_mnist_split *s);
+/* The start of a run on Fashion-MNIST: --out made a directory first (a run must not
+ * train and then find it cannot write its results), then the training and test splits
+ * as kiln_fashion_mnist_load_split. *what names the stage, for the message of a failure:
+ * "preparing --out", then "loading Fashion-MNIST". */
+kiln_status kiln_fashion_mnist_prepare(const char *out, const char *data_dir, int64_t limit,
+                                       kiln_fashion_mnist_split *train, kiln_fashion_mnist_split *test,
+                                       const char **what);
 
 /* ---- models ------------------------------------------------------------------------- */
 
@@ -168,6 +175,15 @@ kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int6
  * (its creation failed) or an append fails: every layer is then freed and the first
  * error stays recorded. */
 kiln_module *kiln_sequential_of(int n, kiln_module **layers);
+/* Adam (its defaults but lr) or SGD (its defaults but lr and momentum) over every
+ * parameter of m; move m to its device first, so the optimizer's state lands there too.
+ * NULL when it fails, with the error recorded. */
+kiln_optimizer *kiln_module_adam(kiln_module *m, double lr);
+kiln_optimizer *kiln_module_sgd(kiln_module *m, double lr, double momentum);
+/* One training step on a loss: zero the gradients, backpropagate, step the optimizer, and
+ * read the loss into *value (left alone on failure; the read waits for the device). A
+ * loss that is NULL because an op of the forward pass failed gives that op's error. */
+kiln_status kiln_train_step(kiln_optimizer *opt, kiln_tensor *loss, double *value);
 
 /* ---- progress, timing and the JSON result line ------------------------------------ */
 
@@ -263,6 +279,9 @@ kiln_status kiln_args_set_range(int n, kiln_arg *table, const char *name, double
  * would stay the thread's first and hide later ones): the fallback device instead, and
  * kiln_args_parse reports the bad value. */
 kiln_device kiln_args_default_device(void);
+/* For options that were refused: prints "<prog>: <the recorded error> (see --help)" on
+ * stderr, shuts kiln down and returns 2, the exit status of bad usage. */
+int kiln_args_exit(const char *prog);
 
 /* The options every example shares; kiln_common_defaults fills the defaults
  * (device: kiln_args_default_device(); epochs 3, batch 16, size 128, seed 0, out "."). */
@@ -284,6 +303,13 @@ void kiln_common_defaults(kiln_common_args *a);
     {"data", KILN_ARG_STRING, &(a).data, "dataset directory", NULL},                              \
     {"out", KILN_ARG_STRING, &(a).out, "directory for pictures and checkpoints", NULL},           \
     {"json", KILN_ARG_FLAG, &(a).json, "print only the final JSON line on stdout", NULL}
+
+/* What the tables' ranges cannot say about a U-Net run on scenes (car_mask, segment7):
+ * --size a multiple of 8 (the U-Net halves it three times), --lr > 0, --lr-decay in
+ * (0, 1], --train-scenes >= --batch, and the training and held-out scenes, rendered at
+ * once at bytes_per_pixel, within 4 GiB. An error (INVALID_ARGUMENT) for the first that fails. */
+kiln_status kiln_scene_args_check(const kiln_common_args *c, double lr, double lr_decay, int train_scenes,
+                                  int heldout_scenes, double bytes_per_pixel);
 
 /* Epoch orders for mini-batches (Fisher-Yates). kiln_epoch_shuffle is a fixed order
  * per (seed, epoch) from xorshift64, so epoch e visits the same order whether or not

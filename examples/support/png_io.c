@@ -291,34 +291,28 @@ static kiln_status read_png(const char *fn, const char *path, int want_channels,
     if ((ctype & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS)) png_set_strip_alpha(png);
     int stored = (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) ? 1 : 3;
     int out = want_channels ? want_channels : stored;
-    if (header_only) {
-        png_destroy_read_struct(&png, &info, NULL);
-        fclose(f);
-        if (channels) *channels = out;
-        if (H) *H = (int)h;
-        if (W) *W = (int)w;
-        return KILN_STATUS_OK;
+    if (!header_only) {
+        if (out == 3 && stored == 1) png_set_gray_to_rgb(png);
+        if (out == 1 && stored == 3) png_set_rgb_to_gray_fixed(png, 1, -1, -1); /* libpng's default weights */
+        png_set_interlace_handling(png);
+        png_read_update_info(png, info);
+        size_t rowbytes = png_get_rowbytes(png, info);
+        if (rowbytes != (size_t)w * out) png_error(png, "unexpected row size after conversion");
+        pixels = malloc((size_t)h * rowbytes);
+        rows = malloc((size_t)h * sizeof(png_bytep));
+        if (!pixels || !rows) {
+            own_st = kiln_set_error(KILN_STATUS_OOM, "%s: out of memory for the %ux%u pixels of '%s'", fn, (unsigned)w,
+                                    (unsigned)h, path);
+            png_longjmp(png, 1);
+        }
+        for (png_uint_32 y = 0; y < h; y++) rows[y] = pixels + (size_t)y * rowbytes;
+        png_read_image(png, rows);
+        png_read_end(png, NULL); /* checks the rest of the file up to IEND: truncation shows here */
+        free(rows);
+        *data = pixels;
     }
-    if (out == 3 && stored == 1) png_set_gray_to_rgb(png);
-    if (out == 1 && stored == 3) png_set_rgb_to_gray_fixed(png, 1, -1, -1); /* libpng's default weights */
-    png_set_interlace_handling(png);
-    png_read_update_info(png, info);
-    size_t rowbytes = png_get_rowbytes(png, info);
-    if (rowbytes != (size_t)w * out) png_error(png, "unexpected row size after conversion");
-    pixels = malloc((size_t)h * rowbytes);
-    rows = malloc((size_t)h * sizeof(png_bytep));
-    if (!pixels || !rows) {
-        own_st = kiln_set_error(KILN_STATUS_OOM, "%s: out of memory for the %ux%u pixels of '%s'", fn, (unsigned)w,
-                                (unsigned)h, path);
-        png_longjmp(png, 1);
-    }
-    for (png_uint_32 y = 0; y < h; y++) rows[y] = pixels + (size_t)y * rowbytes;
-    png_read_image(png, rows);
-    png_read_end(png, NULL); /* checks the rest of the file up to IEND: truncation shows here */
-    free(rows);
     png_destroy_read_struct(&png, &info, NULL);
     fclose(f);
-    *data = pixels;
     if (channels) *channels = out;
     if (H) *H = (int)h;
     if (W) *W = (int)w;

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 void kt_program_run(const char *name, const char *args, kt_program_result *r) {
     memset(r, 0, sizeof *r);
@@ -48,6 +49,27 @@ void kt_program_result_free(kt_program_result *r) {
     free(r->out);
     if (r->json) json_decref(r->json);
     memset(r, 0, sizeof *r);
+}
+
+void kt_program_run_data(const char *name, const char *data, const char *out, const char *args, kt_program_result *r) {
+    char cmd[2048], dflt[600];
+    if (!out) snprintf(dflt, sizeof dflt, "%s/out", data), out = dflt;
+    snprintf(cmd, sizeof cmd, "--device cpu --data '%s' --out '%s' %s 2>&1", data, out, args);
+    kt_program_run(name, cmd, r);
+}
+
+void kt_program_expect_errors(const char *name, const char *data, size_t n, const kt_case *cases) {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s: ", name);
+    for (size_t i = 0; i < n; i++) {
+        kt_program_result r;
+        kt_program_run_data(name, data, NULL, cases[i].args, &r);
+        cr_expect_eq(r.status, 2, "'%s' exited %d:\n%s", cases[i].args, r.status, r.out);
+        cr_expect(strstr(r.out, prefix) && strstr(r.out, cases[i].says), "'%s' does not say '%s':\n%s",
+                  cases[i].args, cases[i].says, r.out);
+        cr_expect(!strstr(r.out, "Sanitizer"), "'%s':\n%s", cases[i].args, r.out);
+        kt_program_result_free(&r);
+    }
 }
 
 double kt_json_number(json_t *obj, const char *key) {
@@ -112,4 +134,26 @@ bool kt_fashion_mnist_available(const char *test) {
     fprintf(stderr, "KILN-TEST-SKIP %s: Fashion-MNIST is not installed (Debian package dataset-fashion-mnist; "
                     "scripts/setup.sh installs it)\n", test);
     return false;
+}
+
+char *kt_fashion_mnist_fake(void) {
+    char *dir = kt_temp_dir(), path[512];
+    const char *names[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                            "t10k-labels-idx1-ubyte.gz"};
+    enum { N = 64 };
+    static uint8_t img[16 + N * 784], lab[8 + N];
+    const uint8_t ih[16] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, 28, 0, 0, 0, 28}, lh[8] = {0, 0, 8, 1, 0, 0, 0, N};
+    memcpy(img, ih, 16);
+    memcpy(lab, lh, 8);
+    for (int i = 0; i < N * 784; i++) img[16 + i] = (uint8_t)((i * 37 + i / 784 * 11) % 256);
+    for (int i = 0; i < N; i++) lab[8 + i] = (uint8_t)(i % 10);
+    for (int k = 0; k < 4; k++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        gzFile g = gzopen(path, "wb");
+        cr_assert_not_null(g);
+        unsigned n = k % 2 ? sizeof lab : sizeof img;
+        cr_assert_eq(gzwrite(g, k % 2 ? lab : img, n), (int)n);
+        gzclose(g);
+    }
+    return dir;
 }

@@ -4,6 +4,8 @@
 #ifndef KT_PROGRAM_H
 #define KT_PROGRAM_H
 
+#include "kt_run.h" /* kt_case; kt_run_dir_remove removes a directory tree */
+
 #include <jansson.h>
 #include <stdbool.h>
 
@@ -17,6 +19,12 @@ typedef struct {
  * it shows in the test log). Fails the test when the program cannot be found. */
 void kt_program_run(const char *name, const char *args, kt_program_result *r);
 void kt_program_result_free(kt_program_result *r);
+/* Runs `name` as "--device cpu --data 'data' --out 'out' args 2>&1", so r->out holds both
+ * streams; out NULL means data/out. */
+void kt_program_run_data(const char *name, const char *data, const char *out, const char *args, kt_program_result *r);
+/* For each case, kt_program_run_data(name, data, NULL, case's args) must exit 2 with
+ * "<name>: " and the case's words in its output, and no sanitizer report. */
+void kt_program_expect_errors(const char *name, const char *data, size_t n, const kt_case *cases);
 
 /* Asserts key exists and is a finite number (or an array of n > 0 finite numbers when
  * n is not 0: n < 0 accepts any length). Returns the number (the first element). */
@@ -32,5 +40,8 @@ void kt_temp_dir_remove(char *dir);
 /* True when Debian's Fashion-MNIST files are installed. Otherwise prints a line that
  * CTest reports as a skip (the test's SKIP_REGULAR_EXPRESSION) and returns false. */
 bool kt_fashion_mnist_available(const char *test);
+/* A --data directory (malloc'd path; kt_run_dir_remove removes it with what runs wrote
+ * into it) of 64 gzip IDX images (28x28) and labels (0..9) for each split. */
+char *kt_fashion_mnist_fake(void);
 
 #endif

@@ -6,8 +6,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static void read_file(const char *path, char *buf, size_t n) {
     FILE *f = fopen(path, "rb");
@@ -36,6 +38,20 @@ run_result *kt_run(const char *bin, const char *dir, const char *args) {
     return r;
 }
 
+run_result *kt_run_ok(const char *bin, const char *dir, const char *args) {
+    run_result *r = kt_run(bin, dir, args);
+    cr_assert_eq(r->status, 0, "exit %d; stderr:\n%s", r->status, r->err);
+    return r;
+}
+
+run_result *kt_run_refused(const char *bin, const char *dir, const char *args, const char *prefix, const char *says) {
+    run_result *r = kt_run(bin, dir, args);
+    cr_expect(r->status != 0, "'%s' exited 0", args);
+    cr_expect(strstr(r->err, prefix) && strstr(r->err, says), "'%s': stderr does not say '%s':\n%s", args, says,
+              r->err);
+    return r;
+}
+
 void kt_run_free(run_result *r) {
     json_decref(r->json);
     free(r);
@@ -54,6 +70,14 @@ void kt_run_dir_remove(char *d) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
     cr_expect_eq(system(cmd), 0);
     free(d);
+}
+
+void kt_run_touch(const char *dir, const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot create %s", path);
+    fclose(f);
 }
 
 /* A per-epoch array of n finite numbers (within [lo, hi]). */
@@ -84,3 +108,47 @@ void kt_expect_png(const char *path, int channels, int w, int h) {
     free(px);
 }
 
+
+void kt_write_zero_png(const char *path, uint32_t w, uint32_t h) {
+    size_t cap = 1 << 20, len = 0;
+    uint8_t *idat = malloc(cap), *row = calloc(w + 1, 1);
+    z_stream z = {0};
+    cr_assert(idat && row && deflateInit2(&z, 9, Z_DEFLATED, 15, 9, Z_RLE) == Z_OK);
+    for (uint32_t y = 0; y < h; y++) {
+        z.next_in = row, z.avail_in = w + 1;
+        do {
+            if (cap - len < 65536) cr_assert((idat = realloc(idat, cap *= 2)));
+            z.next_out = idat + len, z.avail_out = (uInt)(cap - len);
+            deflate(&z, y + 1 == h ? Z_FINISH : Z_NO_FLUSH);
+            len = cap - z.avail_out;
+        } while (z.avail_out == 0);
+    }
+    deflateEnd(&z);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
+                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h, 8, 0, 0, 0, 0};
+    fwrite(sig, 1, 8, f);
+    const char *types[3] = {"IHDR", "IDAT", "IEND"};
+    const uint8_t *data[3] = {ihdr, idat, NULL};
+    uint32_t lens[3] = {13, (uint32_t)len, 0};
+    for (int c = 0; c < 3; c++) { /* big-endian length, type, data, CRC of type and data */
+        uint8_t be[4] = {(uint8_t)(lens[c] >> 24), (uint8_t)(lens[c] >> 16), (uint8_t)(lens[c] >> 8), (uint8_t)lens[c]};
+        uLong crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)types[c], 4);
+        if (lens[c]) crc = crc32(crc, data[c], lens[c]);
+        uint8_t cb[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+        fwrite(be, 1, 4, f), fwrite(types[c], 1, 4, f);
+        if (lens[c]) fwrite(data[c], 1, lens[c], f);
+        fwrite(cb, 1, 4, f);
+    }
+    fclose(f);
+    free(idat);
+    free(row);
+}
+
+long kt_peak_rss(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss * 1024L;
+}
