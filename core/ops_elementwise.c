@@ -71,13 +71,8 @@ kiln_tensor *kiln_tanh(kiln_tensor *a) { return unary(KILN_UNARY_TANH, a, 0, 0);
 kiln_tensor *kiln_add_scalar(kiln_tensor *a, double s) { return unary(KILN_UNARY_ADD_SCALAR, a, s, 0); }
 kiln_tensor *kiln_mul_scalar(kiln_tensor *a, double s) { return unary(KILN_UNARY_MUL_SCALAR, a, s, 0); }
 
-kiln_tensor *kiln_clamp(kiln_tensor *a, double lo, double hi) {
-    if (lo > hi) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "clamp: lo (%g) is greater than hi (%g)", lo, hi);
-        return NULL;
-    }
-    return unary(KILN_UNARY_CLAMP, a, lo, hi);
-}
+/* lo > hi is not an error: as torch and ONNX, every value becomes hi (min(max(x, lo), hi)). */
+kiln_tensor *kiln_clamp(kiln_tensor *a, double lo, double hi) { return unary(KILN_UNARY_CLAMP, a, lo, hi); }
 
 /* ---- binary ------------------------------------------------------------------- */
 

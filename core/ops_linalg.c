@@ -9,23 +9,29 @@ const kiln_op_def kiln_op_eigh = {"eigh", {kiln_cpu_eigh, NULL}, NULL, true, 0};
 kiln_tensor *kiln_cov(kiln_tensor *x, bool rowvar, int correction) {
     if (!kiln__check_float_inputs("cov", 1, &x)) return NULL;
     char b[128];
-    if (x->ndim != 2) {
+    if (x->ndim > 2) {
         kiln__error(KILN_STATUS_SHAPE, "cov: input %s must be 2-d (variables x observations with rowvar, else "
-                    "observations x variables)", kiln__shape_str(x->ndim, x->shape, b, sizeof b));
+                    "observations x variables), or 1-d / 0-d for one variable",
+                    kiln__shape_str(x->ndim, x->shape, b, sizeof b));
         return NULL;
     }
     if (correction < 0) {
         kiln__error(KILN_STATUS_INVALID_ARGUMENT, "cov: correction %d must be >= 0", correction);
         return NULL;
     }
-    kiln_tensor *obs = rowvar ? kiln_transpose(x, 0, 1) : x; /* (N, D) */
-    int64_t n = obs ? obs->shape[0] : 0;
+    /* torch.cov takes a 1-d (or 0-d) input as one variable's observations */
+    int64_t n1 = x->ndim ? x->shape[0] : 1;
+    kiln_tensor *obs = x->ndim < 2 ? kiln_reshape(x, 2, (int64_t[]){n1, 1}) : rowvar ? kiln_transpose(x, 0, 1) : x;
+    if (!obs) return NULL; /* (N, D) */
+    int64_t n = obs->shape[0], d = obs->shape[1];
     int axis0 = 0;
     kiln_tensor *centered = kiln_sub(obs, kiln_mean(obs, 1, &axis0, true));
     kiln_tensor *prod = kiln_matmul(kiln_transpose(centered, 0, 1), centered);
     /* torch: N - correction <= 0 gives inf/nan rather than an error */
     double denom = (double)(n - correction);
-    return kiln_mul_scalar(prod, 1.0 / denom);
+    kiln_tensor *c = kiln_mul_scalar(prod, 1.0 / denom);
+    /* one variable: torch returns its variance as a 0-d tensor, not a (1, 1) matrix */
+    return d == 1 && c ? kiln_reshape(c, 0, NULL) : c;
 }
 
 kiln_status kiln_eigh(kiln_tensor *a, kiln_tensor **values, kiln_tensor **vectors) {

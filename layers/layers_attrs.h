@@ -22,11 +22,14 @@ typedef struct {
 } kiln_pool2d_attrs;
 
 /* upsample_nearest2d, upsample_bilinear2d and their backward ops. scale[i] is torch's
- * source-index scale for axis i: in/out, 1/scale_factor when a factor was given, or
- * (in-1)/(out-1) with align_corners (0 for an output of size 1). */
+ * source-index scale for axis i in double: in/out, 1/scale_factor when a factor was given
+ * (factor[i] = 1), or (in-1)/(out-1) with align_corners (0 for an output of size 1).
+ * Nearest rounds it as torch 1.13 does per dtype (f32: (float)(1/factor) or (float)in /
+ * (float)out; see kernels/cpu/upsample.c). */
 typedef struct {
     double scale[2];
     int32_t align_corners;
+    int32_t factor[2];
 } kiln_upsample2d_attrs;
 
 #endif

@@ -57,13 +57,14 @@ static int64_t scaled_size(const char *op, int64_t in, double scale, const char 
     return out;
 }
 
-/* scale[i] > 0: a factor was given (torch then samples with 1/factor). */
+/* factor given: the output size is floor(in * factor) and sampling uses 1/factor, as
+ * torch's interpolate(scale_factor=...) with recompute_scale_factor left at None. */
 static kiln_tensor *upsample(bool bilinear, kiln_tensor *x, int64_t oh, int64_t ow, const double *factor,
                              bool align_corners) {
     const char *op = bilinear ? "upsample_bilinear2d" : "upsample_nearest2d";
     if (!check_input(op, x)) return NULL;
     int64_t out[2] = {oh, ow};
-    kiln_upsample2d_attrs at = {{0, 0}, align_corners};
+    kiln_upsample2d_attrs at = {{0, 0}, align_corners, {0, 0}};
     for (int i = 0; i < 2; i++) {
         const char *axis = i ? "width" : "height";
         int64_t in = x->shape[2 + i];
@@ -75,8 +76,11 @@ static kiln_tensor *upsample(bool bilinear, kiln_tensor *x, int64_t oh, int64_t 
                         (long long)out[i]);
             return NULL;
         }
+        /* torch 1.13 (recompute_scale_factor=None, its default): a given factor samples
+         * with 1/factor, not in/out, even where floor(in * factor) is in or 2 in */
         if (bilinear && align_corners) at.scale[i] = out[i] > 1 ? (double)(in - 1) / (double)(out[i] - 1) : 0;
         else at.scale[i] = factor ? 1.0 / factor[i] : (double)in / (double)out[i];
+        at.factor[i] = factor != NULL;
     }
     int64_t shape[4] = {x->shape[0], x->shape[1], out[0], out[1]};
     const kiln_op_def *def = bilinear ? &kiln_op_upsample_bilinear2d : &kiln_op_upsample_nearest2d;

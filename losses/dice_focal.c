@@ -100,9 +100,10 @@ kiln_tensor *kiln_sigmoid_focal_loss(kiln_tensor *input, kiln_tensor *target, do
         return NULL;
     }
     kiln_tensor *ce = kiln_bce_with_logits(input, target, NULL, NULL, KILN_REDUCTION_NONE);
-    kiln_tensor *p = kiln_sigmoid(input);
-    /* 1 - p_t = p + y - 2*p*y, which is p*(1-y) + (1-p)*y */
-    kiln_tensor *one_minus_pt = kiln_sub(kiln_add(p, target), kiln_mul_scalar(kiln_mul(p, target), 2.0));
+    /* 1 - p_t = p (1-y) + (1-p) y with 1 - p taken as sigmoid(-x): p + y - 2 p y (or 1 - p)
+     * cancels for a confident correct logit (y = 1, x = 10: 0.3% off in float) */
+    kiln_tensor *p = kiln_sigmoid(input), *q = kiln_sigmoid(kiln_neg(input));
+    kiln_tensor *one_minus_pt = kiln_add(kiln_mul(p, kiln_add_scalar(kiln_neg(target), 1.0)), kiln_mul(q, target));
     kiln_tensor *loss = gamma == 0 ? ce : kiln_mul(ce, kiln_pow_scalar(one_minus_pt, gamma));
     if (alpha >= 0) {
         /* alpha_t = alpha*y + (1-alpha)*(1-y) = (1-alpha) + (2*alpha-1)*y */

@@ -324,10 +324,15 @@ void kiln_optimizer_zero_grad(kiln_optimizer *o) {
     free(grads);
 }
 
+/* As torch's param_groups[i]['lr'] = lr, which schedulers write: any value, a negative one
+ * too (OneCycleLR with linear annealing extrapolates below 0 at its last step, which a
+ * standard loop sets and never uses); the constructors keep torch's lr >= 0. NaN and
+ * infinities are refused: a failed kiln_schedule_lr returns NaN, and this is where its
+ * error surfaces. */
 kiln_status kiln_optimizer_set_lr(kiln_optimizer *o, double lr) {
     if (!o) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_optimizer_set_lr: optimizer is NULL");
-    if (!(lr >= 0))
-        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_optimizer_set_lr: lr %g must be >= 0 (and not NaN)", lr);
+    if (!isfinite(lr))
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_optimizer_set_lr: lr %g must be a finite number", lr);
     if (o->kind == KIND_SGD) o->sgd.lr = lr;
     else o->adam.lr = lr;
     return KILN_STATUS_OK;
@@ -429,6 +434,7 @@ kiln_status kiln_optimizer_load_metadata(kiln_optimizer *o, const kiln_metadata_
     kiln_sgd_options s = o->sgd;
     kiln_adam_options a = o->adam;
     int64_t step = o->step_count;
+    double lr = o->kind == KIND_SGD ? s.lr : a.lr;
     for (int i = 0; i < n; i++) {
         const char *k = m[i].key, *v = m[i].value;
         if (!k || !v) continue;
@@ -445,9 +451,10 @@ kiln_status kiln_optimizer_load_metadata(kiln_optimizer *o, const kiln_metadata_
             ok = end != v && *end == '\0' && x >= 0 && errno != ERANGE;
             step = x;
         } else if (!strcmp(k, "lr")) {
-            ok = parse_double(v, &d) && d >= 0;
-            if (isg) s.lr = d;
-            else a.lr = d;
+            /* any finite value, as kiln_optimizer_set_lr takes: a schedule's last step may
+             * leave it below 0 (OneCycleLR), and a checkpoint saved then must load */
+            ok = parse_double(v, &d) && isfinite(d);
+            lr = d;
         } else if (!strcmp(k, "weight_decay")) {
             ok = parse_double(v, &d) && d >= 0;
             if (isg) s.weight_decay = d;
@@ -479,6 +486,8 @@ kiln_status kiln_optimizer_load_metadata(kiln_optimizer *o, const kiln_metadata_
     if (o->kind == KIND_SGD ? !check_sgd(&s) : !check_adam(op, &a)) return kiln_last_status();
     o->sgd = s;
     o->adam = a;
+    if (o->kind == KIND_SGD) o->sgd.lr = lr;
+    else o->adam.lr = lr;
     o->step_count = step;
     return KILN_STATUS_OK;
 }

@@ -1,9 +1,15 @@
 /* bce and bce_with_logits: forward against PyTorch fixtures (weights, broadcast
  * weights, pos_weight over the class axis, every reduction, logits far in the
  * tails, probabilities exactly 0 and 1), f64 and f32, strided inputs; backward
- * for input, target, weight and pos_weight by gradcheck. */
+ * for input, target, weight and pos_weight by gradcheck; relative accuracy on confident
+ * logits (|x| up to 80, y 0, 1 and 1/4) against float64 values of torch's definition
+ * (tests/fixtures/gen_numerics.py); bce's gradients at p = 0 and 1 as torch 1.13's. */
 #include "support/kiln_test.h"
 #include "fixtures/losses_misc.h"
+#include "fixtures/numerics_ref.h"
+
+#include <math.h>
+#include <stdlib.h>
 
 TestSuite(bce, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -151,4 +157,78 @@ KT_TEST(bce, threaded_sum_matches_reference) {
         cr_expect(fabs(g[i] - ((1 + (p - 1) * yv[i]) * s - p * yv[i])) < 1e-12, "grad[%lld]", (long long)i);
     }
     free(g);
+}
+
+/* Relative error of every element of t against want, at most rtol. */
+static void expect_relative(const char *what, kiln_tensor *t, const double *want, int64_t n, double rtol) {
+    cr_assert(t, "%s: %s", what, kiln_last_error());
+    double *v = kt_values(t), worst = 0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = want[i] == 0 ? fabs(v[i]) : fabs(v[i] - want[i]) / fabs(want[i]);
+        if (!(e <= worst)) worst = e, at = i;
+    }
+    cr_expect(worst <= rtol, "%s: element %lld (x %g, y %g) is %.9g, torch's definition gives %.17g: relative error "
+              "%.3g > %.3g", what, (long long)at, bl_x[at], bl_y[at], v[at], want[at], worst, rtol);
+    free(v);
+}
+
+/* bce_with_logits as a sum of terms >= 0 and its gradient from the small side of the
+ * sigmoid: full relative accuracy where the loss or gradient is tiny (x = -80, y = 0: loss
+ * and gradient e^-80). f32 (the float path and, with pos_weight, the general walk): 3 ulps
+ * (3.6e-7; the fast exp is within 1 ulp and log1p 1.5, the rest is one product and one sum
+ * of terms of one sign; x and y are exact in f32). f64: 3 ulps (libm's exp and log1p). */
+KT_TEST(bce, with_logits_confident_logits_keep_relative_accuracy) {
+    const int64_t n[1] = {BL_N}, one[1] = {1};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        double rtol = d ? 6.7e-16 : 3.6e-7;
+        for (int pw = 0; pw < 2; pw++) {
+            kiln_tensor *x = kt_tensor(dt, 1, n, bl_x), *y = kt_tensor(dt, 1, n, bl_y);
+            kiln_tensor *pwt = pw ? kt_tensor(dt, 1, one, (const double[]){BL_PW}) : NULL;
+            kiln_tensor_set_requires_grad(x, true);
+            kiln_tensor *l = kiln_bce_with_logits(x, y, NULL, pwt, KILN_REDUCTION_NONE);
+            char what[96];
+            snprintf(what, sizeof what, "bce_with_logits %s%s", kiln_dtype_name(dt), pw ? ", pos_weight" : "");
+            expect_relative(what, l, pw ? bl_loss_pw : bl_loss, BL_N, rtol);
+            cr_assert_eq(kiln_backward(kiln_sum_all(l), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+            strncat(what, ", gradient", sizeof what - strlen(what) - 1);
+            expect_relative(what, kiln_tensor_grad(x), pw ? bl_grad_pw : bl_grad, BL_N, rtol);
+        }
+    }
+}
+
+/* bce's gradients where p is 0, 1 or within 1e-7 of them, every reduction, with and
+ * without weights, against torch 1.13: the input's g (p - y) / max((1 - p) p, 1e-12f), then
+ * the weight, then / n, is torch's operation for operation (the float 1e-12 in f64 too:
+ * 1/9.99999996e-13 = 1.000000004e12 at p = 0, y = 1), so it must agree bit for bit. The
+ * target's -logit(p) is +inf at p = 0 and -inf at p = 1 (not the loss's clamp at +-100);
+ * finite values within 4 ulps (torch's vectorised log is another libm's). */
+KT_TEST(bce, gradients_at_p_zero_and_one_match_torch) {
+    const int64_t n[1] = {BCE_N};
+    for (int d = 0; d < 2; d++)
+        for (int r = 0; r < 3; r++)
+            for (int uw = 0; uw < 2; uw++) {
+                kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+                kiln_tensor *x = kt_tensor(dt, 1, n, bce_p), *y = kt_tensor(dt, 1, n, bce_y);
+                kiln_tensor_set_requires_grad(x, true);
+                kiln_tensor_set_requires_grad(y, true);
+                kiln_tensor *l = kiln_bce(x, y, uw ? kt_tensor(dt, 1, n, bce_w) : NULL, reds[r]);
+                cr_assert(l, "%s", kiln_last_error());
+                kiln_tensor *g = r ? kt_tensor(dt, 0, NULL, bce_g) : kt_tensor(dt, 1, n, bce_g);
+                cr_assert_eq(kiln_backward(l, g), KILN_STATUS_OK, "%s", kiln_last_error());
+                double *gx = kt_values(kiln_tensor_grad(x)), *gy = kt_values(kiln_tensor_grad(y));
+                const double *wx = bce_gx[d][r][uw], *wy = bce_gy[d][r][uw];
+                double ulp = d ? 0x1p-52 : 0x1p-23;
+                for (int i = 0; i < BCE_N; i++) {
+                    cr_expect(gx[i] == wx[i] && signbit(gx[i]) == signbit(wx[i]),
+                              "%s reduction %d weight %d, p %g y %g: d/dp %.17g, torch %.17g", kiln_dtype_name(dt), r,
+                              uw, bce_p[i], bce_y[i], gx[i], wx[i]);
+                    bool ok = isinf(wy[i]) ? gy[i] == wy[i] : fabs(gy[i] - wy[i]) <= 4 * ulp * fabs(wy[i]);
+                    cr_expect(ok, "%s reduction %d weight %d, p %g y %g: d/dy %.17g, torch %.17g", kiln_dtype_name(dt),
+                              r, uw, bce_p[i], bce_y[i], gy[i], wy[i]);
+                }
+                free(gx);
+                free(gy);
+            }
 }

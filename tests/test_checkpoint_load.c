@@ -199,7 +199,8 @@ static void write_variant(const char *src, const char *dst, const variant *v) {
 }
 
 static const variant g_variants[] = {
-    {"negative lr", .meta_key = "optimizer.lr", .meta_value = "-0.001", .want = KILN_STATUS_FORMAT, .needle = "lr"},
+    {"infinite lr", .meta_key = "optimizer.lr", .meta_value = "inf", .want = KILN_STATUS_FORMAT, .needle = "lr"},
+    {"lr with junk", .meta_key = "optimizer.lr", .meta_value = "0.001x", .want = KILN_STATUS_FORMAT, .needle = "lr"},
     {"unparsable lr", .meta_key = "optimizer.lr", .meta_value = "fast", .want = KILN_STATUS_FORMAT, .needle = "lr"},
     {"kind 'sgd '", .meta_key = "optimizer.optimizer", .meta_value = "sgd ", .want = KILN_STATUS_FORMAT,
      .needle = "sgd "},
@@ -300,6 +301,20 @@ static void expect_variants_fail(rig *r, kiln_optimizer *opt, const char *good, 
     }
 }
 
+/* A schedule's last step can leave lr below 0 (torch's OneCycleLR with linear annealing
+ * does): a checkpoint saved then is valid and loads, with that lr. */
+KT_TEST(checkpoint_load, a_negative_lr_from_a_schedule_loads) {
+    char good[160], copy[160];
+    kt_scratch_path(good, sizeof good, "good.safetensors");
+    kt_scratch_path(copy, sizeof copy, "neg.safetensors");
+    rig r = trained_with_checkpoint(good);
+    write_variant(good, copy, &(variant){"negative lr", .meta_key = "optimizer.lr", .meta_value = "-0.0143"});
+    cr_assert_eq(kiln_checkpoint_load(copy, r.net, r.opt, true), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect_eq(kiln_optimizer_get_lr(r.opt), -0.0143);
+    free_rig(&r);
+    kt_scratch_remove();
+}
+
 KT_TEST(checkpoint_load, the_untouched_copy_loads_and_changes_everything) {
     char good[160], copy[160];
     kt_scratch_path(good, sizeof good, "good.safetensors");
@@ -374,7 +389,8 @@ KT_TEST(checkpoint_load, sgd_variants_fail_and_change_nothing) {
          .needle = "dampening"},
         {"nesterov with dampening", .meta_key = "optimizer.nesterov", .meta_value = "true",
          .want = KILN_STATUS_FORMAT, .needle = "nesterov"},
-        {"negative lr", .meta_key = "optimizer.lr", .meta_value = "-1", .want = KILN_STATUS_FORMAT, .needle = "lr"},
+        {"lr that is not a number", .meta_key = "optimizer.lr", .meta_value = "nan", .want = KILN_STATUS_FORMAT,
+         .needle = "lr"},
         {"missing momentum buffer", .drop = "optimizer.state.1.momentum_buffer", .want = KILN_STATUS_SHAPE,
          .needle = "optimizer.state.1.momentum_buffer"},
         {"step tensor past the step count", .poke = "optimizer.state.0.step", .value = 4, .want = KILN_STATUS_FORMAT,
@@ -492,7 +508,7 @@ KT_TEST(checkpoint_load, device_model_and_optimizer_are_all_or_nothing) {
     rig r = trained_with_checkpoint_on(good, KILN_CUDA(0), false);
     snapshot before = take(&r);
     const variant vs[] = {
-        {"lr", .meta_key = "optimizer.lr", .meta_value = "-1", .want = KILN_STATUS_FORMAT, .needle = "lr"},
+        {"lr", .meta_key = "optimizer.lr", .meta_value = "inf", .want = KILN_STATUS_FORMAT, .needle = "lr"},
         {"shape", .reshape = "optimizer.state.2.exp_avg", .want = KILN_STATUS_SHAPE, .needle = "exp_avg"},
         {"moment", .poke = "optimizer.state.2.exp_avg_sq", .value = -2, .want = KILN_STATUS_FORMAT,
          .needle = "optimizer.state.2.exp_avg_sq"},

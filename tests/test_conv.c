@@ -100,6 +100,30 @@ KT_TEST(conv, defaults_when_params_null) {
     KT_EXPECT(t, 0, 0, {12, 28, 16, 12, 28, 16});
 }
 
+/* relu(NaN) is NaN (torch.relu): conv2d_bias_relu's own ReLU (the im2col path; f64 always
+ * takes it) and the composition it records under autograd. oneDNN's fused ReLU post-op is
+ * max(x, 0) and gives 0 there (docs/ARCHITECTURE.md, "Layers"), so it is switched off. */
+KT_TEST(conv, conv2d_bias_relu_keeps_nan) {
+    const double xv[9] = {1, NAN, 1, 1, -0.0, 1, 1, 1, 1};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        kiln_tensor *x = kt_tensor(dt, 4, (int64_t[]){1, 1, 3, 3}, xv);
+        kiln_tensor *w = kt_tensor(dt, 4, (int64_t[]){2, 1, 1, 1}, (const double[]){1, -1});
+        kiln_tensor *b = kt_tensor(dt, 1, (int64_t[]){2}, (const double[]){0, 0.5});
+        kiln_cpu_set_onednn(false);
+        for (int rec = 0; rec < 2; rec++) {
+            kiln_tensor_set_requires_grad(w, rec == 1);
+            double *y = kt_values(kiln_conv2d_bias_relu(x, w, b, NULL));
+            const double want[18] = {1, NAN, 1, 1, 0, 1, 1, 1, 1, 0, NAN, 0, 0, 0.5, 0, 0, 0, 0};
+            for (int i = 0; i < 18; i++)
+                cr_expect(isnan(want[i]) ? isnan(y[i]) : y[i] == want[i], "%s %s element %d: %g, torch gives %g",
+                          kiln_dtype_name(dt), rec ? "recorded" : "fused", i, y[i], want[i]);
+            free(y);
+        }
+        kiln_cpu_set_onednn(true);
+    }
+}
+
 /* A direct 7-loop convolution in double: an independent reference. */
 static void direct_conv(const double *x, const double *w, double *y, const int64_t *xs, const int64_t *ws,
                         const int64_t *ys, int64_t s, int64_t p, int64_t d, int64_t groups) {

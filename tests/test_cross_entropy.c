@@ -1,9 +1,11 @@
 /* cross_entropy and nll_loss: every fixture case (weights x ignore_index x
  * label_smoothing x reduction, index and probability targets, (N,C), a pixel
  * grid (N,C,H,W), an unbatched (C) input and an all-ignored grid) against PyTorch,
- * in f64 and f32, on contiguous and strided inputs; backward by gradcheck. */
+ * in f64 and f32, on contiguous and strided inputs; backward by gradcheck; large logits
+ * (|x| = 1e4, 1e17) against torch on every path (tests/fixtures/gen_numerics.py). */
 #include "support/kiln_test.h"
 #include "fixtures/losses_ce.h"
+#include "fixtures/numerics_ref.h"
 
 #include <string.h>
 
@@ -261,4 +263,46 @@ KT_TEST(cross_entropy, float32_path_matches_double_path) {
                 free(gref);
                 kiln_scope_end(s);
             }
+}
+
+/* Fused log-softmax at large logits: (x - max) - log(sum) on every path, as torch; the
+ * 1e17 row's loss is log 2 and its gradient [0.5, -0.5, 0, 0] (max + log(sum) is max
+ * there). 'none' losses, dloss = 1. Paths: f64 and f32 general (double) paths ((N,C) of 20
+ * classes and a strided input, for f32), the f32 path ((N,C) of 4 classes, (N,C,H,W)), and
+ * probability targets with label smoothing. Tolerances: f64 1e-15 + 1e-15 |v| (x - max
+ * exact, libm's exp and log); f32 within 1e-6 + 1e-6 |v| of torch's float32 results. */
+static void ce_large(const char *what, kiln_tensor *x, kiln_tensor *t, double ls, const double *loss,
+                     const double *dx, int64_t nloss, int64_t nx, kiln_dtype dt) {
+    double tol = dt == KILN_F64 ? 1e-15 : 1e-6;
+    kiln_tensor_set_requires_grad(x, true);
+    kiln_cross_entropy_options o = kiln_cross_entropy_options_default();
+    o.reduction = KILN_REDUCTION_NONE;
+    o.label_smoothing = ls;
+    kiln_tensor *l = kiln_cross_entropy(x, t, &o);
+    cr_assert(l, "%s: %s", what, kiln_last_error());
+    kt_expect_values(l, loss, nloss, tol, tol);
+    cr_assert_eq(kiln_backward(kiln_sum_all(l), NULL), KILN_STATUS_OK, "%s: %s", what, kiln_last_error());
+    kt_expect_values(kiln_tensor_contiguous(kiln_tensor_grad(x)), dx, nx, tol, tol);
+}
+
+KT_TEST(cross_entropy, large_logits_match_torch_on_every_path) {
+    const int64_t rc[2] = {4, 4}, wide[2] = {4, 20}, pix[4] = {1, 4, 2, 2}, n4[1] = {4}, p22[3] = {1, 2, 2};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        kiln_tensor *t = kiln_tensor_from_host(ls_t, 1, n4, KILN_I64, KILN_CPU);
+        kiln_tensor *tp = kiln_reshape(t, 3, p22);
+        ce_large("(N,C)", kt_tensor(dt, 2, rc, ls_x), t, 0, d ? ls_ce_loss_f64 : ls_ce_loss_f32,
+                 d ? ls_ce_dx_f64 : ls_ce_dx_f32, 4, 16, dt);
+        ce_large("(N,C) strided", strided_copy(kt_tensor(dt, 2, rc, ls_x)), t, 0, d ? ls_ce_loss_f64 : ls_ce_loss_f32,
+                 d ? ls_ce_dx_f64 : ls_ce_dx_f32, 4, 16, dt);
+        ce_large("(N,C) of 20 classes", kt_tensor(dt, 2, wide, ls_wide_x), t, 0,
+                 d ? ls_ce_wide_loss_f64 : ls_ce_wide_loss_f32, d ? ls_ce_wide_dx_f64 : ls_ce_wide_dx_f32, 4, 80, dt);
+        /* the rows as the pixels of (1, 4, 2, 2): x[0, c, i, j] = row 2i+j, class c */
+        kiln_tensor *xp = kiln_tensor_contiguous(kiln_reshape(kiln_transpose(kt_tensor(dt, 2, rc, ls_x), 0, 1), 4, pix));
+        ce_large("(N,C,H,W)", kiln_tensor_detach(xp), tp, 0, d ? ls_pix_loss_f64 : ls_pix_loss_f32,
+                 d ? ls_pix_dx_f64 : ls_pix_dx_f32, 4, 16, dt);
+        ce_large("probability targets, smoothing 0.1", kt_tensor(dt, 2, rc, ls_x),
+                 kt_tensor(dt, 2, rc, d ? ls_prob_t_f64 : ls_prob_t_f32), 0.1, d ? ls_prob_loss_f64 : ls_prob_loss_f32,
+                 d ? ls_prob_dx_f64 : ls_prob_dx_f32, 4, 16, dt);
+    }
 }

@@ -4,8 +4,11 @@
  * contiguous, unaligned, transposed, sliced and broadcast operands. The emulator
  * calls the same host libm as the CPU kernels, so results must agree bit for bit
  * (on a GPU, where expf and FMA contraction differ, tests/test_cuda_ops.c uses
- * tolerances instead). */
+ * tolerances instead). NaN, infinities and signed zeros go through every kind too, and
+ * the kinds torch defines at them (relu, clamp, maximum/minimum's gradient, pow at -0)
+ * are checked against torch's values (tests/fixtures/gen_numerics.py). */
 #include "emu/emu_compare.h"
+#include "fixtures/numerics_ref.h"
 
 TestSuite(cuda_emu_elementwise, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -167,4 +170,98 @@ KT_TEST(cuda_emu_elementwise, launcher_rejects_integer_dtypes) {
     kiln_cuda_tensor o = {y, KILN_I32, 1, {4}, {1}}, i = {x, KILN_I32, 1, {4}, {1}};
     cr_expect_eq(kiln_emu_cuda_launch_unary(&o, &i, KILN_UNARY_NEG, 0, 0, NULL), KILN_STATUS_DTYPE);
     kt_expect_error(KILN_STATUS_DTYPE, "unary: the CUDA kernel computes f32 and f64, not i32");
+}
+
+/* The emulated kernel's output against torch's: NaN for NaN, zeros of the same sign,
+ * otherwise equal. */
+static void expect_torch_exact(kiln_tensor *t, const double *want, int64_t n, const char *what) {
+    double *v = kt_values(t);
+    for (int64_t i = 0; i < n; i++) {
+        double w = want[i];
+        bool ok = isnan(w) ? isnan(v[i]) : (v[i] == w && signbit(v[i]) == signbit(w));
+        cr_expect(ok, "%s element %lld: emulated cuda %.17g, torch %.17g", what, (long long)i, v[i], w);
+    }
+    free(v);
+}
+
+/* One unary kind forward and backward (dy = 1) on x: the emulated kernels bit for bit as
+ * the CPU's, and, where given, as torch's y and dx. */
+static void special_unary(kiln_dtype dt, kiln_tensor *x, kiln_unary_attrs at, const double *ty, const double *tg,
+                          const char *name) {
+    char what[160];
+    int64_t n = kiln_tensor_numel(x);
+    const int64_t *shape = kiln_tensor_shape(x);
+    snprintf(what, sizeof what, "%s %s forward", name, kiln_dtype_name(dt));
+    ec_run(&kiln_op_unary, kiln_cpu_unary, kiln_emu_cuda_unary, 1, &x, &at, dt, 1, shape, EC_CONTIG, true, 0, 0, what);
+    kiln_tensor *y = kiln_tensor_zeros(1, shape, dt, KILN_CPU);
+    kiln_op_call fc = {&kiln_op_unary, 1, &x, y, &at};
+    cr_assert_eq(kiln_emu_cuda_unary(&fc), KILN_STATUS_OK, "%s", kiln_last_error());
+    if (ty) expect_torch_exact(y, ty, n, what);
+    kiln_tensor *in[3] = {kiln_tensor_full(1, shape, 1.0, dt, KILN_CPU), x, y};
+    snprintf(what, sizeof what, "%s %s backward", name, kiln_dtype_name(dt));
+    ec_run(&kiln_op_unary_backward, kiln_cpu_unary_backward, kiln_emu_cuda_unary_backward, 3, in, &at, dt, 1, shape,
+           EC_CONTIG, true, 0, 0, what);
+    kiln_tensor *g = kiln_tensor_zeros(1, shape, dt, KILN_CPU);
+    kiln_op_call bc = {&kiln_op_unary_backward, 3, in, g, &at};
+    cr_assert_eq(kiln_emu_cuda_unary_backward(&bc), KILN_STATUS_OK, "%s", kiln_last_error());
+    if (tg) expect_torch_exact(g, tg, n, what);
+}
+
+KT_TEST(cuda_emu_elementwise, nan_inf_and_signed_zero_every_kind) {
+    char name[64];
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = float_types[d];
+        kiln_tensor *x = kt_tensor(dt, 1, (int64_t[]){EW_N}, ew_x);
+        for (int kind = 0; kind < KILN_UNARY_COUNT; kind++) {
+            if (kind == KILN_UNARY_POW || kind == KILN_UNARY_CLAMP) continue; /* below, with their parameters */
+            kiln_unary_attrs at = {kind, 0.1, 0};
+            const double *ty = NULL, *tg = NULL;
+            if (kind == KILN_UNARY_RELU) ty = d ? ew_relu_y_f64 : ew_relu_y_f32, tg = d ? ew_relu_g_f64 : ew_relu_g_f32;
+            if (kind == KILN_UNARY_LEAKY_RELU)
+                ty = d ? ew_leaky_relu_y_f64 : ew_leaky_relu_y_f32, tg = d ? ew_leaky_relu_g_f64 : ew_leaky_relu_g_f32;
+            if (kind == KILN_UNARY_ABS) ty = d ? ew_abs_y_f64 : ew_abs_y_f32, tg = d ? ew_abs_g_f64 : ew_abs_g_f32;
+            snprintf(name, sizeof name, "unary kind %d", kind);
+            special_unary(dt, x, at, ty, tg, name);
+        }
+        special_unary(dt, x, (kiln_unary_attrs){KILN_UNARY_CLAMP, -0.5, 1}, d ? ew_clamp_y_f64 : ew_clamp_y_f32,
+                      d ? ew_clamp_g_f64 : ew_clamp_g_f32, "clamp");
+        special_unary(dt, x, (kiln_unary_attrs){KILN_UNARY_CLAMP, 1, -0.5},
+                      d ? ew_clamp_inverted_y_f64 : ew_clamp_inverted_y_f32,
+                      d ? ew_clamp_inverted_g_f64 : ew_clamp_inverted_g_f32, "clamp lo > hi");
+        kiln_tensor *px = kt_tensor(dt, 1, (int64_t[]){EW_POW_NX}, ew_pow_x);
+        for (int e = 0; e < EW_POW_NE; e++) {
+            /* the exponents torch computes as products, roots and reciprocals are exact here */
+            double ex = ew_pow_e[e];
+            bool exact = ex == 0 || ex == 1 || ex == 0.5 || ex == -0.5 || ex == -1 || ex == 2 || ex == 3 || ex == -2;
+            snprintf(name, sizeof name, "pow %g", ex);
+            special_unary(dt, px, (kiln_unary_attrs){KILN_UNARY_POW, ex, 0},
+                          exact ? (d ? ew_pow_y_f64 : ew_pow_y_f32) + e * EW_POW_NX : NULL,
+                          exact ? (d ? ew_pow_g_f64 : ew_pow_g_f32) + e * EW_POW_NX : NULL, name);
+        }
+        kiln_tensor *ab[2] = {kt_tensor(dt, 1, (int64_t[]){EW_MM_N}, ew_mm_a),
+                              kt_tensor(dt, 1, (int64_t[]){EW_MM_N}, ew_mm_b)};
+        const int64_t mn[1] = {EW_MM_N};
+        for (int kind = 0; kind < KILN_BINARY_COUNT; kind++) {
+            kiln_binary_attrs at = {kind, 0};
+            snprintf(name, sizeof name, "binary kind %d %s", kind, kiln_dtype_name(dt));
+            ec_run(&kiln_op_binary, kiln_cpu_binary, kiln_emu_cuda_binary, 2, ab, &at, dt, 1, mn, EC_CONTIG, true, 0,
+                   0, name);
+            kiln_tensor *in[3] = {kiln_tensor_full(1, mn, 1.0, dt, KILN_CPU), ab[0], ab[1]};
+            for (int side = 0; side < 2; side++) {
+                kiln_binary_attrs bat = {kind, side};
+                snprintf(name, sizeof name, "binary_backward kind %d side %d %s", kind, side, kiln_dtype_name(dt));
+                ec_run(&kiln_op_binary_backward, kiln_cpu_binary_backward, kiln_emu_cuda_binary_backward, 3, in, &bat,
+                       dt, 1, mn, EC_CONTIG, true, 0, 0, name);
+                if (kind != KILN_BINARY_MAX && kind != KILN_BINARY_MIN) continue;
+                kiln_tensor *g = kiln_tensor_zeros(1, mn, dt, KILN_CPU);
+                kiln_op_call c = {&kiln_op_binary_backward, 3, in, g, &bat};
+                cr_assert_eq(kiln_emu_cuda_binary_backward(&c), KILN_STATUS_OK, "%s", kiln_last_error());
+                const double *want = kind == KILN_BINARY_MAX ? (side ? (d ? ew_maximum_gb_f64 : ew_maximum_gb_f32)
+                                                                     : (d ? ew_maximum_ga_f64 : ew_maximum_ga_f32))
+                                                             : (side ? (d ? ew_minimum_gb_f64 : ew_minimum_gb_f32)
+                                                                     : (d ? ew_minimum_ga_f64 : ew_minimum_ga_f32));
+                expect_torch_exact(g, want, EW_MM_N, name);
+            }
+        }
+    }
 }

@@ -1,12 +1,14 @@
 /* The CNN-layer CUDA kernels (kernels/cuda/pool.cu, upsample.cu, im2col.cu) run
  * through the emulator against the CPU kernels, bit for bit: max and average pooling
  * and nearest and bilinear upsampling, forward and backward (the gather backward
- * passes add in the CPU's order), on strided inputs, with planes that are not
+ * passes add in the CPU's order; scale-factor upsampling also against torch's values),
+ * on strided inputs, with planes that are not
  * multiples of the block size; and im2col / col2im / the bias epilogue against
  * reference loops written here. */
 #include "emu/emu_compare.h"
 #include "../kernels/cpu/layers.h"
 #include "../kernels/cuda/launch_layers.h"
+#include "fixtures/numerics_ref.h"
 
 TestSuite(cuda_emu_layers, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -171,8 +173,9 @@ typedef struct {
     double fh, fw;
 } up_case;
 
+/* The attributes layers/upsample.c makes for these sizes and factors. */
 static kiln_upsample2d_attrs up_attrs(const up_case *u, bool bilinear, bool align) {
-    kiln_upsample2d_attrs at = {{0, 0}, align};
+    kiln_upsample2d_attrs at = {{0, 0}, align, {u->factor, u->factor}};
     const int64_t in[2] = {u->h, u->w}, out[2] = {u->ho, u->wo};
     const double f[2] = {u->fh, u->fw};
     for (int i = 0; i < 2; i++) {
@@ -183,10 +186,15 @@ static kiln_upsample2d_attrs up_attrs(const up_case *u, bool bilinear, bool alig
 }
 
 KT_TEST(cuda_emu_layers, upsample_forward_and_backward) {
-    /* doubled, tripled, odd ratios up and down, a factor of 1.7, an output of size 1 */
+    /* doubled, tripled, odd ratios up and down, a factor of 1.7, an output of size 1;
+     * factors whose output is the input's size or twice it (1.2 and 2.2 on 3: torch
+     * samples with 1/factor, bilinear copies), a factor of 2, and 3.88, whose nearest
+     * indices differ between f32 and f64 */
     static const up_case cases[] = {{13, 11, 26, 22, false, 0, 0}, {7, 9, 21, 27, false, 0, 0},
                                     {13, 11, 29, 17, false, 0, 0}, {37, 29, 20, 16, false, 0, 0},
-                                    {9, 10, 15, 17, true, 1.7, 1.7}, {5, 6, 1, 13, false, 0, 0}};
+                                    {9, 10, 15, 17, true, 1.7, 1.7}, {5, 6, 1, 13, false, 0, 0},
+                                    {3, 3, 3, 3, true, 1.2, 1.2},     {3, 5, 6, 6, true, 2.2, 1.2},
+                                    {13, 11, 26, 22, true, 2.0, 2.0}, {2, 26, 3, 100, true, 1.5, 3.88}};
     char what[160];
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
@@ -213,6 +221,36 @@ KT_TEST(cuda_emu_layers, upsample_forward_and_backward) {
                        bil ? kiln_emu_cuda_upsample_bilinear2d_backward : kiln_emu_cuda_upsample_nearest2d_backward, 2,
                        in, &at, dt, 4, xs, EC_CONTIG, true, 0, 0, what);
             }
+    }
+}
+
+/* The emulated kernels on torch's own scale-factor cases (tests/fixtures/gen_numerics.py):
+ * forward and backward against torch's values, with test_upsample.c's tolerances. */
+KT_TEST(cuda_emu_layers, upsample_scale_factor_as_torch) {
+    char what[96];
+    for (size_t k = 0; k < sizeof num_up_cases / sizeof num_up_cases[0]; k++) {
+        const num_up_case *c = &num_up_cases[k];
+        const up_case u = {c->h, c->w, c->ho, c->wo, true, c->fh, c->fw};
+        kiln_upsample2d_attrs at = up_attrs(&u, c->bilinear, c->align_corners);
+        const int64_t xs[4] = {1, 2, c->h, c->w}, ys[4] = {1, 2, c->ho, c->wo};
+        for (int d = 0; d < 2; d++) {
+            kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+            snprintf(what, sizeof what, "%s %s", c->name, kiln_dtype_name(dt));
+            kiln_tensor *x = kt_tensor(dt, 4, xs, c->x), *gy = kt_tensor(dt, 4, ys, c->gy);
+            kiln_tensor *y = kiln_tensor_zeros(4, ys, dt, KILN_CPU), *dx = kiln_tensor_zeros(4, xs, dt, KILN_CPU);
+            kiln_op_call fc = {c->bilinear ? &kiln_op_upsample_bilinear2d : &kiln_op_upsample_nearest2d, 1, &x, y, &at};
+            kiln_tensor *in[2] = {gy, x};
+            kiln_op_call bc = {c->bilinear ? &kiln_op_upsample_bilinear2d_backward
+                                           : &kiln_op_upsample_nearest2d_backward, 2, in, dx, &at};
+            cr_assert_eq((c->bilinear ? kiln_emu_cuda_upsample_bilinear2d : kiln_emu_cuda_upsample_nearest2d)(&fc),
+                         KILN_STATUS_OK, "%s: %s", what, kiln_last_error());
+            cr_assert_eq((c->bilinear ? kiln_emu_cuda_upsample_bilinear2d_backward
+                                      : kiln_emu_cuda_upsample_nearest2d_backward)(&bc),
+                         KILN_STATUS_OK, "%s: %s", what, kiln_last_error());
+            double ytol = !c->bilinear ? 0 : d ? 1e-12 : 1e-6, gtol = !c->bilinear ? 0 : d ? 1e-12 : 1e-5;
+            kt_expect_values(y, c->y[d], 2 * c->ho * c->wo, ytol, ytol);
+            kt_expect_values(dx, c->dx[d], 2 * c->h * c->w, gtol, gtol);
+        }
     }
 }
 
@@ -325,7 +363,7 @@ KT_TEST(cuda_emu_layers, im2col_and_col2im) {
 }
 
 KT_TEST(cuda_emu_layers, bias_and_relu_epilogue) {
-    /* n 2, c 3, l 5: y + b[c], then ReLU (NaN gives 0, as kiln_relu) */
+    /* n 2, c 3, l 5: y + b[c], then ReLU (NaN stays NaN, as kiln_relu and torch.relu) */
     float y[30], b[3] = {0.5f, -1.0f, 2.0f};
     for (int i = 0; i < 30; i++) y[i] = (float)(i % 7) - 3.0f;
     y[4] = NAN;
@@ -338,14 +376,15 @@ KT_TEST(cuda_emu_layers, bias_and_relu_epilogue) {
         float e = y[i] + b[(i / 5) % 3];
         if (i == 4) {
             cr_expect(plain[i] != plain[i]);
-            cr_expect_eq(relu[i], 0.0f);
+            cr_expect(relu[i] != relu[i], "relu(NaN) = %g, torch gives NaN", relu[i]);
             continue;
         }
         cr_expect_eq(plain[i], e, "element %d: %g, expected %g", i, plain[i], e);
         cr_expect_eq(relu[i], e > 0 ? e : 0.0f, "element %d (relu)", i);
     }
     /* ReLU alone */
-    double z[4] = {-1, 2, -0.5, 3};
-    cr_assert_eq(kiln_emu_cuda_launch_bias_act(KILN_F64, z, NULL, 1, 1, 4, 1, NULL), KILN_STATUS_OK);
+    double z[6] = {-1, 2, -0.5, 3, NAN, -0.0};
+    cr_assert_eq(kiln_emu_cuda_launch_bias_act(KILN_F64, z, NULL, 1, 1, 6, 1, NULL), KILN_STATUS_OK);
     cr_expect(z[0] == 0 && z[1] == 2 && z[2] == 0 && z[3] == 3);
+    cr_expect(z[4] != z[4] && z[5] == 0 && signbit(z[5]), "relu(NaN) = %g, relu(-0) = %g; torch: NaN, -0", z[4], z[5]);
 }

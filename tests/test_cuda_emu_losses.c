@@ -22,9 +22,12 @@
  * (the block reductions, the warp path's class sums, 'mean' divisors of weighted
  * targets) agree within 1e-12 relative + 1e-14 absolute (f64) and 2 ulp + 1e-15
  * absolute (f32: 2.4e-7 relative; the absolute part covers a double result near 0
- * rounded to float). */
+ * rounded to float). Edge cases also against torch's values (tests/fixtures/gen_numerics.py):
+ * cross_entropy at |x| = 1e4 and 1e17 on every path, bce_with_logits on confident logits,
+ * bce's gradients at p = 0 and 1. */
 #include "emu/emu_compare.h"
 #include "kernels/cpu/losses.h"
+#include "fixtures/numerics_ref.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +120,85 @@ KT_TEST(cuda_emu_losses, bce_family_every_option) {
                             }
                         }
                 kiln_scope_end(s);
+            }
+}
+
+static void expect_rel(const char *what, kiln_tensor *t, const double *want, int64_t n, double rtol) {
+    double *v = kt_values(t);
+    for (int64_t i = 0; i < n; i++) {
+        double e = want[i] == 0 ? fabs(v[i]) : fabs(v[i] - want[i]) / fabs(want[i]);
+        cr_expect(e <= rtol, "%s element %lld (x %g, y %g): emulated cuda %.9g, torch's definition %.17g", what,
+                  (long long)i, bl_x[i], bl_y[i], v[i], want[i]);
+    }
+    free(v);
+}
+
+/* Confident logits (|x| up to 80, y 0, 1, 1/4; with and without pos_weight): the CPU's bits
+ * (the float path when dense and unweighted, the general walk with pos_weight) and
+ * torch's definition within test_bce.c's 3 ulps, loss and input gradient. */
+KT_TEST(cuda_emu_losses, bce_with_logits_confident_logits_as_torch) {
+    const int64_t n[1] = {BL_N};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        double rtol = d ? 6.7e-16 : 3.6e-7;
+        kiln_tensor *x = kt_tensor(dt, 1, n, bl_x), *y = kt_tensor(dt, 1, n, bl_y);
+        for (int p = 0; p < 2; p++) {
+            kiln_tensor *pw = p ? kiln_tensor_full(1, n, BL_PW, dt, KILN_CPU) : NULL;
+            kiln_bce_attrs at = {0, 0};
+            kiln_tensor *in[4] = {x, y, NULL, pw};
+            ec_run(&kiln_op_bce_with_logits, kiln_cpu_bce_with_logits, kiln_emu_cuda_bce_with_logits, 4, in, &at, dt, 1,
+                   n, EC_CONTIG, true, 0, 0, "bce_with_logits, confident logits");
+            kiln_tensor *g = kiln_tensor_full(1, n, 1.0, dt, KILN_CPU);
+            kiln_tensor *bin[5] = {g, x, y, NULL, pw};
+            ec_run(&kiln_op_bce_with_logits_backward, kiln_cpu_bce_with_logits_backward,
+                   kiln_emu_cuda_bce_with_logits_backward, 5, bin, &at, dt, 1, n, EC_CONTIG, true, 0, 0,
+                   "bce_with_logits backward, confident logits");
+            kiln_tensor *out = kiln_tensor_zeros(1, n, dt, KILN_CPU), *dx = kiln_tensor_zeros(1, n, dt, KILN_CPU);
+            kiln_op_call fc = {&kiln_op_bce_with_logits, 4, in, out, &at};
+            kiln_op_call bc = {&kiln_op_bce_with_logits_backward, 5, bin, dx, &at};
+            cr_assert_eq(kiln_emu_cuda_bce_with_logits(&fc), KILN_STATUS_OK, "%s", kiln_last_error());
+            cr_assert_eq(kiln_emu_cuda_bce_with_logits_backward(&bc), KILN_STATUS_OK, "%s", kiln_last_error());
+            expect_rel(p ? "loss, pos_weight" : "loss", out, p ? bl_loss_pw : bl_loss, BL_N, rtol);
+            expect_rel(p ? "gradient, pos_weight" : "gradient", dx, p ? bl_grad_pw : bl_grad, BL_N, rtol);
+        }
+    }
+}
+
+/* bce's input and target gradients at p = 0, 1 and nearby on the emulated kernel, every
+ * reduction, with and without weights: torch 1.13's bits for the input (test_bce.c), its
+ * infinities and 4 ulps for the target, and the CPU's bits for both. */
+KT_TEST(cuda_emu_losses, bce_gradients_at_p_zero_and_one_as_torch) {
+    const int64_t n[1] = {BCE_N};
+    for (int d = 0; d < 2; d++)
+        for (int r = 0; r < 3; r++)
+            for (int uw = 0; uw < 2; uw++) {
+                kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+                kiln_tensor *x = kt_tensor(dt, 1, n, bce_p), *y = kt_tensor(dt, 1, n, bce_y);
+                kiln_tensor *w = uw ? kt_tensor(dt, 1, n, bce_w) : NULL;
+                kiln_tensor *g = r ? kt_tensor(dt, 0, NULL, bce_g) : kt_tensor(dt, 1, n, bce_g);
+                double ulp = d ? 0x1p-52 : 0x1p-23;
+                for (int wrt = 0; wrt < 2; wrt++) {
+                    kiln_bce_attrs at = {r, wrt};
+                    kiln_tensor *bin[4] = {g, x, y, w};
+                    char what[120];
+                    snprintf(what, sizeof what, "bce backward wrt %s, %s, reduction %s, weight %d",
+                             wrt ? "target" : "input", kiln_dtype_name(dt), red_names[r], uw);
+                    ec_run(&kiln_op_bce_backward, kiln_cpu_bce_backward, kiln_emu_cuda_bce_backward, 4, bin, &at, dt, 1,
+                           n, EC_CONTIG, true, 0, 0, what);
+                    kiln_tensor *o = kiln_tensor_zeros(1, n, dt, KILN_CPU);
+                    kiln_op_call c = {&kiln_op_bce_backward, 4, bin, o, &at};
+                    cr_assert_eq(kiln_emu_cuda_bce_backward(&c), KILN_STATUS_OK, "%s", kiln_last_error());
+                    double *v = kt_values(o);
+                    const double *want = wrt ? bce_gy[d][r][uw] : bce_gx[d][r][uw];
+                    for (int i = 0; i < BCE_N; i++) {
+                        bool ok = wrt == 0 ? v[i] == want[i] && signbit(v[i]) == signbit(want[i])
+                                  : isinf(want[i]) ? v[i] == want[i]
+                                                   : fabs(v[i] - want[i]) <= 4 * ulp * fabs(want[i]);
+                        cr_expect(ok, "%s, p %g y %g: emulated cuda %.17g, torch %.17g", what, bce_p[i], bce_y[i], v[i],
+                                  want[i]);
+                    }
+                    free(v);
+                }
             }
 }
 
@@ -336,6 +418,56 @@ KT_TEST(cuda_emu_losses, cross_entropy_hand_checked) {
     kiln_op_call bc = {&kiln_op_cross_entropy_backward, 4, bin, dx, &at};
     cr_assert_eq(kiln_emu_cuda_cross_entropy_backward(&bc), KILN_STATUS_OK, "%s", kiln_last_error());
     KT_EXPECT(dx, 1e-15, 0, {0.5, -0.5, 0, 0});
+}
+
+/* One 'none' cross_entropy (dloss = 1) on the emulated kernels: the CPU's results (bit for bit
+ * unless warp) and torch's within tol. */
+static void ce_torch(const char *what, kiln_tensor *x, kiln_tensor *t, double ls, const double *loss, const double *dx,
+                     bool warp, double tol) {
+    kiln_dtype dt = kiln_tensor_dtype(x);
+    int64_t ps[4]; /* the position shape: x's without the class axis (1) */
+    for (int i = 0, j = 0; i < kiln_tensor_ndim(x); i++)
+        if (i != 1) ps[j++] = kiln_tensor_shape(x)[i];
+    bool prob = kiln_tensor_dtype(t) != KILN_I64;
+    int npn = kiln_tensor_ndim(x) - 1;
+    kiln_ce_attrs at = {0, 0, prob, -100, ls};
+    kiln_tensor *in[3] = {x, t, NULL};
+    ec_run(&kiln_op_cross_entropy, kiln_cpu_cross_entropy, kiln_emu_cuda_cross_entropy, 3, in, &at, dt, npn, ps,
+           EC_CONTIG, !warp, atol_of(dt), rtol_of(dt), what);
+    kiln_tensor *g = kiln_tensor_full(npn, ps, 1.0, dt, KILN_CPU);
+    kiln_tensor *bin[4] = {g, x, t, NULL};
+    ec_run(&kiln_op_cross_entropy_backward, kiln_cpu_cross_entropy_backward, kiln_emu_cuda_cross_entropy_backward, 4,
+           bin, &at, dt, kiln_tensor_ndim(x), kiln_tensor_shape(x), EC_CONTIG, !warp, atol_of(dt), rtol_of(dt), what);
+    kiln_tensor *out = kiln_tensor_zeros(npn, ps, dt, KILN_CPU), *gx = kiln_tensor_zeros(kiln_tensor_ndim(x),
+                                                                                      kiln_tensor_shape(x), dt, KILN_CPU);
+    kiln_op_call fc = {&kiln_op_cross_entropy, 3, in, out, &at}, bc = {&kiln_op_cross_entropy_backward, 4, bin, gx, &at};
+    cr_assert_eq(kiln_emu_cuda_cross_entropy(&fc), KILN_STATUS_OK, "%s: %s", what, kiln_last_error());
+    cr_assert_eq(kiln_emu_cuda_cross_entropy_backward(&bc), KILN_STATUS_OK, "%s: %s", what, kiln_last_error());
+    int64_t nl = kiln_tensor_numel(out), nx = kiln_tensor_numel(gx);
+    kt_expect_values(out, loss, nl, tol, tol);
+    kt_expect_values(gx, dx, nx, tol, tol);
+}
+
+/* Large logits on every path: the general double path (f64, f32 rows of 20 classes: warp),
+ * the float32 path (f32 rows of 4, f32 pixels), probability targets with smoothing. The
+ * 1e17 row: loss log 2, gradient [0.5, -0.5, 0, 0]. test_cross_entropy.c's tolerances. */
+KT_TEST(cuda_emu_losses, cross_entropy_large_logits_as_torch) {
+    const int64_t rc[2] = {4, 4}, wide[2] = {4, 20}, pix[4] = {1, 4, 2, 2}, n4[1] = {4}, p22[3] = {1, 2, 2};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        double tol = d ? 1e-15 : 1e-6;
+        kiln_tensor *t = kiln_tensor_from_host(ls_t, 1, n4, KILN_I64, KILN_CPU);
+        ce_torch("(N,C) large logits", kt_tensor(dt, 2, rc, ls_x), t, 0, d ? ls_ce_loss_f64 : ls_ce_loss_f32,
+                 d ? ls_ce_dx_f64 : ls_ce_dx_f32, false, tol);
+        ce_torch("(N,C) of 20 large logits", kt_tensor(dt, 2, wide, ls_wide_x), t, 0,
+                 d ? ls_ce_wide_loss_f64 : ls_ce_wide_loss_f32, d ? ls_ce_wide_dx_f64 : ls_ce_wide_dx_f32, true, tol);
+        kiln_tensor *xp = kiln_tensor_contiguous(kiln_reshape(kiln_transpose(kt_tensor(dt, 2, rc, ls_x), 0, 1), 4, pix));
+        ce_torch("(N,C,H,W) large logits", xp, kiln_reshape(t, 3, p22), 0, d ? ls_pix_loss_f64 : ls_pix_loss_f32,
+                 d ? ls_pix_dx_f64 : ls_pix_dx_f32, false, tol);
+        ce_torch("probability targets, large logits", kt_tensor(dt, 2, rc, ls_x),
+                 kt_tensor(dt, 2, rc, d ? ls_prob_t_f64 : ls_prob_t_f32), 0.1, d ? ls_prob_loss_f64 : ls_prob_loss_f32,
+                 d ? ls_prob_dx_f64 : ls_prob_dx_f32, false, tol);
+    }
 }
 
 KT_TEST(cuda_emu_losses, reduced_losses_are_deterministic) {

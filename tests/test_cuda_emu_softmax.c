@@ -2,13 +2,15 @@
  * CPU kernels: softmax, log_softmax and both backward ops over the channel axis of
  * NCHW (contiguous and as a permuted NHWC view, C = 7 and C = 40), the last axis
  * (7 and 257 units) and the first axis of transposed and sliced inputs, with an
- * expanded gradient, a strided output, huge logits, NaN and -inf rows.
+ * expanded gradient, a strided output, huge logits, NaN and -inf rows; log_softmax at
+ * |x| = 1e4 and 1e17 also against torch (tests/fixtures/gen_numerics.py).
  * Tolerances: the thread-per-position path (axis not contiguous in memory, or
  * shorter than 16) performs the CPU's operations in the CPU's order, so results must
  * agree bit for bit. The warp path adds its double sums in another order: f64 within
  * 1e-13 relative + 1e-14 absolute, f32 within 2 ulp (2.4e-7 relative + 1e-30). */
 #include "emu/emu_compare.h"
 #include "kernels/cpu/tensor_ops.h"
+#include "fixtures/numerics_ref.h"
 
 TestSuite(cuda_emu_softmax, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -194,5 +196,42 @@ KT_TEST(cuda_emu_softmax, backward_of_an_expanded_gradient) {
         kiln_tensor *x2 = input(dt, 2, cw.shape, L_CONTIG, -4, 4, 93);
         kiln_tensor *g2 = kiln_expand(ec_input(dt, 1, (const int64_t[]){257}, EC_CONTIG, -1, 1, 0, 94), 2, cw.shape);
         check_backward(&cw, dt, g2, x2, "");
+    }
+}
+
+/* log_softmax of large logits ((x - max) - log(sum), the CPU's and torch's form): the
+ * thread path on rows of 4 and on the columns of their transpose, the warp path on rows of
+ * 20; the CPU's bits (thread) or its tolerances (warp), and torch's values within
+ * test_softmax.c's tolerances. Backward (thread path) too. */
+KT_TEST(cuda_emu_softmax, log_softmax_of_large_logits_as_torch) {
+    const int64_t rc[2] = {4, 4}, wide[2] = {4, 20};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        double tol = d ? 1e-15 : 3e-7;
+        kiln_tensor *x = kt_tensor(dt, 2, rc, ls_x), *xw = kt_tensor(dt, 2, wide, ls_wide_x);
+        kiln_tensor *xt = kiln_tensor_contiguous(kiln_transpose(x, 0, 1)); /* the rows as columns */
+        kiln_axis_attrs a1 = {1}, a0 = {0};
+        ec_run(&kiln_op_log_softmax, kiln_cpu_log_softmax, kiln_emu_cuda_log_softmax, 1, &x, &a1, dt, 2, rc, EC_CONTIG,
+               true, 0, 0, "log_softmax of large logits, rows of 4 (thread)");
+        ec_run(&kiln_op_log_softmax, kiln_cpu_log_softmax, kiln_emu_cuda_log_softmax, 1, &xt, &a0, dt, 2, rc,
+               EC_CONTIG, true, 0, 0, "log_softmax of large logits, columns (thread)");
+        ec_run(&kiln_op_log_softmax, kiln_cpu_log_softmax, kiln_emu_cuda_log_softmax, 1, &xw, &a1, dt, 2, wide,
+               EC_CONTIG, false, d ? 1e-14 : 1e-30, d ? 1e-13 : 2.4e-7, "log_softmax of large logits, rows of 20 (warp)");
+        kiln_tensor *y = kiln_tensor_zeros(2, rc, dt, KILN_CPU), *yt = kiln_tensor_zeros(2, rc, dt, KILN_CPU);
+        kiln_tensor *yw = kiln_tensor_zeros(2, wide, dt, KILN_CPU), *dx = kiln_tensor_zeros(2, rc, dt, KILN_CPU);
+        kiln_op_call c1 = {&kiln_op_log_softmax, 1, &x, y, &a1}, c0 = {&kiln_op_log_softmax, 1, &xt, yt, &a0};
+        kiln_op_call cw = {&kiln_op_log_softmax, 1, &xw, yw, &a1};
+        cr_assert_eq(kiln_emu_cuda_log_softmax(&c1), KILN_STATUS_OK, "%s", kiln_last_error());
+        cr_assert_eq(kiln_emu_cuda_log_softmax(&c0), KILN_STATUS_OK, "%s", kiln_last_error());
+        cr_assert_eq(kiln_emu_cuda_log_softmax(&cw), KILN_STATUS_OK, "%s", kiln_last_error());
+        kt_expect_values(y, d ? ls_y_f64 : ls_y_f32, 16, tol, tol);
+        kt_expect_values(kiln_tensor_contiguous(kiln_transpose(yt, 0, 1)), d ? ls_y_f64 : ls_y_f32, 16, tol, tol);
+        kt_expect_values(yw, d ? ls_wide_y_f64 : ls_wide_y_f32, 80, tol, tol);
+        kiln_tensor *in[2] = {kt_tensor(dt, 2, rc, ls_g), y};
+        ec_run(&kiln_op_log_softmax_backward, kiln_cpu_log_softmax_backward, kiln_emu_cuda_log_softmax_backward, 2, in,
+               &a1, dt, 2, rc, EC_CONTIG, true, 0, 0, "log_softmax_backward of large logits (thread)");
+        kiln_op_call bc = {&kiln_op_log_softmax_backward, 2, in, dx, &a1};
+        cr_assert_eq(kiln_emu_cuda_log_softmax_backward(&bc), KILN_STATUS_OK, "%s", kiln_last_error());
+        kt_expect_values(dx, d ? ls_dx_f64 : ls_dx_f32, 16, tol, tol);
     }
 }

@@ -2,11 +2,15 @@
  * hand-computed values in f32 and f64 and backward through the float64 gradient
  * checker; PyTorch's choices at the edges (clamp at its bounds, ties of
  * maximum/minimum, abs and relu at 0, sigmoid far from 0); broadcasting in every
- * form; non-contiguous inputs (transposed, strided slices, expanded).
+ * form; non-contiguous inputs (transposed, strided slices, expanded); NaN, infinities
+ * and signed zeros against torch 1.13's own outputs and gradients
+ * (tests/fixtures/gen_numerics.py): exact, sign of zero included, but for sigmoid and
+ * tanh (within F32_RTOL / F64_RTOL of torch's: their exp/tanh are other libms).
  * Tolerances: f64 forward 1e-16 + 5e-16*|y| (libm's ~1 ulp); f32 forward 1e-7 +
  * 3e-7*|y| (a few f32 ulps); gradcheck eps 1e-6, 1e-7 + 1e-6*|numeric| (central
  * differences in f64 are good to ~1e-9 at these sizes). */
 #include "support/kiln_test.h"
+#include "fixtures/numerics_ref.h"
 
 #include <stdlib.h>
 
@@ -34,6 +38,7 @@ static kiln_tensor *u_powm1(kiln_tensor *x) { return kiln_pow_scalar(x, -1); }
 static kiln_tensor *u_pow0(kiln_tensor *x) { return kiln_pow_scalar(x, 0); }
 static kiln_tensor *u_clamp(kiln_tensor *x) { return kiln_clamp(x, -1, 1); }
 static kiln_tensor *u_clamp_lo(kiln_tensor *x) { return kiln_clamp(x, 0.25, INFINITY); }
+static kiln_tensor *u_clamp_inverted(kiln_tensor *x) { return kiln_clamp(x, 1, -1); }
 static kiln_tensor *u_relu(kiln_tensor *x) { return kiln_relu(x); }
 static kiln_tensor *u_leaky(kiln_tensor *x) { return kiln_leaky_relu(x, 0.1); }
 static kiln_tensor *u_sigmoid(kiln_tensor *x) { return kiln_sigmoid(x); }
@@ -71,6 +76,7 @@ KT_TEST(elementwise, unary_forward_values) {
     CHECK5("clamp", u_clamp, {-1, -0.5, 0, 0.5, 1});
     CHECK5("clamp lo only", u_clamp_lo, {0.25, 0.25, 0.25, 0.5, 3});
     CHECK5("relu", u_relu, {0, 0, 0, 0.5, 3});
+    CHECK5("clamp lo > hi gives hi", u_clamp_inverted, {-1, -1, -1, -1, -1});
     CHECK5("leaky_relu", u_leaky, {-0.2, -0.05, 0, 0.5, 3});
     CHECK5("sigmoid", u_sigmoid,
            {0.11920292202211755, 0.3775406687981454, 0.5, 0.6224593312018546, 0.9525741268224334});
@@ -361,4 +367,114 @@ static kiln_tensor *f_strided(kiln_tensor *const *x, void *ctx) {
 KT_TEST(elementwise, strided_inputs_backward_gradcheck) {
     kiln_tensor *x[2] = {kt_rand_input(2, (int64_t[]){4, 5}, -1, 1), kt_rand_input(2, (int64_t[]){3, 1}, -1, 1)};
     cr_expect(kt_gradcheck(f_strided, NULL, 2, x, GC_EPS, GC_ATOL, GC_RTOL));
+}
+
+/* ---- NaN, infinities and signed zeros, as torch ------------------------------------------- */
+
+/* got against torch's want: NaN for NaN, the same infinity, zeros of the same sign, else
+ * within atol + rtol * |want| (both 0: exactly). */
+static void expect_torch_tol(const char *what, kiln_tensor *t, const double *want, int64_t n, double atol,
+                             double rtol) {
+    cr_assert(t, "%s: %s", what, kiln_last_error());
+    cr_assert_eq(kiln_tensor_numel(t), n, "%s", what);
+    double *v = kt_values(t);
+    for (int64_t i = 0; i < n; i++) {
+        double w = want[i];
+        bool ok = isnan(w) ? isnan(v[i])
+                  : w == 0 ? v[i] == 0 && signbit(v[i]) == signbit(w)
+                           : (isinf(w) ? v[i] == w : fabs(v[i] - w) <= atol + rtol * fabs(w));
+        cr_expect(ok, "%s element %lld: got %.17g, torch gives %.17g", what, (long long)i, v[i], w);
+    }
+    free(v);
+}
+
+static void expect_torch(const char *what, kiln_tensor *t, const double *want, int64_t n, double rtol) {
+    expect_torch_tol(what, t, want, n, 0, rtol);
+}
+
+typedef struct {
+    const char *name;
+    unary_fn f;
+    const double *y[2], *g[2]; /* f32, f64 */
+    bool libm;                 /* sigmoid, tanh: compared within a few ulps */
+} torch_unary_case;
+
+static kiln_tensor *u_clamp_torch(kiln_tensor *x) { return kiln_clamp(x, -0.5, 1); }
+static kiln_tensor *u_clamp_torch_inv(kiln_tensor *x) { return kiln_clamp(x, 1, -0.5); }
+
+KT_TEST(elementwise, nan_inf_and_signed_zero_as_torch) {
+    const torch_unary_case cases[] = {
+        {"relu", u_relu, {ew_relu_y_f32, ew_relu_y_f64}, {ew_relu_g_f32, ew_relu_g_f64}, false},
+        {"leaky_relu", u_leaky, {ew_leaky_relu_y_f32, ew_leaky_relu_y_f64}, {ew_leaky_relu_g_f32, ew_leaky_relu_g_f64}, false},
+        {"clamp", u_clamp_torch, {ew_clamp_y_f32, ew_clamp_y_f64}, {ew_clamp_g_f32, ew_clamp_g_f64}, false},
+        {"clamp lo > hi", u_clamp_torch_inv, {ew_clamp_inverted_y_f32, ew_clamp_inverted_y_f64},
+         {ew_clamp_inverted_g_f32, ew_clamp_inverted_g_f64}, false},
+        {"clamp lo only", u_clamp_lo, {ew_clamp_lo_y_f32, ew_clamp_lo_y_f64}, {ew_clamp_lo_g_f32, ew_clamp_lo_g_f64}, false},
+        {"sigmoid", u_sigmoid, {ew_sigmoid_y_f32, ew_sigmoid_y_f64}, {ew_sigmoid_g_f32, ew_sigmoid_g_f64}, true},
+        {"tanh", u_tanh, {ew_tanh_y_f32, ew_tanh_y_f64}, {ew_tanh_g_f32, ew_tanh_g_f64}, true},
+        {"abs", u_abs, {ew_abs_y_f32, ew_abs_y_f64}, {ew_abs_g_f32, ew_abs_g_f64}, false},
+    };
+    char what[96];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int d = 0; d < 2; d++) {
+            kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+            kiln_tensor *x = kt_tensor(dt, 1, (int64_t[]){EW_N}, ew_x);
+            kiln_tensor_set_requires_grad(x, true);
+            kiln_tensor *y = cases[c].f(x);
+            /* sigmoid and tanh: another libm, and 1 - y^2 near |y| = 1 turns its ulp into an
+             * absolute error of about one ulp of 1 */
+            double rtol = cases[c].libm ? (d ? F64_RTOL : F32_RTOL) : 0;
+            double atol = cases[c].libm ? (d ? F64_ATOL : F32_ATOL) : 0;
+            snprintf(what, sizeof what, "%s %s forward", cases[c].name, kiln_dtype_name(dt));
+            expect_torch_tol(what, y, cases[c].y[d], EW_N, atol, rtol);
+            cr_assert_eq(kiln_backward(kiln_sum_all(y), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+            snprintf(what, sizeof what, "%s %s gradient", cases[c].name, kiln_dtype_name(dt));
+            expect_torch_tol(what, kiln_tensor_grad(x), cases[c].g[d], EW_N, atol, rtol);
+        }
+}
+
+/* maximum/minimum with a NaN operand: NaN out, and the whole gradient to both sides
+ * (torch: neither side lost); ties split it. */
+KT_TEST(elementwise, maximum_minimum_nan_gradient_goes_to_both_sides) {
+    const double *want[2][2][3] = {{{ew_maximum_y_f32, ew_maximum_ga_f32, ew_maximum_gb_f32},
+                                    {ew_minimum_y_f32, ew_minimum_ga_f32, ew_minimum_gb_f32}},
+                                   {{ew_maximum_y_f64, ew_maximum_ga_f64, ew_maximum_gb_f64},
+                                    {ew_minimum_y_f64, ew_minimum_ga_f64, ew_minimum_gb_f64}}};
+    char what[96];
+    for (int d = 0; d < 2; d++)
+        for (int m = 0; m < 2; m++) {
+            kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+            kiln_tensor *a = kt_tensor(dt, 1, (int64_t[]){EW_MM_N}, ew_mm_a);
+            kiln_tensor *b = kt_tensor(dt, 1, (int64_t[]){EW_MM_N}, ew_mm_b);
+            kiln_tensor_set_requires_grad(a, true);
+            kiln_tensor_set_requires_grad(b, true);
+            kiln_tensor *y = m ? kiln_minimum(a, b) : kiln_maximum(a, b);
+            const char *op = m ? "minimum" : "maximum";
+            snprintf(what, sizeof what, "%s %s", op, kiln_dtype_name(dt));
+            expect_torch(what, y, want[d][m][0], EW_MM_N, 0);
+            cr_assert_eq(kiln_backward(kiln_sum_all(y), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+            snprintf(what, sizeof what, "%s %s, gradient of a", op, kiln_dtype_name(dt));
+            expect_torch(what, kiln_tensor_grad(a), want[d][m][1], EW_MM_N, 0);
+            snprintf(what, sizeof what, "%s %s, gradient of b", op, kiln_dtype_name(dt));
+            expect_torch(what, kiln_tensor_grad(b), want[d][m][2], EW_MM_N, 0);
+        }
+}
+
+/* x^e at -0, +0, 2 and NaN for torch's special exponents (sqrt, 1/sqrt, reciprocal,
+ * products) and others: the sign of every zero and infinity, forward and backward. */
+KT_TEST(elementwise, pow_at_signed_zero_as_torch) {
+    char what[96];
+    for (int d = 0; d < 2; d++)
+        for (int e = 0; e < EW_POW_NE; e++) {
+            kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+            kiln_tensor *x = kt_tensor(dt, 1, (int64_t[]){EW_POW_NX}, ew_pow_x);
+            kiln_tensor_set_requires_grad(x, true);
+            kiln_tensor *y = kiln_pow_scalar(x, ew_pow_e[e]);
+            double rtol = d ? F64_RTOL : F32_RTOL; /* pow(2, 2.5) and friends: libm */
+            snprintf(what, sizeof what, "pow %g %s", ew_pow_e[e], kiln_dtype_name(dt));
+            expect_torch(what, y, (d ? ew_pow_y_f64 : ew_pow_y_f32) + e * EW_POW_NX, EW_POW_NX, rtol);
+            cr_assert_eq(kiln_backward(kiln_sum_all(y), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+            snprintf(what, sizeof what, "pow %g %s gradient", ew_pow_e[e], kiln_dtype_name(dt));
+            expect_torch(what, kiln_tensor_grad(x), (d ? ew_pow_g_f64 : ew_pow_g_f32) + e * EW_POW_NX, EW_POW_NX, rtol);
+        }
 }

@@ -198,8 +198,7 @@ KT_TEST(errors, bad_reshapes_and_expands) {
     kt_expect_error(KILN_STATUS_SHAPE, "expand");
     cr_expect_null(kiln_slice(a, 0, 0, 2, 0));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "step 0 must be positive");
-    cr_expect_null(kiln_clamp(a, 1, 0));
-    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "clamp: lo (1) is greater than hi (0)");
+    /* clamp with lo > hi is not an error: torch and ONNX give hi everywhere (test_elementwise) */
 }
 
 KT_TEST(errors, cuda_without_a_device_is_no_device) {

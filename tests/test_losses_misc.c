@@ -1,8 +1,13 @@
 /* mse, l1, soft Dice (binary and multi-class) and the sigmoid focal loss:
  * forward against the fixture script's PyTorch values, every reduction, f64 and
- * f32; backward by gradcheck in f64 for every loss. */
+ * f32; backward by gradcheck in f64 for every loss; the focal loss on confident logits
+ * against float64 values of its definition (tests/fixtures/gen_numerics.py). */
 #include "support/kiln_test.h"
 #include "fixtures/losses_misc.h"
+#include "fixtures/numerics_ref.h"
+
+#include <math.h>
+#include <stdlib.h>
 
 TestSuite(losses_misc, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -82,4 +87,46 @@ KT_TEST(losses_misc, gradcheck_every_loss) {
             cr_expect(kt_gradcheck(f_misc, &c, n, in, 1e-6, 1e-8, 1e-6), "%s reduction %d", names[which], r);
             kiln_scope_end(s);
         }
+}
+
+static double worst_relative(kiln_tensor *t, const double *want, int64_t n, int64_t *at) {
+    double *v = kt_values(t), worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = want[i] == 0 ? fabs(v[i]) : fabs(v[i] - want[i]) / fabs(want[i]);
+        if (!(e <= worst)) worst = e, *at = i;
+    }
+    free(v);
+    return worst;
+}
+
+/* The focal loss keeps relative accuracy where the loss is tiny (x = -80, y = 0 and x = 80,
+ * y = 1: e^-240 and below in f64): bce_with_logits without cancellation, and 1 - p_t as
+ * p (1-y) + sigmoid(-x) y rather than p + y - 2 p y. Tolerance: 16 ulps (f32 1.9e-6, f64
+ * 3.6e-15): ce 3, each sigmoid 2 and the product and sum 2, squared by gamma = 2, and in the
+ * gradient the sigmoid's backward y (1 - y) (torch's form), good to an ulp of y only: at
+ * x = 17, y = 1/4 that is 6e-8 of sigmoid' against a gradient of 0.26, times ce m ~ 10.
+ * Values whose f32 result underflows (below 1e-38) are compared as 0 there. */
+KT_TEST(losses_misc, focal_confident_logits_keep_relative_accuracy) {
+    const int64_t n[1] = {BL_N};
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        double rtol = d ? 3.6e-15 : 1.9e-6;
+        kiln_tensor *x = kt_tensor(dt, 1, n, bl_x), *y = kt_tensor(dt, 1, n, bl_y);
+        kiln_tensor_set_requires_grad(x, true);
+        kiln_tensor *l = kiln_sigmoid_focal_loss(x, y, BL_FOCAL_ALPHA, BL_FOCAL_GAMMA, KILN_REDUCTION_NONE);
+        cr_assert(l, "%s", kiln_last_error());
+        cr_assert_eq(kiln_backward(kiln_sum_all(l), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+        double want[BL_N], gwant[BL_N];
+        for (int i = 0; i < BL_N; i++) { /* f32: what underflows there is compared as 0 */
+            want[i] = !d && fabs(bl_focal[i]) < 1e-38 ? 0 : bl_focal[i];
+            gwant[i] = !d && fabs(bl_focal_grad[i]) < 1e-38 ? 0 : bl_focal_grad[i];
+        }
+        int64_t at = 0;
+        double e = worst_relative(l, want, BL_N, &at);
+        cr_expect(e <= rtol, "focal %s: element %lld (x %g, y %g): relative error %.3g > %.3g", kiln_dtype_name(dt),
+                  (long long)at, bl_x[at], bl_y[at], e, rtol);
+        e = worst_relative(kiln_tensor_grad(x), gwant, BL_N, &at);
+        cr_expect(e <= rtol, "focal %s gradient: element %lld (x %g, y %g): relative error %.3g > %.3g",
+                  kiln_dtype_name(dt), (long long)at, bl_x[at], bl_y[at], e, rtol);
+    }
 }

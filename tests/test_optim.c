@@ -255,8 +255,13 @@ KT_TEST(optim, lr_get_set_and_defaults) {
     cr_expect_str_eq(kiln_optimizer_kind(o), "sgd");
     cr_expect_eq(kiln_optimizer_set_lr(o, 0.5), KILN_STATUS_OK);
     cr_expect_eq(kiln_optimizer_get_lr(o), 0.5);
-    cr_expect_eq(kiln_optimizer_set_lr(o, -1), KILN_STATUS_INVALID_ARGUMENT);
+    /* torch's param_groups take any lr once built (its schedulers may set a negative one) */
+    cr_expect_eq(kiln_optimizer_set_lr(o, -1), KILN_STATUS_OK);
+    cr_expect_eq(kiln_optimizer_get_lr(o), -1);
+    cr_expect_eq(kiln_optimizer_set_lr(o, NAN), KILN_STATUS_INVALID_ARGUMENT);
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "lr");
+    cr_expect_eq(kiln_optimizer_set_lr(o, INFINITY), KILN_STATUS_INVALID_ARGUMENT);
+    cr_expect_eq(kiln_optimizer_set_lr(o, 0.5), KILN_STATUS_OK);
     /* one sgd step with lr 0.5 is p - 0.5 g */
     set_grad(&P, 0, opt_grads[0]);
     set_grad(&P, 1, opt_grads[0] + 6);

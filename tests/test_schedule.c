@@ -1,8 +1,10 @@
 /* Learning-rate schedules against torch.optim.lr_scheduler over 100 steps
  * (tests/fixtures/schedule_ref.h). torch computes most schedules recursively, kiln
- * in closed form: they agree to rounding, checked at 1e-12 relative. */
+ * in closed form: they agree to rounding, checked at 1e-12 relative. OneCycleLR through
+ * a standard loop's last scheduler.step() (tests/fixtures/gen_numerics.py). */
 #include "support/kiln_test.h"
 #include "fixtures/schedule_ref.h"
+#include "fixtures/numerics_ref.h"
 
 TestSuite(schedule, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -100,4 +102,37 @@ KT_TEST(schedule, invalid_parameters_are_errors) {
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "NULL");
     kiln_schedule c = kiln_schedule_constant(0.3);
     cr_expect_eq(kiln_schedule_lr(&c, 1000), 0.3);
+}
+
+/* A standard torch loop: total_steps times optimizer.step() then scheduler.step(). The last
+ * scheduler.step() asks for the lr at t = total_steps, past the schedule's end: torch
+ * extrapolates the annealing (below 0 with 'linear': -0.0143 here, back up with 'cos') and
+ * sets it on the optimizer without complaint; only one more step raises. kiln: the same
+ * values, and kiln_optimizer_set_lr takes the negative one. */
+KT_TEST(schedule, onecycle_last_step_of_a_standard_loop_as_torch) {
+    for (int lin = 0; lin < 2; lin++) {
+        kiln_schedule s = kiln_schedule_onecycle(ONECYCLE_MAX_LR, ONECYCLE_TOTAL);
+        s.anneal_linear = lin;
+        const double *ref = lin ? onecycle_linear_lrs : onecycle_cos_lrs;
+        kiln_tensor *p = KT_F64(1, KT_SHAPE(1), {0});
+        kiln_tensor_set_requires_grad(p, true);
+        kiln_optimizer *o = kiln_optim_sgd(&p, 1, kiln_sgd_defaults());
+        cr_assert_eq(kiln_optimizer_set_lr(o, kiln_schedule_lr(&s, 0)), KILN_STATUS_OK);
+        for (int t = 0; t < ONECYCLE_TOTAL; t++) {
+            kiln_tensor_zero_grad(p);
+            cr_assert_eq(kiln_backward(kiln_sum_all(p), NULL), KILN_STATUS_OK);
+            cr_assert_eq(kiln_optimizer_step(o), KILN_STATUS_OK, "%s", kiln_last_error());
+            /* scheduler.step() */
+            cr_assert_eq(kiln_optimizer_set_lr(o, kiln_schedule_lr(&s, t + 1)), KILN_STATUS_OK,
+                         "%s, step %d: %s", lin ? "linear" : "cos", t + 1, kiln_last_error());
+            double lr = kiln_optimizer_get_lr(o);
+            cr_expect(fabs(lr - ref[t + 1]) <= SCHED_ATOL + SCHED_RTOL * fabs(ref[t + 1]),
+                      "%s after step %d: lr %.17g, torch %.17g", lin ? "linear" : "cos", t + 1, lr, ref[t + 1]);
+        }
+        if (lin) cr_expect(kiln_optimizer_get_lr(o) < 0, "linear annealing extrapolates below 0, as torch");
+        cr_expect(isnan(kiln_schedule_lr(&s, ONECYCLE_TOTAL + 1)), "one more step is an error, as torch's");
+        kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "total_steps");
+        kiln_clear_error();
+        kiln_optimizer_free(o);
+    }
 }

@@ -1,7 +1,9 @@
 /* softmax and log_softmax: hand-computed values, numerical stability, the per-pixel
  * softmax over the channel axis of NCHW (against a plain double loop), views,
- * gradients through kt_gradcheck, and the size-1 axis guardrail. */
+ * gradients through kt_gradcheck, and the size-1 axis guardrail; log_softmax at large
+ * logits (|x| = 1e4 and 1e17) against torch (tests/fixtures/gen_numerics.py). */
 #include "support/kiln_test.h"
+#include "fixtures/numerics_ref.h"
 
 #include <stdlib.h>
 
@@ -172,4 +174,36 @@ KT_TEST(softmax, empty_inputs) {
     kiln_tensor *z = kiln_tensor_zeros(2, (int64_t[]){3, 0}, KILN_F32, KILN_CPU);
     KT_EXPECT_SHAPE(kiln_log_softmax(z, 1), 2, 3, 0);
     cr_expect_eq(kiln_last_status(), KILN_STATUS_OK, "%s", kiln_last_error());
+}
+
+/* log_softmax as (x - max) - log(sum): torch's form. At |x| = 1e4, x - (max + log(sum))
+ * was ~2000 ulps off in f64, and at 1e17 it dropped log(sum) altogether (dx [1, 0, 0, 0]
+ * for dy [0, -1, 0, 0] instead of [0.5, -0.5, 0, 0]). Tolerances: f64 4 ulps of 1 (x - max
+ * is exact; log and exp are libm's); f32 within 3e-7 + 3e-7 |y| of torch's float32. Along
+ * the innermost axis (a line at a time), along axis 0 of the transpose (blocks of lines)
+ * and along the channels of NCHW. */
+static void check_large_logits(kiln_tensor *x, int axis, kiln_tensor *g, kiln_dtype dt, const char *layout) {
+    double tol = dt == KILN_F64 ? 1e-15 : 3e-7;
+    kiln_tensor_set_requires_grad(x, true);
+    kiln_tensor *y = kiln_log_softmax(x, axis);
+    cr_assert(y, "%s: %s", layout, kiln_last_error());
+    cr_assert_eq(kiln_backward(y, g), KILN_STATUS_OK, "%s: %s", layout, kiln_last_error());
+    kiln_tensor *yc = axis == 1 ? y : kiln_transpose(y, 0, 1), *dc = kiln_tensor_grad(x);
+    if (axis != 1) dc = kiln_transpose(dc, 0, 1);
+    kt_expect_values(kiln_reshape(kiln_tensor_contiguous(yc), 1, (int64_t[]){16}),
+                     dt == KILN_F64 ? ls_y_f64 : ls_y_f32, 16, tol, tol);
+    kt_expect_values(kiln_reshape(kiln_tensor_contiguous(dc), 1, (int64_t[]){16}),
+                     dt == KILN_F64 ? ls_dx_f64 : ls_dx_f32, 16, tol, tol);
+}
+
+KT_TEST(softmax, log_softmax_of_large_logits_matches_torch) {
+    for (int d = 0; d < 2; d++) {
+        kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+        check_large_logits(kt_tensor(dt, 2, (int64_t[]){4, 4}, ls_x), 1, kt_tensor(dt, 2, (int64_t[]){4, 4}, ls_g),
+                           dt, "rows");
+        /* the same lines as columns of a contiguous (C, N) array */
+        kiln_tensor *xt = kiln_tensor_contiguous(kiln_transpose(kt_tensor(dt, 2, (int64_t[]){4, 4}, ls_x), 0, 1));
+        kiln_tensor *gt = kiln_transpose(kt_tensor(dt, 2, (int64_t[]){4, 4}, ls_g), 0, 1);
+        check_large_logits(kiln_tensor_detach(xt), 0, gt, dt, "columns");
+    }
 }

@@ -1,8 +1,12 @@
 /* upsample_nearest2d and upsample_bilinear2d: forward against PyTorch fixtures
  * (sizes and scale factors, align_corners both ways, f32, f64, strided input), a
- * hand-computed gradient, float64 gradient checks and the errors. */
+ * hand-computed gradient, float64 gradient checks and the errors; scale factors whose
+ * output is the input's size or twice it (torch 1.13: nearest samples with 1/factor,
+ * bilinear copies an axis whose size does not change), forward and backward against
+ * tests/fixtures/gen_numerics.py. */
 #include "support/kiln_test.h"
 #include "fixtures/layers_upsample.h"
+#include "fixtures/numerics_ref.h"
 
 #include <stdlib.h>
 
@@ -92,4 +96,46 @@ KT_TEST(upsample, errors) {
     kiln_tensor *e = kiln_tensor_zeros(4, (int64_t[]){1, 1, 0, 2}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_upsample_nearest2d(e, 2, 2));
     kt_expect_error(KILN_STATUS_SHAPE, "empty");
+}
+
+/* Scale factors as torch 1.13 uses them, f32 and f64, forward and backward. Nearest
+ * copies values and sums small integers: exact. Bilinear: f64 to 1e-12; f32 within
+ * F32_TOL of torch's float arithmetic (kiln computes the taps in double). */
+KT_TEST(upsample, scale_factor_output_at_in_or_twice_in_matches_torch) {
+    char what[96];
+    for (size_t k = 0; k < sizeof num_up_cases / sizeof num_up_cases[0]; k++) {
+        const num_up_case *c = &num_up_cases[k];
+        const int64_t xs[4] = {1, 2, c->h, c->w}, ys[4] = {1, 2, c->ho, c->wo};
+        for (int d = 0; d < 2; d++) {
+            kiln_dtype dt = d ? KILN_F64 : KILN_F32;
+            kiln_tensor *x = kt_tensor(dt, 4, xs, c->x);
+            kiln_tensor_set_requires_grad(x, true);
+            kiln_tensor *y = c->bilinear ? kiln_upsample_bilinear2d_scale(x, c->fh, c->fw, c->align_corners)
+                                         : kiln_upsample_nearest2d_scale(x, c->fh, c->fw);
+            snprintf(what, sizeof what, "%s %s", c->name, kiln_dtype_name(dt));
+            cr_assert(y, "%s: %s", what, kiln_last_error());
+            KT_EXPECT_SHAPE(y, 4, 1, 2, c->ho, c->wo);
+            double ytol = !c->bilinear ? 0 : d ? 1e-12 : F32_TOL, gtol = !c->bilinear ? 0 : d ? 1e-12 : 1e-5;
+            kt_expect_values(y, c->y[d], 2 * c->ho * c->wo, ytol, ytol);
+            cr_assert_eq(kiln_backward(y, kt_tensor(dt, 4, ys, c->gy)), KILN_STATUS_OK, "%s: %s", what,
+                         kiln_last_error());
+            kt_expect_values(kiln_tensor_grad(x), c->dx[d], 2 * c->h * c->w, gtol, gtol);
+        }
+    }
+}
+
+/* A factor whose output is the input's size: nearest with 1.2 on 3 pixels samples
+ * 0, 0, 1 (floor(i / 1.2)); bilinear leaves the axis as it is. By hand. */
+KT_TEST(upsample, factor_1_2_on_three_pixels_by_hand) {
+    kiln_tensor *x = KT_F64(4, KT_SHAPE(1, 2, 1, 3), {1, 2, 3, 4, 5, 6});
+    kiln_tensor_set_requires_grad(x, true);
+    kiln_tensor *y = kiln_upsample_nearest2d_scale(x, 1, 1.2);
+    KT_EXPECT(y, 0, 0, {1, 1, 2, 4, 4, 5});
+    cr_assert_eq(kiln_backward(kiln_sum_all(y), NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    KT_EXPECT(kiln_tensor_grad(x), 0, 0, {2, 1, 0, 2, 1, 0});
+    KT_EXPECT(kiln_upsample_bilinear2d_scale(x, 1, 1.2, false), 0, 0, {1, 2, 3, 4, 5, 6});
+    /* torch weighs the copied pixel 1 and 0 too: an infinity gives NaN there, and only
+     * there (no neighbour is read) */
+    kiln_tensor *xi = KT_F64(4, KT_SHAPE(1, 1, 1, 3), {1, INFINITY, 3});
+    KT_EXPECT(kiln_upsample_bilinear2d_scale(xi, 1, 1.2, false), 0, 0, {1, NAN, 3});
 }

@@ -85,14 +85,20 @@ KILN_API kiln_tensor *kiln_avg_pool2d(kiln_tensor *x, const kiln_pool2d_params *
 /* ---- upsampling -------------------------------------------------------------------
  * The _size forms give the output size; the _scale forms give a scale factor, the
  * output being floor(in * scale) and the source index computed from 1/scale, as
- * torch's interpolate(scale_factor=...) does (recompute_scale_factor not set). */
+ * torch 1.13's interpolate(scale_factor=...) does with recompute_scale_factor left at
+ * its default (None): also where floor(in * scale) is in or 2 in (1.2 or 2.2 on 3
+ * pixels). recompute_scale_factor=True is the _size form with that output size. */
 
-/* torch's mode='nearest': source index floor(dst * in/out) (or dst / scale). */
+/* torch's mode='nearest' on NCHW input: source index floor(dst * in/out) (or dst / scale),
+ * the product in the dtype taken through float as torch does; never the equal/doubled
+ * size shortcut of torch's CPU backward and channels-last forward (kiln's backward is the
+ * adjoint of this forward; docs/ARCHITECTURE.md). */
 KILN_API kiln_tensor *kiln_upsample_nearest2d(kiln_tensor *x, int64_t out_h, int64_t out_w);
 KILN_API kiln_tensor *kiln_upsample_nearest2d_scale(kiln_tensor *x, double scale_h, double scale_w);
 /* mode='bilinear'. align_corners true maps the corner pixels' centres onto each other
- * (src = dst*(in-1)/(out-1)); false maps pixel areas (src = (dst+0.5)*in/out - 0.5,
- * clamped at 0). */
+ * (src = dst*(in-1)/(out-1)); false maps pixel areas (src = (dst+0.5)*in/out - 0.5, or
+ * 1/scale for in/out, clamped at 0). An axis whose size does not change is copied as it
+ * is, whatever the scale factor, as torch. */
 KILN_API kiln_tensor *kiln_upsample_bilinear2d(kiln_tensor *x, int64_t out_h, int64_t out_w, bool align_corners);
 KILN_API kiln_tensor *kiln_upsample_bilinear2d_scale(kiln_tensor *x, double scale_h, double scale_w,
                                                      bool align_corners);
@@ -101,7 +107,9 @@ KILN_API kiln_tensor *kiln_upsample_bilinear2d_scale(kiln_tensor *x, double scal
  * relu(conv2d(x, weight, bias)). When nothing records for autograd (no-grad mode, or
  * no input requires grad) it runs as one op: on CUDA one cuDNN plan (convolution,
  * bias and ReLU fused) where cuDNN fuses them, else the convolution with a fused
- * bias+ReLU epilogue; when recording, it is the composition kiln_relu(kiln_conv2d(...)). */
+ * bias+ReLU epilogue; when recording, it is the composition kiln_relu(kiln_conv2d(...)).
+ * kiln's ReLU keeps NaN (torch.relu); oneDNN's fused ReLU post-op (CPU f32) is
+ * max(x, 0) and turns a NaN into 0, and cuDNN's fused graph may too. */
 KILN_API kiln_tensor *kiln_conv2d_bias_relu(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
                                             const kiln_conv2d_params *p);
 

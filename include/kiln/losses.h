@@ -22,15 +22,21 @@ typedef enum { KILN_REDUCTION_NONE = 0, KILN_REDUCTION_MEAN, KILN_REDUCTION_SUM 
 
 /* Binary cross-entropy on probabilities in [0,1]:
  *   l = -w * (y*log(p) + (1-y)*log(1-p)), each log clamped at -100 as PyTorch.
+ * Gradients as torch 1.13's: d/dp = g (p-y) / max((1-p) p, 1e-12f) (the float 1e-12 in
+ * f64 too), d/dy = -logit(p) (+inf at p = 0, -inf at p = 1: the clamp is not
+ * differentiated); w and 1/n ('mean') applied after, in torch's order.
  * target: same shape and dtype as input. weight: NULL or broadcastable to input.
  * Values of input outside [0,1] (or NaN) are an error: raw network outputs
  * (logits) belong in kiln_bce_with_logits, which is also the more stable choice. */
 KILN_API kiln_tensor *kiln_bce(kiln_tensor *input, kiln_tensor *target, kiln_tensor *weight,
                                kiln_reduction reduction);
 
-/* Binary cross-entropy on logits, in the stable form
+/* Binary cross-entropy on logits, torch's
  *   l = w * [ (1-y)*x + (1 + (pw-1)*y) * (log1p(e^-|x|) + max(-x,0)) ]
- * which is max(x,0) - x*y + log1p(e^-|x|) without pos_weight. pos_weight (NULL or
+ * which is max(x,0) - x*y + log1p(e^-|x|) without pos_weight, evaluated as a sum of
+ * terms >= 0 (x >= 0: x(1-y), else -x*pw*y, plus (1+(pw-1)y) log1p(e^-|x|)) so a tiny
+ * loss keeps full relative accuracy (x = -80, y = 0 gives e^-80); the gradient
+ * (1+(pw-1)y) sigmoid(x) - pw*y takes sigmoid from the side where it is small. pos_weight (NULL or
  * broadcastable to input, e.g. (C) for (N,C) or (C,1,1) for (N,C,H,W), as PyTorch)
  * scales the positive term; weight (NULL or broadcastable) scales each element. */
 KILN_API kiln_tensor *kiln_bce_with_logits(kiln_tensor *input, kiln_tensor *target, kiln_tensor *weight,
@@ -87,6 +93,7 @@ KILN_API kiln_tensor *kiln_dice_loss_multiclass(kiln_tensor *input, kiln_tensor 
 
 /* Binary focal loss on logits, as torchvision.ops.sigmoid_focal_loss:
  *   p = sigmoid(x), ce = bce_with_logits(x, y), p_t = p*y + (1-p)*(1-y)
+ *   (1 - p_t computed as p*(1-y) + sigmoid(-x)*y, without cancellation)
  *   l = alpha_t * ce * (1-p_t)^gamma, alpha_t = alpha*y + (1-alpha)*(1-y)
  * alpha < 0 disables the alpha weighting (torchvision's defaults: 0.25, gamma 2). */
 KILN_API kiln_tensor *kiln_sigmoid_focal_loss(kiln_tensor *input, kiln_tensor *target, double alpha, double gamma,

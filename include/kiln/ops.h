@@ -11,11 +11,15 @@
 extern "C" {
 #endif
 
-/* ---- element-wise ---------------------------------------------------------- */
+/* ---- element-wise ----------------------------------------------------------
+ * NaN, infinities and signed zeros behave as in torch 1.13: NaN propagates through
+ * every op (relu(NaN) = NaN, its gradient passing through), relu(-0) = -0. */
 KILN_API kiln_tensor *kiln_add(kiln_tensor *a, kiln_tensor *b);
 KILN_API kiln_tensor *kiln_sub(kiln_tensor *a, kiln_tensor *b);
 KILN_API kiln_tensor *kiln_mul(kiln_tensor *a, kiln_tensor *b);
 KILN_API kiln_tensor *kiln_div(kiln_tensor *a, kiln_tensor *b);
+/* NaN if either is NaN. Gradient as torch: a tie splits it in half, the side that lost
+ * gets 0, and with a NaN both sides get all of it. */
 KILN_API kiln_tensor *kiln_maximum(kiln_tensor *a, kiln_tensor *b);
 KILN_API kiln_tensor *kiln_minimum(kiln_tensor *a, kiln_tensor *b);
 /* a + s, a * s: a scalar on the right. */
@@ -26,8 +30,12 @@ KILN_API kiln_tensor *kiln_exp(kiln_tensor *a);
 KILN_API kiln_tensor *kiln_log(kiln_tensor *a);
 KILN_API kiln_tensor *kiln_sqrt(kiln_tensor *a);
 KILN_API kiln_tensor *kiln_abs(kiln_tensor *a);
+/* x^e as torch: exponents 0, 1, 0.5, -0.5, -1, 2, 3, -2 are fill, copy, sqrt, 1/sqrt,
+ * reciprocal and products, so sqrt(-0) = -0 and d/dx x^0.5 at -0 is -inf; the gradient
+ * is 0 for e = 0, else g * (e * x^(e-1)) with the same pow. */
 KILN_API kiln_tensor *kiln_pow_scalar(kiln_tensor *a, double exponent);
-/* Clamp to [lo, hi]; pass -INFINITY / INFINITY for a one-sided clamp. */
+/* min(max(x, lo), hi) as torch.clamp: NaN stays NaN, lo > hi gives hi everywhere; pass
+ * -INFINITY / INFINITY for a one-sided clamp. */
 KILN_API kiln_tensor *kiln_clamp(kiln_tensor *a, double lo, double hi);
 KILN_API kiln_tensor *kiln_relu(kiln_tensor *a);
 KILN_API kiln_tensor *kiln_leaky_relu(kiln_tensor *a, double negative_slope);
@@ -50,7 +58,8 @@ KILN_API kiln_tensor *kiln_mean_all(kiln_tensor *a);
 
 /* ---- softmax ----------------------------------------------------------------
  * Over any axis (axis 1 of NCHW is the per-pixel softmax over channels). An axis
- * of size 1 is an error: a softmax over one unit is always 1. */
+ * of size 1 is an error: a softmax over one unit is always 1. log_softmax is
+ * (x - max) - log(sum exp(x - max)), torch's form, accurate at any |x|. */
 KILN_API kiln_tensor *kiln_softmax(kiln_tensor *a, int axis);
 KILN_API kiln_tensor *kiln_log_softmax(kiln_tensor *a, int axis);
 
@@ -81,8 +90,10 @@ KILN_API kiln_tensor *kiln_concat(int n, kiln_tensor *const *ts, int axis);
 /* ---- statistics and linear algebra -------------------------------------------------
  * Covariance of the variables in x, as torch.cov: rowvar true means each row is a
  * variable and each column an observation (torch's layout); false is the usual data
- * matrix (N observations x D variables). Divides by observations - correction
- * (1: unbiased). Composed of differentiable ops. */
+ * matrix (N observations x D variables). A 1-d (or 0-d) x is one variable's
+ * observations. Divides by observations - correction (1: unbiased). One variable gives
+ * a 0-d tensor (its variance), as torch; D variables a (D, D) matrix. Composed of
+ * differentiable ops. */
 KILN_API kiln_tensor *kiln_cov(kiln_tensor *x, bool rowvar, int correction);
 /* Eigen-decomposition of a symmetric (n, n) matrix, as torch.linalg.eigh: eigenvalues
  * ascending in *values (n), orthonormal eigenvectors as the COLUMNS of *vectors (n, n).

@@ -52,6 +52,8 @@ KILN_API void kiln_optimizer_free(kiln_optimizer *o);
 KILN_API kiln_status kiln_optimizer_step(kiln_optimizer *o);
 /* Zeroes every parameter's gradient (keeps the tensors: arenas stay in place). */
 KILN_API void kiln_optimizer_zero_grad(kiln_optimizer *o);
+/* Sets the learning rate as torch's param_groups[i]['lr'] = lr (what its schedulers do):
+ * any finite value, negative included; NaN and infinities are errors. */
 KILN_API kiln_status kiln_optimizer_set_lr(kiln_optimizer *o, double lr);
 KILN_API double kiln_optimizer_get_lr(const kiln_optimizer *o);
 /* Number of kiln_optimizer_step calls that updated something. */

@@ -5,6 +5,7 @@
  * oneDNN first (conv_onednn.c); this path runs for f64 and whatever oneDNN declines. */
 #include "layers.h"
 #include "conv_onednn.h"
+#include "../elementwise_math.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -197,13 +198,14 @@ typedef kiln_conv_pass conv_pass;
 #define BACKWARD_INPUT KILN_CONV_BACKWARD_DATA
 #define BACKWARD_WEIGHT KILN_CONV_BACKWARD_WEIGHTS
 
-#define DEFINE_RELU(T)                                                                             \
+/* kiln_relu's formula (kernels/elementwise_math.h): NaN stays NaN, as torch's relu */
+#define DEFINE_RELU(T, SFX)                                                                        \
     static void relu_##T(T *y, int64_t n) {                                                        \
         _Pragma("omp parallel for schedule(static) if (n > 65536)")                                \
-        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0;                                \
+        for (int64_t i = 0; i < n; i++) y[i] = kiln_unary_##SFX(KILN_UNARY_RELU, y[i], 0, 0);      \
     }
-DEFINE_RELU(float)
-DEFINE_RELU(double)
+DEFINE_RELU(float, f32)
+DEFINE_RELU(double, f64)
 
 /* Packs the inputs, runs one pass in the output's dtype, adds the bias (input 2 if
  * given, per channel of the output), then ReLU when relu. g is the forward view of

@@ -100,23 +100,33 @@ KILN_CPU_KERNEL(bce) {
     return KILN_STATUS_OK;
 }
 
-/* g: 0-d (reduced) or the input's shape, maybe strided; mean scales by 1/n. */
+/* g: 0-d (reduced) or the input's shape, maybe strided. torch 1.13's operation order:
+ * input, g (p - y) / max(...) then * w, then / n ('mean'); target, -logit(p) * w / n * g. */
 #define BCE_BACKWARD(T, SFX)                                                                  \
     do {                                                                                      \
         kiln_tensor *ops[5] = {call->out, call->in[0], x, call->in[2], call->in[3]};          \
-        bool hw = call->in[3] != NULL;                                                        \
-        T scale = (T)(at->reduction == 1 ? 1.0 / (double)n : 1.0);                            \
+        bool hw = call->in[3] != NULL, mean = at->reduction == 1;                             \
+        T nf = (T)n, scale = (T)(mean ? 1.0 / (double)n : 1.0);                               \
         walk w;                                                                               \
         walk_init(&w, x, 5, ops);                                                             \
         WALK(&w, {                                                                            \
-            T p_ = *(T *)p[2], y_ = *(T *)p[3], g_ = *(T *)p[1] * scale;                      \
+            T p_ = *(T *)p[2], y_ = *(T *)p[3], g_ = *(T *)p[1];                              \
             T wt_ = hw ? *(T *)p[4] : (T)1, v;                                                \
             switch (at->wrt) {                                                                \
-            case KILN_LOSS_WRT_INPUT: v = wt_ * kiln_bce_grad_input_##SFX(p_, y_); break;     \
-            case KILN_LOSS_WRT_TARGET: v = wt_ * kiln_bce_grad_target_##SFX(p_); break;       \
-            default: v = kiln_bce_##SFX(p_, y_); break;                                       \
+            case KILN_LOSS_WRT_INPUT:                                                         \
+                v = kiln_bce_grad_input_##SFX(g_, p_, y_);                                    \
+                if (hw) v = v * wt_;                                                          \
+                if (mean) v = v / nf;                                                         \
+                break;                                                                        \
+            case KILN_LOSS_WRT_TARGET:                                                        \
+                v = kiln_bce_grad_target_##SFX(p_);                                           \
+                if (hw) v = v * wt_;                                                          \
+                if (mean) v = v / nf;                                                         \
+                v = v * g_;                                                                   \
+                break;                                                                        \
+            default: v = (g_ * scale) * kiln_bce_##SFX(p_, y_); break;                        \
             }                                                                                 \
-            *(T *)p[0] = g_ * v;                                                              \
+            *(T *)p[0] = v;                                                                   \
         });                                                                                   \
     } while (0)
 

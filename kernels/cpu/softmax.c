@@ -61,11 +61,14 @@ static inline double nanmax(double a, double b) { return (a >= b || isnan(a)) ? 
                 s[j] += e;                                                                     \
                 if (!log_) *(T *)AT(0, c, j) = (T)e;                                           \
             }                                                                                  \
-        for (int64_t j = 0; j < w; j++) s[j] = log_ ? m[j] + log(s[j]) : 1.0 / s[j];           \
+        /* log_softmax = (x - max) - log(sum): x - max is exact where it matters, and     \
+         * x - (max + log(sum)) loses log(sum) to max's rounding (all of it above 2^53) */ \
+        for (int64_t j = 0; j < w; j++) s[j] = log_ ? log(s[j]) : 1.0 / s[j];                  \
         for (int64_t c = 0; c < L; c++)                                                        \
             for (int64_t j = 0; j < w; j++) {                                                  \
                 T *o = (T *)AT(0, c, j);                                                       \
-                *o = log_ ? (T)((double)*(const T *)AT(1, c, j) - s[j]) : (T)((double)*o * s[j]); \
+                *o = log_ ? (T)(((double)*(const T *)AT(1, c, j) - m[j]) - s[j])               \
+                          : (T)((double)*o * s[j]);                                            \
             }                                                                                  \
     }                                                                                          \
     static void bwd_##SFX(const line_plan *lp, char **p, int64_t w, int log_) {                \

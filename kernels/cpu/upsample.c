@@ -7,12 +7,22 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* torch's nearest_idx: exact for equal and doubled sizes, else floor(dst*scale) in
- * float arithmetic (as torch computes it), clamped to the last pixel. */
-static int64_t nearest_src(int64_t dst, int64_t in, int64_t out, double scale) {
-    if (out == in) return dst;
-    if (out == 2 * in) return dst >> 1;
-    int64_t i = (int64_t)floorf((float)dst * (float)scale);
+/* The source-index scale of nearest as torch 1.13 rounds it: in the tensor's dtype,
+ * 1/factor (a factor given) or in/out. */
+static double nearest_scale(const kiln_upsample2d_attrs *at, int axis, int64_t in, int64_t out, bool f64) {
+    if (f64) return at->scale[axis];
+    return at->factor[axis] ? (double)(float)at->scale[axis] : (double)((float)in / (float)out);
+}
+
+/* torch 1.13's nearest source index on NCHW input (its generic CPU kernel, and its CUDA
+ * kernel): floor(dst * scale) with the product in the dtype, taken through float,
+ * clamped to the last pixel. No shortcut for equal or doubled sizes: with a scale factor
+ * given, 1.2 on a 3-wide axis samples 0, 0, 1, not 0, 1, 2. (torch's CPU backward, and its
+ * forward on channels-last or one-channel input, take nearest_idx's shortcuts instead;
+ * kiln's backward is the adjoint of this forward.) */
+static int64_t nearest_src(int64_t dst, int64_t in, double scale, bool f64) {
+    float src = f64 ? (float)(scale * (double)dst) : (float)dst * (float)scale;
+    int64_t i = (int64_t)floorf(src);
     return i < in - 1 ? i : in - 1;
 }
 
@@ -22,7 +32,10 @@ typedef struct {
     double l0, l1;
 } taps;
 
-static taps linear_taps(int64_t dst, int64_t in, double scale, bool align_corners) {
+/* torch's compute_source_index_and_lambda: an axis whose size does not change is
+ * copied (whatever the scale factor said), else the half-pixel (or corner) source. */
+static taps linear_taps(int64_t dst, int64_t in, int64_t out, double scale, bool align_corners) {
+    if (out == in) return (taps){dst, 0, 1.0, 0.0};
     double src = align_corners ? scale * (double)dst : scale * ((double)dst + 0.5) - 0.5;
     if (src < 0) src = 0;
     taps t;
@@ -93,13 +106,15 @@ static kiln_status run_upsample(const kiln_op_call *call, bool bilinear, kiln_te
         goto done;
     }
     void *ph = idx, *pw = idx + (size_t)ho * each;
+    bool f64 = call->out->dtype == KILN_F64;
+    double nsh = nearest_scale(at, 0, h, ho, f64), nsw = nearest_scale(at, 1, w, wo, f64);
     for (int64_t i = 0; i < ho; i++) {
-        if (bilinear) ((taps *)ph)[i] = linear_taps(i, h, at->scale[0], at->align_corners);
-        else ((int64_t *)ph)[i] = nearest_src(i, h, ho, at->scale[0]);
+        if (bilinear) ((taps *)ph)[i] = linear_taps(i, h, ho, at->scale[0], at->align_corners);
+        else ((int64_t *)ph)[i] = nearest_src(i, h, nsh, f64);
     }
     for (int64_t i = 0; i < wo; i++) {
-        if (bilinear) ((taps *)pw)[i] = linear_taps(i, w, at->scale[1], at->align_corners);
-        else ((int64_t *)pw)[i] = nearest_src(i, w, wo, at->scale[1]);
+        if (bilinear) ((taps *)pw)[i] = linear_taps(i, w, wo, at->scale[1], at->align_corners);
+        else ((int64_t *)pw)[i] = nearest_src(i, w, nsw, f64);
     }
     void *px = gy ? NULL : kiln__ptr(x), *py = kiln__ptr(call->out), *pg = gy ? kiln__ptr(gy) : NULL;
     if (gy) memset(py, 0, (size_t)kiln_tensor_numel(call->out) * kiln_dtype_size(call->out->dtype));

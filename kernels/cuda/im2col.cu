@@ -46,7 +46,7 @@ template <typename T> __global__ void bias_act_kernel(T *y, const T *b, int64_t 
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         T v = y[i];
         if (b) v += b[(i / l) % c];
-        if (relu) v = v > (T)0 ? v : (T)0; /* as kiln_relu (NaN gives 0) */
+        if (relu) v = unary_t(KILN_UNARY_RELU, v, (T)0, (T)0); /* kiln_relu's: NaN stays NaN */
         y[i] = v;
     }
 }

@@ -17,8 +17,8 @@ using namespace kiln_cuda;
 /* ---- the shared math, by type -------------------------------------------------------- */
 __device__ __forceinline__ float bce_t(float p, float y) { return kiln_bce_f32(p, y); }
 __device__ __forceinline__ double bce_t(double p, double y) { return kiln_bce_f64(p, y); }
-__device__ __forceinline__ float bce_gi_t(float p, float y) { return kiln_bce_grad_input_f32(p, y); }
-__device__ __forceinline__ double bce_gi_t(double p, double y) { return kiln_bce_grad_input_f64(p, y); }
+__device__ __forceinline__ float bce_gi_t(float g, float p, float y) { return kiln_bce_grad_input_f32(g, p, y); }
+__device__ __forceinline__ double bce_gi_t(double g, double p, double y) { return kiln_bce_grad_input_f64(g, p, y); }
 __device__ __forceinline__ float bce_gt_t(float p) { return kiln_bce_grad_target_f32(p); }
 __device__ __forceinline__ double bce_gt_t(double p) { return kiln_bce_grad_target_f64(p); }
 __device__ __forceinline__ float bcel_t(float x, float y, float pw) { return kiln_bce_logits_f32(x, y, pw); }
@@ -85,31 +85,44 @@ __global__ void bce_fwd_kernel(iter<5> it, const T *x, const T *y, const T *w, c
     }
 }
 
-/* iter ops: out, g, x, y, w, pw. The gradient for wrt, as the CPU's switch. */
+/* iter ops: out, g, x, y, w, pw. The gradient for wrt, as the CPU's switch (bce in
+ * torch's operation order: weight, then / n for 'mean' (nf > 0), then g for the target). */
 template <typename T, int LOGITS>
 __global__ void bce_bwd_kernel(iter<6> it, T *out, const T *g, const T *x, const T *y, const T *w, const T *pw,
-                               int wrt, T scale) {
+                               int wrt, T scale, T nf) {
     int64_t step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < it.n; i += step) {
         int64_t off[6];
         iter_offsets(it, i, off);
-        T x_ = x[off[2]], y_ = y[off[3]], g_ = g[off[1]] * scale;
+        T x_ = x[off[2]], y_ = y[off[3]];
         T wt = w ? w[off[4]] : (T)1, pw_ = pw ? pw[off[5]] : (T)1, v;
         if (LOGITS) {
+            T g_ = g[off[1]] * scale;
             switch (wrt) {
             case KILN_LOSS_WRT_INPUT: v = wt * bcel_gi_t(x_, y_, pw_); break;
             case KILN_LOSS_WRT_TARGET: v = wt * bcel_gt_t(x_, pw_); break;
             case KILN_LOSS_WRT_WEIGHT: v = bcel_t(x_, y_, pw_); break;
             default: v = wt * bcel_gpw_t(x_, y_); break;
             }
+            v = g_ * v;
         } else {
+            T g_ = g[off[1]];
             switch (wrt) {
-            case KILN_LOSS_WRT_INPUT: v = wt * bce_gi_t(x_, y_); break;
-            case KILN_LOSS_WRT_TARGET: v = wt * bce_gt_t(x_); break;
-            default: v = bce_t(x_, y_); break;
+            case KILN_LOSS_WRT_INPUT:
+                v = bce_gi_t(g_, x_, y_);
+                if (w) v = v * wt;
+                if (nf > 0) v = v / nf;
+                break;
+            case KILN_LOSS_WRT_TARGET:
+                v = bce_gt_t(x_);
+                if (w) v = v * wt;
+                if (nf > 0) v = v / nf;
+                v = v * g_;
+                break;
+            default: v = (g_ * scale) * bce_t(x_, y_); break;
             }
         }
-        out[off[0]] = g_ * v;
+        out[off[0]] = v;
     }
 }
 
@@ -165,16 +178,16 @@ kiln_status run_bce_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor
     if (it.n == 0) return KILN_STATUS_OK;
     int64_t n = 1;
     for (int d = 0; d < x->ndim; d++) n *= x->shape[d];
-    T scale = (T)(at->reduction == 1 ? 1.0 / (double)n : 1.0);
+    T scale = (T)(at->reduction == 1 ? 1.0 / (double)n : 1.0), nf = (T)(at->reduction == 1 ? (double)n : 0.0);
     T *o = (T *)out->data;
     const T *gp = (const T *)g->data, *xp = (const T *)x->data, *yp = (const T *)y->data;
     const T *wp = (const T *)wd.data, *pp = (const T *)pd.data;
     if (logits) {
         auto k = bce_bwd_kernel<T, 1>;
-        KILN_LAUNCH(k, grid_for(it.n), KILN_CUDA_BLOCK, 0, stream, it, o, gp, xp, yp, wp, pp, at->wrt, scale);
+        KILN_LAUNCH(k, grid_for(it.n), KILN_CUDA_BLOCK, 0, stream, it, o, gp, xp, yp, wp, pp, at->wrt, scale, nf);
     } else {
         auto k = bce_bwd_kernel<T, 0>;
-        KILN_LAUNCH(k, grid_for(it.n), KILN_CUDA_BLOCK, 0, stream, it, o, gp, xp, yp, wp, pp, at->wrt, scale);
+        KILN_LAUNCH(k, grid_for(it.n), KILN_CUDA_BLOCK, 0, stream, it, o, gp, xp, yp, wp, pp, at->wrt, scale, nf);
     }
     KILN_LAUNCH_CHECK(logits ? "bce_with_logits_backward" : "bce_backward", stream);
     return KILN_STATUS_OK;
@@ -227,19 +240,22 @@ __device__ __forceinline__ void ce_offsets(const ce_plan &p, int64_t q, int64_t 
     }
 }
 
-/* log-sum-exp over the class axis, max subtracted, in double (the CPU's LSE). */
+/* The max over the class axis and log(sum exp(x - max)), in double (the CPU's LSE). */
 template <typename T, int G>
-__device__ __forceinline__ double group_lse(const T *xp, int64_t xcs, int64_t C, int lane) {
+__device__ __forceinline__ void group_lse(const T *xp, int64_t xcs, int64_t C, int lane, double &lmax, double &lsum) {
     double m = -INFINITY, s = 0;
     for (int64_t c = lane; c < C; c += G) m = fmax(m, (double)xp[c * xcs]);
     m = group_fmax<G>(m);
     for (int64_t c = lane; c < C; c += G) s += exp((double)xp[c * xcs] - m);
     s = group_sum<G>(s);
-    return m + log(s);
+    lmax = m;
+    lsum = log(s);
 }
 
 #define WC(c) (w ? (double)w[(c) * p.ws] : 1.0)
 #define XC(c) ((double)xp[(c) * p.xcs])
+/* log-probability of class c: (x - max) - log(sum), as the CPU's LP */
+#define LP(c) ((XC(c) - lmax) - lsum)
 #define TC(c) ((double)tp[(c) * p.tcs])
 
 /* Forward: a group per position computes its log-sum-exp (unless LOGP: x holds
@@ -255,21 +271,22 @@ __global__ void ce_fwd_kernel(ce_plan p, const T *x, const void *target, const T
         int64_t xo, to, go, oo;
         ce_offsets(p, q, xo, to, go, oo);
         const T *xp = x + xo;
-        double lse = LOGP ? 0.0 : group_lse<T, G>(xp, p.xcs, C, gp.lane);
+        double lmax = 0, lsum = 0;
+        if (!LOGP) group_lse<T, G>(xp, p.xcs, C, gp.lane, lmax, lsum);
         double loss = 0, wt_used = 0;
         if (prob) {
             const T *tp = (const T *)target + to;
-            for (int64_t c = gp.lane; c < C; c += G) loss -= WC(c) * (TC(c) * (1 - eps) + eps / (double)C) * (XC(c) - lse);
+            for (int64_t c = gp.lane; c < C; c += G) loss -= WC(c) * (TC(c) * (1 - eps) + eps / (double)C) * LP(c);
             loss = group_sum<G>(loss);
             wt_used = 1;
         } else {
             int64_t t = ((const int64_t *)target)[to];
             if (t != ignore) {
                 double wt = WC(t);
-                loss = -(1 - eps) * wt * (XC(t) - lse);
+                loss = -(1 - eps) * wt * LP(t);
                 if (eps > 0) {
                     double sm = 0;
-                    for (int64_t c = gp.lane; c < C; c += G) sm -= WC(c) * (XC(c) - lse);
+                    for (int64_t c = gp.lane; c < C; c += G) sm -= WC(c) * LP(c);
                     sm = group_sum<G>(sm);
                     loss += eps / (double)C * sm;
                 }
@@ -318,11 +335,12 @@ __global__ void ce_bwd_kernel(ce_plan p, const T *g, const T *x, const void *tar
         const T *xp = x + xo;
         T *op = out + oo;
         double gi = (double)g[go] * scale;
-        double lse = LOGP ? 0.0 : group_lse<T, G>(xp, p.xcs, C, gp.lane);
+        double lmax = 0, lsum = 0;
+        if (!LOGP) group_lse<T, G>(xp, p.xcs, C, gp.lane, lmax, lsum);
         if (prob) {
             const T *tp = (const T *)target + to;
             if (wrt == KILN_LOSS_WRT_TARGET) {
-                for (int64_t c = gp.lane; c < C; c += G) op[c * p.ocs] = (T)(-gi * (1 - eps) * WC(c) * (XC(c) - lse));
+                for (int64_t c = gp.lane; c < C; c += G) op[c * p.ocs] = (T)(-gi * (1 - eps) * WC(c) * LP(c));
                 continue;
             }
             double wtsum = 0;
@@ -330,7 +348,7 @@ __global__ void ce_bwd_kernel(ce_plan p, const T *g, const T *x, const void *tar
             wtsum = group_sum<G>(wtsum);
             for (int64_t c = gp.lane; c < C; c += G) {
                 double tc = TC(c) * (1 - eps) + eps / (double)C;
-                op[c * p.ocs] = (T)(gi * (exp(XC(c) - lse) * wtsum - WC(c) * tc));
+                op[c * p.ocs] = (T)(gi * (exp(LP(c)) * wtsum - WC(c) * tc));
             }
             continue;
         }
@@ -350,7 +368,7 @@ __global__ void ce_bwd_kernel(ce_plan p, const T *g, const T *x, const void *tar
             wall = group_sum<G>(wall);
         }
         for (int64_t c = gp.lane; c < C; c += G) {
-            double pc = exp(XC(c) - lse);
+            double pc = exp(LP(c));
             double v = (1 - eps) * wt * (pc - (c == t ? 1.0 : 0.0));
             if (eps > 0) v += eps / (double)C * (wall * pc - WC(c));
             op[c * p.ocs] = (T)(gi * v);
@@ -371,6 +389,7 @@ template <typename T> __global__ void one_hot_kernel(ce_plan p, const int64_t *t
 
 #undef WC
 #undef XC
+#undef LP
 #undef TC
 
 /* ---- the float32 path (kiln_ce_f32_path; dense x, target, g and out) ------------------ */

@@ -25,8 +25,9 @@ template <typename T, int G> __global__ void softmax_fwd_kernel(axis_plan<2> p, 
         for (int64_t c = gp.lane; c < L; c += G) s += exp((double)xr[c * xs] - m);
         s = group_sum<G>(s);
         if (log_) {
-            double lse = m + log(s);
-            for (int64_t c = gp.lane; c < L; c += G) y[c * ys] = (T)((double)xr[c * xs] - lse);
+            /* (x - max) - log(sum), the CPU's order: max + log(sum) would round log(sum) away */
+            double ls = log(s);
+            for (int64_t c = gp.lane; c < L; c += G) y[c * ys] = (T)(((double)xr[c * xs] - m) - ls);
         } else {
             /* the CPU stores exp in T first, then scales it: the same two roundings */
             double inv = 1.0 / s;

@@ -1,4 +1,4 @@
-/* CUDA nearest and bilinear upsampling over NCHW, forward and backward, with torch's
+/* CUDA nearest and bilinear upsampling over NCHW, forward and backward, with torch 1.13's
  * source-index formulas as the CPU computes them (kernels/cpu/upsample.c). Source
  * indices are monotone in the output index, so a backward thread per input pixel
  * finds the output rows and columns that read it by binary search and gathers their
@@ -12,12 +12,19 @@ using namespace kiln_cuda;
 struct up_geom {
     int64_t n, c, h, w, ho, wo;
     int64_t xs[4]; /* strides of x (forward) or gy (backward), in elements */
-    double scale_h, scale_w;
+    double scale_h, scale_w;   /* bilinear: torch's scale in double */
+    double nscale_h, nscale_w; /* nearest: the scale as torch rounds it for the dtype */
     int align_corners;
 };
 
+/* As the CPU's nearest_scale: 1/factor or in/out in the dtype. */
+static double nearest_scale(const kiln_upsample2d_attrs *at, int axis, int64_t in, int64_t out, bool f64) {
+    if (f64) return at->scale[axis];
+    return at->factor[axis] ? (double)(float)at->scale[axis] : (double)((float)in / (float)out);
+}
+
 static up_geom make_geom(const kiln_cuda_tensor *in, int64_t h, int64_t w, int64_t ho, int64_t wo,
-                         const kiln_upsample2d_attrs *at) {
+                         const kiln_upsample2d_attrs *at, bool f64) {
     up_geom g;
     g.n = in->shape[0];
     g.c = in->shape[1];
@@ -28,24 +35,28 @@ static up_geom make_geom(const kiln_cuda_tensor *in, int64_t h, int64_t w, int64
     for (int i = 0; i < 4; i++) g.xs[i] = in->strides[i];
     g.scale_h = at->scale[0];
     g.scale_w = at->scale[1];
+    g.nscale_h = nearest_scale(at, 0, h, ho, f64);
+    g.nscale_w = nearest_scale(at, 1, w, wo, f64);
     g.align_corners = at->align_corners;
     return g;
 }
 
-/* torch's nearest source index (exact for equal and doubled sizes). */
-__device__ __forceinline__ int64_t nearest_src(int64_t dst, int64_t in, int64_t out, double scale) {
-    if (out == in) return dst;
-    if (out == 2 * in) return dst >> 1;
-    int64_t i = (int64_t)floorf(__fmul_rn((float)dst, (float)scale));
+/* torch 1.13's nearest source index on NCHW (the CPU's nearest_src): floor(dst * scale),
+ * the product in T, taken through float; no shortcut for equal or doubled sizes. */
+__device__ __forceinline__ float nearest_pos(float scale, int64_t dst) { return __fmul_rn((float)dst, scale); }
+__device__ __forceinline__ float nearest_pos(double scale, int64_t dst) { return (float)__dmul_rn(scale, (double)dst); }
+template <typename T> __device__ __forceinline__ int64_t nearest_src(int64_t dst, int64_t in, double scale) {
+    int64_t i = (int64_t)floorf(nearest_pos((T)scale, dst));
     return i < in - 1 ? i : in - 1;
 }
 
 /* The first output index in [0, out) whose source is >= v (out when none). */
+template <typename T>
 __device__ __forceinline__ int64_t nearest_lower_bound(int64_t v, int64_t in, int64_t out, double scale) {
     int64_t lo = 0, hi = out;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (nearest_src(mid, in, out, scale) < v) lo = mid + 1;
+        if (nearest_src<T>(mid, in, scale) < v) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -56,8 +67,13 @@ struct taps {
     double l0, l1;
 };
 
-/* Bilinear taps along one axis, rounded exactly as the CPU rounds them (no FMA). */
-__device__ __forceinline__ taps linear_taps(int64_t dst, int64_t in, double scale, int align_corners) {
+/* Bilinear taps along one axis, rounded exactly as the CPU rounds them (no FMA); an axis
+ * whose size does not change is copied, as torch's compute_source_index_and_lambda. */
+__device__ __forceinline__ taps linear_taps(int64_t dst, int64_t in, int64_t out, double scale, int align_corners) {
+    if (out == in) {
+        taps c = {dst, 0, 1.0, 0.0};
+        return c;
+    }
     double d = (double)dst;
     double src = align_corners ? __dmul_rn(scale, d) : __dadd_rn(__dmul_rn(scale, __dadd_rn(d, 0.5)), -0.5);
     if (src < 0) src = 0;
@@ -75,7 +91,7 @@ __device__ __forceinline__ int64_t linear_lower_bound(int64_t v, int64_t in, int
     int64_t lo = 0, hi = out;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (linear_taps(mid, in, scale, align).i0 < v) lo = mid + 1;
+        if (linear_taps(mid, in, out, scale, align).i0 < v) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -86,7 +102,7 @@ template <typename T> __global__ void nearest_kernel(up_geom g, const T *x, T *y
     int64_t total = g.n * g.c * g.ho * g.wo, step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += step) {
         int64_t ow = o % g.wo, t = o / g.wo, oh = t % g.ho, p = t / g.ho;
-        int64_t ih = nearest_src(oh, g.h, g.ho, g.scale_h), iw = nearest_src(ow, g.w, g.wo, g.scale_w);
+        int64_t ih = nearest_src<T>(oh, g.h, g.nscale_h), iw = nearest_src<T>(ow, g.w, g.nscale_w);
         y[o] = x[(p / g.c) * g.xs[0] + (p % g.c) * g.xs[1] + ih * g.xs[2] + iw * g.xs[3]];
     }
 }
@@ -96,8 +112,10 @@ template <typename T> __global__ void nearest_backward_kernel(up_geom g, const T
     int64_t total = g.n * g.c * g.h * g.w, step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         int64_t iw = i % g.w, t = i / g.w, ih = t % g.h, p = t / g.h;
-        int64_t oh0 = nearest_lower_bound(ih, g.h, g.ho, g.scale_h), oh1 = nearest_lower_bound(ih + 1, g.h, g.ho, g.scale_h);
-        int64_t ow0 = nearest_lower_bound(iw, g.w, g.wo, g.scale_w), ow1 = nearest_lower_bound(iw + 1, g.w, g.wo, g.scale_w);
+        int64_t oh0 = nearest_lower_bound<T>(ih, g.h, g.ho, g.nscale_h);
+        int64_t oh1 = nearest_lower_bound<T>(ih + 1, g.h, g.ho, g.nscale_h);
+        int64_t ow0 = nearest_lower_bound<T>(iw, g.w, g.wo, g.nscale_w);
+        int64_t ow1 = nearest_lower_bound<T>(iw + 1, g.w, g.wo, g.nscale_w);
         const T *gp = gy + (p / g.c) * g.xs[0] + (p % g.c) * g.xs[1];
         T acc = 0;
         for (int64_t oh = oh0; oh < oh1; oh++)
@@ -111,7 +129,8 @@ template <typename T> __global__ void bilinear_kernel(up_geom g, const T *x, T *
     int64_t total = g.n * g.c * g.ho * g.wo, step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += step) {
         int64_t ow = o % g.wo, t = o / g.wo, oh = t % g.ho, p = t / g.ho;
-        taps a = linear_taps(oh, g.h, g.scale_h, g.align_corners), b = linear_taps(ow, g.w, g.scale_w, g.align_corners);
+        taps a = linear_taps(oh, g.h, g.ho, g.scale_h, g.align_corners);
+        taps b = linear_taps(ow, g.w, g.wo, g.scale_w, g.align_corners);
         const T *xp = x + (p / g.c) * g.xs[0] + (p % g.c) * g.xs[1];
         const T *r0 = xp + a.i0 * g.xs[2], *r1 = xp + (a.i0 + a.step) * g.xs[2];
         int64_t c0 = b.i0 * g.xs[3], c1 = (b.i0 + b.step) * g.xs[3];
@@ -134,10 +153,10 @@ template <typename T> __global__ void bilinear_backward_kernel(up_geom g, const 
         const T *gp = gy + (p / g.c) * g.xs[0] + (p % g.c) * g.xs[1];
         T acc = 0;
         for (int64_t oh = oh0; oh < oh1; oh++) {
-            taps a = linear_taps(oh, g.h, g.scale_h, g.align_corners);
+            taps a = linear_taps(oh, g.h, g.ho, g.scale_h, g.align_corners);
             bool row0 = a.i0 == ih, row1 = a.i0 + a.step == ih;
             for (int64_t ow = ow0; ow < ow1; ow++) {
-                taps b = linear_taps(ow, g.w, g.scale_w, g.align_corners);
+                taps b = linear_taps(ow, g.w, g.wo, g.scale_w, g.align_corners);
                 bool col0 = b.i0 == iw, col1 = b.i0 + b.step == iw;
                 double gv = (double)gp[oh * g.xs[2] + ow * g.xs[3]];
                 if (row0 && col0) acc += (T)__dmul_rn(__dmul_rn(gv, a.l0), b.l0);
@@ -173,7 +192,8 @@ static kiln_status run(const char *op, int kind, const kiln_cuda_tensor *out, co
     if (s != KILN_STATUS_OK) return s;
     bool backward = kind == NEAREST_BW || kind == BILINEAR_BW;
     const kiln_cuda_tensor *big = backward ? in : out, *small = backward ? out : in;
-    up_geom g = make_geom(in, small->shape[2], small->shape[3], big->shape[2], big->shape[3], at);
+    up_geom g = make_geom(in, small->shape[2], small->shape[3], big->shape[2], big->shape[3], at,
+                          out->dtype == KILN_F64);
     int64_t work = g.n * g.c * (backward ? g.h * g.w : g.ho * g.wo);
     if (work == 0) return KILN_STATUS_OK;
     if (out->dtype == KILN_F32) launch<float>(kind, g, work, in->data, out->data, stream);

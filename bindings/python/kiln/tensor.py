@@ -768,7 +768,8 @@ def randn_like(t, **kw):
 
 def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new tensor holding a copy of data (a NumPy array, nested lists, a number or
-    a tensor). Python floats become float32 and ints int64, as in torch.tensor."""
+    a tensor). Python floats become float32 and ints int64, as in torch.tensor; with a
+    dtype given they convert straight to it (float64 keeps every digit, as torch)."""
     import numpy as np
 
     if isinstance(data, Tensor):
@@ -779,7 +780,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         arr = np.asarray(data)
     else:
         arr = np.asarray(data)
-        if arr.dtype == np.float64:
+        if arr.dtype == np.float64 and dtype is None:
             arr = arr.astype(np.float32)
         elif arr.dtype.kind in "iu" and arr.dtype != np.uint8:
             arr = arr.astype(np.int64)

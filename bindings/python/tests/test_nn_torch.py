@@ -265,6 +265,27 @@ def test_schedules_match_torch():
             ts.step()
 
 
+@pytest.mark.parametrize("strategy", ["linear", "cos"])
+def test_onecycle_last_step_of_a_standard_loop_matches_torch(strategy):
+    # total_steps optimizer steps, each followed by scheduler.step(): the last one goes past
+    # the schedule's end, where torch extrapolates (below 0 for 'linear') and does not raise
+    ko = kiln.optim.SGD([kiln.zeros(1, requires_grad=True)], lr=0.1)
+    to = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    ks = kiln.optim.OneCycleLR(ko, max_lr=0.1, total_steps=10, anneal_strategy=strategy)
+    ts = torch.optim.lr_scheduler.OneCycleLR(to, max_lr=0.1, total_steps=10, anneal_strategy=strategy,
+                                             cycle_momentum=False)
+    for _ in range(10):
+        to.step()
+        ks.step()
+        ts.step()
+        assert ko.lr == pytest.approx(to.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
+    assert ks.get_last_lr()[0] == pytest.approx(ts.get_last_lr()[0], rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError):
+        ts.step()
+    with pytest.raises(Exception):
+        ks.step()
+
+
 def test_clipping_matches_torch():
     arrays, grads = params_pair(18)
     for norm_type in (2.0, 1.0, float("inf")):

@@ -181,3 +181,10 @@ def test_properties_and_repr():
     assert repr(kiln.device("cuda:1")) == "device('cuda:1')"
     assert kiln.device("cuda", 2) == "cuda:2"
     assert math.isclose(kiln.tensor(2.0).item(), 2.0)
+
+
+def test_float64_lists_keep_every_digit():
+    # torch.tensor(list, dtype=torch.float64) converts straight to float64; without a dtype a
+    # list of floats becomes float32, as torch's default
+    assert kiln.tensor([1e-13, 0.9999999], dtype="float64").numpy().tolist() == [1e-13, 0.9999999]
+    assert kiln.tensor([0.1]).dtype == kiln.float32
