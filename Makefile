@@ -1,5 +1,5 @@
 # Thin wrapper over CMake for the README's commands.
-#   make demo   installs what is missing, builds, trains the car-mask U-Net demo
+#   make demo   installs what the demo is missing, builds the library and car_mask, trains the car-mask U-Net
 #   make test   installs what is missing, builds, runs every test (plain and ASan+UBSan, C then Python)
 #   make bench  builds (Release) and runs the CPU benchmarks against PyTorch: table + benchmarks/results/cpu.json
 SHELL := /bin/bash
@@ -7,16 +7,28 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 BUILD ?= build
 
-.PHONY: all setup build demo test test-plain test-asan test-valgrind bench clean
+.PHONY: all setup setup-demo build demo test test-plain test-asan test-valgrind bench clean install
 
 all: build
 
 setup:
 	@bash scripts/setup.sh
 
+# only what the library and car_mask need (no test framework, no data sets)
+setup-demo:
+	@KILN_SETUP_DEMO=1 bash scripts/setup.sh
+
 build: setup
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
+
+# `make install PREFIX=DIR`: headers, libkiln.so/.a, the CMake package (find_package(kiln))
+# and kiln.pc into DIR (default /usr/local), from a Release build of the library alone.
+PREFIX ?= /usr/local
+install: setup-demo
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target kiln_shared kiln_static -- --no-print-directory
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 # car_mask's defaults are the demo: U-Net-16 on the default device, 16 epochs over 192
 # scenes of 64x64, sized to finish in under 5 minutes on 2 CPU cores with held-out IoU
@@ -25,7 +37,9 @@ build: setup
 # so they run on one thread here and OpenBLAS uses the cores: DEMO_THREADS=2 changes it.
 DEMO_OUT ?= out/car_mask
 DEMO_THREADS ?= 1
-demo: build
+demo: setup-demo
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target car_mask -- --no-print-directory
 	@OMP_NUM_THREADS=$(DEMO_THREADS) $(BUILD)/car_mask --out $(DEMO_OUT)
 	@echo "make demo: pictures in $(DEMO_OUT)/car_mask_grid.png (input | truth | prediction)"
 	@echo "           and $(DEMO_OUT)/car_mask_plot.png (loss and held-out metrics per epoch);"
@@ -57,7 +71,7 @@ bench: build
 # oneDNN stays on and memcheck checks the same convolution path the other builds run
 # (rather than KILN_ONEDNN=0, which would check im2col instead). Measured: with it,
 # `make test-valgrind VALGRIND_SUITES=test_conv_onednn` passes (about 6 minutes).
-VALGRIND_SUITES ?= test_autograd test_pool test_scope test_tensor test_views test_checkpoint test_module
+VALGRIND_SUITES ?= test_autograd test_pool test_scope test_tensor test_views test_checkpoint test_checkpoint_load test_module test_limits
 test-valgrind: setup
 	@cmake -S . -B build-vg -DCMAKE_BUILD_TYPE=Debug -DKILN_CUDA=OFF -DKILN_BUILD_EXAMPLES=OFF -DKILN_BUILD_BENCHMARKS=OFF >/dev/null
 	@cmake --build build-vg -j $(JOBS) --target $(VALGRIND_SUITES) -- --no-print-directory
@@ -67,7 +81,16 @@ test-valgrind: setup
 	done; echo "test-valgrind: $(words $(VALGRIND_SUITES)) suites clean"
 
 clean:
-	rm -rf build build-asan build-vg
+	rm -rf build build-asan build-vg build-fuzz
+
+# libFuzzer over every parser of untrusted bytes (docs/fuzzing.md): clang + ASan + UBSan
+# in build-fuzz, FUZZ_SECONDS per harness on its working corpus, then executions and
+# coverage. `make test` replays the seeds and tests/fuzz/regressions/ without clang.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	@KILN_SETUP_FUZZ=1 bash scripts/setup.sh
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(JOBS) bash tests/fuzz/run_fuzz.sh
 
 # ---- Python bindings (bindings/python) -------------------------------------------------
 # pytest with Debian's python3 (numpy, pytest; the PyTorch comparisons run when torch is

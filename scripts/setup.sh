@@ -14,9 +14,18 @@ need=(
   "libdnnl-dev:CPU convolutions (oneDNN, the library PyTorch's CPU convolutions run on; without it they run as im2col + OpenBLAS, slower)"
   "libpng-dev:PNG images in and out"
   "libjansson-dev:safetensors checkpoint headers (JSON)"
-  "libcriterion-dev:the C test framework"
-  "dataset-fashion-mnist:Fashion-MNIST for the fashion_mnist and autoencoder examples (IDX .gz files)"
 )
+# KILN_SETUP_DEMO=1 (make demo, make install): the library and car_mask only
+if [ "${KILN_SETUP_DEMO:-0}" != 1 ]; then
+  need+=("libcriterion-dev:the C test framework"
+         "g++:the CUDA emulator the device tests run on (kernels/emu is C++)"
+         "dataset-fashion-mnist:Fashion-MNIST for the fashion_mnist and autoencoder examples (IDX .gz files)")
+fi
+if [ "${KILN_SETUP_FUZZ:-0}" = 1 ]; then
+  need+=("clang:the libFuzzer harnesses (make fuzz)" "libclang-rt-14-dev:libFuzzer and clang's sanitizer runtimes"
+         "libomp-dev:OpenMP for the clang build" "llvm:llvm-profdata and llvm-cov for the fuzz coverage report"
+         "python3:the fuzz seed corpus script")
+fi
 if [ "${KILN_SETUP_PYTHON:-0}" = 1 ]; then
   need+=("python3-numpy:Python tests and fixtures" "python3-pytest:Python tests"
          "python3-torch:the Python tests' comparisons with PyTorch")
