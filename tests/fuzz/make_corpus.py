@@ -239,6 +239,11 @@ def main():
     crafted_png(a.out)
     crafted_idx(a.out)
     pkg = package_safetensors(a.out)
+    # always one seed written by the package: the committed PyTorch fixture
+    # (tests/fixtures/gen_checkpoint.py, safetensors.torch.save_file)
+    fixture = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "torch_small.safetensors")
+    if os.path.exists(fixture):
+        shutil.copy(fixture, os.path.join(a.out, "safetensors", "package_torch_small.safetensors"))
     counts = ", ".join("%s %d" % (h, len(os.listdir(os.path.join(a.out, h)))) for h in HARNESSES)
     print("make_corpus: %s (Python safetensors package: %s) in %s" % (counts, pkg, a.out))
 
