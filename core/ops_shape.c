@@ -118,14 +118,10 @@ kiln_tensor *kiln_squeeze(kiln_tensor *a, int axis) {
     } else {
         int ax;
         if (!kiln__axis("squeeze", axis, a->ndim, &ax)) return NULL;
-        if (a->shape[ax] != 1) {
-            char b[128];
-            kiln__error(KILN_STATUS_SHAPE, "squeeze: axis %d of %s has size %lld, not 1", axis,
-                        kiln__shape_str(a->ndim, a->shape, b, sizeof b), (long long)a->shape[ax]);
-            return NULL;
-        }
+        /* an axis not of size 1 (or a 0-d tensor) stays: a view of the same shape, as torch */
+        bool drop = a->ndim > 0 && a->shape[ax] == 1;
         for (int i = 0; i < a->ndim; i++)
-            if (i != ax) ns[n++] = a->shape[i];
+            if (i != ax || !drop) ns[n++] = a->shape[i];
     }
     return kiln_reshape(a, n, ns);
 }

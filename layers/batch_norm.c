@@ -1,4 +1,5 @@
-/* batch_norm2d over (N, C, H, W): training normalizes with the batch statistics
+/* batch_norm over (N, C, H, W), and (N, C), (N, C, L) and more axes as a 4-d view (torch's
+ * F.batch_norm, BatchNorm1d's input): training normalizes with the batch statistics
  * (biased variance) and moves the running statistics toward them (unbiased
  * variance, running = (1-m)·running + m·batch, as torch); eval uses the running
  * statistics. Backward is dedicated kernels, the full batch-stat gradient in training. */
@@ -14,17 +15,17 @@ const kiln_op_def kiln_op_batch_norm = {
 const kiln_op_def kiln_op_batch_norm_backward = {
     "batch_norm_backward", {kiln_cpu_batch_norm_backward, NULL}, NULL, true, sizeof(kiln_batch_norm_attrs)};
 
-static bool check_channel_tensor(const char *what, kiln_tensor *t, const kiln_tensor *x) {
+static bool check_channel_tensor(const char *op, const char *what, kiln_tensor *t, const kiln_tensor *x) {
     if (!t) return true;
     char b1[128], b2[128];
     if (t->ndim != 1 || t->shape[0] != x->shape[1]) {
-        kiln__error(KILN_STATUS_SHAPE, "batch_norm2d: %s %s must be 1-d with one value per channel (%lld) of input %s",
-                    what, kiln__shape_str(t->ndim, t->shape, b1, sizeof b1), (long long)x->shape[1],
+        kiln__error(KILN_STATUS_SHAPE, "%s: %s %s must be 1-d with one value per channel (%lld) of input %s",
+                    op, what, kiln__shape_str(t->ndim, t->shape, b1, sizeof b1), (long long)x->shape[1],
                     kiln__shape_str(x->ndim, x->shape, b2, sizeof b2));
         return false;
     }
     kiln_tensor *pair[2] = {(kiln_tensor *)x, t};
-    return kiln__check_float_inputs("batch_norm2d", 2, pair);
+    return kiln__check_float_inputs(op, 2, pair);
 }
 
 /* running = (1 - m)·running + m·batch, computed without recording and written in place. */
@@ -39,37 +40,42 @@ static kiln_status update_running(kiln_tensor *running, kiln_tensor *batch, doub
     return st;
 }
 
-kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias, kiln_tensor *running_mean,
-                               kiln_tensor *running_var, bool training, double momentum, double eps) {
-    if (!kiln__check_float_inputs("batch_norm2d", 1, &x)) return NULL;
+/* The checks and the op for x of rank >= 2 (the op itself runs on a 4-d view). */
+static kiln_tensor *batch_norm(const char *op, kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
+                               kiln_tensor *running_mean, kiln_tensor *running_var, bool training, double momentum,
+                               double eps) {
     char b1[128];
-    if (x->ndim != 4) {
-        kiln__error(KILN_STATUS_SHAPE, "batch_norm2d: input %s must be 4-d (N, C, H, W)",
-                    kiln__shape_str(x->ndim, x->shape, b1, sizeof b1));
-        return NULL;
-    }
-    if (!check_channel_tensor("weight", weight, x) || !check_channel_tensor("bias", bias, x) ||
-        !check_channel_tensor("running_mean", running_mean, x) || !check_channel_tensor("running_var", running_var, x))
+    if (!check_channel_tensor(op, "weight", weight, x) || !check_channel_tensor(op, "bias", bias, x) ||
+        !check_channel_tensor(op, "running_mean", running_mean, x) ||
+        !check_channel_tensor(op, "running_var", running_var, x))
         return NULL;
     if (!running_mean != !running_var) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "batch_norm2d: running_mean and running_var must both be given or "
-                    "both be NULL");
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: running_mean and running_var must both be given or both be "
+                    "NULL", op);
         return NULL;
     }
     if (!training && !running_mean) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "batch_norm2d: eval mode normalizes with the running statistics; "
-                    "pass running_mean and running_var, or use training mode");
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: eval mode normalizes with the running statistics; pass "
+                    "running_mean and running_var, or use training mode", op);
         return NULL;
     }
     if (!(eps > 0)) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "batch_norm2d: eps %g must be positive", eps);
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: eps %g must be positive", op, eps);
         return NULL;
     }
-    int64_t c = x->shape[1], cnt = x->shape[0] * x->shape[2] * x->shape[3];
+    int64_t c = x->shape[1], rest = 1; /* rest: the positions per sample (H·W, L, or 1) */
+    for (int i = 2; i < x->ndim; i++) rest *= x->shape[i];
+    int64_t cnt = x->shape[0] * rest;
     if (training && cnt <= 1) {
-        kiln__error(KILN_STATUS_SHAPE, "batch_norm2d: expected more than 1 value per channel when training, got "
-                    "input %s; use a larger batch or eval mode", kiln__shape_str(x->ndim, x->shape, b1, sizeof b1));
+        kiln__error(KILN_STATUS_SHAPE, "%s: expected more than 1 value per channel when training, got input %s; use a "
+                    "larger batch or eval mode", op, kiln__shape_str(x->ndim, x->shape, b1, sizeof b1));
         return NULL;
+    }
+    kiln_tensor *shown = x;
+    if (x->ndim != 4) { /* (N, C, L...) as (N, C, L·..., 1): the same values per channel, in the same order */
+        int64_t s4[4] = {x->shape[0], c, rest, 1};
+        x = kiln_reshape(x, 4, s4);
+        if (!x) return NULL;
     }
     kiln_tensor *mean = running_mean, *var = running_var;
     if (training) {
@@ -87,7 +93,32 @@ kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor 
     }
     kiln_batch_norm_attrs at = {eps, training, 0};
     kiln_tensor *in[5] = {x, weight, bias, mean, var};
-    return kiln__run(&kiln_op_batch_norm, 5, in, kiln__new_like(x), &at);
+    kiln_tensor *y = kiln__run(&kiln_op_batch_norm, 5, in, kiln__new_like(x), &at);
+    return shown == x ? y : kiln_reshape(y, shown->ndim, shown->shape);
+}
+
+kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias, kiln_tensor *running_mean,
+                               kiln_tensor *running_var, bool training, double momentum, double eps) {
+    if (!kiln__check_float_inputs("batch_norm2d", 1, &x)) return NULL;
+    if (x->ndim != 4) {
+        char b1[128];
+        kiln__error(KILN_STATUS_SHAPE, "batch_norm2d: input %s must be 4-d (N, C, H, W); kiln_batch_norm takes "
+                    "(N, C) and (N, C, L) too", kiln__shape_str(x->ndim, x->shape, b1, sizeof b1));
+        return NULL;
+    }
+    return batch_norm("batch_norm2d", x, weight, bias, running_mean, running_var, training, momentum, eps);
+}
+
+kiln_tensor *kiln_batch_norm(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias, kiln_tensor *running_mean,
+                             kiln_tensor *running_var, bool training, double momentum, double eps) {
+    if (!kiln__check_float_inputs("batch_norm", 1, &x)) return NULL;
+    if (x->ndim < 2) {
+        char b1[128];
+        kiln__error(KILN_STATUS_SHAPE, "batch_norm: input %s must have a channel axis: (N, C), (N, C, L) or "
+                    "(N, C, H, W)", kiln__shape_str(x->ndim, x->shape, b1, sizeof b1));
+        return NULL;
+    }
+    return batch_norm("batch_norm", x, weight, bias, running_mean, running_var, training, momentum, eps);
 }
 
 /* Training: one which-3 call sums g and g·x̂ per channel, the weight and bias gradients are

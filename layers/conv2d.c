@@ -20,10 +20,9 @@ bool kiln__conv_check_tensors(const char *op, kiln_tensor *x, kiln_tensor *w, ki
     kiln_tensor *in[3] = {x, w, b};
     if (!kiln__check_float_inputs(op, b ? 3 : 2, in)) return false;
     char s[128];
-    if (x->ndim != 4) {
-        kiln__error(KILN_STATUS_SHAPE, "%s: input has shape %s (%d-d); it takes NCHW input (N, C, H, W): add a "
-                    "batch axis with kiln_unsqueeze(x, 0)", op, kiln__shape_str(x->ndim, x->shape, s, sizeof s),
-                    x->ndim);
+    if (x->ndim != 4) { /* the public functions turn 3-d input into 4-d before this */
+        kiln__error(KILN_STATUS_SHAPE, "%s: input has shape %s (%d-d); it takes 3-d (C, H, W) or 4-d (N, C, H, W) "
+                    "input", op, kiln__shape_str(x->ndim, x->shape, s, sizeof s), x->ndim);
         return false;
     }
     if (w->ndim != 4) {
@@ -145,6 +144,8 @@ bool kiln__conv2d_prepare(const char *op, kiln_tensor *x, kiln_tensor *w, kiln_t
 }
 
 kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const kiln_conv2d_params *p) {
+    /* unbatched (C, H, W), as torch: one image through views, so gradients flow */
+    if (x && x->ndim == 3) return kiln_squeeze(kiln_conv2d(kiln_unsqueeze(x, 0), w, b, p), 0);
     kiln_conv2d_attrs at;
     int64_t shape[4];
     if (!kiln__conv2d_prepare("conv2d", x, w, b, p, &at, shape)) return NULL;

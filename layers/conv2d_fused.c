@@ -18,6 +18,7 @@ static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call) {
 }
 
 kiln_tensor *kiln_conv2d_bias_relu(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const kiln_conv2d_params *p) {
+    if (x && x->ndim == 3) return kiln_squeeze(kiln_conv2d_bias_relu(kiln_unsqueeze(x, 0), w, b, p), 0);
     bool records = kiln_grad_enabled() && ((x && kiln_tensor_requires_grad(x)) ||
                                            (w && kiln_tensor_requires_grad(w)) || (b && kiln_tensor_requires_grad(b)));
     if (records) return kiln_relu(kiln_conv2d(x, w, b, p));

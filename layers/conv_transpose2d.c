@@ -17,6 +17,8 @@ kiln_conv_transpose2d_params kiln_conv_transpose2d_params_default(void) {
 kiln_tensor *kiln_conv_transpose2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b,
                                    const kiln_conv_transpose2d_params *p) {
     const char *op = "conv_transpose2d";
+    /* unbatched (C, H, W), as torch: one image through views, so gradients flow */
+    if (x && x->ndim == 3) return kiln_squeeze(kiln_conv_transpose2d(kiln_unsqueeze(x, 0), w, b, p), 0);
     kiln_conv_transpose2d_params defaults = kiln_conv_transpose2d_params_default();
     if (!p) p = &defaults;
     if (!kiln__conv_check_tensors(op, x, w, b) ||

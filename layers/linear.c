@@ -10,14 +10,39 @@ const kiln_op_def kiln_op_linear = {"linear", {kiln_cpu_linear, NULL}, linear_bw
 const kiln_op_def kiln_op_linear_backward = {
     "linear_backward", {kiln_cpu_linear_backward, NULL}, NULL, true, sizeof(kiln_linear_bw_attrs)};
 
+/* torch's F.linear(x, w) with w of shape (in,): x @ w, the last axis reduced (output
+ * x.shape[:-1]), plus a one-value bias. It is the (1, in) weight's product with that
+ * axis squeezed, through views, so both devices and the backward come with it. */
+static kiln_tensor *linear_vector(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias) {
+    char b1[128], b2[128];
+    int64_t in_f = weight->shape[0];
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != in_f) {
+        kiln__error(KILN_STATUS_SHAPE, "linear: input %s has %lld features in its last axis but the 1-d weight %s "
+                    "has %lld (x @ weight reduces the last axis)", kiln__shape_str(x->ndim, x->shape, b1, sizeof b1),
+                    (long long)(x->ndim ? x->shape[x->ndim - 1] : 0),
+                    kiln__shape_str(weight->ndim, weight->shape, b2, sizeof b2), (long long)in_f);
+        return NULL;
+    }
+    if (bias && (bias->ndim > 1 || kiln_tensor_numel(bias) != 1)) {
+        kiln__error(KILN_STATUS_SHAPE, "linear: bias %s with the 1-d weight %s must be 0-d or hold one value (the "
+                    "output has no feature axis)", kiln__shape_str(bias->ndim, bias->shape, b1, sizeof b1),
+                    kiln__shape_str(weight->ndim, weight->shape, b2, sizeof b2));
+        return NULL;
+    }
+    kiln_tensor *b = bias ? kiln_reshape(bias, 1, (const int64_t[]){1}) : NULL;
+    if (bias && !b) return NULL;
+    return kiln_squeeze(kiln_linear(x, kiln_unsqueeze(weight, 0), b), -1);
+}
+
 kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias) {
     kiln_tensor *in[3] = {x, weight, bias};
     int nin = bias ? 3 : 2;
     if (!kiln__check_float_inputs("linear", nin, in)) return NULL;
     char b1[128], b2[128], b3[128];
+    if (weight->ndim == 1) return linear_vector(x, weight, bias);
     if (weight->ndim != 2) {
-        kiln__error(KILN_STATUS_SHAPE, "linear: weight %s must be 2-d (out_features, in_features) as torch",
-                    kiln__shape_str(weight->ndim, weight->shape, b1, sizeof b1));
+        kiln__error(KILN_STATUS_SHAPE, "linear: weight %s must be 2-d (out_features, in_features) as torch, or 1-d "
+                    "(in_features) for x @ weight", kiln__shape_str(weight->ndim, weight->shape, b1, sizeof b1));
         return NULL;
     }
     int64_t out_f = weight->shape[0], in_f = weight->shape[1];

@@ -85,13 +85,15 @@ typedef struct {
     kiln_tensor *weight, *bias, *running_mean, *running_var, *num_batches_tracked;
 } bn_ctx;
 
-static kiln_tensor *bn_forward(kiln_module *self, kiln_tensor *x) {
+/* BatchNorm2d takes (N, C, H, W), BatchNorm1d (N, C) or (N, C, L), as torch's modules. */
+static kiln_tensor *bn_run(kiln_module *self, kiln_tensor *x, bool one_d) {
     bn_ctx *c = kiln_module_ctx(self);
-    if (x->ndim != 4 || x->shape[1] != c->c) {
+    bool rank_ok = one_d ? (x->ndim == 2 || x->ndim == 3) : x->ndim == 4;
+    if (!rank_ok || x->shape[1] != c->c) {
         char d[300], b[128];
-        kiln__error(KILN_STATUS_SHAPE, "%s: input %s must be 4-d (N, C, H, W) with C = num_features = %lld",
+        kiln__error(KILN_STATUS_SHAPE, "%s: input %s must be %s with C = num_features = %lld",
                     kiln__module_describe(self, d, sizeof d), kiln__shape_str(x->ndim, x->shape, b, sizeof b),
-                    (long long)c->c);
+                    one_d ? "2-d (N, C) or 3-d (N, C, L)" : "4-d (N, C, H, W)", (long long)c->c);
         return NULL;
     }
     bool training = kiln_module_is_training(self);
@@ -103,18 +105,23 @@ static kiln_tensor *bn_forward(kiln_module *self, kiln_tensor *x) {
     }
     /* Without running statistics the batch statistics are used in eval too (as torch). */
     bool use_batch = training || !c->running_mean;
-    return kiln_batch_norm2d(x, c->weight, c->bias, c->running_mean, c->running_var, use_batch, factor, c->eps);
+    return kiln_batch_norm(x, c->weight, c->bias, c->running_mean, c->running_var, use_batch, factor, c->eps);
 }
 
-kiln_module *kiln_batch_norm2d_create_ex(int64_t num_features, double eps, double momentum, bool affine,
-                                         bool track_running_stats, kiln_dtype dt) {
+static kiln_tensor *bn2d_forward(kiln_module *self, kiln_tensor *x) { return bn_run(self, x, false); }
+static kiln_tensor *bn1d_forward(kiln_module *self, kiln_tensor *x) { return bn_run(self, x, true); }
+
+static kiln_module *bn_create(bool one_d, int64_t num_features, double eps, double momentum, bool affine,
+                              bool track_running_stats, kiln_dtype dt) {
+    const char *op = one_d ? "kiln_batch_norm1d_create" : "kiln_batch_norm2d_create";
     if (num_features <= 0 || !(eps > 0)) {
-        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_batch_norm2d_create: num_features %lld must be > 0 and eps %g "
-                    "> 0", (long long)num_features, eps);
+        kiln__error(KILN_STATUS_INVALID_ARGUMENT, "%s: num_features %lld must be > 0 and eps %g > 0", op,
+                    (long long)num_features, eps);
         return NULL;
     }
-    if (!check_float_dtype("kiln_batch_norm2d_create", dt)) return NULL;
-    kiln_module *m = create_with("BatchNorm2d", bn_forward, sizeof(bn_ctx));
+    if (!check_float_dtype(op, dt)) return NULL;
+    kiln_module *m = create_with(one_d ? "BatchNorm1d" : "BatchNorm2d", one_d ? bn1d_forward : bn2d_forward,
+                                 sizeof(bn_ctx));
     if (!m) return NULL;
     bn_ctx *c = kiln_module_ctx(m);
     c->c = num_features;
@@ -139,8 +146,22 @@ kiln_module *kiln_batch_norm2d_create_ex(int64_t num_features, double eps, doubl
     return m;
 }
 
+kiln_module *kiln_batch_norm2d_create_ex(int64_t num_features, double eps, double momentum, bool affine,
+                                         bool track_running_stats, kiln_dtype dt) {
+    return bn_create(false, num_features, eps, momentum, affine, track_running_stats, dt);
+}
+
 kiln_module *kiln_batch_norm2d_create(int64_t num_features, kiln_dtype dt) {
     return kiln_batch_norm2d_create_ex(num_features, 1e-5, 0.1, true, true, dt);
+}
+
+kiln_module *kiln_batch_norm1d_create_ex(int64_t num_features, double eps, double momentum, bool affine,
+                                         bool track_running_stats, kiln_dtype dt) {
+    return bn_create(true, num_features, eps, momentum, affine, track_running_stats, dt);
+}
+
+kiln_module *kiln_batch_norm1d_create(int64_t num_features, kiln_dtype dt) {
+    return kiln_batch_norm1d_create_ex(num_features, 1e-5, 0.1, true, true, dt);
 }
 
 /* ---- Dropout, activations, Flatten ---------------------------------------------------- */

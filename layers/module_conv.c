@@ -41,18 +41,19 @@ static kiln_tensor *name_failure(kiln_module *self, bool error_before, kiln_tens
     return NULL;
 }
 
-/* NCHW with the module's channel count; false with an error naming the module. */
+/* (C, H, W) or (N, C, H, W) with the module's channel count, as torch's Conv2d and
+ * pooling modules; false with an error naming the module. */
 static bool check_nchw(kiln_module *self, kiln_tensor *x, int64_t channels, const char *what) {
-    if (x->ndim == 4 && (channels < 0 || x->shape[1] == channels)) return true;
+    bool rank_ok = x->ndim == 3 || x->ndim == 4;
+    if (rank_ok && (channels < 0 || x->shape[x->ndim - 3] == channels)) return true;
     char d[300], b[128];
     kiln__module_describe(self, d, sizeof d);
     kiln__shape_str(x->ndim, x->shape, b, sizeof b);
-    if (x->ndim != 4)
-        kiln__error(KILN_STATUS_SHAPE, "%s: input %s must be 4-d (N, C, H, W); add a batch axis with "
-                    "kiln_unsqueeze(x, 0)", d, b);
+    if (!rank_ok)
+        kiln__error(KILN_STATUS_SHAPE, "%s: input %s must be 3-d (C, H, W) or 4-d (N, C, H, W)", d, b);
     else
         kiln__error(KILN_STATUS_SHAPE, "%s: input %s has %lld channels; expected %s = %lld", d, b,
-                    (long long)x->shape[1], what, (long long)channels);
+                    (long long)x->shape[x->ndim - 3], what, (long long)channels);
     return false;
 }
 

@@ -33,9 +33,9 @@ static bool pool_setup(const char *op, bool is_max, kiln_tensor *x, const kiln_p
                     op);
         return false;
     }
-    if (x->ndim != 4) {
-        kiln__error(KILN_STATUS_SHAPE, "%s: input has shape %s (%d-d); it takes NCHW input (N, C, H, W): add a "
-                    "batch axis with kiln_unsqueeze(x, 0)", op, sx, x->ndim);
+    if (x->ndim != 4) { /* the public functions turn 3-d input into 4-d before this */
+        kiln__error(KILN_STATUS_SHAPE, "%s: input has shape %s (%d-d); it takes 3-d (C, H, W) or 4-d (N, C, H, W) "
+                    "input", op, sx, x->ndim);
         return false;
     }
     at->count_include_pad = p->count_include_pad;
@@ -95,6 +95,8 @@ static bool pool_setup(const char *op, bool is_max, kiln_tensor *x, const kiln_p
 }
 
 kiln_tensor *kiln_max_pool2d(kiln_tensor *x, const kiln_pool2d_params *p) {
+    /* unbatched (C, H, W), as torch: one image through views, so gradients flow */
+    if (x && x->ndim == 3) return kiln_squeeze(kiln_max_pool2d(kiln_unsqueeze(x, 0), p), 0);
     kiln_pool2d_attrs at;
     int64_t shape[4];
     if (!pool_setup("max_pool2d", true, x, p, &at, shape)) return NULL;
@@ -102,6 +104,7 @@ kiln_tensor *kiln_max_pool2d(kiln_tensor *x, const kiln_pool2d_params *p) {
 }
 
 kiln_tensor *kiln_avg_pool2d(kiln_tensor *x, const kiln_pool2d_params *p) {
+    if (x && x->ndim == 3) return kiln_squeeze(kiln_avg_pool2d(kiln_unsqueeze(x, 0), p), 0);
     kiln_pool2d_attrs at;
     int64_t shape[4];
     if (!pool_setup("avg_pool2d", false, x, p, &at, shape)) return NULL;

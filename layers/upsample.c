@@ -23,9 +23,12 @@ const kiln_op_def kiln_op_upsample_bilinear2d_backward = {"upsample_bilinear2d_b
 static bool check_input(const char *op, kiln_tensor *x) {
     if (!kiln__check_float_inputs(op, 1, &x)) return false;
     char sx[128];
+    /* No unbatched (C, H, W) form: torch 1.13's interpolate reads a 3-d input as (N, C, W)
+     * and resamples it in 1-d, and its upsample_*2d ops refuse it, so kiln refuses too. */
     if (x->ndim != 4) {
-        kiln__error(KILN_STATUS_SHAPE, "%s: input has shape %s (%d-d); it takes NCHW input (N, C, H, W): add a "
-                    "batch axis with kiln_unsqueeze(x, 0)", op, kiln__shape_str(x->ndim, x->shape, sx, sizeof sx),
+        kiln__error(KILN_STATUS_SHAPE, "%s: input has shape %s (%d-d); it takes NCHW input (N, C, H, W): for one "
+                    "(C, H, W) image add a batch axis with kiln_unsqueeze(x, 0) (torch's interpolate reads 3-d input "
+                    "as (N, C, W), a 1-d resampling)", op, kiln__shape_str(x->ndim, x->shape, sx, sizeof sx),
                     x->ndim);
         return false;
     }

@@ -1,10 +1,13 @@
 /* batch_norm2d: three training steps and an eval step against nn.BatchNorm2d
  * fixtures (outputs and running statistics, f64 and f32, functional and module),
- * strided input, float64 gradient checks in training and eval mode, and errors. */
+ * strided input, float64 gradient checks in training and eval mode, and errors; batch_norm
+ * and BatchNorm1d on (N, C) and (N, C, L) against nn.BatchNorm1d fixtures. */
 #include "support/kiln_test.h"
 #include "fixtures/nn_batch_norm.h"
+#include "fixtures/nn_batch_norm1d.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 TestSuite(batch_norm, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -108,7 +111,7 @@ KT_TEST(batch_norm, errors) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){2, 3, 2, 2}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_batch_norm2d(kiln_tensor_zeros(3, (int64_t[]){2, 3, 4}, KILN_F32, KILN_CPU), NULL, NULL,
                                      NULL, NULL, true, 0.1, 1e-5));
-    kt_expect_error(KILN_STATUS_SHAPE, "must be 4-d");
+    kt_expect_error(KILN_STATUS_SHAPE, "must be 4-d (N, C, H, W); kiln_batch_norm takes (N, C) and (N, C, L)");
     cr_expect_null(kiln_batch_norm2d(x, kiln_tensor_zeros(1, (int64_t[]){4}, KILN_F32, KILN_CPU), NULL, NULL, NULL,
                                      true, 0.1, 1e-5));
     kt_expect_error(KILN_STATUS_SHAPE, "weight [4]");
@@ -123,6 +126,112 @@ KT_TEST(batch_norm, errors) {
     cr_expect_null(kiln_module_forward(seq, x));
     kt_expect_error(KILN_STATUS_SHAPE, "module '0' (BatchNorm2d): input [2, 3, 2, 2]");
     kiln_module_free(seq);
+}
+
+/* ---- (N, C) and (N, C, L): torch's F.batch_norm / BatchNorm1d ------------------------ */
+
+static const int64_t X2S[2] = {4, 3}, X3S[3] = {2, 3, 5}, XE2S[2] = {2, 3}, XE3S[3] = {2, 3, 2};
+
+KT_TEST(batch_norm, one_d_functional_matches_torch) {
+    for (int k = 0; k < 2; k++) {
+        kiln_dtype dt = k ? KILN_F32 : KILN_F64;
+        double tol = k ? 2e-5 : 1e-12;
+        kiln_tensor *w = kt_tensor(dt, 1, (int64_t[]){3}, FX_BN1_W), *b = kt_tensor(dt, 1, (int64_t[]){3}, FX_BN1_B);
+        kiln_tensor *rm = kiln_tensor_zeros(1, (int64_t[]){3}, dt, KILN_CPU);
+        kiln_tensor *rv = kiln_tensor_full(1, (int64_t[]){3}, 1.0, dt, KILN_CPU);
+        kiln_tensor *y2 = kiln_batch_norm(kt_tensor(dt, 2, X2S, FX_BN1_X2), w, b, rm, rv, true, 0.1, 1e-5);
+        KT_EXPECT_SHAPE(y2, 2, 4, 3);
+        kt_expect_values(y2, FX_BN1_Y2, N_OF(FX_BN1_Y2), tol, tol);
+        kt_expect_values(rm, FX_BN1_RM2, 3, tol, tol); /* unbiased over N = 4 */
+        kt_expect_values(rv, FX_BN1_RV2, 3, tol, tol);
+        kiln_tensor *y3 = kiln_batch_norm(kt_tensor(dt, 3, X3S, FX_BN1_X3), w, b, rm, rv, true, 0.1, 1e-5);
+        KT_EXPECT_SHAPE(y3, 3, 2, 3, 5);
+        kt_expect_values(y3, FX_BN1_Y3, N_OF(FX_BN1_Y3), tol, tol);
+        kt_expect_values(rm, FX_BN1_RM3, 3, tol, tol); /* unbiased over N·L = 10 */
+        kt_expect_values(rv, FX_BN1_RV3, 3, tol, tol);
+        kiln_tensor *ye2 = kiln_batch_norm(kt_tensor(dt, 2, XE2S, FX_BN1_XE2), w, b, rm, rv, false, 0.1, 1e-5);
+        KT_EXPECT_SHAPE(ye2, 2, 2, 3);
+        kt_expect_values(ye2, FX_BN1_YE2, N_OF(FX_BN1_YE2), tol, tol);
+        kiln_tensor *ye3 = kiln_batch_norm(kt_tensor(dt, 3, XE3S, FX_BN1_XE3), w, b, rm, rv, false, 0.1, 1e-5);
+        KT_EXPECT_SHAPE(ye3, 3, 2, 3, 2);
+        kt_expect_values(ye3, FX_BN1_YE3, N_OF(FX_BN1_YE3), tol, tol);
+        kt_expect_values(rv, FX_BN1_RV3, 3, tol, tol); /* eval leaves them alone */
+        /* 4-d input through kiln_batch_norm is batch_norm2d, bit for bit */
+        kiln_tensor *x4 = kt_tensor(dt, 4, XS, FX_BN_X0);
+        double *a = kt_values(kiln_batch_norm(x4, w, b, NULL, NULL, true, 0.1, 1e-5));
+        double *c = kt_values(kiln_batch_norm2d(x4, w, b, NULL, NULL, true, 0.1, 1e-5));
+        cr_expect(a && c && memcmp(a, c, 36 * sizeof *a) == 0);
+        free(a);
+        free(c);
+    }
+}
+
+KT_TEST(batch_norm, one_d_module_matches_torch) {
+    kiln_module *bn = kiln_batch_norm1d_create(3, KILN_F64);
+    cr_assert(bn, "%s", kiln_last_error());
+    cr_expect_str_eq(kiln_module_type(bn), "BatchNorm1d");
+    cr_assert_eq(kiln_tensor_copy_(kiln_module_get(bn, "weight"), kt_tensor(KILN_F64, 1, (int64_t[]){3}, FX_BN1_W)),
+                 KILN_STATUS_OK);
+    cr_assert_eq(kiln_tensor_copy_(kiln_module_get(bn, "bias"), kt_tensor(KILN_F64, 1, (int64_t[]){3}, FX_BN1_B)),
+                 KILN_STATUS_OK);
+    kiln_scope *sc = kiln_scope_begin();
+    kt_expect_values(kiln_module_forward(bn, kt_tensor(KILN_F64, 2, X2S, FX_BN1_X2)), FX_BN1_Y2, N_OF(FX_BN1_Y2),
+                     1e-12, 1e-12);
+    kt_expect_values(kiln_module_forward(bn, kt_tensor(KILN_F64, 3, X3S, FX_BN1_X3)), FX_BN1_Y3, N_OF(FX_BN1_Y3),
+                     1e-12, 1e-12);
+    kiln_scope_end(sc);
+    kt_expect_values(kiln_module_get(bn, "running_mean"), FX_BN1_RM3, 3, 1e-12, 1e-12);
+    kt_expect_values(kiln_module_get(bn, "running_var"), FX_BN1_RV3, 3, 1e-12, 1e-12);
+    cr_expect_eq(kiln_tensor_item(kiln_module_get(bn, "num_batches_tracked")), 2.0);
+    kiln_module_train(bn, false);
+    sc = kiln_scope_begin();
+    kt_expect_values(kiln_module_forward(bn, kt_tensor(KILN_F64, 3, XE3S, FX_BN1_XE3)), FX_BN1_YE3,
+                     N_OF(FX_BN1_YE3), 1e-12, 1e-12);
+    kiln_scope_end(sc);
+    /* torch's BatchNorm1d: "expected 2D or 3D input"; BatchNorm2d keeps 4-d */
+    cr_expect_null(kiln_module_forward(bn, kiln_tensor_zeros(4, (int64_t[]){2, 3, 2, 2}, KILN_F64, KILN_CPU)));
+    kt_expect_error(KILN_STATUS_SHAPE, "must be 2-d (N, C) or 3-d (N, C, L)");
+    kiln_module_free(bn);
+    kiln_module *bn2 = kiln_batch_norm2d_create(3, KILN_F64);
+    cr_expect_null(kiln_module_forward(bn2, kiln_tensor_zeros(3, (int64_t[]){2, 3, 2}, KILN_F64, KILN_CPU)));
+    kt_expect_error(KILN_STATUS_SHAPE, "must be 4-d (N, C, H, W)");
+    kiln_module_free(bn2);
+}
+
+static kiln_tensor *f_bn_any(kiln_tensor *const *in, void *ctx) {
+    bn_case *c = ctx;
+    return kiln_batch_norm(in[0], in[1], in[2], c->rm, c->rv, c->training, 0.1, 1e-5);
+}
+
+KT_TEST(batch_norm, one_d_gradcheck_training_and_eval) {
+    bn_case train = {true, true, NULL, NULL};
+    bn_case eval = {false, true, KT_F64(1, KT_SHAPE(3), {0.5, -0.2, 0.1}), KT_F64(1, KT_SHAPE(3), {0.8, 1.5, 2.0})};
+    kiln_tensor *w = kt_rand_input(1, (int64_t[]){3}, 0.5, 1.5), *b = kt_rand_input(1, (int64_t[]){3}, -1, 1);
+    kiln_tensor *in2[3] = {kt_rand_input(2, (int64_t[]){4, 3}, -2, 2), w, b};
+    cr_expect(kt_gradcheck(f_bn_any, &train, 3, in2, 1e-6, 1e-7, 1e-5));
+    cr_expect(kt_gradcheck(f_bn_any, &eval, 3, in2, 1e-6, 1e-8, 1e-6));
+    kiln_tensor *in3[3] = {kt_rand_input(3, (int64_t[]){2, 3, 3}, -2, 2), w, b};
+    cr_expect(kt_gradcheck(f_bn_any, &train, 3, in3, 1e-6, 1e-7, 1e-5));
+    cr_expect(kt_gradcheck(f_bn_any, &eval, 3, in3, 1e-6, 1e-8, 1e-6));
+}
+
+KT_TEST(batch_norm, one_d_errors) {
+    cr_expect_null(kiln_batch_norm(kiln_tensor_zeros(1, (int64_t[]){3}, KILN_F32, KILN_CPU), NULL, NULL, NULL, NULL,
+                                   true, 0.1, 1e-5));
+    kt_expect_error(KILN_STATUS_SHAPE, "batch_norm: input [3] must have a channel axis");
+    /* torch: "Expected more than 1 value per channel when training, got input size [1, 3]" */
+    cr_expect_null(kiln_batch_norm(kiln_tensor_zeros(2, (int64_t[]){1, 3}, KILN_F32, KILN_CPU), NULL, NULL, NULL,
+                                   NULL, true, 0.1, 1e-5));
+    kt_expect_error(KILN_STATUS_SHAPE, "batch_norm: expected more than 1 value per channel when training, got input "
+                    "[1, 3]");
+    /* (1, C, 2) has two values per channel: torch computes it */
+    KT_EXPECT(kiln_batch_norm(KT_F32(3, KT_SHAPE(1, 1, 2), {1, 3}), NULL, NULL, NULL, NULL, true, 0.1, 0.25), 1e-6,
+              1e-6, {-0.8944272, 0.8944272});
+    cr_expect_null(kiln_batch_norm(kiln_tensor_zeros(2, (int64_t[]){2, 3}, KILN_F32, KILN_CPU),
+                                   kiln_tensor_zeros(1, (int64_t[]){4}, KILN_F32, KILN_CPU), NULL, NULL, NULL, true,
+                                   0.1, 1e-5));
+    kt_expect_error(KILN_STATUS_SHAPE, "batch_norm: weight [4] must be 1-d with one value per channel (3) of input "
+                    "[2, 3]");
 }
 
 /* Above the kernels' threading threshold: forward and gradients against the same

@@ -247,18 +247,80 @@ KT_TEST(conv, backward_through_expanded_gradient) {
 
 /* ---- errors ------------------------------------------------------------------------ */
 
+/* ---- unbatched (C, H, W): torch's conv2d/conv_transpose2d take one image without the
+ * batch axis (torch 1.13: F.conv2d(randn(3,5,5), randn(2,3,3,3)) is (2,3,3)); kiln's result
+ * must be the batched op on unsqueeze(0), squeezed, bit for bit. */
+static void expect_same_bits(kiln_tensor *a, kiln_tensor *b) {
+    cr_assert(a && b, "%s", kiln_last_error());
+    cr_assert_eq(kiln_tensor_ndim(a), kiln_tensor_ndim(b) - 1);
+    for (int i = 0; i < kiln_tensor_ndim(a); i++) cr_expect_eq(kiln_tensor_shape(a)[i], kiln_tensor_shape(b)[i + 1]);
+    double *va = kt_values(a), *vb = kt_values(b);
+    cr_expect(memcmp(va, vb, (size_t)kiln_tensor_numel(a) * sizeof *va) == 0);
+    free(va);
+    free(vb);
+}
+
+KT_TEST(conv, unbatched_matches_batched) {
+    for (int k = 0; k < 2; k++) {
+        kiln_dtype dt = k ? KILN_F32 : KILN_F64;
+        kiln_tensor *x = fixture(3, (int64_t[]){4, 7, 6}, 11, dt), *w = fixture(4, (int64_t[]){6, 2, 3, 3}, 12, dt);
+        kiln_tensor *b = fixture(1, (int64_t[]){6}, 13, dt), *x4 = kiln_unsqueeze(x, 0);
+        kiln_conv2d_params p = conv_params(2, 1, 1, 2, false);
+        expect_same_bits(kiln_conv2d(x, w, b, &p), kiln_conv2d(x4, w, b, &p));
+        kiln_tensor *w1 = fixture(4, (int64_t[]){5, 4, 2, 2}, 17, dt);
+        expect_same_bits(kiln_conv2d(x, w1, NULL, NULL), kiln_conv2d(x4, w1, NULL, NULL));
+        expect_same_bits(kiln_conv2d_bias_relu(x, w, b, &p), kiln_conv2d_bias_relu(x4, w, b, &p));
+        KT_EXPECT_SHAPE(kiln_conv2d(x, w, b, &p), 3, 6, 4, 3);
+        kiln_tensor *wt = fixture(4, (int64_t[]){4, 3, 3, 3}, 14, dt), *bt = fixture(1, (int64_t[]){3}, 15, dt);
+        kiln_conv_transpose2d_params tp = kiln_conv_transpose2d_params_default();
+        tp.stride[0] = tp.stride[1] = 2;
+        tp.output_padding[1] = 1;
+        expect_same_bits(kiln_conv_transpose2d(x, wt, bt, &tp), kiln_conv_transpose2d(x4, wt, bt, &tp));
+        KT_EXPECT_SHAPE(kiln_conv_transpose2d(x, wt, bt, &tp), 3, 3, 15, 14);
+    }
+}
+
+static kiln_tensor *f_conv_unbatched(kiln_tensor *const *in, void *ctx) {
+    kiln_conv2d_params p = conv_params(1, 1, 1, 1, false);
+    kiln_conv_transpose2d_params tp = kiln_conv_transpose2d_params_default();
+    return ctx ? kiln_conv_transpose2d(in[0], in[1], in[2], &tp) : kiln_conv2d(in[0], in[1], in[2], &p);
+}
+
+KT_TEST(conv, unbatched_gradcheck_f64) {
+    kiln_tensor *in[3] = {kt_rand_input(3, (int64_t[]){2, 4, 5}, -1, 1), kt_rand_input(4, (int64_t[]){3, 2, 3, 3}, -1, 1),
+                          kt_rand_input(1, (int64_t[]){3}, -1, 1)};
+    cr_expect(kt_gradcheck(f_conv_unbatched, NULL, 3, in, 1e-6, 1e-8, 1e-6));
+    kiln_tensor *tin[3] = {in[0], kt_rand_input(4, (int64_t[]){2, 3, 2, 2}, -1, 1), in[2]};
+    cr_expect(kt_gradcheck(f_conv_unbatched, tin, 3, tin, 1e-6, 1e-8, 1e-6));
+}
+
+KT_TEST(conv, unbatched_module) {
+    kiln_module *m = kiln_conv2d_create(2, 3, 3, 1, 1, true, KILN_F32);
+    cr_assert(m, "%s", kiln_last_error());
+    kiln_tensor *x = fixture(3, (int64_t[]){2, 5, 4}, 16, KILN_F32);
+    expect_same_bits(kiln_module_forward(m, x), kiln_module_forward(m, kiln_unsqueeze(x, 0)));
+    cr_expect_null(kiln_module_forward(m, kiln_tensor_zeros(3, (int64_t[]){3, 5, 4}, KILN_F32, KILN_CPU)));
+    kt_expect_error(KILN_STATUS_SHAPE, "input [3, 5, 4] has 3 channels; expected in_channels = 2");
+    cr_expect_null(kiln_module_forward(m, kiln_tensor_zeros(2, (int64_t[]){5, 4}, KILN_F32, KILN_CPU)));
+    kt_expect_error(KILN_STATUS_SHAPE, "must be 3-d (C, H, W) or 4-d (N, C, H, W)");
+    kiln_module_free(m);
+}
+
 KT_TEST(conv, error_ranks) {
-    kiln_tensor *x3 = kiln_tensor_zeros(3, (int64_t[]){2, 5, 5}, KILN_F32, KILN_CPU);
+    kiln_tensor *x3 = kiln_tensor_zeros(2, (int64_t[]){5, 5}, KILN_F32, KILN_CPU);
     kiln_tensor *w = kiln_tensor_zeros(4, (int64_t[]){3, 2, 3, 3}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_conv2d(x3, w, NULL, NULL));
-    kt_expect_error(KILN_STATUS_SHAPE, "NCHW");
+    kt_expect_error(KILN_STATUS_SHAPE, "conv2d: input has shape [5, 5] (2-d); it takes 3-d (C, H, W) or 4-d");
+    cr_expect_null(kiln_conv2d_bias_relu(kiln_tensor_zeros(5, (int64_t[]){1, 1, 2, 5, 5}, KILN_F32, KILN_CPU), w,
+                                         NULL, NULL));
+    kt_expect_error(KILN_STATUS_SHAPE, "conv2d_bias_relu: input has shape [1, 1, 2, 5, 5] (5-d)");
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){1, 2, 5, 5}, KILN_F32, KILN_CPU);
     cr_expect_null(kiln_conv2d(x, x3, NULL, NULL));
     kt_expect_error(KILN_STATUS_SHAPE, "weight");
     cr_expect_null(kiln_conv2d(x, w, w, NULL));
     kt_expect_error(KILN_STATUS_SHAPE, "bias");
     cr_expect_null(kiln_conv_transpose2d(x3, w, NULL, NULL));
-    kt_expect_error(KILN_STATUS_SHAPE, "NCHW");
+    kt_expect_error(KILN_STATUS_SHAPE, "3-d (C, H, W) or 4-d (N, C, H, W)");
 }
 
 KT_TEST(conv, error_channels_and_groups) {

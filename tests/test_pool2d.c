@@ -5,6 +5,7 @@
 #include "fixtures/layers_pool.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 TestSuite(pool2d, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
@@ -125,12 +126,58 @@ KT_TEST(pool2d, gradcheck_every_fixture_config) {
     }
 }
 
+/* ---- unbatched (C, H, W), as torch (F.max_pool2d(randn(3,5,5), 2) is (3,2,2)): the batched
+ * op on unsqueeze(0), squeezed, bit for bit, and gradients through the views */
+static void expect_same_bits(kiln_tensor *a, kiln_tensor *b) {
+    cr_assert(a && b, "%s", kiln_last_error());
+    cr_assert_eq(kiln_tensor_ndim(a), 3);
+    cr_assert_eq(kiln_tensor_ndim(b), 4);
+    for (int i = 0; i < 3; i++) cr_expect_eq(kiln_tensor_shape(a)[i], kiln_tensor_shape(b)[i + 1]);
+    double *va = kt_values(a), *vb = kt_values(b);
+    cr_expect(memcmp(va, vb, (size_t)kiln_tensor_numel(a) * sizeof *va) == 0);
+    free(va);
+    free(vb);
+}
+
+KT_TEST(pool2d, unbatched_matches_batched) {
+    for (int k = 0; k < 2; k++) {
+        kiln_tensor *x4 = fixture((int64_t[]){1, 3, 7, 6}, k ? KILN_F32 : KILN_F64);
+        kiln_tensor *x = kiln_squeeze(x4, 0);
+        kiln_pool2d_params p = kiln_pool2d_params_default(3, 2);
+        p.stride[0] = 2;
+        p.padding[0] = 1;
+        p.ceil_mode = true;
+        expect_same_bits(kiln_max_pool2d(x, &p), kiln_max_pool2d(x4, &p));
+        expect_same_bits(kiln_avg_pool2d(x, &p), kiln_avg_pool2d(x4, &p));
+        KT_EXPECT_SHAPE(kiln_max_pool2d(x, &p), 3, 3, 4, 3);
+        p.count_include_pad = false;
+        expect_same_bits(kiln_avg_pool2d(x, &p), kiln_avg_pool2d(x4, &p));
+    }
+    kiln_module *m = kiln_max_pool2d_create(2, 0, 0);
+    cr_assert(m, "%s", kiln_last_error());
+    kiln_tensor *x4 = fixture((int64_t[]){1, 2, 4, 4}, KILN_F32);
+    expect_same_bits(kiln_module_forward(m, kiln_squeeze(x4, 0)), kiln_module_forward(m, x4));
+    kiln_module_free(m);
+}
+
+static kiln_tensor *f_pool_unbatched(kiln_tensor *const *in, void *ctx) {
+    kiln_pool2d_params p = kiln_pool2d_params_default(2, 2);
+    p.stride[0] = p.stride[1] = 1;
+    return ctx ? kiln_max_pool2d(in[0], &p) : kiln_avg_pool2d(in[0], &p);
+}
+
+KT_TEST(pool2d, unbatched_gradcheck_f64) {
+    kiln_tensor *x = kt_rand_input(3, (int64_t[]){2, 4, 5}, -1, 1);
+    cr_expect(kt_gradcheck(f_pool_unbatched, x, 1, &x, 1e-6, 1e-8, 1e-6));
+    cr_expect(kt_gradcheck(f_pool_unbatched, NULL, 1, &x, 1e-6, 1e-8, 1e-6));
+}
+
 KT_TEST(pool2d, errors) {
     kiln_tensor *x = kiln_tensor_zeros(4, (int64_t[]){1, 1, 4, 4}, KILN_F32, KILN_CPU);
-    kiln_tensor *x3 = kiln_tensor_zeros(3, (int64_t[]){1, 4, 4}, KILN_F32, KILN_CPU);
+    kiln_tensor *x3 = kiln_tensor_zeros(2, (int64_t[]){4, 4}, KILN_F32, KILN_CPU);
     kiln_pool2d_params p = kiln_pool2d_params_default(2, 2);
     cr_expect_null(kiln_max_pool2d(x3, &p));
-    kt_expect_error(KILN_STATUS_SHAPE, "NCHW");
+    kt_expect_error(KILN_STATUS_SHAPE, "max_pool2d: input has shape [4, 4] (2-d); it takes 3-d (C, H, W) or 4-d");
     cr_expect_null(kiln_avg_pool2d(x, NULL));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "params is NULL");
     p.padding[1] = 2;

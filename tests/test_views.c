@@ -245,6 +245,41 @@ KT_TEST(views, squeeze_unsqueeze_flatten) {
     kt_expect_error(KILN_STATUS_SHAPE, "already has 8 dimensions");
 }
 
+/* torch.squeeze(dim) on an axis not of size 1, or on a 0-d tensor, is a view of the
+ * same shape (torch 1.13: torch.randn(2, 3).squeeze(1) is (2, 3), torch.tensor(1.).squeeze(0)
+ * is 0-d, squeeze(-3) of a 2-d tensor is out of range). */
+KT_TEST(views, squeeze_axis_not_one_is_a_view) {
+    kiln_tensor *a = iota(2, SHAPE(2, 3));
+    kiln_tensor *s = kiln_squeeze(a, 1);
+    KT_EXPECT_SHAPE(s, 2, 2, 3);
+    cr_expect_eq(kiln_tensor_data(s), kiln_tensor_data(a));
+    cr_expect_neq(s, a);
+    KT_EXPECT(s, 0, 0, {0, 1, 2, 3, 4, 5});
+    KT_EXPECT_SHAPE(kiln_squeeze(a, -2), 2, 2, 3);
+    /* transposed input stays a view with its strides */
+    kiln_tensor *t = kiln_squeeze(kiln_transpose(a, 0, 1), 0);
+    KT_EXPECT(t, 0, 0, {0, 3, 1, 4, 2, 5});
+    cr_expect_eq(kiln_tensor_data(t), kiln_tensor_data(a));
+    kiln_tensor *z = kiln_tensor_scalar(2.5, KILN_F32, KILN_CPU);
+    cr_expect_eq(kiln_tensor_ndim(kiln_squeeze(z, 0)), 0);
+    cr_expect_eq(kiln_tensor_ndim(kiln_squeeze(z, -1)), 0);
+    cr_expect_float_eq(kiln_tensor_item(kiln_squeeze(z, 0)), 2.5, 0);
+    cr_expect_null(kiln_squeeze(z, 1));
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "squeeze: axis 1 is out of range for a 0-d tensor");
+    cr_expect_null(kiln_squeeze(a, -3));
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "squeeze: axis -3 is out of range");
+}
+
+static kiln_tensor *f_squeeze_noop(kiln_tensor *const *x, void *ctx) {
+    (void)ctx;
+    return kiln_mul(kiln_squeeze(x[0], 1), kiln_squeeze(x[0], 0)); /* [3, 4] both ways */
+}
+
+KT_TEST(views, squeeze_axis_not_one_backward) {
+    kiln_tensor *x = kt_rand_input(2, SHAPE(3, 4), -1, 1);
+    GC(f_squeeze_noop, 1, &x);
+}
+
 static kiln_tensor *f_squeeze(kiln_tensor *const *x, void *ctx) {
     (void)ctx;
     kiln_tensor *s = kiln_squeeze(x[0], KILN_ALL_AXES);               /* [1, 3, 1, 4] -> [3, 4] */

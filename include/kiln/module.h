@@ -16,7 +16,9 @@ extern "C" {
 /* ---- functional ops -----------------------------------------------------------
  * linear: y = x·Wᵀ + b over any leading batch axes, weight (out_features,
  * in_features) as torch, bias (out_features) or NULL. One BLAS product for the whole
- * batch; backward dX = dY·W, dW = dYᵀ·X, db = column sums of dY. */
+ * batch; backward dX = dY·W, dW = dYᵀ·X, db = column sums of dY. A 1-d weight
+ * (in_features) gives x @ weight as torch's F.linear: the last axis reduced, output
+ * x.shape[:-1] (0-d for 1-d x), with a 0-d or one-value bias or NULL. */
 KILN_API kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias);
 
 /* batch_norm2d over x (N, C, H, W), as torch.nn.functional.batch_norm. training:
@@ -28,6 +30,13 @@ KILN_API kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *weight, kiln_tens
 KILN_API kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
                                         kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
                                         double momentum, double eps);
+
+/* batch_norm: kiln_batch_norm2d's semantics on x (N, C), (N, C, L) (torch's BatchNorm1d
+ * input) or (N, C, H, W), as torch.nn.functional.batch_norm: statistics per channel over
+ * N and every axis after C (unbiased over those N·L... values in the running variance). */
+KILN_API kiln_tensor *kiln_batch_norm(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
+                                      kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
+                                      double momentum, double eps);
 
 /* dropout: in training, zeroes each element with probability p (in [0, 1]; p = 1
  * gives zeros) and scales the others by 1/(1-p); the mask comes from the global
@@ -96,6 +105,11 @@ KILN_API kiln_module *kiln_linear_create(int64_t in_features, int64_t out_featur
 KILN_API kiln_module *kiln_batch_norm2d_create(int64_t num_features, kiln_dtype dt);
 /* momentum NAN means torch's momentum=None: a cumulative average over the batches seen. */
 KILN_API kiln_module *kiln_batch_norm2d_create_ex(int64_t num_features, double eps, double momentum, bool affine,
+                                                  bool track_running_stats, kiln_dtype dt);
+/* BatchNorm1d: the same state (torch's names: weight, bias, running_mean, running_var,
+ * num_batches_tracked) over (N, C) or (N, C, L) input. */
+KILN_API kiln_module *kiln_batch_norm1d_create(int64_t num_features, kiln_dtype dt);
+KILN_API kiln_module *kiln_batch_norm1d_create_ex(int64_t num_features, double eps, double momentum, bool affine,
                                                   bool track_running_stats, kiln_dtype dt);
 KILN_API kiln_module *kiln_dropout_create(double p);
 KILN_API kiln_module *kiln_relu_create(void);

@@ -78,7 +78,9 @@ KILN_API kiln_tensor *kiln_transpose(kiln_tensor *a, int dim0, int dim1);
 KILN_API kiln_tensor *kiln_slice(kiln_tensor *a, int axis, int64_t start, int64_t end, int64_t step);
 /* Broadcasts size-1 axes to shape (a view with stride 0); -1 keeps a size. */
 KILN_API kiln_tensor *kiln_expand(kiln_tensor *a, int ndim, const int64_t *shape);
-/* Removes axis (which must have size 1); axis == KILN_ALL_AXES removes every size-1 axis. */
+/* Removes axis when it has size 1; on an axis of another size (or a 0-d tensor) it is a
+ * view of the same shape, as torch.squeeze(dim). axis == KILN_ALL_AXES removes every
+ * size-1 axis. */
 #define KILN_ALL_AXES 0x7fffffff
 KILN_API kiln_tensor *kiln_squeeze(kiln_tensor *a, int axis);
 KILN_API kiln_tensor *kiln_unsqueeze(kiln_tensor *a, int axis);

@@ -38,7 +38,7 @@ _PCHAR = POINTER(c_char_p)
 
 # ---- functional ----------------------------------------------------------------------
 _linear = _lib.declare("kiln_linear", T, T, T, T)
-_batch_norm2d = _lib.declare("kiln_batch_norm2d", T, T, T, T, T, T, c_bool, c_double, c_double)
+_batch_norm = _lib.declare("kiln_batch_norm", T, T, T, T, T, T, c_bool, c_double, c_double)
 _dropout = _lib.declare("kiln_dropout", T, T, c_double, c_bool)
 
 
@@ -51,16 +51,17 @@ def _present(*ts):
 
 
 def linear(input, weight, bias=None):
-    """y = input @ weight.T + bias over any leading axes; weight (out_features, in_features)."""
+    """y = input @ weight.T + bias over any leading axes; weight (out_features, in_features), or
+    1-d (in_features) for input @ weight (the last axis reduced) with a 0-d or one-value bias."""
     return _call(_linear, (_h(input, "input"), _h(weight, "weight"), _opt(bias, "bias")),
                  _present(input, weight, bias))
 
 
 def batch_norm(input, running_mean=None, running_var=None, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5):
-    """As torch.nn.functional.batch_norm on (N, C, H, W): in training the batch statistics
-    normalise and the running ones (when given) are updated in place."""
-    return _call(_batch_norm2d, (_h(input, "input"), _opt(weight, "weight"), _opt(bias, "bias"),
+    """As torch.nn.functional.batch_norm on (N, C), (N, C, L) or (N, C, H, W): in training the
+    batch statistics normalise and the running ones (when given) are updated in place."""
+    return _call(_batch_norm, (_h(input, "input"), _opt(weight, "weight"), _opt(bias, "bias"),
                                  _opt(running_mean, "running_mean"), _opt(running_var, "running_var"),
                                  bool(training), float(momentum), float(eps)),
                  _present(input, weight, bias, running_mean, running_var))
@@ -179,6 +180,7 @@ _add_scalar = _lib.declare("kiln_add_scalar", T, T, c_double)
 
 _linear_create = _lib.declare("kiln_linear_create", M, c_int64, c_int64, c_bool, c_int)
 _bn_create = _lib.declare("kiln_batch_norm2d_create_ex", M, c_int64, c_double, c_double, c_bool, c_bool, c_int)
+_bn1d_create = _lib.declare("kiln_batch_norm1d_create_ex", M, c_int64, c_double, c_double, c_bool, c_bool, c_int)
 _dropout_create = _lib.declare("kiln_dropout_create", M, c_double)
 _relu_create = _lib.declare("kiln_relu_create", M)
 _leaky_relu_create = _lib.declare("kiln_leaky_relu_create", M, c_double)
@@ -645,6 +647,16 @@ class BatchNorm2d(_Builtin):
         mom = math.nan if momentum is None else float(momentum)
         super().__init__(_bn_create(int(num_features), float(eps), mom, bool(affine), bool(track_running_stats),
                                     _dtype_code(dtype)), "BatchNorm2d")
+        self._args = f"{num_features}, eps={eps}, momentum={momentum}"
+
+
+class BatchNorm1d(_Builtin):
+    """Over (N, C) or (N, C, L); the state_dict of torch's BatchNorm1d."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None):
+        mom = math.nan if momentum is None else float(momentum)
+        super().__init__(_bn1d_create(int(num_features), float(eps), mom, bool(affine), bool(track_running_stats),
+                                      _dtype_code(dtype)), "BatchNorm1d")
         self._args = f"{num_features}, eps={eps}, momentum={momentum}"
 
 
