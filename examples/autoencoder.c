@@ -2,7 +2,8 @@
  * analysis of its latent codes on the test set: per-unit mean and standard deviation,
  * the covariance matrix (kiln_cov) and its eigen-decomposition (kiln_eigh), how many
  * directions hold 90% and 99% of the variance, and which latent units weigh most.
- * Writes the eigen-spectrum and a grid of reconstructions as PNGs.
+ * Writes the eigen-spectrum and a grid of reconstructions as PNGs, and the weights alone
+ * (model.safetensors, for torch), into --out (default out/autoencoder).
  *   autoencoder --latent 32 --epochs 5 --out results */
 #include <kiln.h>
 #include <kiln_examples.h>
@@ -183,6 +184,7 @@ int main(int argc, char **argv) {
     kiln_common_defaults(&a);
     a.batch = 128;
     a.epochs = 5;
+    a.out = "out/autoencoder";
     int latent = 32;
     double lr = 1e-3;
     int64_t limit = 0;
@@ -195,6 +197,7 @@ int main(int argc, char **argv) {
     int nargs = (int)(sizeof table / sizeof table[0]);
     kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
     kiln_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
+    kiln_args_refuse(nargs, table, "size", "to autoencoder (its images are 28x28)");
     kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST autoencoder and an analysis of its latent codes.",
                                           nargs, table);
     if (ar == KILN_ARGS_HELP) return 0;
@@ -288,7 +291,7 @@ int main(int argc, char **argv) {
      * reconstruction error on the way. */
     what = "analysing the codes";
     double test_mse = 0;
-    char spectrum_png[4096] = "", recon_png[4096] = "";
+    char spectrum_png[4096] = "", recon_png[4096] = "", weights[4096] = "";
     kiln_scope *keep = kiln_scope_begin();
     kiln_module *encoder = kiln_module_child(ae, "encoder"), *decoder = kiln_module_child(ae, "decoder");
     kiln_module_train(ae, false);
@@ -311,6 +314,7 @@ int main(int argc, char **argv) {
 
     /* Pictures: the spectrum, and the first test images beside their reconstructions. */
     if (st == KILN_STATUS_OK) what = "writing the pictures";
+    if (st == KILN_STATUS_OK) st = kiln_export_weights(&a, ae, weights, sizeof weights);
     if (st == KILN_STATUS_OK) st = kiln_path_join(spectrum_png, sizeof spectrum_png, a.out, "autoencoder_spectrum.png");
     if (st == KILN_STATUS_OK) st = kiln_path_join(recon_png, sizeof recon_png, a.out, "autoencoder_reconstructions.png");
     if (st == KILN_STATUS_OK)
@@ -328,7 +332,7 @@ int main(int argc, char **argv) {
 
     fprintf(info, "test MSE %.5f\n", test_mse);
     print_code_stats(info, &cs);
-    fprintf(info, "wrote %s and %s\n", spectrum_png, recon_png);
+    fprintf(info, "wrote %s, %s and %s\n", spectrum_png, recon_png, weights);
     fflush(info);
     kiln_json j;
     kiln_json_begin(&j);
@@ -356,6 +360,7 @@ int main(int argc, char **argv) {
     kiln_json_numbers(&j, "top_unit_weights", cs.top_w, latent < 5 ? latent : 5);
     kiln_json_string(&j, "spectrum_png", spectrum_png);
     kiln_json_string(&j, "reconstructions_png", recon_png);
+    kiln_json_string(&j, "weights", weights);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
     kiln_json_print(&j, stdout);
     rc = 0;

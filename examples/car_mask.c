@@ -3,9 +3,10 @@
  * Adam) and reports binary pixel accuracy, IoU and Dice on held-out scenes each epoch.
  *
  *   car_mask [--epochs 16 --size 64 --batch 8 --out out/car_mask]    train (the demo's run);
- *                                  writes a grid, a plot and a checkpoint into --out
+ *                                  writes a grid, a plot, a checkpoint and model.safetensors
+ *                                  (the weights alone, for torch) into --out
  *   car_mask --epochs 30 --resume out/car_mask/car_mask.safetensors  continue that run exactly
- *   car_mask --predict in.png --out mask.png --checkpoint out/car_mask/car_mask.safetensors
+ *   car_mask --predict in.png --checkpoint out/car_mask/model.safetensors   writes out/car_mask/mask.png
  *   car_mask --bench-steps 20 --batch 8 --size 128 --json            median training-step time
  */
 #include <kiln.h>
@@ -16,7 +17,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 typedef struct {
     kiln_common_args c;
@@ -212,19 +212,17 @@ static kiln_status write_pictures(const options *o, kiln_module *net, kiln_tenso
 
 /* ---- inference on one PNG ------------------------------------------------------------------- */
 
+/* Writes OUT/mask.png (a fixed name: --out is a directory in every mode). */
 static kiln_status predict(const options *o) {
-    if (!o->checkpoint || !o->c.out)
-        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict needs --checkpoint FILE and --out MASK.png");
-    struct stat sb;
-    if (stat(o->c.out, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--out '%s' is a directory: with --predict, --out names the "
-                              "mask PNG to write", o->c.out);
+    char mask_path[4096];
     int C = 0, H = 0, W = 0;
     float *rgb = NULL, *pad = NULL;
     kiln_module *net = NULL;
     /* The image first: a bad or huge input fails before the model is built. The U-Net's
      * activations take about 2 KB a pixel, so the size is checked from the header. */
     kiln_status st = kiln_png_read_size(o->predict, &C, &H, &W);
+    if (!st) st = kiln_out_dir(o->c.out);
+    if (!st) st = kiln_path_join(mask_path, sizeof mask_path, o->c.out, "mask.png");
     if (!st && (int64_t)H * W > o->max_pixels)
         st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "'%s' is %dx%d = %lld pixels, above --max-pixels %lld (the "
                             "U-Net needs about 2 KB of memory a pixel); raise --max-pixels or give a smaller image",
@@ -253,18 +251,18 @@ static kiln_status predict(const options *o) {
         /* a car where sigmoid(logit) > 0.5, i.e. logit > 0 (relu(logit) != 0): white on black */
         kiln_tensor *one = kiln_tensor_full(0, NULL, 1, KILN_F32, o->c.device), *zero = kiln_mul_scalar(one, 0);
         kiln_tensor *mask = kiln_where(kiln_relu(logits), one, zero);
-        st = mask ? kiln_png_write_tensor(o->c.out, kiln_squeeze(mask, 0)) : kiln_last_status();
+        st = mask ? kiln_png_write_tensor(mask_path, kiln_squeeze(mask, 0)) : kiln_last_status();
         kiln_scope_end(s);
         kiln_no_grad_end();
     }
-    if (!st && !o->c.json) printf("car_mask: wrote %s (%dx%d) from %s\n", o->c.out, W, H, o->predict);
+    if (!st && !o->c.json) printf("car_mask: wrote %s (%dx%d) from %s\n", mask_path, W, H, o->predict);
     if (!st && o->c.json) {
         kiln_json j;
         kiln_json_begin(&j);
         kiln_json_string(&j, "program", "car_mask");
         kiln_json_string(&j, "mode", "predict");
         kiln_json_string(&j, "input", o->predict);
-        kiln_json_string(&j, "mask", o->c.out);
+        kiln_json_string(&j, "mask", mask_path);
         kiln_json_int(&j, "width", W);
         kiln_json_int(&j, "height", H);
         kiln_json_print(&j, stdout);
@@ -338,7 +336,7 @@ static kiln_status bench(const options *o, kiln_module *net, kiln_optimizer *opt
 static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_device dev = o->c.device;
     double t_start = kiln_now_seconds();
-    char devname[32], ckpt[4096], grid[4096], plot[4096];
+    char devname[32], ckpt[4096], grid[4096], plot[4096], weights[4096];
     kiln_device_name(dev, devname, sizeof devname);
     kiln_tensor *train_x, *train_y, *test_x, *test_y;
     int steps = o->train_scenes / o->c.batch; /* per epoch; a last partial batch is dropped */
@@ -418,8 +416,9 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
         h.n = 1;
     }
     if (!st) st = write_pictures(o, net, test_x, test_y, &h, grid, plot);
+    if (!st) st = kiln_export_weights(&o->c, net, weights, sizeof weights);
     if (st) goto done;
-    if (!o->c.json) printf("car_mask: pictures in %s and %s, checkpoint %s\n", grid, plot, ckpt);
+    if (!o->c.json) printf("car_mask: pictures in %s and %s, checkpoint %s, weights %s\n", grid, plot, ckpt, weights);
 
     int last = h.n - 1;
     kiln_json j;
@@ -443,6 +442,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_json_string(&j, "grid", grid);
     kiln_json_string(&j, "plot", plot);
     kiln_json_string(&j, "checkpoint", ckpt);
+    kiln_json_string(&j, "weights", weights);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
 done:
@@ -456,19 +456,19 @@ int main(int argc, char **argv) {
                  .max_pixels = 4 << 20};
     kiln_common_defaults(&o.c);
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 16; /* the demo: see the README's results */
-    o.c.out = NULL; /* a directory when training, the mask file with --predict */
+    o.c.out = "out/car_mask";
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o.c),
-        {"loss", KILN_ARG_CHOICE, &o.loss, "bce_with_logits (default) or bce (sigmoid, then BCE)", "bce|bce_with_logits"},
-        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0 (default 1e-2)", NULL},
-        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1] (default 0.85)", NULL},
-        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes, at least --batch (default 192)", NULL, 1, 100000},
-        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL, 1,
+        {"loss", KILN_ARG_CHOICE, &o.loss, "bce_with_logits or bce (sigmoid, then BCE)", "bce|bce_with_logits"},
+        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0", NULL},
+        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1]", NULL},
+        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes, at least --batch", NULL, 1, 100000},
+        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics", NULL, 1,
          100000},
         {"resume", KILN_ARG_STRING, &o.resume, "continue the run saved in this checkpoint (same options)", NULL},
-        {"predict", KILN_ARG_STRING, &o.predict, "segment this PNG (with --checkpoint and --out MASK.png)", NULL},
-        {"checkpoint", KILN_ARG_STRING, &o.checkpoint, "the model --predict uses", NULL},
-        {"max-pixels", KILN_ARG_I64, &o.max_pixels, "--predict: the largest image, in pixels (default 4194304)", NULL, 64,
+        {"predict", KILN_ARG_STRING, &o.predict, "segment this PNG with --checkpoint's model; writes OUT/mask.png", NULL},
+        {"checkpoint", KILN_ARG_STRING, &o.checkpoint, "--predict: the weights (model.safetensors or a training checkpoint)", NULL},
+        {"max-pixels", KILN_ARG_I64, &o.max_pixels, "--predict: the largest image, in pixels", NULL, 64,
          (double)KILN_PNG_DEFAULT_MAX_PIXELS},
         {"bench-steps", KILN_ARG_INT, &o.bench_steps, "time this many training steps, print the median", NULL, 0, 100000},
     };
@@ -476,16 +476,30 @@ int main(int argc, char **argv) {
     kiln_args_set_range(nargs, table, "epochs", 0, MAX_EPOCHS);
     kiln_args_set_range(nargs, table, "batch", 1, 1024);
     kiln_args_set_range(nargs, table, "size", 8, 1024);
+    kiln_args_refuse(nargs, table, "data", "to car_mask (its scenes are synthetic)");
     const char *about = "Trains U-Net-16 to find the cars in synthetic aerial scenes (sigmoid + BCE, Adam).";
     kiln_args_result r = kiln_args_parse(argc, argv, about, nargs, table);
     if (r == KILN_ARGS_HELP) return 0;
-    if (r == KILN_ARGS_ERROR) return fail("bad arguments");
-    if (kiln_check_device(o.c.device) != KILN_STATUS_OK) return fail("bad arguments");
+    if (r == KILN_ARGS_ERROR) return kiln_args_exit("car_mask");
+    /* Each mode refuses the options it would ignore. */
+    kiln_status bad = KILN_STATUS_OK;
+    if (o.predict)
+        bad = kiln_args_not_for(argc, argv, nargs, table,
+                                "epochs|batch|size|seed|loss|lr|lr-decay|train-scenes|heldout-scenes|resume|bench-steps|"
+                                "export-weights", "with --predict (it trains nothing; the image sets the size)");
+    if (!bad && o.predict && !o.checkpoint)
+        bad = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict needs --checkpoint FILE (model.safetensors or a "
+                             "training checkpoint)");
+    if (!bad && !o.predict)
+        bad = kiln_args_not_for(argc, argv, nargs, table, "checkpoint|max-pixels", "without --predict");
+    if (!bad && o.bench_steps > 0)
+        bad = kiln_args_not_for(argc, argv, nargs, table, "epochs|resume|heldout-scenes|out|export-weights",
+                                "with --bench-steps (it times steps on one batch and writes nothing)");
+    if (!bad) bad = kiln_check_device(o.c.device);
     /* what the table's ranges cannot say; the scenes are (3 + 1) floats a pixel */
-    if (kiln_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 16))
-        return fail("bad arguments");
+    if (!bad && !o.predict) bad = kiln_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 16);
+    if (bad) return kiln_args_exit("car_mask");
     if (o.predict) return predict(&o) ? fail("--predict") : (kiln_shutdown(), 0);
-    if (!o.c.out) o.c.out = "out/car_mask";
 
     /* The model, and Adam over its parameters (kept in one contiguous arena). */
     kiln_manual_seed((uint64_t)o.c.seed);

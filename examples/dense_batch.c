@@ -2,7 +2,8 @@
  * product gives each sample's own output; its backprop dX = dY·Wᵀ, dW = Xᵀ·dY,
  * db = Σ_rows dY equals the sum of the per-sample gradients; and one mini-batch SGD
  * step is not the same as one small step per sample. Exits 1 if an identity fails.
- *   dense_batch [--batch 16 --in 64 --out 10 --dtype f64 --device cpu] [--json] */
+ *   dense_batch [--batch 16 --in-features 64 --out-features 10 --dtype f64 --device cpu] [--json]
+ * It trains no model and writes no files, so it has no --out (giving one is an error). */
 #include <kiln.h>
 #include <kiln_examples.h>
 #include <math.h>
@@ -78,21 +79,24 @@ int main(int argc, char **argv) {
     kiln_device device = kiln_args_default_device();
     int B = 16, in = 64, out = 10;
     int64_t seed = 0;
-    const char *dtype_name = "auto";
+    const char *dtype_name = "auto", *out_dir = NULL;
     bool json = false;
     kiln_arg table[] = {
-        {"device", KILN_ARG_DEVICE, &device, "cpu, cuda or cuda:N (default: cuda when present)", NULL},
+        {"device", KILN_ARG_DEVICE, &device, "cpu, cuda or cuda:N (cuda when present)", NULL},
         {"batch", KILN_ARG_INT, &B, "samples in the batch", NULL, 2, 1024},
-        {"in", KILN_ARG_INT, &in, "input features", NULL, 1, 1024},
-        {"out", KILN_ARG_INT, &out, "output features", NULL, 1, 1024},
+        {"in-features", KILN_ARG_INT, &in, "input features", NULL, 1, 1024},
+        {"out-features", KILN_ARG_INT, &out, "output features", NULL, 1, 1024},
         {"dtype", KILN_ARG_CHOICE, &dtype_name, "f64 (CPU only), f32, or auto: f64 on the CPU, f32 elsewhere",
          "auto|f32|f64"},
         {"seed", KILN_ARG_I64, &seed, "random seed", NULL},
         {"json", KILN_ARG_FLAG, &json, "print only the final JSON line on stdout", NULL},
+        {"out", KILN_ARG_STRING, &out_dir, NULL, NULL, .refused = "to dense_batch: it writes no files (the number of "
+         "output features is --out-features)"},
     };
+    int nargs = (int)(sizeof table / sizeof table[0]);
     kiln_args_result ar = kiln_args_parse(argc, argv, "Dense layer over a batch: one matrix product, its backprop, "
                                           "and mini-batch vs per-sample steps.",
-                                          (int)(sizeof table / sizeof table[0]), table);
+                                          nargs, table);
     if (ar == KILN_ARGS_HELP) return 0;
     if (ar == KILN_ARGS_ERROR) return kiln_args_exit("dense_batch");
     kiln_dtype dt = strcmp(dtype_name, "f64") == 0   ? KILN_F64

@@ -2,7 +2,9 @@
  * product over the whole batch) or a small CNN (two conv + batch-norm + ReLU + max-pool
  * stages, then two linear layers), cross-entropy, Adam or SGD with momentum, and the
  * test set's argmax accuracy after every epoch.
- *   fashion_mnist --model cnn --epochs 3          (data: Debian's dataset-fashion-mnist or --data DIR) */
+ *   fashion_mnist --model cnn --epochs 3          (data: Debian's dataset-fashion-mnist or --data DIR)
+ * Writes OUT/fashion_mnist_curves.png and OUT/model.safetensors (the weights, for torch)
+ * into --out (default out/fashion_mnist). */
 #include <kiln.h>
 #include <kiln_examples.h>
 #include <math.h>
@@ -102,6 +104,7 @@ int main(int argc, char **argv) {
     kiln_common_args a;
     kiln_common_defaults(&a);
     a.batch = 64;
+    a.out = "out/fashion_mnist";
     const char *model_name = "cnn", *optim_name = "adam", *schedule_name = "cosine";
     double lr = NAN, momentum = 0.9; /* NaN: not given (the parser never stores one) */
     int64_t limit = 0;
@@ -113,7 +116,7 @@ int main(int argc, char **argv) {
         {"lr", KILN_ARG_DOUBLE, &lr, "learning rate > 0 (default: 1e-3 for adam, 0.05 for sgd)", NULL},
         {"schedule", KILN_ARG_CHOICE, &schedule_name, "learning rate: cosine (decays to 0 by the last step) or constant",
          "cosine|constant"},
-        {"momentum", KILN_ARG_DOUBLE, &momentum, "sgd momentum", NULL, 0, 1},
+        {"momentum", KILN_ARG_DOUBLE, &momentum, "sgd: momentum", NULL, 0, 1},
         {"width", KILN_ARG_INT, &width, "cnn: channels of the first conv (the second has twice as many)", NULL, 1,
          MAX_WIDTH},
         {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL, 0, 1e9},
@@ -121,12 +124,19 @@ int main(int argc, char **argv) {
     int nargs = (int)(sizeof table / sizeof table[0]);
     kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
     kiln_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
+    kiln_args_refuse(nargs, table, "size", "to fashion_mnist (its images are 28x28)");
     kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST classifier (MLP or CNN).", nargs, table);
     if (ar == KILN_ARGS_HELP) return 0;
     if (ar == KILN_ARGS_OK && !isnan(lr) && !(lr > 0))
         ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
-    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) return kiln_args_exit("fashion_mnist");
     bool sgd = strcmp(optim_name, "sgd") == 0;
+    /* options the chosen model or optimizer would ignore are refused, not dropped */
+    if (ar == KILN_ARGS_OK &&
+        ((strcmp(model_name, "mlp") == 0 &&
+          kiln_args_not_for(argc, argv, nargs, table, "width", "to --model mlp (it sets the cnn's channels)")) ||
+         (!sgd && kiln_args_not_for(argc, argv, nargs, table, "momentum", "to --optim adam (it is sgd's)"))))
+        ar = KILN_ARGS_ERROR;
+    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) return kiln_args_exit("fashion_mnist");
     if (isnan(lr)) lr = sgd ? 0.05 : 1e-3;
     double t0 = kiln_now_seconds();
     FILE *info = a.json ? stderr : stdout; /* --json keeps stdout for the result line */
@@ -222,15 +232,18 @@ int main(int argc, char **argv) {
     }
 
     /* Loss and accuracy per epoch as a picture next to the numbers. */
+    what = "writing the weights";
+    char path[4096] = "", weights[4096] = "";
+    st = kiln_export_weights(&a, model, weights, sizeof weights);
+    if (st) goto done;
     what = "writing the plot";
-    char path[4096] = "";
     kiln_series series[] = {{"train loss", train_loss, a.epochs},
                             {"test loss", test_loss, a.epochs},
                             {"test argmax accuracy", acc, a.epochs}};
     st = kiln_path_join(path, sizeof path, a.out, "fashion_mnist_curves.png");
     if (!st) st = kiln_plot_lines_png(path, "Fashion-MNIST", "epoch", 3, series, 640, 400);
     if (st) goto done;
-    fprintf(info, "wrote %s\n", path);
+    fprintf(info, "wrote %s and %s\n", path, weights);
     fflush(info);
     kiln_json j;
     kiln_json_begin(&j);
@@ -253,6 +266,7 @@ int main(int argc, char **argv) {
     kiln_json_numbers(&j, "test_loss_per_epoch", test_loss, a.epochs);
     kiln_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
     kiln_json_string(&j, "plot", path);
+    kiln_json_string(&j, "weights", weights);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
     kiln_json_print(&j, stdout);
     rc = 0;

@@ -100,30 +100,32 @@ int main(int argc, char **argv) {
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 8; /* the README's results */
     kiln_arg table[] = {
         KILN_COMMON_ARG_TABLE(o.c),
-        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0 (default 1e-2)", NULL},
-        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1] (default 0.8)", NULL},
-        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes, at least --batch (default 192)", NULL, 1, 100000},
-        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics (default 16)", NULL, 1,
+        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0", NULL},
+        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1]", NULL},
+        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes, at least --batch", NULL, 1, 100000},
+        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics", NULL, 1,
          100000},
         {"class-weights", KILN_ARG_CHOICE, &o.weights, "cross-entropy class weights from the training labels: "
-                                                       "none, inverse or sqrt_inverse (default) frequency",
+                                                       "none, inverse or sqrt_inverse frequency",
          "none|inverse|sqrt_inverse"},
     };
     int nargs = (int)(sizeof table / sizeof *table);
     kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
     kiln_args_set_range(nargs, table, "batch", 1, 1024);
     kiln_args_set_range(nargs, table, "size", 8, 1024);
+    kiln_args_refuse(nargs, table, "data", "to segment7 (its scenes are synthetic)");
     const char *about = "Trains U-Net-16 to label every pixel of synthetic aerial scenes with one of 7 classes.";
     kiln_args_result r = kiln_args_parse(argc, argv, about, nargs, table);
     if (r == KILN_ARGS_HELP) return 0;
-    if (r == KILN_ARGS_ERROR) return fail("bad arguments");
-    if (kiln_check_device(o.c.device) != KILN_STATUS_OK) return fail("bad arguments");
+    if (r == KILN_ARGS_ERROR ||
+        kiln_check_device(o.c.device) != KILN_STATUS_OK)
+        return kiln_args_exit("segment7");
     kiln_device dev = o.c.device;
     char devname[32];
     kiln_device_name(dev, devname, sizeof devname);
     /* what the table's ranges cannot say; the scenes are 3 floats and a class index a pixel */
     if (kiln_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 20))
-        return fail("bad arguments");
+        return kiln_args_exit("segment7");
 
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *net = NULL;
@@ -132,7 +134,7 @@ int main(int argc, char **argv) {
     kiln_confusion_matrix *cm = NULL;
     kiln_cross_entropy_options ce = kiln_cross_entropy_options_default();
     const char *what = "preparing --out";
-    char ckpt[4096], grid[4096], plot[4096];
+    char ckpt[4096], grid[4096], plot[4096], weights[4096];
     kiln_status st = kiln_out_dir(o.c.out);
     if (!st) st = kiln_path_join(ckpt, sizeof ckpt, o.c.out, "segment7.safetensors");
     if (!st) st = kiln_path_join(grid, sizeof grid, o.c.out, "segment7_grid.png");
@@ -253,8 +255,9 @@ int main(int argc, char **argv) {
     kiln_series series[NH];
     for (int k = 0; k < NH; k++) series[k] = (kiln_series){hist_keys[k], hist[k], o.c.epochs};
     if (!st) st = kiln_plot_lines_png(plot, "segment7: loss and held-out metrics", "epoch", NH, series, 640, 400);
+    if (!st) st = kiln_export_weights(&o.c, net, weights, sizeof weights);
     if (st) goto done;
-    if (!o.c.json) printf("segment7: pictures in %s and %s, checkpoint %s\n", grid, plot, ckpt);
+    if (!o.c.json) printf("segment7: pictures in %s and %s, checkpoint %s, weights %s\n", grid, plot, ckpt, weights);
 
     kiln_json j;
     kiln_json_begin(&j);
@@ -277,6 +280,7 @@ int main(int argc, char **argv) {
     kiln_json_string(&j, "grid", grid);
     kiln_json_string(&j, "plot", plot);
     kiln_json_string(&j, "checkpoint", ckpt);
+    kiln_json_string(&j, "weights", weights);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
 done:

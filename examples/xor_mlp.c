@@ -2,8 +2,20 @@
  * Shows the whole C workflow: tensors, a scope per step, backward, an update. */
 #include <kiln.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-int main(void) {
+int main(int argc, char **argv) {
+    long steps = 2000; /* --steps N */
+    for (int i = 1; i < argc; i++) {
+        char *end = NULL;
+        int help = strcmp(argv[i], "--help") == 0;
+        if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) steps = strtol(argv[++i], &end, 10);
+        if (help || !end || *end || steps < 1 || steps > 1000000) { /* anything else is bad usage */
+            fprintf(help ? stdout : stderr, "usage: %s [--steps N]   (N in 1..1000000, default 2000)\n", argv[0]);
+            return help ? 0 : 2;
+        }
+    }
     const double x[] = {0, 0, 0, 1, 1, 0, 1, 1}, y[] = {0, 1, 1, 0};
     kiln_manual_seed(0);
     kiln_tensor *X = kiln_tensor_from_host(x, 2, (int64_t[]){4, 2}, KILN_F64, KILN_CPU);
@@ -13,7 +25,7 @@ int main(void) {
         kiln_tensor_randn(2, (int64_t[]){8, 1}, 0, 1, KILN_F64, KILN_CPU), kiln_tensor_zeros(1, (int64_t[]){1}, KILN_F64, KILN_CPU)};
     for (int i = 0; i < 4; i++) kiln_tensor_set_requires_grad(params[i], true);
     double loss = 0;
-    for (int step = 0; step < 2000; step++) {
+    for (int step = 0; step < steps; step++) {
         kiln_scope *scope = kiln_scope_begin(); /* everything made in the step dies at its end */
         kiln_tensor *h = kiln_tanh(kiln_add(kiln_matmul(X, params[0]), params[1]));
         kiln_tensor *p = kiln_sigmoid(kiln_add(kiln_matmul(h, params[2]), params[3]));

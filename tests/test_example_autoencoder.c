@@ -82,6 +82,7 @@ KT_TEST(example_autoencoder, hostile_options_are_clear_errors) {
         {"--lr inf", "--lr: 'inf' is not a finite number"},
         {"--lr -0.1", "--lr: -0.1 is not > 0"},
         {"--batch ' 8'", "--batch: ' 8' is not an int-sized integer"},
+        {"--size 28", "--size does not apply to autoencoder (its images are 28x28)"},
     };
     kt_program_expect_errors("autoencoder", data, sizeof cases / sizeof *cases, cases);
     kt_run_dir_remove(data);
@@ -109,6 +110,7 @@ KT_TEST(example_autoencoder, a_diverging_run_fails_clearly_and_out_must_be_a_dir
     cr_assert(r.json, "no JSON line:\n%s", r.out);
     cr_expect_eq(kt_json_number(r.json, "steps"), 4);
     kt_json_png(r.json, "spectrum_png");
+    kt_json_weights(r.json, data, 8); /* encoder and decoder, two Linear layers each */
     kt_program_result_free(&r);
     kt_run_dir_remove(data);
 }

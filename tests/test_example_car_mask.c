@@ -5,6 +5,7 @@
 #include "support/kiln_test.h"
 #include "kiln_examples.h"
 #include "support/kt_run.h"
+#include "models/unet.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -50,6 +51,69 @@ KT_TEST(example_car_mask, trains_and_reports_json_and_files) {
     struct stat sb;
     cr_expect(stat(path, &sb) == 0 && sb.st_size > 483441 * 4, "no checkpoint at %s", path);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "checkpoint")), "res/car_mask.safetensors");
+    cr_expect_str_eq(json_string_value(json_object_get(r->json, "weights")), "res/model.safetensors");
+    kt_run_free(r);
+    kt_run_dir_remove(d);
+}
+
+/* model.safetensors is the state_dict alone, what torch's strict load_state_dict takes:
+ * a fresh U-Net loads it strictly, every entry is one of the module's tensors (no
+ * optimizer state), and it equals the model part of the training checkpoint.
+ * --export-weights writes it elsewhere instead. */
+KT_TEST(example_car_mask, writes_model_only_weights_torch_loads) {
+    char *d = kt_run_dir("car_mask"), path[1024], ckpt[1024];
+    run_result *r = kt_run_ok(bin, d, TINY " --epochs 1 --json --out res");
+    snprintf(path, sizeof path, "%s/res/model.safetensors", d);
+    snprintf(ckpt, sizeof ckpt, "%s/res/car_mask.safetensors", d);
+    kiln_module *net = unet_create(3, 1, 16, KILN_F32), *ref = unet_create(3, 1, 16, KILN_F32);
+    cr_assert(net && ref);
+    kiln_safetensors *f = kiln_safetensors_open(path);
+    cr_assert(f, "%s", kiln_last_error());
+    int n = kiln_safetensors_count(f);
+    for (int i = 0; i < n; i++) {
+        const char *name = kiln_safetensors_entry_at(f, i)->name;
+        cr_expect(strncmp(name, "optimizer", 9) != 0 && kiln_module_get(net, name), "'%s' is not a module tensor", name);
+    }
+    kiln_safetensors_close(f);
+    cr_expect_eq(n, 106, "%d entries, not the U-Net's 106 parameters and buffers", n);
+    cr_assert_eq(kiln_checkpoint_load(path, net, NULL, true), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kiln_checkpoint_load(ckpt, ref, NULL, true), KILN_STATUS_OK, "%s", kiln_last_error());
+    const char *names[] = {"enc1.0.weight", "head.bias", "dec1.4.running_var", "dec1.4.num_batches_tracked"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        kiln_tensor *a = kiln_module_get(net, names[i]), *b = kiln_module_get(ref, names[i]);
+        cr_assert(a && b, "no %s", names[i]);
+        size_t nb = (size_t)kiln_tensor_numel(a) * kiln_dtype_size(kiln_tensor_dtype(a));
+        char *ha = malloc(nb), *hb = malloc(nb);
+        cr_assert(kiln_tensor_to_host(a, ha, nb) == KILN_STATUS_OK && kiln_tensor_to_host(b, hb, nb) == KILN_STATUS_OK);
+        int diff = memcmp(ha, hb, nb);
+        free(ha);
+        free(hb);
+        cr_expect_eq(diff, 0, "%s differs from the checkpoint's", names[i]);
+    }
+    kt_run_free(r);
+    r = kt_run_ok(bin, d, TINY " --epochs 1 --out res2 --export-weights w.safetensors");
+    snprintf(path, sizeof path, "%s/w.safetensors", d);
+    struct stat sb;
+    cr_expect(stat(path, &sb) == 0, "no %s", path);
+    snprintf(path, sizeof path, "%s/res2/model.safetensors", d);
+    cr_expect(stat(path, &sb) != 0, "%s was written as well", path);
+    cr_expect(strstr(r->out, "weights w.safetensors"), "stdout does not name the weights:\n%s", r->out);
+    kt_run_free(r);
+    kiln_module_free(net);
+    kiln_module_free(ref);
+    kt_run_dir_remove(d);
+}
+
+/* --help shows the defaults the program really uses, and says which option it never takes. */
+KT_TEST(example_car_mask, help_shows_the_real_defaults) {
+    char *d = kt_run_dir("car_mask");
+    run_result *r = kt_run_ok(bin, d, "--epochs 5 --help"); /* an earlier option does not change them */
+    const char *says[] = {"--epochs N", "(default: 16)", "(default: 8)", "(default: 64)", "(default: out/car_mask)",
+                          "(default: bce_with_logits)", "(default: 0.01)", "(default: 0.85)", "(default: 192)",
+                          "OUT/model.safetensors", "OUT/mask.png", "--data S                     not used"};
+    for (size_t i = 0; i < sizeof says / sizeof *says; i++)
+        cr_expect(strstr(r->out, says[i]), "--help does not say '%s':\n%s", says[i], r->out);
+    cr_expect(!strstr(r->out, "(default: 5)"), "--help shows the value given, not the default:\n%s", r->out);
     kt_run_free(r);
     kt_run_dir_remove(d);
 }
@@ -113,13 +177,19 @@ KT_TEST(example_car_mask, predict_writes_a_mask_of_the_image_size) {
     char in[1024];
     snprintf(in, sizeof in, "%s/scene.png", d);
     cr_assert_eq(kiln_png_write_f32(in, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
-    run_result *p = kt_run(bin, d, "--device cpu --predict scene.png --out mask.png --checkpoint res/car_mask.safetensors --json");
+    /* --out is a directory here too: the mask is OUT/mask.png, out/car_mask/ by default */
+    run_result *p = kt_run(bin, d, "--device cpu --predict scene.png --checkpoint res/model.safetensors --json");
     cr_assert_eq(p->status, 0, "exit %d; stderr:\n%s", p->status, p->err);
     cr_assert(p->json, "no JSON line:\n%s", p->out);
     cr_expect_eq(kt_number(p->json, "width"), W);
     cr_expect_eq(kt_number(p->json, "height"), H);
+    cr_expect_str_eq(json_string_value(json_object_get(p->json, "mask")), "out/car_mask/mask.png");
+    run_result *q = kt_run_ok(bin, d, "--device cpu --predict scene.png --out pred --checkpoint res/car_mask.safetensors");
     char mask[1024];
-    snprintf(mask, sizeof mask, "%s/mask.png", d);
+    snprintf(mask, sizeof mask, "%s/pred/mask.png", d);
+    kt_expect_png(mask, 1, W, H);
+    kt_run_free(q);
+    snprintf(mask, sizeof mask, "%s/out/car_mask/mask.png", d);
     kt_expect_png(mask, 1, W, H);
     uint8_t *px;
     int c, h, w;
@@ -164,12 +234,25 @@ KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
         {"--max-pixels 1", "--max-pixels: 1 is outside the allowed range 64..67108864"},
         {"--frobnicate 1", "unknown option '--frobnicate'"},
         {"--device tpu", "'tpu' is not a device"},
-        {"--predict scene.png --out m.png", "--predict needs --checkpoint"},
-        {"--predict missing.png --out m.png --checkpoint missing.safetensors", "cannot open 'missing.png'"},
+        {"--predict scene.png", "--predict needs --checkpoint"},
+        /* an option the chosen mode would ignore is refused, naming it and why */
+        {"--data x", "--data does not apply to car_mask (its scenes are synthetic)"},
+        {"--predict s.png --checkpoint c --epochs 3", "--epochs does not apply with --predict (it trains nothing"},
+        {"--predict s.png --checkpoint c --size 32", "--size does not apply with --predict"},
+        {"--predict s.png --checkpoint c --export-weights w", "--export-weights does not apply with --predict"},
+        {"--checkpoint c", "--checkpoint does not apply without --predict"},
+        {"--max-pixels 100", "--max-pixels does not apply without --predict"},
+        {"--bench-steps 2 --out r", "--out does not apply with --bench-steps (it times steps on one batch and writes "
+                                    "nothing)"},
+        {"--bench-steps 2 --epochs 2", "--epochs does not apply with --bench-steps"},
+        /* after the checks of usage (exit 2), what only running can find (exit 1) */
+        {"--predict missing.png --checkpoint missing.safetensors", "cannot open 'missing.png'"},
         {TINY " --epochs 1 --resume missing.safetensors", "missing.safetensors"},
     };
+    size_t nusage = sizeof cases / sizeof *cases - 2;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         run_result *r = kt_run_refused(bin, d, cases[i].args, "car_mask: ", cases[i].says);
+        cr_expect_eq(r->status, i < nusage ? 2 : 1, "'%s' exited %d", cases[i].args, r->status);
         cr_expect(!strstr(r->err, "AddressSanitizer") && !strstr(r->err, "LeakSanitizer"), "'%s':\n%s", cases[i].args, r->err);
         kt_run_free(r);
     }
@@ -235,28 +318,29 @@ KT_TEST(example_car_mask, resume_refuses_damaged_metadata) {
 
 /* --predict checks its input before building the model: a directory says so, a valid
  * 16384x16384 PNG (261 KB; it used to pass 4 GB resident) is refused from its header,
- * as is an image above --max-pixels, and an --out that is a directory is named. */
-KT_TEST(example_car_mask, predict_refuses_directories_huge_images_and_a_directory_out) {
+ * as is an image above --max-pixels, and an --out that is a file is named. */
+KT_TEST(example_car_mask, predict_refuses_directories_huge_images_and_a_file_out) {
     char *d = kt_run_dir("car_mask"), path[1024];
     snprintf(path, sizeof path, "%s/huge.png", d);
     kt_write_zero_png(path, 16384, 16384);
     snprintf(path, sizeof path, "%s/adir", d);
     cr_assert_eq(mkdir(path, 0755), 0);
+    kt_run_touch(d, "afile");
     enum { W = 36, H = 20 };
     float rgb[3 * H * W];
     cr_assert_eq(kiln_scene_generate(7, H, W, rgb, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
     snprintf(path, sizeof path, "%s/scene.png", d);
     cr_assert_eq(kiln_png_write_f32(path, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
     const kt_case cases[] = {
-        {"--predict adir --out m.png --checkpoint none.safetensors", "car_mask: --predict: kiln_png_read_size: 'adir' is a "
+        {"--predict adir --checkpoint none.safetensors", "car_mask: --predict: kiln_png_read_size: 'adir' is a "
                                                                      "directory, not a PNG file"},
-        {"--predict huge.png --out m.png --checkpoint none.safetensors",
+        {"--predict huge.png --checkpoint none.safetensors",
          "'huge.png' is 16384x16384 = 268435456 pixels, above the limit of 67108864 pixels; set KILN_PNG_MAX_PIXELS"},
-        {"--predict scene.png --out m.png --checkpoint none.safetensors --max-pixels 700",
+        {"--predict scene.png --checkpoint none.safetensors --max-pixels 700",
          "'scene.png' is 36x20 = 720 pixels, above --max-pixels 700 (the U-Net needs about 2 KB of memory a pixel)"},
-        {"--predict scene.png --out adir --checkpoint none.safetensors",
-         "--out 'adir' is a directory: with --predict, --out names the mask PNG to write"},
-        {"--predict scene.png --out m.png --checkpoint none.safetensors", "none.safetensors"},
+        {"--predict scene.png --out afile --checkpoint none.safetensors",
+         "--out 'afile' is a file, not a directory: --out names the directory"},
+        {"--predict scene.png --out adir --checkpoint none.safetensors", "none.safetensors"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         run_result *r = kt_run(bin, d, cases[i].args);
@@ -282,7 +366,7 @@ KT_TEST(example_car_mask, a_diverging_run_stops_with_an_error) {
                              "diverged (lower --lr, now 1e+38)"), "stderr:\n%s", r->err);
     cr_expect(!strstr(r->err, "Sanitizer"), "%s", r->err);
     kt_run_free(r);
-    r = kt_run(bin, d, TINY " --epochs 1 --lr 1e38 --bench-steps 3");
+    r = kt_run(bin, d, "--device cpu --size 16 --batch 2 --train-scenes 4 --lr 1e38 --bench-steps 3");
     cr_expect(r->status == 1 && strstr(r->err, "car_mask: --bench-steps: the training loss became NaN at epoch 1, "
                                                "step 2 of 5"), "exit %d; stderr:\n%s", r->status, r->err);
     kt_run_free(r);
@@ -295,21 +379,21 @@ KT_TEST(example_car_mask, a_bad_KILN_DEVICE_is_said_once_and_masks_nothing) {
     char *d = kt_run_dir("car_mask");
     setenv("KILN_DEVICE", "cuda:x", 1);
     run_result *r = kt_run(bin, d, "--size 16 --batch 2 --train-scenes 4 --heldout-scenes 2 --epochs 1 --out res");
-    cr_expect_eq(r->status, 1);
+    cr_expect_eq(r->status, 2);
     const char *says = "KILN_DEVICE='cuda:x' is not a device: set it to cpu, cuda or cuda:N, unset it, or pass --device";
     const char *first = strstr(r->err, says);
     cr_expect(first && !strstr(first + 1, "KILN_DEVICE"), "stderr does not say it once:\n%s", r->err);
     kt_run_free(r);
     /* the parser reports the variable before the checks that follow it, as itself */
     r = kt_run(bin, d, "--size 12");
-    cr_expect(r->status == 1 && strstr(r->err, says) && !strstr(r->err, "multiple of 8"), "stderr:\n%s", r->err);
+    cr_expect(r->status == 2 && strstr(r->err, says) && !strstr(r->err, "multiple of 8"), "stderr:\n%s", r->err);
     kt_run_free(r);
     r = kt_run(bin, d, "--batch 0");
-    cr_expect(r->status == 1 && strstr(r->err, "--batch: 0 is outside the allowed range") && !strstr(r->err, "KILN_DEVICE"),
+    cr_expect(r->status == 2 && strstr(r->err, "--batch: 0 is outside the allowed range") && !strstr(r->err, "KILN_DEVICE"),
               "stderr:\n%s", r->err);
     kt_run_free(r);
     r = kt_run(bin, d, "--device cpu --size 12");
-    cr_expect(r->status == 1 && strstr(r->err, "multiple of 8") && !strstr(r->err, "KILN_DEVICE"), "stderr:\n%s", r->err);
+    cr_expect(r->status == 2 && strstr(r->err, "multiple of 8") && !strstr(r->err, "KILN_DEVICE"), "stderr:\n%s", r->err);
     kt_run_free(r);
     setenv("KILN_DEVICE", "cpu", 1);
     kt_run_dir_remove(d);

@@ -45,7 +45,7 @@ KT_TEST(example_dense_batch, identities_f64) { check_run("--device cpu --json", 
 /* Bigger, so the sums really run in different orders; f32 rounding of values up to a
  * few hundred. */
 KT_TEST(example_dense_batch, identities_f32) {
-    check_run("--device cpu --dtype f32 --batch 32 --in 50 --out 7 --seed 3 --json", 1e-2);
+    check_run("--device cpu --dtype f32 --batch 32 --in-features 50 --out-features 7 --seed 3 --json", 1e-2);
 }
 
 /* Options name themselves, their value and what is allowed; a bad KILN_DEVICE is said
@@ -53,8 +53,11 @@ KT_TEST(example_dense_batch, identities_f32) {
 KT_TEST(example_dense_batch, bad_options_say_what_is_allowed) {
     const kt_case cases[] = {
         {"--batch 1", "dense_batch: --batch: 1 is outside the allowed range 2..1024"},
-        {"--in 2147483647", "dense_batch: --in: 2147483647 is outside the allowed range 1..1024"},
-        {"--out ' 3'", "dense_batch: --out: ' 3' is not an int-sized integer"},
+        {"--in-features 2147483647", "dense_batch: --in-features: 2147483647 is outside the allowed range 1..1024"},
+        {"--out-features ' 3'", "dense_batch: --out-features: ' 3' is not an int-sized integer"},
+        /* --out is a directory in every example; this one writes none, so it says so */
+        {"--out 10", "dense_batch: --out does not apply to dense_batch: it writes no files (the number of output "
+                     "features is --out-features)"},
         {"--seed 1e3", "dense_batch: --seed: '1e3' is not a 64-bit integer"},
     };
     char cmd[256];

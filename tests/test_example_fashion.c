@@ -65,6 +65,19 @@ KT_TEST(example_fashion, bad_model_exits_2) {
     kt_program_result_free(&r);
 }
 
+/* --help shows the defaults the program uses, --size as an option it refuses. */
+KT_TEST(example_fashion, help_shows_the_real_defaults) {
+    kt_program_result r;
+    kt_program_run("fashion_mnist", "--batch 7 --help", &r);
+    cr_expect_eq(r.status, 0);
+    const char *says[] = {"(default: 64)", "(default: out/fashion_mnist)", "(default: cnn)", "(default: cosine)",
+                          "(default: 1e-3 for adam, 0.05 for sgd)", "(default: 16)", "OUT/model.safetensors",
+                          "--size N                     not used"};
+    for (size_t i = 0; i < sizeof says / sizeof *says; i++)
+        cr_expect(strstr(r.out, says[i]), "--help does not say '%s':\n%s", says[i], r.out);
+    kt_program_result_free(&r);
+}
+
 /* ---- hostile options, on a fake data set ---------------------------------------------- */
 
 static int count(const char *s, const char *needle) {
@@ -85,6 +98,10 @@ KT_TEST(example_fashion, hostile_options_are_clear_errors) {
         {"--batch ' 8'", "--batch: ' 8' is not an int-sized integer"},
         {"--momentum 2", "--momentum: 2 is outside the allowed range 0..1"},
         {"--limit -1", "--limit: -1 is outside the allowed range 0..1000000000"},
+        /* options the run would ignore: exit 2, naming the option and why */
+        {"--size 32", "--size does not apply to fashion_mnist (its images are 28x28)"},
+        {"--model mlp --width 8", "--width does not apply to --model mlp"},
+        {"--momentum 0.5", "--momentum does not apply to --optim adam"},
     };
     kt_program_expect_errors("fashion_mnist", data, sizeof cases / sizeof *cases, cases);
     kt_run_dir_remove(data);
@@ -106,6 +123,7 @@ KT_TEST(example_fashion, a_diverging_run_stops_with_an_error) {
     cr_expect_eq(r.status, 0, "exit %d:\n%s", r.status, r.out);
     cr_assert(r.json, "no JSON line:\n%s", r.out);
     cr_expect_eq(kt_json_number(r.json, "steps"), 4);
+    kt_json_weights(r.json, data, 6); /* three Linear layers: weight and bias each */
     kt_program_result_free(&r);
     kt_run_dir_remove(data);
 }

@@ -5,6 +5,7 @@
 #include "support/kiln_test.h"
 #include "kiln_examples.h"
 #include "support/kt_run.h"
+#include "models/unet.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -60,6 +61,17 @@ KT_TEST(example_segment7, trains_and_reports_json_and_files) {
     snprintf(path, sizeof path, "%s/res/segment7.safetensors", d);
     struct stat sb;
     cr_expect(stat(path, &sb) == 0 && sb.st_size > 0, "no checkpoint at %s", path);
+    /* beside it, the weights alone: a fresh 7-class U-Net loads them strictly */
+    snprintf(path, sizeof path, "%s/res/model.safetensors", d);
+    cr_expect_str_eq(json_string_value(json_object_get(r->json, "weights")), "res/model.safetensors");
+    kiln_module *net = unet_create(3, 7, 16, KILN_F32);
+    cr_expect_eq(kiln_checkpoint_load(path, net, NULL, true), KILN_STATUS_OK, "%s", kiln_last_error());
+    kiln_safetensors *f = kiln_safetensors_open(path);
+    cr_assert(f, "%s", kiln_last_error());
+    for (int i = 0; i < kiln_safetensors_count(f); i++)
+        cr_expect(strncmp(kiln_safetensors_entry_at(f, i)->name, "optimizer", 9), "%s", kiln_safetensors_entry_at(f, i)->name);
+    kiln_safetensors_close(f);
+    kiln_module_free(net);
     kt_run_free(r);
     kt_run_dir_remove(d);
 }
@@ -97,14 +109,18 @@ KT_TEST(example_segment7, bad_arguments_give_clear_errors) {
         {"--train-scenes 100000", "need 7.6 GiB of scene data, above the 4 GiB allowed"},
         {"--epochs", "--epochs: needs a value"},
         {"stray", "unexpected argument 'stray'"},
+        {"--data dir", "--data does not apply to segment7 (its scenes are synthetic)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         run_result *r = kt_run_refused(bin, d, cases[i].args, "segment7: ", cases[i].says);
+        cr_expect_eq(r->status, 2, "'%s' exited %d", cases[i].args, r->status);
         cr_expect(!strstr(r->err, "Sanitizer"), "'%s':\n%s", cases[i].args, r->err);
         kt_run_free(r);
     }
     run_result *h = kt_run(bin, d, "--help");
     cr_expect(h->status == 0 && strstr(h->out, "--class-weights"), "--help:\n%s", h->out);
+    cr_expect(strstr(h->out, "(default: out/segment7)") && strstr(h->out, "(default: sqrt_inverse)") &&
+              strstr(h->out, "(default: 0.8)") && strstr(h->out, "(default: 8)"), "--help lacks a default:\n%s", h->out);
     kt_run_free(h);
     kt_run_dir_remove(d);
 }

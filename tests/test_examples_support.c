@@ -395,18 +395,72 @@ KT_TEST(examples_support, sequential_of_a_missing_layer_is_null_and_frees_the_re
 KT_TEST(examples_support, args_usage_lists_every_option) {
     opts o;
     kiln_common_defaults(&o.c);
+    o.loss = "ce";
     const kiln_arg table[] = {KILN_COMMON_ARG_TABLE(o.c), {"loss", KILN_ARG_CHOICE, &o.loss, "loss", "bce|ce"}};
     FILE *f = tmpfile();
-    kiln_args_usage(f, "car_mask", "Trains a U-Net.", 9, table);
+    kiln_args_usage(f, "car_mask", "Trains a U-Net.", (int)(sizeof table / sizeof *table), table);
     rewind(f);
     char text[4096] = "";
     size_t n = fread(text, 1, sizeof text - 1, f);
     text[n] = '\0';
     fclose(f);
     const char *want[] = {"usage: car_mask", "--device DEV", "--epochs N", "--batch N", "--size N", "--seed N",
-                          "--data S",        "--out S",      "--json ",    "--loss bce|ce", "--help"};
+                          "--data S",        "--out S",      "--json ",    "--loss bce|ce", "--help",
+                          "--export-weights S", "(default: 3)", "(default: out/example)", "(default: ce)",
+                          "(default here: cpu)"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_expect(strstr(text, want[i]) != NULL, "usage lacks '%s':\n%s", want[i], text);
+    cr_expect(!strstr(text, "--data S                     dataset directory (default"), "an unset string shows a "
+              "default:\n%s", text);
+}
+
+/* --help prints the defaults even after options that change them; an option the program
+ * never uses (kiln_args_refuse) or the mode ignores (kiln_args_not_for) is an error
+ * naming it and why; kiln_args_given reads argv as the parser does. */
+KT_TEST(examples_support, args_defaults_in_help_refused_and_not_for) {
+    kiln_common_args c;
+    kiln_common_defaults(&c);
+    c.epochs = 7;
+    kiln_arg table[] = {KILN_COMMON_ARG_TABLE(c)};
+    int n = (int)(sizeof table / sizeof *table);
+    cr_assert_eq(kiln_args_refuse(n, table, "size", "to this program (28x28 images)"), KILN_STATUS_OK);
+    cr_expect_eq(kiln_args_refuse(n, table, "nope", "x"), KILN_STATUS_INVALID_ARGUMENT);
+    kiln_clear_error();
+    fflush(stdout);
+    FILE *saved = stdout, *f = tmpfile();
+    stdout = f;
+    const char *help[] = {"prog", "--epochs", "99", "--help"};
+    kiln_args_result r = kiln_args_parse(4, (char **)help, NULL, n, table);
+    stdout = saved;
+    long len = ftell(f);
+    rewind(f);
+    char text[4096] = "";
+    size_t got = fread(text, 1, sizeof text - 1, f);
+    text[got] = '\0';
+    fclose(f);
+    cr_expect_eq(r, KILN_ARGS_HELP);
+    cr_expect(len > 0 && strstr(text, "(default: 7)") && !strstr(text, "(default: 99)"), "%s", text);
+    cr_expect(strstr(text, "--size N                     not used: giving it is an error (it does not apply to this "
+                           "program (28x28 images))"), "%s", text);
+    cr_expect_eq(c.epochs, 7, "--help came before --epochs 99 was stored");
+
+    const char *sized[] = {"prog", "--size=32"};
+    cr_expect_eq(kiln_args_parse(2, (char **)sized, NULL, n, table), KILN_ARGS_ERROR);
+    cr_expect_str_eq(kiln_last_error(), "--size does not apply to this program (28x28 images)");
+    kiln_clear_error();
+
+    const char *argv[] = {"prog", "--out", "--seed", "--epochs=2", "--json"};
+    cr_assert_eq(kiln_args_parse(5, (char **)argv, NULL, n, table), KILN_ARGS_OK, "%s", kiln_last_error());
+    cr_expect_str_eq(c.out, "--seed");
+    cr_expect(kiln_args_given(5, (char **)argv, n, table, "out"));
+    cr_expect(kiln_args_given(5, (char **)argv, n, table, "epochs"));
+    cr_expect(kiln_args_given(5, (char **)argv, n, table, "json"));
+    cr_expect(!kiln_args_given(5, (char **)argv, n, table, "seed"), "the value of --out is not an option");
+    cr_expect_eq(kiln_args_not_for(5, (char **)argv, n, table, "batch|seed", "here"), KILN_STATUS_OK);
+    cr_expect_eq(kiln_args_not_for(5, (char **)argv, n, table, "batch|epochs", "with --predict (it trains nothing)"),
+                 KILN_STATUS_INVALID_ARGUMENT);
+    cr_expect_str_eq(kiln_last_error(), "--epochs does not apply with --predict (it trains nothing)");
+    kiln_clear_error();
 }
 
 /* ---- progress ------------------------------------------------------------------------------ */

@@ -31,18 +31,49 @@ static const char *bound(double x, char *buf, size_t n) {
     return buf;
 }
 
+/* The value an option holds before parsing, as --help shows it: "" when there is none
+ * to show (a flag, an unset string, a NaN meaning "computed later"). */
+static const char *default_text(const kiln_arg *a, char *buf, size_t n) {
+    buf[0] = '\0';
+    switch (a->type) {
+    case KILN_ARG_INT: snprintf(buf, n, "%d", *(const int *)a->dest); break;
+    case KILN_ARG_I64: snprintf(buf, n, "%lld", (long long)*(const int64_t *)a->dest); break;
+    case KILN_ARG_DOUBLE:
+        if (!isnan(*(const double *)a->dest)) snprintf(buf, n, "%g", *(const double *)a->dest);
+        break;
+    case KILN_ARG_STRING:
+    case KILN_ARG_CHOICE:
+        if (*(const char *const *)a->dest) snprintf(buf, n, "%s", *(const char *const *)a->dest);
+        break;
+    case KILN_ARG_DEVICE: kiln_device_name(*(const kiln_device *)a->dest, buf, n); break;
+    case KILN_ARG_FLAG: break;
+    }
+    return buf;
+}
+
+/* Each option with its real default, read from its destination, so the text cannot
+ * drift from the code. A help text that speaks of its own default ("default: ...")
+ * is a default computed later, and is left to say it. */
 void kiln_args_usage(FILE *f, const char *prog, const char *about, int n, const kiln_arg *table) {
     fprintf(f, "usage: %s [options]\n", prog ? prog : "example");
     if (about) fprintf(f, "%s\n", about);
     fprintf(f, "options:\n");
     for (int i = 0; i < n; i++) {
-        char left[96];
-        const char *hint = type_hint(&table[i]);
+        char left[96], def[160];
+        const char *hint = type_hint(&table[i]), *help = table[i].help ? table[i].help : "";
         snprintf(left, sizeof left, "--%s%s%s", table[i].name, *hint ? " " : "", hint);
-        fprintf(f, "  %-28s %s", left, table[i].help ? table[i].help : "");
+        if (table[i].refused) { /* listed, so the error it gives is no surprise */
+            fprintf(f, "  %-28s not used: giving it is an error (it does not apply %s)\n", left, table[i].refused);
+            continue;
+        }
+        fprintf(f, "  %-28s %s", left, help);
         char lo[32], hi[32];
         if (table[i].min < table[i].max)
             fprintf(f, " (%s..%s)", bound(table[i].min, lo, sizeof lo), bound(table[i].max, hi, sizeof hi));
+        if (table[i].type == KILN_ARG_DEVICE)
+            fprintf(f, " (default here: %s)", default_text(&table[i], def, sizeof def));
+        else if (!strstr(help, "default") && *default_text(&table[i], def, sizeof def))
+            fprintf(f, " (default: %s)", def);
         fprintf(f, "\n");
     }
     fprintf(f, "  %-28s %s\n", "--help", "show this and exit");
@@ -146,7 +177,59 @@ kiln_status kiln_args_set_range(int n, kiln_arg *table, const char *name, double
     return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_args_set_range: no option --%s in the table", name);
 }
 
+/* The table entry an argument "--name" or "--name=value" names, or NULL. */
+static const kiln_arg *find_arg(const char *arg, int n, const kiln_arg *table) {
+    if (strncmp(arg, "--", 2) != 0) return NULL;
+    const char *name = arg + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    for (int k = 0; k < n; k++)
+        if (strlen(table[k].name) == len && strncmp(table[k].name, name, len) == 0) return &table[k];
+    return NULL;
+}
+
+bool kiln_args_given(int argc, char **argv, int n, const kiln_arg *table, const char *name) {
+    for (int i = 1; i < argc; i++) {
+        const kiln_arg *a = find_arg(argv[i], n, table);
+        if (!a) continue;
+        if (strcmp(a->name, name) == 0) return true;
+        if (a->type != KILN_ARG_FLAG && !strchr(argv[i], '=')) i++; /* its value is not an option */
+    }
+    return false;
+}
+
+kiln_status kiln_args_not_for(int argc, char **argv, int n, const kiln_arg *table, const char *names,
+                              const char *why) {
+    char name[64];
+    for (const char *p = names; p && *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), p);
+        if (kiln_args_given(argc, argv, n, table, name))
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s does not apply %s", name, why);
+        p = bar ? bar + 1 : NULL;
+    }
+    return KILN_STATUS_OK;
+}
+
+kiln_status kiln_args_refuse(int n, kiln_arg *table, const char *name, const char *why) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(table[i].name, name) == 0) {
+            table[i].refused = why;
+            return KILN_STATUS_OK;
+        }
+    return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_args_refuse: no option --%s in the table", name);
+}
+
 kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n, const kiln_arg *table) {
+    /* --help first, before any option overwrites the defaults it shows. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            kiln_args_usage(stdout, argv[0], about, n, table);
+            return KILN_ARGS_HELP;
+        }
+        const kiln_arg *a = find_arg(argv[i], n, table);
+        if (a && a->type != KILN_ARG_FLAG && !strchr(argv[i], '=')) i++;
+    }
     bool has_device = false, device_given = false;
     for (int k = 0; k < n; k++) has_device |= table[k].type == KILN_ARG_DEVICE;
     for (int i = 1; i < argc; i++) {
@@ -167,6 +250,10 @@ kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n
             if (strlen(table[k].name) == len && strncmp(table[k].name, name, len) == 0) a = &table[k];
         if (!a) {
             kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "unknown option '--%.*s' (see --help)", (int)len, name);
+            return KILN_ARGS_ERROR;
+        }
+        if (a->refused) {
+            kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--%s does not apply %s", a->name, a->refused);
             return KILN_ARGS_ERROR;
         }
         if (a->type == KILN_ARG_FLAG) {
@@ -204,7 +291,8 @@ void kiln_common_defaults(kiln_common_args *a) {
     a->size = 128;
     a->seed = 0;
     a->data = NULL;
-    a->out = ".";
+    a->out = "out/example"; /* each program sets out/<its name> */
+    a->export_weights = NULL;
     a->json = false;
 }
 
@@ -272,6 +360,15 @@ kiln_status kiln_out_dir(const char *dir) {
                               "--out '%s' is a file, not a directory: --out names the directory for the pictures and "
                               "checkpoints (it is created when missing)", dir);
     return kiln_make_dirs(dir);
+}
+
+kiln_status kiln_export_weights(const kiln_common_args *c, kiln_module *m, char *path, size_t n) {
+    kiln_status st = c->export_weights ? kiln_path_join(path, n, NULL, c->export_weights)
+                                       : kiln_path_join(path, n, c->out, "model.safetensors");
+    /* no optimizer: the module's state_dict alone, which torch's strict load_state_dict takes */
+    if (!st) st = kiln_checkpoint_save(path, m, NULL, NULL, 0);
+    if (st) kiln_error_prefix("writing the weights to %s", path);
+    return st;
 }
 
 kiln_status kiln_path_join(char *buf, size_t n, const char *dir, const char *name) {

@@ -260,6 +260,7 @@ typedef struct {
     const char *help;
     const char *choices; /* KILN_ARG_CHOICE: "a|b|c" */
     double min, max;     /* INT, I64, DOUBLE: the allowed values, inclusive, when min < max */
+    const char *refused; /* non-NULL: this program never uses the option; giving it is an error saying why */
 } kiln_arg;
 
 typedef enum { KILN_ARGS_OK = 0, KILN_ARGS_HELP, KILN_ARGS_ERROR } kiln_args_result;
@@ -268,13 +269,28 @@ typedef enum { KILN_ARGS_OK = 0, KILN_ARGS_HELP, KILN_ARGS_ERROR } kiln_args_res
  * default stays when the option is absent). Numbers must be the whole value (no blanks,
  * no trailing junk), doubles finite, and within [min, max] when the entry has a range.
  * When the table has a device option and the command line does not give it, a
- * KILN_DEVICE that is not a device is an error too. --help prints usage to stdout and
- * returns KILN_ARGS_HELP; a bad option sets kiln's error (INVALID_ARGUMENT) naming the
- * option, the value and what is allowed, and returns KILN_ARGS_ERROR. */
+ * KILN_DEVICE that is not a device is an error too. --help anywhere prints usage to
+ * stdout, with each option's default as its dest holds it, and returns KILN_ARGS_HELP;
+ * a bad option sets kiln's error (INVALID_ARGUMENT) naming the option, the value and
+ * what is allowed, and returns KILN_ARGS_ERROR. */
 kiln_args_result kiln_args_parse(int argc, char **argv, const char *about, int n, const kiln_arg *table);
+/* Usage with each option's default read from its dest ("(default: 16)"); an option whose
+ * help text mentions "default" says its own (one computed later, e.g. per optimizer). */
 void kiln_args_usage(FILE *f, const char *prog, const char *about, int n, const kiln_arg *table);
 /* Sets the allowed range of the option `name` in a table (e.g. one from KILN_COMMON_ARG_TABLE). */
 kiln_status kiln_args_set_range(int n, kiln_arg *table, const char *name, double min, double max);
+/* Marks the option `name` (e.g. a shared one from KILN_COMMON_ARG_TABLE) as one this
+ * program never uses: --help says so instead of showing a default, and giving it is
+ * an error, "--<name> does not apply <why>". */
+kiln_status kiln_args_refuse(int n, kiln_arg *table, const char *name, const char *why);
+/* True when the command line gives the option `name` (as the parser reads it: the value
+ * of another option is not an option). */
+bool kiln_args_given(int argc, char **argv, int n, const kiln_arg *table, const char *name);
+/* An option that does not apply to the chosen mode is an error, never silently ignored:
+ * for the first of the '|'-separated names given, INVALID_ARGUMENT "--<name> does not
+ * apply <why>" (why: e.g. "with --predict (it trains nothing)"); OK when none is given. */
+kiln_status kiln_args_not_for(int argc, char **argv, int n, const kiln_arg *table, const char *names,
+                              const char *why);
 /* kiln_default_device() without the error it records for a bad KILN_DEVICE (that error
  * would stay the thread's first and hide later ones): the fallback device instead, and
  * kiln_args_parse reports the bad value. */
@@ -283,26 +299,37 @@ kiln_device kiln_args_default_device(void);
  * stderr, shuts kiln down and returns 2, the exit status of bad usage. */
 int kiln_args_exit(const char *prog);
 
-/* The options every example shares; kiln_common_defaults fills the defaults
- * (device: kiln_args_default_device(); epochs 3, batch 16, size 128, seed 0, out "."). */
+/* The options every training example shares; kiln_common_defaults fills the defaults
+ * (device: kiln_args_default_device(); epochs 3, batch 16, size 128, seed 0, out
+ * "out/example", which each program replaces with out/<its name>). --out is always a
+ * directory; --export-weights names the model-only weights file (default
+ * OUT/model.safetensors, see kiln_export_weights). */
 typedef struct {
     kiln_device device;
     int epochs, batch, size;
     int64_t seed;
-    const char *data, *out;
+    const char *data, *out, *export_weights;
     bool json;
 } kiln_common_args;
 
 void kiln_common_defaults(kiln_common_args *a);
 #define KILN_COMMON_ARG_TABLE(a)                                                                  \
-    {"device", KILN_ARG_DEVICE, &(a).device, "cpu, cuda or cuda:N (default: cuda when present)", NULL}, \
+    {"device", KILN_ARG_DEVICE, &(a).device, "cpu, cuda or cuda:N (cuda when present)", NULL},    \
     {"epochs", KILN_ARG_INT, &(a).epochs, "training epochs", NULL},                               \
     {"batch", KILN_ARG_INT, &(a).batch, "mini-batch size", NULL},                                 \
     {"size", KILN_ARG_INT, &(a).size, "image side in pixels", NULL},                              \
     {"seed", KILN_ARG_I64, &(a).seed, "random seed (data and weights)", NULL},                    \
     {"data", KILN_ARG_STRING, &(a).data, "dataset directory", NULL},                              \
-    {"out", KILN_ARG_STRING, &(a).out, "directory for pictures and checkpoints", NULL},           \
+    {"out", KILN_ARG_STRING, &(a).out, "directory for pictures, checkpoints, weights (created)", NULL}, \
+    {"export-weights", KILN_ARG_STRING, &(a).export_weights,                                      \
+     "write the model-only weights (torch state_dict) here instead of OUT/model.safetensors", NULL}, \
     {"json", KILN_ARG_FLAG, &(a).json, "print only the final JSON line on stdout", NULL}
+
+/* The trained model's weights alone, as PyTorch's strict load_state_dict takes them:
+ * kiln_checkpoint_save without an optimizer (parameters and buffers under torch's names;
+ * the generator's position only as header metadata), to --export-weights or
+ * OUT/model.safetensors. The path written goes into path[0..n-1]. */
+kiln_status kiln_export_weights(const kiln_common_args *c, kiln_module *m, char *path, size_t n);
 
 /* What the tables' ranges cannot say about a U-Net run on scenes (car_mask, segment7):
  * --size a multiple of 8 (the U-Net halves it three times), --lr > 0, --lr-decay in

@@ -108,6 +108,23 @@ void kt_json_png(json_t *obj, const char *key) {
     cr_assert(got == 8 && memcmp(sig, png, 8) == 0, "\"%s\": %s is not a PNG", key, path);
 }
 
+void kt_json_weights(json_t *obj, const char *dir, int n) {
+    json_t *v = json_object_get(obj, "weights");
+    cr_assert(v != NULL && json_is_string(v), "JSON result has no string \"weights\"");
+    const char *path = json_string_value(v), *slash = strrchr(path, '/');
+    cr_expect(strcmp(slash ? slash + 1 : path, "model.safetensors") == 0, "weights at %s", path);
+    if (dir) cr_expect(strncmp(path, dir, strlen(dir)) == 0, "weights %s are not in --out %s", path, dir);
+    kiln_safetensors *f = kiln_safetensors_open(path);
+    cr_assert(f != NULL, "\"weights\": %s", kiln_last_error());
+    int count = kiln_safetensors_count(f);
+    for (int i = 0; i < count; i++) {
+        const char *name = kiln_safetensors_entry_at(f, i)->name;
+        cr_expect(strncmp(name, "optimizer", 9) != 0, "%s holds optimizer state '%s'", path, name);
+    }
+    kiln_safetensors_close(f);
+    cr_expect_eq(count, n, "%s holds %d tensors, not the model's %d", path, count, n);
+}
+
 char *kt_temp_dir(void) {
     char *d = strdup("/tmp/kiln_example_XXXXXX");
     cr_assert(mkdtemp(d) != NULL, "mkdtemp failed");

@@ -33,6 +33,10 @@ double kt_json_array(json_t *obj, const char *key, int n, double *out, int cap);
 /* Asserts key is a string naming a PNG file that exists. */
 void kt_json_png(json_t *obj, const char *key);
 
+/* The JSON result's "weights" is OUT/model.safetensors (under dir, when not NULL): the
+ * model's n state_dict tensors, no optimizer state (what torch's strict load takes). */
+void kt_json_weights(json_t *obj, const char *dir, int n);
+
 /* A fresh directory under /tmp for a program's pictures (malloc'd path), and its
  * removal with the files in it (frees the path). */
 char *kt_temp_dir(void);
