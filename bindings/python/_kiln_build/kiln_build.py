@@ -4,7 +4,14 @@ build folder holding it) and writes a wheel with the library inside kiln/.
 It needs nothing beyond the standard library, so installs work offline.
 
 Knobs (environment): KILN_LIBRARY, KILN_BUILD_DIR, KILN_CUDA (AUTO/ON/OFF, passed
-to CMake), CMAKE_BUILD_PARALLEL_LEVEL (default 2).
+to CMake), CMAKE_BUILD_PARALLEL_LEVEL (default 2), KILN_PYTHON_BUILD_DIR (where CMake
+builds; default build-python/ of the repository), KILN_BUILD_TTY (0: no progress lines
+on the terminal; a path: write them there instead of /dev/tty).
+
+Progress: every step and a line per 10% of the C build go to stderr, which pip shows
+with `pip install -v`. Without -v pip hides backend output behind a spinner, so the
+milestone lines (start, configure, percentages, where the library lands) also go to
+the terminal (/dev/tty) when there is one.
 """
 import base64
 import hashlib
@@ -14,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -36,8 +44,83 @@ def _meta():
         return name, version, "", "", re.findall(r'"(numpy[^"]*)"', text)
 
 
-def _log(msg):
-    print(f"kiln build: {msg}", file=sys.stderr, flush=True)
+def _log(msg, tty=False):
+    """A progress line on stderr (pip shows backend output with -v). With tty=True
+    the line also goes to the terminal when pip runs us without -v (it then hides our
+    output behind its spinner), so a plain `pip install` shows the C build's progress."""
+    line = f"kiln build: {msg}"
+    print(line, file=sys.stderr, flush=True)
+    if tty:
+        t = _tty()
+        if t is not None:
+            try:  # the first line ends pip's spinner line; \r writes over a spinner character
+                t.write(("\r" if _TTY_USED else "\n") + line + "\n")
+                _TTY_USED.append(True)
+                t.flush()
+            except OSError:
+                pass
+
+
+_TTY = []
+_TTY_USED = []
+
+
+def _pip_hides_output():
+    """True when our parent is pip run without -v: pip then logs our output only at its
+    verbose level, behind a spinner."""
+    try:
+        args = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    args = [a.decode("utf-8", "replace") for a in args if a]
+    if not any(Path(a).name.startswith("pip") or a == "pip" for a in args):
+        return False
+    for a in args:  # -v shows our output already; -q asks for silence
+        if a in ("--verbose", "--quiet") or re.fullmatch(r"-[a-zA-Z]*[vq][a-zA-Z]*", a):
+            return False
+    return True
+
+
+def _tty():
+    """The stream for terminal progress lines, or None: /dev/tty (KILN_BUILD_TTY=<path>:
+    that file instead, for tests; KILN_BUILD_TTY=0: none) when pip hides our stderr and
+    the terminal can be opened."""
+    if not _TTY:
+        want = os.environ.get("KILN_BUILD_TTY", "")
+        stream = None
+        if want != "0" and not sys.stderr.isatty() and _pip_hides_output():
+            try:
+                stream = open(want or "/dev/tty", "a")
+            except OSError:
+                stream = None
+        _TTY.append(stream)
+    return _TTY[0]
+
+
+_PERCENT = re.compile(r"^\[\s*(\d+)%\]")  # Makefiles: "[ 42%] Building C object ..."
+_NINJA = re.compile(r"^\[(\d+)/(\d+)\]")  # Ninja: "[12/80] Building C object ..."
+
+
+def _run(cmd, what, progress=False):
+    """Runs one CMake step, its output on stderr, with a line per 10% of the build."""
+    _log(" ".join(cmd))
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    shown, tail = -1, []
+    for line in p.stdout:
+        sys.stderr.write(line)
+        tail = (tail + [line])[-40:]
+        if progress:
+            m, n = _PERCENT.match(line), _NINJA.match(line)
+            pct = int(m.group(1)) if m else (100 * int(n.group(1)) // max(1, int(n.group(2))) if n else None)
+            if pct is not None and pct // 10 > shown // 10:
+                shown = pct
+                _log(f"building the C library: {pct}% ({time.monotonic() - t0:.0f} s)", tty=True)
+    rc = p.wait()
+    if rc != 0:
+        _log(f"{what} failed (exit {rc}); its last lines:\n" + "".join(tail), tty=True)
+        raise RuntimeError(f"kiln build: `{' '.join(cmd)}` failed (exit {rc})")
+    _log(f"{what} done in {time.monotonic() - t0:.0f} s", tty=True)
 
 
 def _library():
@@ -63,18 +146,25 @@ def _library():
     if not cmake:
         raise RuntimeError("cmake is not on PATH: run scripts/setup.sh (or apt-get install cmake), or set "
                            "KILN_LIBRARY to a built libkiln.so")
-    build = REPO / "build-python"
+    build = Path(os.environ.get("KILN_PYTHON_BUILD_DIR") or REPO / "build-python")
+    if not build.is_absolute():
+        build = REPO / build
+    _log("building the C library (libkiln.so) with CMake: about 1-2 minutes; `pip install -v` shows every "
+         f"step (build folder {build})", tty=True)
     cfg = [cmake, "-S", str(REPO), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DKILN_BUILD_TESTS=OFF",
            "-DKILN_BUILD_EXAMPLES=OFF"]
     if os.environ.get("KILN_CUDA"):
         cfg.append(f"-DKILN_CUDA={os.environ['KILN_CUDA']}")
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")
-    for cmd in (cfg, [cmake, "--build", str(build), "--target", "kiln_shared", "kiln_examples_shared", "-j", jobs]):
-        _log(" ".join(cmd))
-        r = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
-        if r.returncode != 0:
-            raise RuntimeError(f"kiln build: `{' '.join(cmd)}` failed (exit {r.returncode})")
-    return (build / "libkiln.so").resolve()
+    _log("configuring (cmake)", tty=True)
+    _run(cfg, "configure")
+    _run([cmake, "--build", str(build), "--target", "kiln_shared", "kiln_examples_shared", "-j", jobs], "build",
+         progress=True)
+    lib = (build / "libkiln.so").resolve()
+    if not lib.is_file():
+        raise RuntimeError(f"kiln build: the CMake build finished but wrote no {lib}")
+    _log(f"built {build / 'libkiln.so'}", tty=True)
+    return lib
 
 
 def _tag():
@@ -87,7 +177,8 @@ def _record_line(arcname, data):
     return f"{arcname},sha256={digest},{len(data)}"
 
 
-def _write_wheel(wheel_directory, files, tag):
+def _dist_info(tag):
+    """The .dist-info folder's name and files (but RECORD)."""
     name, version, summary, requires_python, deps = _meta()
     dist_info = f"{name}-{version}.dist-info"
     metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {summary}"]
@@ -98,11 +189,18 @@ def _write_wheel(wheel_directory, files, tag):
     body = "\n".join(metadata) + "\n"
     if readme.is_file():
         body += "Description-Content-Type: text/markdown\n\n" + readme.read_text()
+    return dist_info, {
+        "METADATA": body.encode(),
+        "WHEEL": f"Wheel-Version: 1.0\nGenerator: kiln_build\nRoot-Is-Purelib: false\nTag: {tag}\n".encode(),
+        "top_level.txt": b"kiln\n",
+    }
+
+
+def _write_wheel(wheel_directory, files, tag):
+    name, version = _meta()[:2]
+    dist_info, meta = _dist_info(tag)
     files = dict(files)
-    files[f"{dist_info}/METADATA"] = body.encode()
-    files[f"{dist_info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: kiln_build\nRoot-Is-Purelib: false\n"
-                                   f"Tag: {tag}\n").encode()
-    files[f"{dist_info}/top_level.txt"] = b"kiln\n"
+    files.update({f"{dist_info}/{k}": v for k, v in meta.items()})
     record = [_record_line(a, d) for a, d in files.items()] + [f"{dist_info}/RECORD,,"]
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
     wheel_name = f"{name}-{version}-{tag}.whl"
@@ -135,10 +233,24 @@ def get_requires_for_build_editable(config_settings=None):
     return []
 
 
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    """The metadata without building the C library, so that pip's "Preparing metadata"
+    step is instant and the build (and its progress) comes under "Building wheel"."""
+    dist_info, meta = _dist_info(_tag())
+    d = Path(metadata_directory) / dist_info
+    d.mkdir(parents=True, exist_ok=True)
+    for k, v in meta.items():
+        (d / k).write_bytes(v)
+    return dist_info
+
+
+prepare_metadata_for_build_editable = prepare_metadata_for_build_wheel
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     files = _package_files()
     lib = _library()
-    _log(f"shipping {lib}")
+    _log(f"shipping {lib}", tty=True)
     files["kiln/libkiln.so"] = lib.read_bytes()
     # kiln.examples (the C examples' scene generator) needs libkiln_examples.so; ship it when built
     for d in (lib.parent, Path(os.environ.get("KILN_LIBRARY", lib)).parent):

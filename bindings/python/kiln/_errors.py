@@ -5,9 +5,11 @@ failure, so `except ValueError` and `except kiln.ShapeError` both work."""
 
 class KilnError(Exception):
     """Base of every error raised from a kiln status: .code is the kiln_status value,
-    .status its name (kiln_status_name)."""
+    .status its name (kiln_status_name), .c_message the C library's own text (which
+    names C functions and constants; str(e) names their Python equivalents)."""
 
     code, status = -1, "unknown"
+    c_message = None
 
 
 class InvalidArgumentError(KilnError, ValueError):
@@ -77,6 +79,12 @@ _BY_STATUS = [
 
 
 def exception_for(status, message):
-    """The exception for a kiln_status value and its message."""
+    """The exception for a kiln_status value and its message, in Python's spelling
+    (kiln/_messages.py); .c_message keeps the C text."""
     cls = _BY_STATUS[status] if 0 < status < len(_BY_STATUS) else KilnError
-    return cls(message or cls.status)
+    text = message or cls.status
+    from ._messages import translate  # the C spellings in Python's (loaded on the first error)
+
+    e = cls(translate(text))
+    e.c_message = text
+    return e

@@ -69,6 +69,9 @@ path = _find_library()
 lib = ctypes.PyDLL(path)
 
 
+declared = {}  # C name -> ctypes function, for every function the package calls (kiln/_messages.py)
+
+
 def declare(name, restype, *argtypes):
     """Sets and returns the prototype of one exported function."""
     try:
@@ -77,6 +80,7 @@ def declare(name, restype, *argtypes):
         raise ImportError(f"kiln: {path} does not export {name}; rebuild the library from this source tree") from None
     f.restype = restype
     f.argtypes = list(argtypes)
+    declared[name] = f
     return f
 
 
@@ -91,7 +95,8 @@ status_name = declare("kiln_status_name", c_char_p, c_int)
 
 
 def raise_last(what=None):
-    """Raises the pending kiln error as a Python exception and clears it."""
+    """Raises the pending kiln error as a Python exception and clears it. The message
+    names Python calls (kiln/_messages.py); the C library's text is .c_message."""
     st = last_status()
     msg = (last_error() or b"").decode("utf-8", "replace")
     clear_error()
