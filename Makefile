@@ -43,7 +43,7 @@ demo: setup-demo
 	@OMP_NUM_THREADS=$(DEMO_THREADS) $(BUILD)/car_mask --out $(DEMO_OUT)
 	@echo "make demo: pictures in $(DEMO_OUT)/car_mask_grid.png (input | truth | prediction)"
 	@echo "           and $(DEMO_OUT)/car_mask_plot.png (loss and held-out metrics per epoch);"
-	@echo "           model in $(DEMO_OUT)/car_mask.safetensors"
+	@echo "           training checkpoint in $(DEMO_OUT)/car_mask.safetensors, weights for PyTorch in $(DEMO_OUT)/model.safetensors"
 
 test-plain: build
 	@cd $(BUILD) && ctest --output-on-failure -V 2>&1 | grep -E '^[0-9]+: (\[====\]|\[----\]|\[FAIL\]|\[SKIP\])|Test +#|tests passed|tests failed|Errors|\*\*\*' ; exit $${PIPESTATUS[0]}
