@@ -3,6 +3,7 @@
 #include "internal.h"
 #include "cuda_device.h"
 
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/sysinfo.h>
@@ -201,3 +202,14 @@ void kiln_set_tf32(bool on) { g_tf32 = on; }
 bool kiln_tf32(void) { return g_tf32; }
 void kiln_set_deterministic(bool on) { g_deterministic = on; }
 bool kiln_deterministic(void) { return g_deterministic; }
+
+/* ---- CPU threads ---------------------------------------------------------------- */
+
+kiln_status kiln_set_num_threads(int n) {
+    if (n < 1)
+        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_set_num_threads: %d threads; give 1 or more", n);
+    omp_set_num_threads(n);
+    return KILN_STATUS_OK;
+}
+
+int kiln_get_num_threads(void) { return omp_get_max_threads(); }

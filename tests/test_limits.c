@@ -247,3 +247,13 @@ KT_TEST(limits, a_negative_class_index_is_called_negative) {
     cr_expect_null(kiln_cross_entropy(x, y, NULL));
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "give the input C = 8+ channels");
 }
+
+KT_TEST(limits, thread_counts_below_one_are_refused) {
+    int before = kiln_get_num_threads();
+    cr_expect_geq(before, 1);
+    cr_expect_eq(kiln_set_num_threads(0), KILN_STATUS_INVALID_ARGUMENT);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_set_num_threads: 0 threads");
+    cr_expect_eq(kiln_set_num_threads(1), KILN_STATUS_OK);
+    cr_expect_eq(kiln_get_num_threads(), 1);
+    kiln_set_num_threads(before);
+}

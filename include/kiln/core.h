@@ -93,6 +93,12 @@ KILN_API int kiln_cuda_device_count(void);
  * returns that fallback: check kiln_last_status() after the call and stop, since a
  * pending error is kept and would hide every later one. */
 KILN_API kiln_device kiln_default_device(void);
+
+/* ---- CPU threads ---------------------------------------------------------- */
+/* The number of threads kiln's CPU kernels use (OpenMP; OpenBLAS and oneDNN share that
+ * pool). n >= 1 sets it; kiln_get_num_threads() reports the current value. */
+KILN_API kiln_status kiln_set_num_threads(int n);
+KILN_API int kiln_get_num_threads(void);
 /* Blocks until all work queued on the device has finished. */
 KILN_API kiln_status kiln_synchronize(kiln_device d);
 
