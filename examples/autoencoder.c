@@ -62,6 +62,30 @@ typedef struct {
 
 /* Z: (N, L) codes. Covariance through kiln_cov (observations in rows: rowvar false) and
  * its eigen-decomposition through kiln_eigh, in float64 on the CPU. */
+/* The mean squared error per pixel of the test images' reconstructions, in eval mode
+ * without a tape: the held-out loss of an epoch (for OUT/epochs.csv and TensorBoard). */
+static kiln_status heldout_mse(kiln_module *ae, const kiln_fashion_mnist_split *test, kiln_device dev, float *buf,
+                               int64_t chunk, double *mse) {
+    kiln_status st = KILN_STATUS_OK;
+    double sum = 0;
+    kiln_module_train(ae, false);
+    kiln_no_grad_begin();
+    for (int64_t first = 0; first < test->n && st == KILN_STATUS_OK; first += chunk) {
+        int64_t b = test->n - first < chunk ? test->n - first : chunk;
+        kiln_scope *s = kiln_scope_begin();
+        kiln_tensor *x = make_batch(test, NULL, first, b, dev, buf);
+        kiln_tensor *err = kiln_mse_loss(kiln_reshape(kiln_module_forward(ae, x), 4, (int64_t[]){-1, 1, 28, 28}), x,
+                                         KILN_REDUCTION_SUM);
+        if (err) sum += kiln_tensor_item(err);
+        else st = kiln_last_status();
+        kiln_scope_end(s);
+    }
+    kiln_no_grad_end();
+    kiln_module_train(ae, true);
+    *mse = sum / ((double)test->n * IMG);
+    return st;
+}
+
 static kiln_status analyse_codes(kiln_tensor *Z, code_stats *s) {
     int L = (int)kiln_tensor_size(Z, 1);
     s->L = L;
@@ -203,7 +227,9 @@ int main(int argc, char **argv) {
     if (ar == KILN_ARGS_HELP) return 0;
     if (ar == KILN_ARGS_OK && !(lr > 0))
         ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
-    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) return kiln_args_exit("autoencoder");
+    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK ||
+        kiln_args_apply_threads(a.threads) != KILN_STATUS_OK)
+        return kiln_args_exit("autoencoder");
     double t0 = kiln_now_seconds();
     FILE *info = a.json ? stderr : stdout;
     kiln_manual_seed((uint64_t)a.seed);
@@ -214,6 +240,7 @@ int main(int argc, char **argv) {
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *ae = NULL;
     kiln_optimizer *opt = NULL;
+    kiln_train_log *tlog = NULL;
     float *buf = NULL;
     int64_t *order = NULL;
     double *train_mse = NULL;
@@ -244,6 +271,10 @@ int main(int argc, char **argv) {
         what = "creating Adam";
         if (!(opt = kiln_module_adam(ae, lr))) st = kiln_last_status();
     }
+    if (!st) {
+        what = "opening the logs"; /* OUT/steps.csv, OUT/epochs.csv and --log-dir's events */
+        if (!(tlog = kiln_train_log_open(a.out, a.log_dir, 0, NULL, 0))) st = kiln_last_status();
+    }
     if (st) goto done;
 
     uint64_t rng = (uint64_t)a.seed * 0x100000001ull + 1;
@@ -261,10 +292,12 @@ int main(int argc, char **argv) {
         snprintf(label, sizeof label, "epoch %d/%d", ep + 1, a.epochs);
         kiln_progress bar;
         kiln_progress_init(&bar, stderr, KILN_PROGRESS_AUTO, label, steps_per_epoch);
+        kiln_progress_set_images(&bar, a.batch);
         kiln_shuffle(order, train.n, &rng);
         double sum = 0;
         for (int64_t s = 0; s < steps_per_epoch && st == KILN_STATUS_OK; s++) {
             int64_t first = s * a.batch, b = train.n - first < a.batch ? train.n - first : a.batch;
+            double t_step = kiln_now_seconds();
             kiln_scope *scope = kiln_scope_begin();
             kiln_tensor *x = make_batch(&train, order, first, b, dev, buf);
             /* The target is the input itself: mean squared error per pixel. */
@@ -274,12 +307,18 @@ int main(int argc, char **argv) {
             if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
             sum += last_loss;
             steps++;
+            double dt = kiln_now_seconds() - t_step; /* the loss was read: the step is done */
+            if (st == KILN_STATUS_OK)
+                st = kiln_train_log_step(tlog, ep + 1, steps, last_loss, lr, dt > 0 ? (double)b / dt : NAN);
             kiln_progress_update(&bar, s + 1, last_loss);
         }
         if (st != KILN_STATUS_OK) break;
         kiln_progress_finish(&bar);
         train_mse[ep] = sum / (double)steps_per_epoch;
-        fprintf(info, "epoch %d: train MSE %.5f\n", ep + 1, train_mse[ep]);
+        double heldout = NAN;
+        st = heldout_mse(ae, &test, dev, buf, chunk, &heldout);
+        if (st == KILN_STATUS_OK) st = kiln_train_log_epoch(tlog, ep + 1, train_mse[ep], heldout, NULL);
+        fprintf(info, "epoch %d: train MSE %.5f, test MSE %.5f\n", ep + 1, train_mse[ep], heldout);
         fflush(info);
     }
     if (st) {
@@ -338,6 +377,7 @@ int main(int argc, char **argv) {
     kiln_json_begin(&j);
     kiln_json_string(&j, "program", "autoencoder");
     kiln_json_string(&j, "device", dname);
+    kiln_json_int(&j, "threads", kiln_get_num_threads());
     kiln_json_int(&j, "latent", latent);
     kiln_json_int(&j, "epochs", a.epochs);
     kiln_json_int(&j, "batch", a.batch);
@@ -361,10 +401,21 @@ int main(int argc, char **argv) {
     kiln_json_string(&j, "spectrum_png", spectrum_png);
     kiln_json_string(&j, "reconstructions_png", recon_png);
     kiln_json_string(&j, "weights", weights);
+    char steps_csv[4096], epochs_csv[4096];
+    kiln_path_join(steps_csv, sizeof steps_csv, a.out, "steps.csv");
+    kiln_path_join(epochs_csv, sizeof epochs_csv, a.out, "epochs.csv");
+    kiln_json_string(&j, "steps_csv", steps_csv);
+    kiln_json_string(&j, "epochs_csv", epochs_csv);
+    kiln_json_string(&j, "events", kiln_train_log_events_path(tlog)); /* null without --log-dir */
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
-    kiln_json_print(&j, stdout);
-    rc = 0;
+    what = "closing the logs";
+    st = kiln_train_log_close(tlog);
+    tlog = NULL;
+    if (!st) kiln_json_print(&j, stdout);
+    else kiln_json_free(&j);
+    rc = st ? 1 : 0;
 done:
+    kiln_train_log_close(tlog);
     if (st) fprintf(stderr, "autoencoder: %s failed: %s\n", what, kiln_last_error());
     free_code_stats(&cs);
     free(buf);

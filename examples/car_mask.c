@@ -204,9 +204,11 @@ static kiln_status write_pictures(const options *o, kiln_module *net, kiln_tenso
     kiln_module_train(net, true);
     kiln_no_grad_end();
     kiln_scope_end(s);
+    /* the losses span decades (log axis); the metrics live in 0..1 (linear axis) */
     kiln_series series[NHIST];
     for (int k = 0; k < NHIST; k++) series[k] = (kiln_series){hist_keys[k], h->v[k], h->n};
-    if (!st) st = kiln_plot_lines_png(plot_path, "car_mask: loss and held-out metrics", "epoch", NHIST, series, 640, 400);
+    if (!st) st = kiln_plot_training_png(plot_path, "car_mask: losses and held-out metrics", "epoch", 2, series,
+                                         NHIST - 2, series + 2, 640, 480);
     return st;
 }
 
@@ -261,6 +263,7 @@ static kiln_status predict(const options *o) {
         kiln_json_begin(&j);
         kiln_json_string(&j, "program", "car_mask");
         kiln_json_string(&j, "mode", "predict");
+        kiln_json_int(&j, "threads", kiln_get_num_threads());
         kiln_json_string(&j, "input", o->predict);
         kiln_json_string(&j, "mask", mask_path);
         kiln_json_int(&j, "width", W);
@@ -315,6 +318,7 @@ static kiln_status bench(const options *o, kiln_module *net, kiln_optimizer *opt
         kiln_json_string(&j, "program", "car_mask");
         kiln_json_string(&j, "mode", "bench");
         kiln_json_string(&j, "device", kiln_device_name(o->c.device, dev, sizeof dev));
+        kiln_json_int(&j, "threads", kiln_get_num_threads());
         kiln_json_string(&j, "loss", o->loss);
         kiln_json_int(&j, "batch", o->c.batch);
         kiln_json_int(&j, "size", o->c.size);
@@ -343,6 +347,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     int *order = malloc((size_t)o->train_scenes * sizeof *order);
     kiln_binary_metrics *bm = kiln_binary_metrics_create(0.5, KILN_SCORES_LOGITS);
     static history h;
+    kiln_train_log *tlog = NULL;
     kiln_status st = order && bm ? KILN_STATUS_OK : kiln_set_error(KILN_STATUS_OOM, "out of memory");
     if (!st) st = kiln_out_dir(o->c.out);
     if (!st) st = kiln_path_join(ckpt, sizeof ckpt, o->c.out, "car_mask.safetensors");
@@ -362,6 +367,10 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
         st = kiln_init_constant(kiln_module_get(net, "head.bias"), log(p / (1 - p)));
     }
     if (!st && o->resume) st = load_checkpoint(o->resume, o, net, opt, &h);
+    /* OUT/steps.csv and OUT/epochs.csv (a resumed run keeps the rows of its epochs) and,
+     * with --log-dir, TensorBoard's events */
+    if (!st && !(tlog = kiln_train_log_open(o->c.out, o->c.log_dir, NHIST - 2, hist_keys + 2, h.n)))
+        st = kiln_last_status();
     if (st) goto done;
     if (!o->c.json)
         printf("car_mask: U-Net-16 (%lld parameters) on %s, %d+%d scenes of %dx%d, batch %d, %s, Adam lr %g decayed by %g an epoch%s\n",
@@ -371,6 +380,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_progress p;
     kiln_progress_init(&p, stderr, o->c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
                        (int64_t)(o->c.epochs > first_epoch ? o->c.epochs - first_epoch : 0) * steps);
+    kiln_progress_set_images(&p, o->c.batch);
     for (int epoch = first_epoch; epoch < o->c.epochs && !st; epoch++) {
         kiln_epoch_shuffle(order, o->train_scenes, (uint64_t)o->c.seed, epoch);
         /* The rate shrinks each epoch (PyTorch's ExponentialLR stepped per epoch): large
@@ -382,12 +392,17 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
         for (int i = 0; i < steps && !st; i++) {
             /* One step: every tensor made inside the scope (the batch, activations, the tape)
              * is freed at its end. */
+            double t_step = kiln_now_seconds();
             kiln_scope *s = kiln_scope_begin();
             st = train_step(o, net, opt, gather(train_x, order, i * o->c.batch, o->c.batch, dev),
                             gather(train_y, order, i * o->c.batch, o->c.batch, dev), &l, epoch + 1, i + 1, steps,
                             kiln_schedule_lr(&sched, epoch));
             kiln_scope_end(s);
             sum += l;
+            /* reading the loss waited for the device, so this is the step's whole time */
+            double dt = kiln_now_seconds() - t_step;
+            if (!st) st = kiln_train_log_step(tlog, epoch + 1, (int64_t)epoch * steps + i + 1, l,
+                                              kiln_schedule_lr(&sched, epoch), dt > 0 ? o->c.batch / dt : NAN);
             kiln_progress_update(&p, (int64_t)(epoch - first_epoch) * steps + i + 1, l);
         }
         double test_loss = NAN;
@@ -397,6 +412,8 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
                              kiln_binary_metrics_dice(bm)};
         for (int k = 0; k < NHIST; k++) h.v[k][h.n] = row[k];
         h.n++;
+        st = kiln_train_log_epoch(tlog, epoch + 1, row[0], row[1], row + 2);
+        if (st) break;
         if (p.mode == KILN_PROGRESS_BAR) fprintf(stderr, "\r\033[K"); /* the epoch line replaces the bar */
         if (!o->c.json)
             printf("epoch %d/%d  train loss %.4f  held-out loss %.4f  binary pixel accuracy %.4f  IoU %.4f  Dice %.4f\n",
@@ -419,12 +436,19 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     if (!st) st = kiln_export_weights(&o->c, net, weights, sizeof weights);
     if (st) goto done;
     if (!o->c.json) printf("car_mask: pictures in %s and %s, checkpoint %s, weights %s\n", grid, plot, ckpt, weights);
+    char steps_csv[4096], epochs_csv[4096];
+    kiln_path_join(steps_csv, sizeof steps_csv, o->c.out, "steps.csv");
+    kiln_path_join(epochs_csv, sizeof epochs_csv, o->c.out, "epochs.csv");
+    if (!o->c.json) printf("car_mask: logs in %s and %s%s%s\n", steps_csv, epochs_csv,
+                           kiln_train_log_events_path(tlog) ? ", TensorBoard events " : "",
+                           kiln_train_log_events_path(tlog) ? kiln_train_log_events_path(tlog) : "");
 
     int last = h.n - 1;
     kiln_json j;
     kiln_json_begin(&j);
     kiln_json_string(&j, "program", "car_mask");
     kiln_json_string(&j, "device", devname);
+    kiln_json_int(&j, "threads", kiln_get_num_threads());
     kiln_json_string(&j, "loss", o->loss);
     kiln_json_int(&j, "epochs", o->c.epochs);
     kiln_json_int(&j, "resumed_from_epoch", first_epoch);
@@ -443,9 +467,14 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_json_string(&j, "plot", plot);
     kiln_json_string(&j, "checkpoint", ckpt);
     kiln_json_string(&j, "weights", weights);
+    kiln_json_string(&j, "steps_csv", steps_csv);
+    kiln_json_string(&j, "epochs_csv", epochs_csv);
+    kiln_json_string(&j, "events", kiln_train_log_events_path(tlog)); /* null without --log-dir */
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
-done:
+done:;
+    kiln_status lst = kiln_train_log_close(tlog);
+    if (!st) st = lst;
     free(order);
     kiln_binary_metrics_free(bm);
     return st;
@@ -486,16 +515,17 @@ int main(int argc, char **argv) {
     if (o.predict)
         bad = kiln_args_not_for(argc, argv, nargs, table,
                                 "epochs|batch|size|seed|loss|lr|lr-decay|train-scenes|heldout-scenes|resume|bench-steps|"
-                                "export-weights", "with --predict (it trains nothing; the image sets the size)");
+                                "export-weights|log-dir", "with --predict (it trains nothing; the image sets the size)");
     if (!bad && o.predict && !o.checkpoint)
         bad = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict needs --checkpoint FILE (model.safetensors or a "
                              "training checkpoint)");
     if (!bad && !o.predict)
         bad = kiln_args_not_for(argc, argv, nargs, table, "checkpoint|max-pixels", "without --predict");
     if (!bad && o.bench_steps > 0)
-        bad = kiln_args_not_for(argc, argv, nargs, table, "epochs|resume|heldout-scenes|out|export-weights",
+        bad = kiln_args_not_for(argc, argv, nargs, table, "epochs|resume|heldout-scenes|out|export-weights|log-dir",
                                 "with --bench-steps (it times steps on one batch and writes nothing)");
     if (!bad) bad = kiln_check_device(o.c.device);
+    if (!bad) bad = kiln_args_apply_threads(o.c.threads);
     /* what the table's ranges cannot say; the scenes are (3 + 1) floats a pixel */
     if (!bad && !o.predict) bad = kiln_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 16);
     if (bad) return kiln_args_exit("car_mask");

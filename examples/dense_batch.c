@@ -81,6 +81,7 @@ int main(int argc, char **argv) {
     int64_t seed = 0;
     const char *dtype_name = "auto", *out_dir = NULL;
     bool json = false;
+    int threads = kiln_get_num_threads(); /* the library's default, as --help shows it */
     kiln_arg table[] = {
         {"device", KILN_ARG_DEVICE, &device, "cpu, cuda or cuda:N (cuda when present)", NULL},
         {"batch", KILN_ARG_INT, &B, "samples in the batch", NULL, 2, 1024},
@@ -89,6 +90,7 @@ int main(int argc, char **argv) {
         {"dtype", KILN_ARG_CHOICE, &dtype_name, "f64 (CPU only), f32, or auto: f64 on the CPU, f32 elsewhere",
          "auto|f32|f64"},
         {"seed", KILN_ARG_I64, &seed, "random seed", NULL},
+        KILN_THREADS_ARG(threads),
         {"json", KILN_ARG_FLAG, &json, "print only the final JSON line on stdout", NULL},
         {"out", KILN_ARG_STRING, &out_dir, NULL, NULL, .refused = "to dense_batch: it writes no files (the number of "
          "output features is --out-features)"},
@@ -98,7 +100,8 @@ int main(int argc, char **argv) {
                                           "and mini-batch vs per-sample steps.",
                                           nargs, table);
     if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_ERROR) return kiln_args_exit("dense_batch");
+    if (ar == KILN_ARGS_ERROR || kiln_args_apply_threads(threads) != KILN_STATUS_OK)
+        return kiln_args_exit("dense_batch");
     kiln_dtype dt = strcmp(dtype_name, "f64") == 0   ? KILN_F64
                     : strcmp(dtype_name, "f32") == 0 ? KILN_F32
                     : device.type == KILN_DEVICE_CPU ? KILN_F64
@@ -210,6 +213,7 @@ int main(int argc, char **argv) {
     kiln_json_begin(&j);
     kiln_json_string(&j, "program", "dense_batch");
     kiln_json_string(&j, "device", dname);
+    kiln_json_int(&j, "threads", kiln_get_num_threads());
     kiln_json_string(&j, "dtype", kiln_dtype_name(dt));
     kiln_json_int(&j, "batch", B);
     kiln_json_int(&j, "in_features", in);

@@ -136,7 +136,9 @@ int main(int argc, char **argv) {
           kiln_args_not_for(argc, argv, nargs, table, "width", "to --model mlp (it sets the cnn's channels)")) ||
          (!sgd && kiln_args_not_for(argc, argv, nargs, table, "momentum", "to --optim adam (it is sgd's)"))))
         ar = KILN_ARGS_ERROR;
-    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK) return kiln_args_exit("fashion_mnist");
+    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK ||
+        kiln_args_apply_threads(a.threads) != KILN_STATUS_OK)
+        return kiln_args_exit("fashion_mnist");
     if (isnan(lr)) lr = sgd ? 0.05 : 1e-3;
     double t0 = kiln_now_seconds();
     FILE *info = a.json ? stderr : stdout; /* --json keeps stdout for the result line */
@@ -148,6 +150,7 @@ int main(int argc, char **argv) {
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *model = NULL;
     kiln_optimizer *opt = NULL;
+    kiln_train_log *tlog = NULL;
     float *xbuf = NULL;
     int64_t *ybuf = NULL, *order = NULL;
     double *acc = NULL, *train_loss = NULL, *test_loss = NULL;
@@ -180,6 +183,11 @@ int main(int argc, char **argv) {
         opt = sgd ? kiln_module_sgd(model, lr, momentum) : kiln_module_adam(model, lr);
         if (!opt) st = kiln_last_status();
     }
+    if (!st) {
+        what = "opening the logs"; /* OUT/steps.csv, OUT/epochs.csv and --log-dir's events */
+        if (!(tlog = kiln_train_log_open(a.out, a.log_dir, 1, (const char *const[]){"test_argmax_accuracy"}, 0)))
+            st = kiln_last_status();
+    }
     if (st) goto done;
 
     uint64_t rng = (uint64_t)a.seed * 0x100000001ull + 1;
@@ -200,21 +208,27 @@ int main(int argc, char **argv) {
         snprintf(label, sizeof label, "epoch %d/%d", ep + 1, a.epochs);
         kiln_progress bar;
         kiln_progress_init(&bar, stderr, KILN_PROGRESS_AUTO, label, steps_per_epoch);
+        kiln_progress_set_images(&bar, a.batch);
         kiln_shuffle(order, train.n, &rng);
         double t_ep = kiln_now_seconds(), loss_sum = 0;
         for (int64_t s = 0; s < steps_per_epoch && st == KILN_STATUS_OK; s++) {
             int64_t first = s * a.batch, b = train.n - first < a.batch ? train.n - first : a.batch;
+            double t_step = kiln_now_seconds();
             kiln_scope *scope = kiln_scope_begin(); /* the step's tensors and tape die at its end */
             kiln_tensor *x, *y;
             make_batch(&train, order, first, b, dev, xbuf, ybuf, &x, &y);
             kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(model, x), y, NULL);
-            kiln_optimizer_set_lr(opt, kiln_schedule_lr(&sched, steps));
+            double step_lr = kiln_schedule_lr(&sched, steps);
+            kiln_optimizer_set_lr(opt, step_lr);
             st = kiln_train_step(opt, loss, &last_loss); /* also reports any error of the forward pass */
             kiln_scope_end(scope);
             /* a NaN or Inf loss poisons every weight it reaches: stop and say where */
             if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
             loss_sum += last_loss;
             steps++;
+            double dt = kiln_now_seconds() - t_step; /* the loss was read: the step is done */
+            if (st == KILN_STATUS_OK)
+                st = kiln_train_log_step(tlog, ep + 1, steps, last_loss, step_lr, dt > 0 ? (double)b / dt : NAN);
             kiln_progress_update(&bar, s + 1, last_loss);
         }
         if (st != KILN_STATUS_OK) break;
@@ -222,6 +236,7 @@ int main(int argc, char **argv) {
         train_seconds += kiln_now_seconds() - t_ep;
         train_loss[ep] = loss_sum / (double)steps_per_epoch;
         st = evaluate(model, &test, dev, xbuf, ybuf, chunk, &acc[ep], &test_loss[ep]);
+        if (st == KILN_STATUS_OK) st = kiln_train_log_epoch(tlog, ep + 1, train_loss[ep], test_loss[ep], &acc[ep]);
         fprintf(info, "epoch %d: train loss %.4f, test loss %.4f, test argmax accuracy %.4f\n", ep + 1,
                 train_loss[ep], test_loss[ep], acc[ep]);
         fflush(info);
@@ -241,7 +256,7 @@ int main(int argc, char **argv) {
                             {"test loss", test_loss, a.epochs},
                             {"test argmax accuracy", acc, a.epochs}};
     st = kiln_path_join(path, sizeof path, a.out, "fashion_mnist_curves.png");
-    if (!st) st = kiln_plot_lines_png(path, "Fashion-MNIST", "epoch", 3, series, 640, 400);
+    if (!st) st = kiln_plot_training_png(path, "Fashion-MNIST", "epoch", 2, series, 1, series + 2, 640, 480);
     if (st) goto done;
     fprintf(info, "wrote %s and %s\n", path, weights);
     fflush(info);
@@ -251,6 +266,7 @@ int main(int argc, char **argv) {
     kiln_json_string(&j, "model", model_name);
     kiln_json_string(&j, "optim", optim_name);
     kiln_json_string(&j, "device", dname);
+    kiln_json_int(&j, "threads", kiln_get_num_threads());
     kiln_json_number(&j, "lr", lr);
     kiln_json_string(&j, "schedule", schedule_name);
     kiln_json_int(&j, "batch", a.batch);
@@ -267,10 +283,21 @@ int main(int argc, char **argv) {
     kiln_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
     kiln_json_string(&j, "plot", path);
     kiln_json_string(&j, "weights", weights);
+    char steps_csv[4096], epochs_csv[4096];
+    kiln_path_join(steps_csv, sizeof steps_csv, a.out, "steps.csv");
+    kiln_path_join(epochs_csv, sizeof epochs_csv, a.out, "epochs.csv");
+    kiln_json_string(&j, "steps_csv", steps_csv);
+    kiln_json_string(&j, "epochs_csv", epochs_csv);
+    kiln_json_string(&j, "events", kiln_train_log_events_path(tlog)); /* null without --log-dir */
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
-    kiln_json_print(&j, stdout);
-    rc = 0;
+    what = "closing the logs";
+    st = kiln_train_log_close(tlog);
+    tlog = NULL;
+    if (!st) kiln_json_print(&j, stdout);
+    else kiln_json_free(&j);
+    rc = st ? 1 : 0;
 done:
+    kiln_train_log_close(tlog);
     if (st) fprintf(stderr, "fashion_mnist: %s failed: %s\n", what, kiln_last_error());
     free(xbuf);
     free(ybuf);

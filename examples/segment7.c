@@ -117,8 +117,8 @@ int main(int argc, char **argv) {
     const char *about = "Trains U-Net-16 to label every pixel of synthetic aerial scenes with one of 7 classes.";
     kiln_args_result r = kiln_args_parse(argc, argv, about, nargs, table);
     if (r == KILN_ARGS_HELP) return 0;
-    if (r == KILN_ARGS_ERROR ||
-        kiln_check_device(o.c.device) != KILN_STATUS_OK)
+    if (r == KILN_ARGS_ERROR || kiln_check_device(o.c.device) != KILN_STATUS_OK ||
+        kiln_args_apply_threads(o.c.threads) != KILN_STATUS_OK)
         return kiln_args_exit("segment7");
     kiln_device dev = o.c.device;
     char devname[32];
@@ -132,6 +132,7 @@ int main(int argc, char **argv) {
     kiln_optimizer *opt = NULL;
     int *order = NULL;
     kiln_confusion_matrix *cm = NULL;
+    kiln_train_log *tlog = NULL;
     kiln_cross_entropy_options ce = kiln_cross_entropy_options_default();
     const char *what = "preparing --out";
     char ckpt[4096], grid[4096], plot[4096], weights[4096];
@@ -186,9 +187,15 @@ int main(int argc, char **argv) {
         st = cm ? kiln_set_error(KILN_STATUS_OOM, "out of memory for %d scenes", o.train_scenes) : kiln_last_status();
         goto done;
     }
+    what = "opening the logs";
+    if (!(tlog = kiln_train_log_open(o.c.out, o.c.log_dir, NH - 2, hist_keys + 2, 0))) {
+        st = kiln_last_status();
+        goto done;
+    }
     kiln_progress p;
     kiln_progress_init(&p, stderr, o.c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
                        (int64_t)o.c.epochs * steps);
+    kiln_progress_set_images(&p, o.c.batch);
     what = "training";
     for (int epoch = 0; epoch < o.c.epochs && !st; epoch++) {
         kiln_epoch_shuffle(order, o.train_scenes, (uint64_t)o.c.seed, epoch);
@@ -198,6 +205,7 @@ int main(int argc, char **argv) {
         st = kiln_optimizer_set_lr(opt, lr);
         double sum = 0;
         for (int i = 0; i < steps && !st; i++) {
+            double t_step = kiln_now_seconds();
             kiln_scope *s = kiln_scope_begin(); /* the step's tensors and tape die at its end */
             kiln_tensor *x = gather(train_x, order, i * o.c.batch, o.c.batch, dev);
             kiln_tensor *y = gather(train_y, order, i * o.c.batch, o.c.batch, dev);
@@ -211,6 +219,9 @@ int main(int argc, char **argv) {
                 st = kiln_check_loss(l, epoch + 1, i + 1, steps, lr);
             sum += l;
             kiln_scope_end(s);
+            double dt = kiln_now_seconds() - t_step; /* the loss was read: the step is done */
+            if (!st) st = kiln_train_log_step(tlog, epoch + 1, (int64_t)epoch * steps + i + 1, l, lr,
+                                              dt > 0 ? o.c.batch / dt : NAN);
             kiln_progress_update(&p, (int64_t)epoch * steps + i + 1, l);
         }
         double test_loss = NAN;
@@ -219,6 +230,8 @@ int main(int argc, char **argv) {
         hist[0][epoch] = sum / steps, hist[1][epoch] = test_loss;
         hist[2][epoch] = kiln_confusion_matrix_mean_iou(cm);
         hist[3][epoch] = kiln_confusion_matrix_argmax_accuracy(cm);
+        st = kiln_train_log_epoch(tlog, epoch + 1, hist[0][epoch], test_loss, (double[]){hist[2][epoch], hist[3][epoch]});
+        if (st) break;
         if (p.mode == KILN_PROGRESS_BAR) fprintf(stderr, "\r\033[K");
         if (!o.c.json)
             printf("epoch %d/%d  train loss %.4f  held-out loss %.4f  mIoU %.4f  argmax accuracy %.4f\n", epoch + 1,
@@ -248,13 +261,19 @@ int main(int argc, char **argv) {
         kiln_tensor *x = gather(test_x, NULL, 0, rows, dev);
         kiln_tensor *cols[3] = {x, gather(test_y, NULL, 0, rows, dev), kiln_argmax(kiln_module_forward(net, x), 1, false)};
         const char *titles[3] = {"input", "truth", "prediction"};
-        st = kiln_grid_save_png(grid, 3, cols, titles, rows, o.c.size >= 128 ? 2 : o.c.size >= 64 ? 3 : 4);
+        /* a key of the scene palette under the label maps: which colour is which class */
+        const char *names[C];
+        uint32_t colours[C];
+        for (int c = 0; c < C; c++) names[c] = kiln_scene_class_name(c), colours[c] = kiln_scene_colour(c);
+        st = kiln_grid_save_png_key(grid, 3, cols, titles, rows, o.c.size >= 128 ? 2 : o.c.size >= 64 ? 3 : 4, C, names,
+                                    colours);
         kiln_no_grad_end();
         kiln_scope_end(s);
     }
     kiln_series series[NH];
     for (int k = 0; k < NH; k++) series[k] = (kiln_series){hist_keys[k], hist[k], o.c.epochs};
-    if (!st) st = kiln_plot_lines_png(plot, "segment7: loss and held-out metrics", "epoch", NH, series, 640, 400);
+    if (!st) st = kiln_plot_training_png(plot, "segment7: losses and held-out metrics", "epoch", 2, series, NH - 2,
+                                         series + 2, 640, 480);
     if (!st) st = kiln_export_weights(&o.c, net, weights, sizeof weights);
     if (st) goto done;
     if (!o.c.json) printf("segment7: pictures in %s and %s, checkpoint %s, weights %s\n", grid, plot, ckpt, weights);
@@ -263,6 +282,7 @@ int main(int argc, char **argv) {
     kiln_json_begin(&j);
     kiln_json_string(&j, "program", "segment7");
     kiln_json_string(&j, "device", devname);
+    kiln_json_int(&j, "threads", kiln_get_num_threads());
     kiln_json_int(&j, "epochs", o.c.epochs);
     kiln_json_int(&j, "size", o.c.size);
     kiln_json_int(&j, "batch", o.c.batch);
@@ -281,9 +301,17 @@ int main(int argc, char **argv) {
     kiln_json_string(&j, "plot", plot);
     kiln_json_string(&j, "checkpoint", ckpt);
     kiln_json_string(&j, "weights", weights);
+    char steps_csv[4096], epochs_csv[4096];
+    kiln_path_join(steps_csv, sizeof steps_csv, o.c.out, "steps.csv");
+    kiln_path_join(epochs_csv, sizeof epochs_csv, o.c.out, "epochs.csv");
+    kiln_json_string(&j, "steps_csv", steps_csv);
+    kiln_json_string(&j, "epochs_csv", epochs_csv);
+    kiln_json_string(&j, "events", kiln_train_log_events_path(tlog)); /* null without --log-dir */
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
-done:
+done:;
+    kiln_status lst = kiln_train_log_close(tlog);
+    if (!st && lst) what = "closing the logs", st = lst;
     free(order);
     kiln_confusion_matrix_free(cm);
     kiln_optimizer_free(opt);

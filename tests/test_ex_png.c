@@ -615,3 +615,100 @@ KT_TEST(ex_png, canvas_text_uses_the_font) {
     cr_expect_eq(kiln_canvas_text_width("abc", 2), 34);
     kiln_canvas_free(c);
 }
+
+/* The training plot: losses on a log axis above, metrics on a 0..1 axis below, markers at
+ * every epoch; a one-epoch run still shows its points, inside the frame. */
+KT_TEST(ex_png, training_plot_two_panels_log_losses_and_markers) {
+    const double train[3] = {1.0, 0.1, 0.01}, held[3] = {2.0, 0.2, NAN}, iou[3] = {0.1, 0.5, 0.9};
+    const kiln_series losses[2] = {{"train_loss", train, 3}, {"heldout_loss", held, 3}};
+    const kiln_series metrics[1] = {{"heldout_iou", iou, 3}};
+    cr_assert_eq(kiln_plot_training_png(tmp("t.png"), "car_mask", "epoch", 2, losses, 1, metrics, 640, 480),
+                 KILN_STATUS_OK, "%s", kiln_last_error());
+    int h, w;
+    uint8_t *px = read_png(tmp("t.png"), &h, &w);
+    cr_expect_eq(w, 640);
+    cr_expect_eq(h, 480);
+    /* three colours: the two losses and the metric (its own, not a loss's) */
+    cr_expect(has_colour(px, h, w, 0x1F77B4) && has_colour(px, h, w, 0xD62728) && has_colour(px, h, w, 0x2CA02C));
+    /* On a log axis 1, 0.1, 0.01 are evenly spaced: the train markers' rows (the centres
+     * of 0x1F77B4 runs in the plot's left part) step by the same number of pixels. */
+    int rows[3], nr = 0;
+    for (int x = 0; x < 530 && nr < 3; x++) { /* left of the legend (x >= 536), left to right */
+        int top = -1, bot = -1;
+        for (int y = 0; y < h / 2; y++) {
+            const uint8_t *q = px + 3 * ((size_t)y * w + x);
+            if (q[0] == 0x1F && q[1] == 0x77 && q[2] == 0xB4) {
+                if (top < 0) top = y;
+                bot = y;
+            }
+        }
+        if (top >= 0 && bot - top == 4) { /* a 5-pixel marker column, no line through it */
+            int mid = (top + bot) / 2;
+            if (nr == 0 || abs(mid - rows[nr - 1]) > 10) rows[nr++] = mid;
+            x += 8;
+        }
+    }
+    cr_assert_eq(nr, 3, "found %d of the 3 train-loss markers", nr);
+    cr_expect(abs((rows[1] - rows[0]) - (rows[2] - rows[1])) <= 2, "log spacing: rows %d %d %d", rows[0], rows[1],
+              rows[2]);
+    free(px);
+
+    /* one epoch: no line to draw, but every series has its marker */
+    const kiln_series l1[2] = {{"train_loss", train, 1}, {"heldout_loss", held, 1}}, m1[1] = {{"iou", iou, 1}};
+    cr_assert_eq(kiln_plot_training_png(tmp("one.png"), NULL, "epoch", 2, l1, 1, m1, 320, 260), KILN_STATUS_OK, "%s",
+                 kiln_last_error());
+    px = read_png(tmp("one.png"), &h, &w);
+    int count[3] = {0};
+    const uint32_t col[3] = {0x1F77B4, 0xD62728, 0x2CA02C};
+    for (int p = 0; p < h * w; p++)
+        for (int k = 0; k < 3; k++)
+            count[k] += px[3 * p] == (col[k] >> 16) && px[3 * p + 1] == (col[k] >> 8 & 255) && px[3 * p + 2] == (col[k] & 255);
+    /* each: a 5x5 marker in the plot (25) beside the legend's swatch and marker (46 together) */
+    for (int k = 0; k < 3; k++) cr_expect(count[k] >= 60, "series %d has %d pixels: no visible marker", k, count[k]);
+    free(px);
+
+    cr_expect_eq(kiln_plot_training_png(tmp("z.png"), NULL, NULL, 0, losses, 1, metrics, 640, 480),
+                 KILN_STATUS_INVALID_ARGUMENT);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "loss series");
+    cr_expect_eq(kiln_plot_training_png(tmp("z.png"), NULL, NULL, 2, losses, 1, metrics, 640, 200),
+                 KILN_STATUS_INVALID_ARGUMENT);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "two panels");
+}
+
+/* A grid of label maps with a colour key: every class's swatch is drawn in its palette
+ * colour below the grid, which grows by the key's height only. */
+KT_TEST(ex_png, grid_colour_key) {
+    const int H = 16, W = 16, scale = 2;
+    kiln_tensor *img, *cls;
+    cr_assert_eq(kiln_scene_batch(KILN_SCENE_HELDOUT, 0, 0, 2, H, W, KILN_CPU, &img, NULL, &cls), KILN_STATUS_OK);
+    kiln_tensor *cols[2] = {img, cls};
+    const char *names[KILN_SCENE_NUM_CLASSES];
+    uint32_t colours[KILN_SCENE_NUM_CLASSES];
+    for (int c = 0; c < KILN_SCENE_NUM_CLASSES; c++) names[c] = kiln_scene_class_name(c), colours[c] = kiln_scene_colour(c);
+    cr_assert_eq(kiln_grid_save_png_key(tmp("key.png"), 2, cols, NULL, 2, scale, KILN_SCENE_NUM_CLASSES, names, colours),
+                 KILN_STATUS_OK, "%s", kiln_last_error());
+    int h, w;
+    uint8_t *px = read_png(tmp("key.png"), &h, &w);
+    int grid_h = 2 * 6 + 2 * H * scale + 4;
+    cr_expect_eq(w, 2 * 6 + 2 * W * scale + 4);
+    cr_expect(h > grid_h + 12, "no room for the key: %d rows, the grid alone %d", h, grid_h);
+    /* each swatch's inner 6x6 pixels below the grid are its class's colour */
+    for (int c = 0; c < KILN_SCENE_NUM_CLASSES; c++) {
+        int found = 0;
+        for (int y = grid_h - 6; y < h && !found; y++)
+            for (int x = 0; x + 5 < w && !found; x++) {
+                bool all = true;
+                for (int dy = 0; dy < 6 && all; dy++)
+                    for (int dx = 0; dx < 6 && all; dx++)
+                        all = y + dy < h &&
+                              memcmp(px + 3 * ((size_t)(y + dy) * w + x + dx), kiln_scene_palette[c], 3) == 0;
+                found = all;
+            }
+        cr_expect(found, "no swatch for %s", names[c]);
+    }
+    free(px);
+    cr_expect_eq(kiln_scene_colour(KILN_SCENE_CAR), 0xFFDC00u);
+    cr_expect_eq(kiln_grid_save_png_key(tmp("k.png"), 2, cols, NULL, 2, scale, 3, NULL, colours),
+                 KILN_STATUS_INVALID_ARGUMENT);
+    kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "colour key");
+}

@@ -124,7 +124,8 @@ KT_TEST(example_car_mask, prints_epochs_and_progress_lines) {
     run_result *r = kt_run_ok(bin, d, TINY " --epochs 1 --loss bce --out res");
     cr_expect(strstr(r->out, "epoch 1/1  train loss"), "no epoch line in:\n%s", r->out);
     cr_expect(strstr(r->out, "pictures in res/car_mask_grid.png"), "the output does not say where the pictures are:\n%s", r->out);
-    cr_expect(strstr(r->err, "steps/s"), "no progress line on stderr:\n%s", r->err);
+    cr_expect(strstr(r->err, "loss ") && strstr(r->err, "images/s") && strstr(r->err, "ETA"),
+              "no progress line (loss, images/s, ETA) on stderr:\n%s", r->err);
     cr_expect(!strchr(r->err, '\r'), "a bar was drawn though stderr is not a terminal");
     cr_assert(r->json);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "loss")), "bce");
@@ -233,6 +234,11 @@ KT_TEST(example_car_mask, bad_arguments_give_clear_errors) {
         {"--lr-decay 0", "--lr-decay: 0 is outside (0, 1]"},
         {"--max-pixels 1", "--max-pixels: 1 is outside the allowed range 64..67108864"},
         {"--frobnicate 1", "unknown option '--frobnicate'"},
+        {"--threads 0", "--threads: 0 is outside the allowed range 1..256"},
+        {"--threads 257", "--threads: 257 is outside the allowed range 1..256"},
+        {"--threads two", "--threads: 'two' is not an int-sized integer"},
+        {"--predict s.png --checkpoint c --log-dir tb", "--log-dir does not apply with --predict"},
+        {"--bench-steps 2 --log-dir tb", "--log-dir does not apply with --bench-steps"},
         {"--device tpu", "'tpu' is not a device"},
         {"--predict scene.png", "--predict needs --checkpoint"},
         /* an option the chosen mode would ignore is refused, naming it and why */
@@ -408,5 +414,80 @@ KT_TEST(example_car_mask, out_must_be_a_directory_when_training) {
               "stderr:\n%s", r->err);
     cr_expect(!strstr(r->err, "Sanitizer"), "%s", r->err);
     kt_run_free(r);
+    kt_run_dir_remove(d);
+}
+
+/* Lines of a text file (a static buffer, for the CSV logs). */
+static int file_lines(const char *path, char *buf, size_t n) {
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no file %s", path);
+    size_t k = fread(buf, 1, n - 1, f);
+    buf[k] = '\0';
+    fclose(f);
+    int lines = 0;
+    for (char *p = buf; *p; p++) lines += *p == '\n';
+    return lines;
+}
+
+/* --threads sets the CPU kernels' threads and the result line says how many ran; --help
+ * lists it with the library's own count as its default; a run without it leaves that count. */
+KT_TEST(example_car_mask, threads_option_is_applied_and_reported) {
+    char *d = kt_run_dir("car_mask");
+    run_result *r = kt_run_ok(bin, d, TINY " --epochs 1 --threads 3 --json --out res");
+    cr_assert(r->json);
+    cr_expect_eq(kt_number(r->json, "threads"), 3);
+    kt_run_free(r);
+    r = kt_run_ok(bin, d, TINY " --epochs 1 --threads=1 --json --out res");
+    cr_expect_eq(kt_number(r->json, "threads"), 1);
+    kt_run_free(r);
+    /* unset: OMP_NUM_THREADS (the library's default) decides */
+    setenv("OMP_NUM_THREADS", "2", 1);
+    r = kt_run_ok(bin, d, TINY " --epochs 1 --json --out res");
+    cr_expect_eq(kt_number(r->json, "threads"), 2);
+    kt_run_free(r);
+    r = kt_run_ok(bin, d, "--help");
+    cr_expect(strstr(r->out, "--threads N") && strstr(r->out, "(1..256) (default: 2)"), "%s", r->out);
+    kt_run_free(r);
+    unsetenv("OMP_NUM_THREADS");
+    kt_run_dir_remove(d);
+}
+
+/* OUT/steps.csv has a row a step and OUT/epochs.csv a row an epoch, matching the JSON
+ * history; --log-dir writes a TensorBoard event file and names it; a resumed run keeps
+ * the rows of the epochs it continues. */
+KT_TEST(example_car_mask, writes_csv_logs_and_tensorboard_events) {
+    char *d = kt_run_dir("car_mask"), path[1024], buf[1 << 14];
+    run_result *r = kt_run_ok(bin, d, TINY " --epochs 2 --json --out res --log-dir tb/run");
+    cr_assert(r->json);
+    snprintf(path, sizeof path, "%s/res/steps.csv", d);
+    cr_expect_eq(file_lines(path, buf, sizeof buf), 1 + 4, "a header and 2 steps x 2 epochs:\n%s", buf);
+    cr_expect(strncmp(buf, "epoch,step,loss,lr,images_per_s\n1,1,", 36) == 0, "%s", buf);
+    cr_expect(strstr(buf, "\n2,4,"), "steps count over the run:\n%s", buf);
+    snprintf(path, sizeof path, "%s/res/epochs.csv", d);
+    cr_expect_eq(file_lines(path, buf, sizeof buf), 1 + 2, "%s", buf);
+    cr_expect(strncmp(buf, "epoch,train_loss,heldout_loss,heldout_binary_pixel_accuracy,heldout_iou,heldout_dice\n", 85) == 0,
+              "%s", buf);
+    /* the second row's train loss is the JSON's, to the 9 digits written */
+    double e2 = strtod(strstr(buf, "\n2,") + 3, NULL);
+    double j2 = json_number_value(json_array_get(json_object_get(r->json, "train_loss"), 1));
+    cr_expect(fabs(e2 - j2) <= 1e-8 * fabs(j2), "epochs.csv %.9g, JSON %.17g", e2, j2);
+    const char *ev = json_string_value(json_object_get(r->json, "events"));
+    cr_assert(ev && strncmp(ev, "tb/run/events.out.tfevents.", 27) == 0, "events: %s", ev ? ev : "null");
+    snprintf(path, sizeof path, "%s/%s", d, ev);
+    struct stat sb;
+    cr_expect(stat(path, &sb) == 0 && sb.st_size > 100, "no event file %s", path);
+    cr_expect_str_eq(json_string_value(json_object_get(r->json, "steps_csv")), "res/steps.csv");
+    kt_run_free(r);
+
+    r = kt_run_ok(bin, d, TINY " --epochs 1 --json --out part");
+    cr_expect(json_is_null(json_object_get(r->json, "events")), "no --log-dir, no events");
+    kt_run_free(r);
+    r = kt_run_ok(bin, d, TINY " --epochs 2 --json --out part --resume part/car_mask.safetensors");
+    kt_run_free(r);
+    snprintf(path, sizeof path, "%s/part/epochs.csv", d);
+    cr_expect_eq(file_lines(path, buf, sizeof buf), 1 + 2, "epoch 1 kept, epoch 2 added:\n%s", buf);
+    snprintf(path, sizeof path, "%s/part/steps.csv", d);
+    cr_expect_eq(file_lines(path, buf, sizeof buf), 1 + 4, "%s", buf);
+    cr_expect(strstr(buf, "\n2,3,") && strstr(buf, "\n2,4,"), "the resumed epoch's steps continue the count:\n%s", buf);
     kt_run_dir_remove(d);
 }

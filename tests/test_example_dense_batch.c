@@ -91,3 +91,22 @@ KT_TEST(example_dense_batch, bad_options_exit_2) {
     cr_expect_eq(r.status, 2);
     kt_program_result_free(&r);
 }
+
+/* --threads is accepted, range-checked (1..256) and reported in the result line. */
+KT_TEST(example_dense_batch, threads_option) {
+    kt_program_result r;
+    kt_program_run("dense_batch", "--device cpu --threads 2 --batch 4 --in-features 8 --out-features 3", &r);
+    cr_assert_eq(r.status, 0, "%s", r.out);
+    cr_assert(r.json, "%s", r.out);
+    cr_expect_eq(kt_json_number(r.json, "threads"), 2);
+    kt_program_result_free(&r);
+    const char *bad[] = {"--threads 0", "--threads 257", "--threads -1", "--threads 1.5"};
+    for (size_t i = 0; i < 4; i++) {
+        kt_program_run("dense_batch", bad[i], &r);
+        cr_expect_eq(r.status, 2, "'%s' exited %d", bad[i], r.status);
+        kt_program_result_free(&r);
+    }
+    kt_program_run("dense_batch", "--help", &r);
+    cr_expect(strstr(r.out, "--threads N") && strstr(r.out, "(1..256)"), "%s", r.out);
+    kt_program_result_free(&r);
+}

@@ -518,3 +518,23 @@ KT_TEST(examples_support, progress_bar_redraws_in_place) {
     cr_expect_eq(ftell(f), 0, "quiet prints nothing");
     fclose(f);
 }
+
+/* With the batch known, the bar speaks in images/s (what a person compares across batch
+ * sizes and machines), keeps the loss and the ETA. */
+KT_TEST(examples_support, progress_shows_images_per_second_and_eta) {
+    FILE *f = tmpfile();
+    kiln_progress p;
+    kiln_progress_init(&p, f, KILN_PROGRESS_LINES, "train", 10);
+    kiln_progress_set_images(&p, 32);
+    for (int i = 1; i <= 10; i++) kiln_progress_update(&p, i, 0.5);
+    kiln_progress_finish(&p);
+    char *s = read_all(f);
+    cr_expect(strstr(s, "train  10% 1/10 loss 0.5000 | ") && strstr(s, " images/s | ETA "), "%s", s);
+    cr_expect(!strstr(s, "steps/s"), "images/s replaces steps/s once the batch is known:\n%s", s);
+    /* the rate printed is 32 images a step over the time taken: a positive number */
+    const char *r = strstr(s, "| ");
+    cr_assert(r);
+    cr_expect(strtod(r + 2, NULL) > 0, "%s", s);
+    free(s);
+    fclose(f);
+}

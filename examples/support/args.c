@@ -293,7 +293,15 @@ void kiln_common_defaults(kiln_common_args *a) {
     a->data = NULL;
     a->out = "out/example"; /* each program sets out/<its name> */
     a->export_weights = NULL;
+    a->log_dir = NULL;
+    a->threads = kiln_get_num_threads(); /* --help shows the count a run really gets */
     a->json = false;
+}
+
+kiln_status kiln_args_apply_threads(int n) {
+    if (n == kiln_get_num_threads()) return KILN_STATUS_OK; /* the library's default stays untouched */
+    if (kiln_set_num_threads(n) != KILN_STATUS_OK) return kiln_error_prefix("--threads %d", n);
+    return KILN_STATUS_OK;
 }
 
 int kiln_args_exit(const char *prog) {

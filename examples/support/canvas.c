@@ -212,8 +212,37 @@ static kiln_status load_column(const char *fn, kiln_tensor *t, int k, int64_t ro
 
 kiln_status kiln_grid_save_png(const char *path, int ncols, kiln_tensor *const *cols, const char *const *titles,
                                int max_rows, int scale) {
+    return kiln_grid_save_png_key(path, ncols, cols, titles, max_rows, scale, 0, NULL, NULL);
+}
+
+enum { KEY_SWATCH = 8, KEY_ROW = 12, KEY_GAP = 10 };
+
+/* Lays out (draw: and draws) the colour key from (x0, y0) within width w, one entry a
+ * swatch and a name, wrapping to new rows; returns the height it takes. */
+static int colour_key(kiln_canvas *c, int x0, int y0, int w, int n, const char *const *names, const uint32_t *colours) {
+    int x = x0, y = y0;
+    for (int i = 0; i < n; i++) {
+        const char *name = names && names[i] ? names[i] : "?";
+        int ew = KEY_SWATCH + 4 + kiln_canvas_text_width(name, 1);
+        if (x > x0 && x + ew > x0 + w) x = x0, y += KEY_ROW;
+        if (c) {
+            kiln_canvas_fill_rect(c, x, y, KEY_SWATCH, KEY_SWATCH, 0xF0F0F0); /* a light rim: dark colours show */
+            kiln_canvas_fill_rect(c, x + 1, y + 1, KEY_SWATCH - 2, KEY_SWATCH - 2, colours ? colours[i] : 0);
+            kiln_canvas_text(c, x + KEY_SWATCH + 4, y + 1, name, 0xF0F0F0, 1);
+        }
+        x += ew + KEY_GAP;
+    }
+    return n ? y - y0 + KEY_ROW : 0;
+}
+
+kiln_status kiln_grid_save_png_key(const char *path, int ncols, kiln_tensor *const *cols, const char *const *titles,
+                                   int max_rows, int scale, int nclasses, const char *const *names,
+                                   const uint32_t *colours) {
     const char *fn = "kiln_grid_save_png";
     if (ncols < 1 || !cols) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: no columns given", fn);
+    if (nclasses < 0 || nclasses > 256 || (nclasses && (!names || !colours)))
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: a colour key of %d classes needs 0..256 names and "
+                              "colours", fn, nclasses);
     for (int k = 0; k < ncols; k++)
         if (!cols[k])
             return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: column %d is NULL (an earlier op failed?)", fn, k);
@@ -234,13 +263,15 @@ kiln_status kiln_grid_save_png(const char *path, int ncols, kiln_tensor *const *
     kiln_no_grad_end();
 
     const int margin = 6, gap = 4, pw = (int)W * scale, ph = (int)H * scale;
-    int title_h = titles ? 7 + 6 : 0;
+    int title_h = titles ? 7 + 6 : 0, grid_w = ncols * pw + (ncols - 1) * gap;
+    int grid_h = (int)rows * ph + ((int)rows - 1) * gap;
+    int key_h = nclasses ? gap + colour_key(NULL, 0, 0, grid_w, nclasses, names, colours) : 0;
     kiln_canvas *c = NULL;
     if (!st) {
-        c = kiln_canvas_new(2 * margin + title_h + (int)rows * ph + ((int)rows - 1) * gap,
-                            2 * margin + ncols * pw + (ncols - 1) * gap, 32, 32, 36);
+        c = kiln_canvas_new(2 * margin + title_h + grid_h + key_h, 2 * margin + grid_w, 32, 32, 36);
         if (!c) st = kiln_last_status();
     }
+    if (!st && nclasses) colour_key(c, margin, margin + title_h + grid_h + gap + 2, grid_w, nclasses, names, colours);
     for (int k = 0; k < ncols && !st; k++) {
         int x = margin + k * (pw + gap);
         if (titles && titles[k]) kiln_canvas_text(c, x, margin, titles[k], 0xF0F0F0, 1);

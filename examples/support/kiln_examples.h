@@ -120,6 +120,14 @@ void kiln_canvas_labels(kiln_canvas *c, int x, int y, const int64_t *labels, int
  * Draws the first min(N, max_rows) samples, each pixel as scale x scale. */
 kiln_status kiln_grid_save_png(const char *path, int ncols, kiln_tensor *const *cols, const char *const *titles,
                                int max_rows, int scale);
+/* kiln_grid_save_png with a colour key below the grid: a swatch and the name of each of
+ * nclasses classes, in colours[c] (0xRRGGBB), wrapped to the grid's width, so label maps
+ * drawn in a palette say what each colour means. nclasses 0 draws no key. */
+kiln_status kiln_grid_save_png_key(const char *path, int ncols, kiln_tensor *const *cols, const char *const *titles,
+                                   int max_rows, int scale, int nclasses, const char *const *names,
+                                   const uint32_t *colours);
+/* The scene palette as 0xRRGGBB and the class names, for kiln_grid_save_png_key. */
+uint32_t kiln_scene_colour(int cls);
 /* Tiles the images of one (N,C,H,W) f32 tensor (C = 1 or 3), per_row to a row. */
 kiln_status kiln_tile_save_png(const char *path, kiln_tensor *images, int per_row, int scale);
 
@@ -132,6 +140,13 @@ typedef struct {
 /* Line plot of several series on shared axes, with ticks, a legend and a title. */
 kiln_status kiln_plot_lines_png(const char *path, const char *title, const char *xlabel, int nseries,
                                 const kiln_series *series, int width, int height);
+/* Training curves in two panels over the same epochs: the losses on a logarithmic axis
+ * above (values <= 0 leave a gap), the metrics on a linear one below (0..1 when they all
+ * lie there), each line with a marker at every epoch (a one-epoch run shows its points)
+ * and a legend beside its panel. nlosses and nmetrics: 1..16 each. */
+kiln_status kiln_plot_training_png(const char *path, const char *title, const char *xlabel, int nlosses,
+                                   const kiln_series *losses, int nmetrics, const kiln_series *metrics, int width,
+                                   int height);
 /* Eigenvalue spectrum: bars of each value's share of the total (values clamped at 0,
  * drawn in the given order) and a line of the cumulative share, on a 0..1 axis. */
 kiln_status kiln_plot_spectrum_png(const char *path, const char *title, const double *eigenvalues, int n,
@@ -197,6 +212,7 @@ typedef struct {
     double t_start, t_last_draw;
     int last_decile;         /* LINES: the last tenth of the work reported */
     double loss;
+    int64_t images_per_step; /* > 0: the bar shows images/s rather than steps/s */
 } kiln_progress;
 
 /* An error (KILN_STATUS_ANOMALY) naming the epoch and step (1-based, of `steps` in the
@@ -211,6 +227,8 @@ kiln_status kiln_error_prefix(const char *fmt, ...) __attribute__((format(printf
 /* Seconds on a monotonic clock. */
 double kiln_now_seconds(void);
 void kiln_progress_init(kiln_progress *p, FILE *out, kiln_progress_mode mode, const char *label, int64_t total);
+/* Images in each step (the batch), so the bar shows images/s; 0 shows steps/s. */
+void kiln_progress_set_images(kiln_progress *p, int64_t images_per_step);
 /* Records that `done` of `total` steps are finished with this loss (NaN: none yet).
  * A bar is redrawn in place at most 10 times a second; lines come each tenth of the work. */
 void kiln_progress_update(kiln_progress *p, int64_t done, double loss);
@@ -309,6 +327,8 @@ typedef struct {
     int epochs, batch, size;
     int64_t seed;
     const char *data, *out, *export_weights;
+    const char *log_dir; /* --log-dir: TensorBoard event files go here (NULL: none) */
+    int threads;         /* --threads: CPU threads; the default is the library's own */
     bool json;
 } kiln_common_args;
 
@@ -323,7 +343,68 @@ void kiln_common_defaults(kiln_common_args *a);
     {"out", KILN_ARG_STRING, &(a).out, "directory for pictures, checkpoints, weights (created)", NULL}, \
     {"export-weights", KILN_ARG_STRING, &(a).export_weights,                                      \
      "write the model-only weights (torch state_dict) here instead of OUT/model.safetensors", NULL}, \
+    {"log-dir", KILN_ARG_STRING, &(a).log_dir,                                                    \
+     "write TensorBoard event files (tfevents) of the losses and metrics here", NULL},          \
+    KILN_THREADS_ARG((a).threads),                                                                \
     {"json", KILN_ARG_FLAG, &(a).json, "print only the final JSON line on stdout", NULL}
+
+/* --threads N (1..256): the CPU kernels' threads (OpenMP's pool, which OpenBLAS and oneDNN
+ * share). Its default, the library's own (OMP_NUM_THREADS or the cores), is what
+ * kiln_get_num_threads() says before any option is applied; kiln_args_apply_threads sets it. */
+#define KILN_THREADS_ARG(var) \
+    {"threads", KILN_ARG_INT, &(var), "CPU threads for the kernels (unless given, the library's own count)", NULL, 1, 256}
+/* kiln_set_num_threads(n) when n differs from the library's current count, so a run
+ * without --threads leaves the library's default alone. */
+kiln_status kiln_args_apply_threads(int n);
+
+/* ---- training logs: CSV files and TensorBoard events ---------------------------------
+ * OUT/steps.csv (epoch,step,loss,lr,images_per_s: one row a step, step counted over the
+ * run) and OUT/epochs.csv (epoch,train_loss,heldout_loss, then the program's metrics: one
+ * row an epoch), each row flushed as written so an interrupted run leaves whole rows; and,
+ * with a log directory, a TensorBoard event file of the same numbers (train/loss, train/lr,
+ * train/images_per_s at each step; epoch/<column> at each epoch). */
+
+/* A TensorBoard event file, written by kiln itself in the tfevents record format. */
+typedef struct kiln_tfevents kiln_tfevents;
+/* Creates dir (mkdir -p) and dir/events.out.tfevents.<seconds>.<hostname> (".N" added when
+ * that name is taken), whose first event holds file_version "brain.Event:2". NULL on
+ * failure, with the error recorded. */
+kiln_tfevents *kiln_tfevents_open(const char *dir);
+/* One Event{wall_time, step, summary{value{tag, simple_value}}}; the value is stored as a
+ * float, as TensorBoard's simple_value is. */
+kiln_status kiln_tfevents_scalar(kiln_tfevents *w, const char *tag, int64_t step, double value);
+/* Writes what is buffered to the file (TensorBoard reads it as it grows). */
+kiln_status kiln_tfevents_flush(kiln_tfevents *w);
+/* The file's path (owned by w). */
+const char *kiln_tfevents_path(const kiln_tfevents *w);
+/* Flushes, closes and frees; the status of the last write. NULL is fine. */
+kiln_status kiln_tfevents_close(kiln_tfevents *w);
+/* CRC-32C (Castagnoli), and the masked form tfevents records store:
+ * ((crc >> 15) | (crc << 17)) + 0xa282ead8. */
+uint32_t kiln_crc32c(const void *data, size_t n);
+uint32_t kiln_tfevents_masked_crc(uint32_t crc);
+/* Encodes one record (uint64 length, masked CRC of the length, the bytes, masked CRC of
+ * the bytes) around payload into out[0..cap-1]; returns its size (12 + n + 4), or 0
+ * when it does not fit. */
+size_t kiln_tfevents_record(const uint8_t *payload, size_t n, uint8_t *out, size_t cap);
+
+typedef struct kiln_train_log kiln_train_log;
+/* Opens OUT/steps.csv and OUT/epochs.csv (metric names: nmetrics columns after the
+ * losses) and, when log_dir is not NULL, a kiln_tfevents there. resume_epoch > 0 keeps
+ * the rows of epochs 1..resume_epoch that the files hold (a resumed run continues them);
+ * 0 starts them afresh. NULL on failure, with the error recorded. */
+kiln_train_log *kiln_train_log_open(const char *out, const char *log_dir, int nmetrics,
+                                    const char *const *metric_names, int resume_epoch);
+/* One step (epoch 1-based, step counted over the whole run, 1-based). */
+kiln_status kiln_train_log_step(kiln_train_log *l, int epoch, int64_t step, double loss, double lr,
+                                double images_per_s);
+/* One epoch: its mean training loss, the held-out loss and nmetrics metrics (NaN: none). */
+kiln_status kiln_train_log_epoch(kiln_train_log *l, int epoch, double train_loss, double heldout_loss,
+                                 const double *metrics);
+/* The event file's path, or NULL without a log directory. */
+const char *kiln_train_log_events_path(const kiln_train_log *l);
+/* Closes the files and frees; the first write error, if any. NULL is fine. */
+kiln_status kiln_train_log_close(kiln_train_log *l);
 
 /* The trained model's weights alone, as PyTorch's strict load_state_dict takes them:
  * kiln_checkpoint_save without an optimizer (parameters and buffers under torch's names;

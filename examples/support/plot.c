@@ -90,7 +90,19 @@ static int legend_width(int n, const char *const *names) {
 }
 
 /* A boxed legend with its top-right corner at (right, top). */
+static void marker(kiln_canvas *c, int x, int y, uint32_t rgb) {
+    kiln_canvas_fill_rect(c, x - 3, y - 3, 7, 7, 0xFFFFFF); /* a white rim keeps touching markers apart */
+    kiln_canvas_fill_rect(c, x - 2, y - 2, 5, 5, rgb);
+}
+
+static void draw_legend_marked(kiln_canvas *c, int right, int top, int n, const char *const *names,
+                               const uint32_t *colours, bool markers);
 static void draw_legend(kiln_canvas *c, int right, int top, int n, const char *const *names, const uint32_t *colours) {
+    draw_legend_marked(c, right, top, n, names, colours, false);
+}
+
+static void draw_legend_marked(kiln_canvas *c, int right, int top, int n, const char *const *names,
+                               const uint32_t *colours, bool markers) {
     int bw = legend_width(n, names), bh = n * 11 + 6, bx = right - bw, by = top;
     kiln_canvas_fill_rect(c, bx, by, bw, bh, 0xFFFFFF);
     kiln_canvas_line(c, bx, by, bx + bw - 1, by, 0xA0A0A0);
@@ -100,6 +112,7 @@ static void draw_legend(kiln_canvas *c, int right, int top, int n, const char *c
     for (int i = 0; i < n; i++) {
         int y = by + 4 + i * 11;
         kiln_canvas_fill_rect(c, bx + 4, y + 2, 14, 3, colours[i]);
+        if (markers) marker(c, bx + 11, y + 3, colours[i]);
         kiln_canvas_text(c, bx + 22, y, names[i] ? names[i] : "", 0x202020, 1);
     }
 }
@@ -135,9 +148,11 @@ kiln_status kiln_plot_lines_png(const char *path, const char *title, const char 
     f.ystep = nice_step(hi - lo, 5);
     f.ymin = floor(lo / f.ystep) * f.ystep;
     f.ymax = ceil(hi / f.ystep) * f.ystep;
-    f.xmin = 1;
-    f.xmax = nmax > 1 ? nmax : 2;
-    f.xstep = fmax(1, nice_step(f.xmax - f.xmin, 8));
+    /* half an epoch each side: the first and last points (a one-epoch run's only one)
+     * sit inside the frame, not on its edges */
+    f.xmin = 0.5;
+    f.xmax = (nmax > 1 ? nmax : 1) + 0.5;
+    f.xstep = fmax(1, nice_step(nmax > 1 ? nmax : 1, 8));
     const char *names[32];
     uint32_t colours[32];
     for (int s = 0; s < nseries; s++) names[s] = series[s].name, colours[s] = series_colours[s % N_COLOURS];
@@ -159,11 +174,199 @@ kiln_status kiln_plot_lines_png(const char *path, const char *title, const char 
             }
             int x = px_x(&f, i + 1), y = px_y(&f, v);
             if (have_prev) thick_line(c, px, py, x, y, col);
-            if (series[s].n <= 60) kiln_canvas_fill_rect(c, x - 2, y - 2, 5, 5, col);
             px = x, py = y, have_prev = true;
         }
     }
-    draw_legend(c, width - 6, f.y0, nseries, names, colours);
+    for (int s = 0; s < nseries; s++) /* markers over every line */
+        for (int i = 0; i < series[s].n && series[s].n <= 100; i++)
+            if (isfinite(series[s].y[i])) marker(c, px_x(&f, i + 1), px_y(&f, series[s].y[i]), colours[s]);
+    draw_legend_marked(c, width - 6, f.y0, nseries, names, colours, true);
+    st = kiln_canvas_save_png(c, path);
+    kiln_canvas_free(c);
+    return st;
+}
+
+/* ---- training curves: losses on a log axis above, metrics on a linear one below ---- */
+
+enum { MAX_TICKS = 64 };
+typedef struct {
+    int n;
+    double at[MAX_TICKS]; /* in frame units (log10 of the value on a log axis) */
+    char label[MAX_TICKS][16];
+    int nminor;
+    double minor[MAX_TICKS];
+} ticks;
+
+/* A tick value as a person writes it: 0.2, 0.05, 3, 2e-05. */
+static void format_value(char *buf, size_t n, double v, int decade) {
+    if (decade < -4 || decade > 5) snprintf(buf, n, "%.0e", v);
+    else snprintf(buf, n, "%.*f", decade < 0 ? -decade : 0, v);
+}
+
+/* Ticks of a log10 axis over [ymin, ymax] (log units): decades, plus 2 and 5 (or every
+ * digit) times them when the span is short enough for them to carry information. */
+static void log_ticks(double ymin, double ymax, ticks *t) {
+    double span = ymax - ymin;
+    static const double all[] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, some[] = {1, 2, 5}, one[] = {1};
+    const double *ms = span < 0.8 ? all : span < 2.6 ? some : one;
+    int nm = span < 0.8 ? 9 : span < 2.6 ? 3 : 1, every = span > 7 ? (int)ceil(span / 7) : 1;
+    t->n = t->nminor = 0;
+    for (int d = (int)floor(ymin); d <= (int)ceil(ymax); d++)
+        for (int m = 1; m <= 9; m++) {
+            double v = m * pow(10, d), lv = log10(v);
+            if (lv < ymin - 1e-9 || lv > ymax + 1e-9) continue;
+            bool major = false;
+            for (int k = 0; k < nm; k++) major |= ms[k] == m;
+            major &= m > 1 || d % every == 0;
+            if (major && t->n < MAX_TICKS) {
+                t->at[t->n] = lv;
+                format_value(t->label[t->n], sizeof t->label[t->n], v, d);
+                t->n++;
+            } else if (t->nminor < MAX_TICKS && span < 7) {
+                t->minor[t->nminor++] = lv;
+            }
+        }
+}
+
+static void linear_ticks(const frame *f, ticks *t) {
+    t->n = t->nminor = 0;
+    for (double v = f->ymin; v <= f->ymax + f->ystep * 1e-6 && t->n < MAX_TICKS; v += f->ystep) {
+        t->at[t->n] = v;
+        format_tick(t->label[t->n], sizeof t->label[t->n], v, f->ystep);
+        t->n++;
+    }
+}
+
+static int ticks_width(const ticks *t) {
+    int w = 0;
+    for (int i = 0; i < t->n; i++) {
+        int tw = kiln_canvas_text_width(t->label[i], 1);
+        if (tw > w) w = tw;
+    }
+    return w;
+}
+
+/* Grid, y ticks and labels, x ticks (labelled when xlabels), the frame and a caption. */
+static void draw_panel(kiln_canvas *c, const frame *f, const ticks *t, bool xlabels, const char *caption) {
+    char buf[32];
+    for (int i = 0; i < t->nminor; i++) {
+        int y = px_y(f, t->minor[i]);
+        kiln_canvas_line(c, f->x0, y, f->x1, y, 0xF2F2F2);
+    }
+    for (int i = 0; i < t->n; i++) {
+        int y = px_y(f, t->at[i]);
+        kiln_canvas_line(c, f->x0, y, f->x1, y, 0xDCDCDC);
+        kiln_canvas_line(c, f->x0 - 4, y, f->x0, y, 0x202020);
+        kiln_canvas_text(c, f->x0 - 6 - kiln_canvas_text_width(t->label[i], 1), y - 3, t->label[i], 0x202020, 1);
+    }
+    for (double v = ceil(f->xmin / f->xstep) * f->xstep; v <= f->xmax + f->xstep * 1e-6; v += f->xstep) {
+        int x = px_x(f, v);
+        kiln_canvas_line(c, x, f->y0, x, f->y1, 0xEBEBEB);
+        kiln_canvas_line(c, x, f->y1, x, f->y1 + 4, 0x202020);
+        if (!xlabels) continue;
+        format_tick(buf, sizeof buf, v, f->xstep);
+        kiln_canvas_text(c, x - kiln_canvas_text_width(buf, 1) / 2, f->y1 + 7, buf, 0x202020, 1);
+    }
+    kiln_canvas_line(c, f->x0, f->y0, f->x0, f->y1, 0x202020);
+    kiln_canvas_line(c, f->x0, f->y1, f->x1, f->y1, 0x202020);
+    kiln_canvas_line(c, f->x0, f->y0, f->x1, f->y0, 0x202020);
+    kiln_canvas_line(c, f->x1, f->y0, f->x1, f->y1, 0x202020);
+    if (caption) kiln_canvas_text(c, f->x0, f->y0 - 10, caption, 0x202020, 1);
+}
+
+/* Lines, then markers over them; on a log axis values <= 0 are gaps. */
+static void draw_series(kiln_canvas *c, const frame *f, int n, const kiln_series *series, const uint32_t *colours,
+                        bool logy) {
+    for (int pass = 0; pass < 2; pass++)
+        for (int s = 0; s < n; s++) {
+            bool have_prev = false;
+            int px = 0, py = 0;
+            for (int i = 0; i < series[s].n; i++) {
+                double v = series[s].y[i];
+                if (!isfinite(v) || (logy && !(v > 0))) {
+                    have_prev = false;
+                    continue;
+                }
+                int x = px_x(f, i + 1), y = px_y(f, logy ? log10(v) : v);
+                if (pass == 0 && have_prev) thick_line(c, px, py, x, y, colours[s]);
+                if (pass == 1 && series[s].n <= 100) marker(c, x, y, colours[s]);
+                px = x, py = y, have_prev = true;
+            }
+        }
+}
+
+static kiln_status check_series(const char *fn, const char *path, const char *what, int n, const kiln_series *s,
+                                int *nmax) {
+    if (n < 1 || n > 16 || !s)
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: %d %s series for '%s'; give 1..16", fn, n, what, path);
+    for (int k = 0; k < n; k++) {
+        if (s[k].n < 0 || (s[k].n > 0 && !s[k].y))
+            return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: %s series %d ('%s') has n = %d and %s values", fn,
+                                  what, k, s[k].name ? s[k].name : "", s[k].n, s[k].y ? "some" : "no");
+        if (s[k].n > *nmax) *nmax = s[k].n;
+    }
+    return KILN_STATUS_OK;
+}
+
+kiln_status kiln_plot_training_png(const char *path, const char *title, const char *xlabel, int nlosses,
+                                   const kiln_series *losses, int nmetrics, const kiln_series *metrics, int width,
+                                   int height) {
+    const char *fn = "kiln_plot_training_png";
+    int nmax = 0;
+    kiln_status st = check_size(fn, path, width, height);
+    if (!st) st = check_series(fn, path, "loss", nlosses, losses, &nmax);
+    if (!st) st = check_series(fn, path, "metric", nmetrics, metrics, &nmax);
+    if (st) return st;
+    if (height < 240) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: two panels need a height of 240 or more, "
+                                            "not %d", fn, height);
+    /* the loss axis: log10 of the positive values, padded a little */
+    double llo = INFINITY, lhi = -INFINITY, mlo = INFINITY, mhi = -INFINITY;
+    for (int k = 0; k < nlosses; k++)
+        for (int i = 0; i < losses[k].n; i++)
+            if (isfinite(losses[k].y[i]) && losses[k].y[i] > 0)
+                llo = fmin(llo, log10(losses[k].y[i])), lhi = fmax(lhi, log10(losses[k].y[i]));
+    for (int k = 0; k < nmetrics; k++)
+        for (int i = 0; i < metrics[k].n; i++)
+            if (isfinite(metrics[k].y[i])) mlo = fmin(mlo, metrics[k].y[i]), mhi = fmax(mhi, metrics[k].y[i]);
+    if (!(llo <= lhi)) llo = -1, lhi = 0; /* no positive loss: an empty 0.1..1 axis */
+    double pad = fmax(0.05 * (lhi - llo), 0.04);
+    frame lf = {0}, mf = {0};
+    lf.ymin = llo - pad, lf.ymax = lhi + pad;
+    if (mlo >= 0 && mhi <= 1) { /* rates and overlaps: their whole range, so 0.97 looks like 0.97 */
+        mf.ymin = 0, mf.ymax = 1, mf.ystep = 0.2;
+    } else {
+        if (!(mlo <= mhi)) mlo = 0, mhi = 1;
+        if (mhi - mlo < 1e-12 * (fabs(mhi) + 1)) mlo -= 0.5 * (fabs(mlo) + 1e-3), mhi += 0.5 * (fabs(mhi) + 1e-3);
+        mf.ystep = nice_step(mhi - mlo, 5);
+        mf.ymin = floor(mlo / mf.ystep) * mf.ystep, mf.ymax = ceil(mhi / mf.ystep) * mf.ystep;
+    }
+    ticks lt, mt;
+    log_ticks(lf.ymin, lf.ymax, &lt);
+    linear_ticks(&mf, &mt);
+    const char *lnames[16], *mnames[16];
+    uint32_t lcol[16], mcol[16];
+    for (int k = 0; k < nlosses; k++) lnames[k] = losses[k].name, lcol[k] = series_colours[k % N_COLOURS];
+    for (int k = 0; k < nmetrics; k++) /* the metrics' colours follow the losses', none shared */
+        mnames[k] = metrics[k].name, mcol[k] = series_colours[(nlosses + k) % N_COLOURS];
+    int lw = legend_width(nlosses, lnames), mw = legend_width(nmetrics, mnames), right = lw > mw ? lw : mw;
+    if (right > width / 2) right = width / 2;
+    int left = 16 + (ticks_width(&lt) > ticks_width(&mt) ? ticks_width(&lt) : ticks_width(&mt));
+    int top = title ? 38 : 20, bottom = height - (xlabel ? 34 : 22), gap = 30;
+    int ph = (bottom - top - gap) / 2;
+    lf.x0 = mf.x0 = left, lf.x1 = mf.x1 = width - 14 - right;
+    lf.y0 = top, lf.y1 = top + ph, mf.y0 = lf.y1 + gap, mf.y1 = bottom;
+    lf.xmin = mf.xmin = 0.5, lf.xmax = mf.xmax = (nmax > 1 ? nmax : 1) + 0.5;
+    lf.xstep = mf.xstep = fmax(1, nice_step(nmax > 1 ? nmax : 1, 8));
+    kiln_canvas *c = kiln_canvas_new(height, width, 255, 255, 255);
+    if (!c) return kiln_last_status();
+    if (title) kiln_canvas_text(c, (width - kiln_canvas_text_width(title, 2)) / 2, 5, title, 0x202020, 2);
+    if (xlabel) kiln_canvas_text(c, (mf.x0 + mf.x1 - kiln_canvas_text_width(xlabel, 1)) / 2, height - 12, xlabel, 0x202020, 1);
+    draw_panel(c, &lf, &lt, false, "LOSS (LOG SCALE)");
+    draw_panel(c, &mf, &mt, true, "METRICS");
+    draw_series(c, &lf, nlosses, losses, lcol, true);
+    draw_series(c, &mf, nmetrics, metrics, mcol, false);
+    draw_legend_marked(c, width - 6, lf.y0, nlosses, lnames, lcol, true);
+    draw_legend_marked(c, width - 6, mf.y0, nmetrics, mnames, mcol, true);
     st = kiln_canvas_save_png(c, path);
     kiln_canvas_free(c);
     return st;

@@ -66,13 +66,21 @@ static void format_duration(char *buf, size_t n, double s) {
         snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-/* "12/500 loss 0.3456 | 41.2 steps/s | ETA 0:12" */
+void kiln_progress_set_images(kiln_progress *p, int64_t images_per_step) {
+    if (p) p->images_per_step = images_per_step > 0 ? images_per_step : 0;
+}
+
+/* "12/500 loss 0.3456 | 330 images/s | ETA 0:12" (steps/s when the batch is not known).
+ * The ETA is the steps left at the mean rate so far. */
 static void format_stats(const kiln_progress *p, char *buf, size_t n, double now) {
     double el = now - p->t_start, rate = el > 0 ? (double)p->done / el : 0;
-    char eta[32], loss[32] = "";
+    char eta[32], loss[32] = "", speed[48];
     format_duration(eta, sizeof eta, rate > 0 ? (double)(p->total - p->done) / rate : NAN);
     if (isfinite(p->loss)) snprintf(loss, sizeof loss, " loss %.4f", p->loss);
-    snprintf(buf, n, "%lld/%lld%s | %.1f steps/s | ETA %s", (long long)p->done, (long long)p->total, loss, rate, eta);
+    double ips = rate * (double)p->images_per_step;
+    if (p->images_per_step > 0) snprintf(speed, sizeof speed, ips >= 100 ? "%.0f images/s" : "%.1f images/s", ips);
+    else snprintf(speed, sizeof speed, "%.1f steps/s", rate);
+    snprintf(buf, n, "%lld/%lld%s | %s | ETA %s", (long long)p->done, (long long)p->total, loss, speed, eta);
 }
 
 static void draw_bar(kiln_progress *p, double now) {

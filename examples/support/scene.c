@@ -19,6 +19,12 @@ const char *kiln_scene_class_name(int cls) {
     return cls >= 0 && cls < KILN_SCENE_NUM_CLASSES ? class_names[cls] : "?";
 }
 
+uint32_t kiln_scene_colour(int cls) {
+    if (cls < 0 || cls >= KILN_SCENE_NUM_CLASSES) return 0;
+    const uint8_t *c = kiln_scene_palette[cls];
+    return (uint32_t)c[0] << 16 | (uint32_t)c[1] << 8 | c[2];
+}
+
 /* ---- randomness: splitmix64 over a counter, and a hash of (key, x, y) for per-pixel grain */
 
 typedef struct {
