@@ -167,6 +167,14 @@ bool kiln__broadcast_shape(const char *op, int an, const int64_t *ashape, int bn
 /* Sums g down to shape (ndim, shape) over broadcast axes: the gradient of a broadcast. */
 kiln_tensor *kiln__sum_to(kiln_tensor *g, int ndim, const int64_t *shape);
 
+/* ---- scopes (internal) ---------------------------------------------------------- */
+/* The innermost open scope of this thread (the root scope when none is open). */
+kiln_scope *kiln__scope_current(void);
+/* Closes s, which must be the innermost open scope, and hands everything it owns
+ * (tensors and tape nodes) to its parent, as if s had never been opened: what a lean
+ * module forward does when the tape recorded inside it (layers/module.c). */
+void kiln__scope_merge(kiln_scope *s);
+
 /* ---- autograd internals ----------------------------------------------------------- */
 bool kiln__grad_mode(void);
 /* Makes g (taken out of its scope) the gradient owned by leaf, freeing an old one. */

@@ -111,6 +111,33 @@ void kiln_scope_end(kiln_scope *s) {
     free(s);
 }
 
+kiln_scope *kiln__scope_current(void) { return current_scope(); }
+
+void kiln__scope_merge(kiln_scope *s) {
+    kiln_scope *parent = s->parent;
+    kiln_tensor *tail = NULL;
+    for (kiln_tensor *t = s->tensors; t; t = t->scope_next) {
+        t->scope = parent;
+        tail = t;
+    }
+    if (tail) {
+        tail->scope_next = parent->tensors;
+        if (parent->tensors) parent->tensors->scope_prev = tail;
+        parent->tensors = s->tensors;
+    }
+    kiln_node *ntail = NULL;
+    for (kiln_node *n = s->nodes; n; n = n->scope_next) {
+        n->scope = parent;
+        ntail = n;
+    }
+    if (ntail) {
+        ntail->scope_next = parent->nodes;
+        parent->nodes = s->nodes;
+    }
+    g_current = parent == &g_root ? NULL : parent;
+    free(s);
+}
+
 kiln_tensor *kiln_scope_keep(kiln_tensor *t) {
     if (!t || !t->scope) return t;
     kiln_scope *dest = t->scope->parent ? t->scope->parent : t->scope;

@@ -28,6 +28,10 @@ struct kiln_module {
     kiln_module **children; /* each child's key is its own name */
     int nchildren, cap_children;
     bool training;
+    /* lean_self: the forward keeps none of its tensors beyond the call but its result
+     * (kiln_module_set_lean); lean: that holds for the whole subtree, cached per epoch */
+    bool lean_self, lean;
+    uint64_t lean_epoch;
     kiln_module_forward_fn forward;
     void *ctx;
     void (*ctx_free)(void *);
@@ -654,6 +658,64 @@ kiln_status kiln_module_to(kiln_module *m, kiln_device dev) {
 
 /* ---- forward ----------------------------------------------------------------------- */
 
+kiln_status kiln_module_set_lean(kiln_module *m, bool on) {
+    if (!m) return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_module_set_lean: module is NULL");
+    m->lean_self = on;
+    g_epoch++; /* the cached subtree answers of m's ancestors change */
+    return KILN_STATUS_OK;
+}
+
+/* Lean when m and every descendant are: one module that may keep its tensors (a
+ * custom or Python forward) makes its ancestors keep everything, as before. */
+static bool subtree_lean(kiln_module *m) {
+    if (m->lean_epoch == g_epoch) return m->lean;
+    bool lean = m->lean_self;
+    for (int i = 0; i < m->nchildren; i++) lean = subtree_lean(m->children[i]) && lean;
+    m->lean = lean;
+    m->lean_epoch = g_epoch;
+    return lean;
+}
+
+bool kiln_module_is_lean(kiln_module *m) { return m && subtree_lean(m); }
+
+/* The lean forward running on this thread: its module and the scope it runs in. */
+typedef struct {
+    kiln_module *m;
+    kiln_scope *s;
+} lean_frame;
+static _Thread_local lean_frame g_frame;
+
+bool kiln_module_discard(kiln_module *self, kiln_tensor *t) {
+    kiln_scope *s = g_frame.s;
+    /* Only inside self's own lean forward, only tensors that forward made, and only
+     * while the tape holds nothing of this call (then nothing can read t again). */
+    if (!self || !t || g_frame.m != self || kiln__scope_current() != s || t->scope != s || s->nodes || t->grad_fn)
+        return false;
+    kiln_tensor_free(t);
+    return true;
+}
+
+/* A lean forward runs in a scope of its own. When the tape recorded nothing inside it
+ * (grad off, or no input and no parameter requiring grad), its result moves out and
+ * every other tensor it made dies now; otherwise the tape needs them and the scope is
+ * merged into the caller's, which is exactly the non-lean behaviour. */
+static kiln_tensor *lean_forward(kiln_module *m, kiln_tensor *x) {
+    kiln_scope *s = kiln_scope_begin();
+    if (!s) return NULL;
+    lean_frame saved = g_frame;
+    g_frame = (lean_frame){m, s};
+    kiln_tensor *y = m->forward(m, x);
+    g_frame = saved;
+    if (kiln__scope_current() != s) return y; /* the forward left scopes open: leave them (and s) as they are */
+    if (s->nodes) {
+        kiln__scope_merge(s);
+        return y;
+    }
+    if (y && y->scope == s) kiln_scope_keep(y);
+    kiln_scope_end(s);
+    return y;
+}
+
 kiln_tensor *kiln_module_forward(kiln_module *m, kiln_tensor *x) {
     char d[300];
     if (!m) {
@@ -672,5 +734,5 @@ kiln_tensor *kiln_module_forward(kiln_module *m, kiln_tensor *x) {
     }
     /* A root packs its parameters before the first step so gradients land in the arena. */
     if (!m->parent && build_arenas(m) != KILN_STATUS_OK) return NULL;
-    return m->forward(m, x);
+    return subtree_lean(m) ? lean_forward(m, x) : m->forward(m, x);
 }

@@ -15,7 +15,9 @@ static kiln_module *create_with(const char *type, kiln_module_forward_fn fwd, si
         kiln__error(KILN_STATUS_OOM, "%s: out of host memory", type);
         return NULL;
     }
-    return kiln_module_create(type, fwd, ctx, n ? free : NULL);
+    kiln_module *m = kiln_module_create(type, fwd, ctx, n ? free : NULL);
+    if (m) kiln_module_set_lean(m, true); /* built-in forwards keep nothing but their result */
+    return m;
 }
 
 /* Registers a parameter or buffer of the given shape filled with value. */
@@ -228,9 +230,16 @@ kiln_module *kiln_flatten_create(int start_axis, int end_axis) {
 
 /* ---- Sequential ---------------------------------------------------------------------- */
 
+/* Each child's output is consumed by the next child alone: with no tape it is freed
+ * as soon as that child returns (kiln_module_discard refuses the caller's input, a
+ * child that returned its own input, and anything while the tape records). */
 static kiln_tensor *sequential_forward(kiln_module *self, kiln_tensor *x) {
     int n = kiln_module_num_children(self);
-    for (int i = 0; i < n && x; i++) x = kiln_module_forward(kiln_module_child_at(self, i, NULL), x);
+    for (int i = 0; i < n && x; i++) {
+        kiln_tensor *y = kiln_module_forward(kiln_module_child_at(self, i, NULL), x);
+        if (y != x) kiln_module_discard(self, x);
+        x = y;
+    }
     return x;
 }
 

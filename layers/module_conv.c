@@ -16,7 +16,9 @@ static kiln_module *create_with(const char *type, kiln_module_forward_fn fwd, si
         kiln__error(KILN_STATUS_OOM, "%s: out of host memory", type);
         return NULL;
     }
-    return kiln_module_create(type, fwd, ctx, free);
+    kiln_module *m = kiln_module_create(type, fwd, ctx, free);
+    if (m) kiln_module_set_lean(m, true); /* built-in forwards keep nothing but their result */
+    return m;
 }
 
 /* A zero-filled parameter of the given shape, owned by m. */

@@ -31,18 +31,34 @@ static kiln_tensor *cat_channels(kiln_tensor *a, kiln_tensor *b) {
     return a && b ? kiln_concat(2, parts, 1) : NULL;
 }
 
+/* Each tensor is discarded right after its last use: with no tape (inference) it is
+ * freed at once, so the pass holds only the skips still to be read and the tensors
+ * of the stage in progress; while the tape records, kiln_module_discard does nothing.
+ * The caller's x is never freed (it is not the call's). */
 static kiln_tensor *unet_forward(kiln_module *self, kiln_tensor *x) {
     unet_ctx *c = kiln_module_ctx(self);
-    kiln_tensor *skip[3];
+    kiln_tensor *skip[3], *y;
     for (int i = 0; i < 3; i++) {
         skip[i] = kiln_module_forward(c->enc[i], x);
+        kiln_module_discard(self, x);
         x = kiln_module_forward(c->pool, skip[i]);
     }
-    x = kiln_module_forward(c->bottleneck, x);
+    y = kiln_module_forward(c->bottleneck, x);
+    kiln_module_discard(self, x);
+    x = y;
     /* decoder stage i works at the resolution of encoder stage i, deepest first */
-    for (int i = 2; i >= 0; i--)
-        x = kiln_module_forward(c->dec[i], cat_channels(kiln_module_forward(c->up[i], x), skip[i]));
-    return kiln_module_forward(c->head, x);
+    for (int i = 2; i >= 0; i--) {
+        kiln_tensor *up = kiln_module_forward(c->up[i], x);
+        kiln_module_discard(self, x);
+        kiln_tensor *cat = cat_channels(up, skip[i]);
+        kiln_module_discard(self, up);
+        kiln_module_discard(self, skip[i]);
+        x = kiln_module_forward(c->dec[i], cat);
+        kiln_module_discard(self, cat);
+    }
+    y = kiln_module_forward(c->head, x);
+    kiln_module_discard(self, x);
+    return y;
 }
 
 kiln_module *unet_create(int64_t in_channels, int64_t out_channels, int64_t base_width, kiln_dtype dt) {
@@ -52,6 +68,7 @@ kiln_module *unet_create(int64_t in_channels, int64_t out_channels, int64_t base
         free(c);
         return NULL;
     }
+    kiln_module_set_lean(m, true); /* unet_forward keeps nothing but its result */
     int64_t w[4] = {base_width, 2 * base_width, 4 * base_width, 8 * base_width};
     static const char *enc_names[3] = {"enc1", "enc2", "enc3"};
     static const char *up_names[3] = {"up1", "up2", "up3"}, *dec_names[3] = {"dec1", "dec2", "dec3"};

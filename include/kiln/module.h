@@ -176,8 +176,29 @@ KILN_API kiln_tensor *kiln_module_register_parameter(kiln_module *m, const char 
 KILN_API kiln_tensor *kiln_module_register_buffer(kiln_module *m, const char *name, kiln_tensor *init);
 
 /* Runs m's forward. Built-in modules check their input and name the module's dotted
- * path and the shapes on a mismatch. A NULL x returns NULL, keeping the first error. */
+ * path and the shapes on a mismatch. A NULL x returns NULL, keeping the first error.
+ * A lean module (below) whose forward records nothing on the tape (grad off with
+ * kiln_no_grad_begin, or no input and no parameter requiring grad) frees every tensor
+ * it made but its result before returning, so inference holds only the live
+ * activations, not every intermediate of the pass; results are the same bits. */
 KILN_API kiln_tensor *kiln_module_forward(kiln_module *m, kiln_tensor *x);
+
+/* Lean forwards. Built-in modules are lean; a custom module is not unless set: on
+ * declares that its forward keeps none of the tensors it makes beyond the call except
+ * its result (it stores none in its ctx or elsewhere) and calls only modules of its
+ * own subtree. A module runs lean when it and all its descendants are (one non-lean
+ * child, such as a Python module, makes its ancestors keep everything, as before).
+ * kiln_module_is_lean answers for the subtree. */
+KILN_API kiln_status kiln_module_set_lean(kiln_module *m, bool on);
+KILN_API bool kiln_module_is_lean(kiln_module *m);
+/* Inside self's lean forward: frees t now if it is an intermediate that forward made
+ * (not its input, a parameter or any tensor from outside the call) and the tape holds
+ * nothing of the call, so nothing can read t again; call it right after t's last use
+ * (the U-Net drops each skip tensor after its concatenation). Otherwise (grad on, not
+ * lean, not self's forward, t not the call's) it does nothing and t lives to the end
+ * of its scope as usual. Returns whether t was freed; never use t after a call that
+ * may have freed it. */
+KILN_API bool kiln_module_discard(kiln_module *self, kiln_tensor *t);
 
 /* Frees m and everything under it (parameters, buffers, gradients, arenas, children).
  * m must be a root (not a child of another module). */
