@@ -436,10 +436,8 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     if (!st) st = kiln_export_weights(&o->c, net, weights, sizeof weights);
     if (st) goto done;
     if (!o->c.json) printf("car_mask: pictures in %s and %s, checkpoint %s, weights %s\n", grid, plot, ckpt, weights);
-    char steps_csv[4096], epochs_csv[4096];
-    kiln_path_join(steps_csv, sizeof steps_csv, o->c.out, "steps.csv");
-    kiln_path_join(epochs_csv, sizeof epochs_csv, o->c.out, "epochs.csv");
-    if (!o->c.json) printf("car_mask: logs in %s and %s%s%s\n", steps_csv, epochs_csv,
+    if (!o->c.json) printf("car_mask: logs in %s and %s%s%s\n", kiln_train_log_steps_path(tlog),
+                           kiln_train_log_epochs_path(tlog),
                            kiln_train_log_events_path(tlog) ? ", TensorBoard events " : "",
                            kiln_train_log_events_path(tlog) ? kiln_train_log_events_path(tlog) : "");
 
@@ -467,9 +465,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_json_string(&j, "plot", plot);
     kiln_json_string(&j, "checkpoint", ckpt);
     kiln_json_string(&j, "weights", weights);
-    kiln_json_string(&j, "steps_csv", steps_csv);
-    kiln_json_string(&j, "epochs_csv", epochs_csv);
-    kiln_json_string(&j, "events", kiln_train_log_events_path(tlog)); /* null without --log-dir */
+    kiln_train_log_json(tlog, &j);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
 done:;

@@ -283,12 +283,7 @@ int main(int argc, char **argv) {
     kiln_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
     kiln_json_string(&j, "plot", path);
     kiln_json_string(&j, "weights", weights);
-    char steps_csv[4096], epochs_csv[4096];
-    kiln_path_join(steps_csv, sizeof steps_csv, a.out, "steps.csv");
-    kiln_path_join(epochs_csv, sizeof epochs_csv, a.out, "epochs.csv");
-    kiln_json_string(&j, "steps_csv", steps_csv);
-    kiln_json_string(&j, "epochs_csv", epochs_csv);
-    kiln_json_string(&j, "events", kiln_train_log_events_path(tlog)); /* null without --log-dir */
+    kiln_train_log_json(tlog, &j);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
     what = "closing the logs";
     st = kiln_train_log_close(tlog);

@@ -301,12 +301,7 @@ int main(int argc, char **argv) {
     kiln_json_string(&j, "plot", plot);
     kiln_json_string(&j, "checkpoint", ckpt);
     kiln_json_string(&j, "weights", weights);
-    char steps_csv[4096], epochs_csv[4096];
-    kiln_path_join(steps_csv, sizeof steps_csv, o.c.out, "steps.csv");
-    kiln_path_join(epochs_csv, sizeof epochs_csv, o.c.out, "epochs.csv");
-    kiln_json_string(&j, "steps_csv", steps_csv);
-    kiln_json_string(&j, "epochs_csv", epochs_csv);
-    kiln_json_string(&j, "events", kiln_train_log_events_path(tlog)); /* null without --log-dir */
+    kiln_train_log_json(tlog, &j);
     kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
     kiln_json_print(&j, stdout);
 done:;

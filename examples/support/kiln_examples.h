@@ -403,6 +403,11 @@ kiln_status kiln_train_log_epoch(kiln_train_log *l, int epoch, double train_loss
                                  const double *metrics);
 /* The event file's path, or NULL without a log directory. */
 const char *kiln_train_log_events_path(const kiln_train_log *l);
+/* The two CSV files' paths (inside the --out directory). */
+const char *kiln_train_log_steps_path(const kiln_train_log *l);
+const char *kiln_train_log_epochs_path(const kiln_train_log *l);
+/* Adds "steps_csv", "epochs_csv" and "events" (null without --log-dir) to a result line. */
+void kiln_train_log_json(const kiln_train_log *l, kiln_json *j);
 /* Closes the files and frees; the first write error, if any. NULL is fine. */
 kiln_status kiln_train_log_close(kiln_train_log *l);
 

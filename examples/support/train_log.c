@@ -147,6 +147,14 @@ kiln_status kiln_train_log_epoch(kiln_train_log *l, int epoch, double train_loss
 }
 
 const char *kiln_train_log_events_path(const kiln_train_log *l) { return l && l->tb ? kiln_tfevents_path(l->tb) : NULL; }
+const char *kiln_train_log_steps_path(const kiln_train_log *l) { return l ? l->steps_path : NULL; }
+const char *kiln_train_log_epochs_path(const kiln_train_log *l) { return l ? l->epochs_path : NULL; }
+
+void kiln_train_log_json(const kiln_train_log *l, kiln_json *j) {
+    kiln_json_string(j, "steps_csv", kiln_train_log_steps_path(l));
+    kiln_json_string(j, "epochs_csv", kiln_train_log_epochs_path(l));
+    kiln_json_string(j, "events", kiln_train_log_events_path(l)); /* null without --log-dir */
+}
 
 kiln_status kiln_train_log_close(kiln_train_log *l) {
     if (!l) return KILN_STATUS_OK;
