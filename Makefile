@@ -70,8 +70,8 @@ bench: build
 # kernels from the CPU's ISA: DNNL_MAX_CPU_ISA=AVX2 caps it at code valgrind runs, so
 # oneDNN stays on and memcheck checks the same convolution path the other builds run
 # (rather than KILN_ONEDNN=0, which would check im2col instead). Measured: with it,
-# `make test-valgrind VALGRIND_SUITES=test_conv_onednn` passes (about 6 minutes).
-VALGRIND_SUITES ?= test_autograd test_pool test_scope test_tensor test_views test_checkpoint test_checkpoint_load test_module test_limits
+# `make test-valgrind VALGRIND_SUITES=test_conv2d_onednn` passes (about 6 minutes).
+VALGRIND_SUITES ?= test_autograd test_memory_pool test_scope test_tensor test_views test_checkpoint test_checkpoint_load test_module test_limits
 test-valgrind: setup
 	@cmake -S . -B build-vg -DCMAKE_BUILD_TYPE=Debug -DKILN_CUDA=OFF -DKILN_BUILD_EXAMPLES=OFF -DKILN_BUILD_BENCHMARKS=OFF >/dev/null
 	@cmake --build build-vg -j $(JOBS) --target $(VALGRIND_SUITES) -- --no-print-directory

@@ -4,7 +4,7 @@
 #define KILN_INTERNAL_H
 
 #include "kiln.h"
-#include "pool.h"
+#include "memory_pool.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -82,23 +82,41 @@ typedef kiln_status (*kiln_kernel_fn)(const kiln_op_call *call);
 /* Fills gin[i] (a tensor shaped like input i) for every i with node->needs_grad[i]. */
 typedef void (*kiln_backward_fn)(kiln_node *node, kiln_tensor *gout, kiln_tensor **gin);
 
+/* One op: written once, in its front-end, with designated initializers that name both
+ * kernels, e.g.
+ *     KILN_REGISTER const kiln_op_def kiln_op_concat = {
+ *         .name = "concat", .cpu = kiln_cpu_concat, .cuda = KILN_CUDA_KERNEL(kiln_cuda_concat),
+ *         .backward = concat_bw, .attrs_size = sizeof(kiln_axis_attrs)};
+ * KILN_REGISTER places the definition in the "kiln_ops" linker section, which is the
+ * op list: the registry walks it (kiln__op_registry), so an op cannot be left out of it.
+ * The type is aligned to 64 bytes, a multiple of its size, so the definitions of every
+ * file lie in the section at one stride whatever alignment the compiler gives a
+ * large object (x86-64 GCC raises those to 32 or 64 bytes). */
 struct kiln_op_def {
     const char *name;
-    /* by kiln_device_type: the CPU kernel; the CUDA slot only for device-agnostic
-     * kernels (views), CUDA kernels being listed in core/ops/cuda.def */
-    kiln_kernel_fn kernel[2];
+    kiln_kernel_fn cpu;  /* the CPU kernel (kernels/cpu/); kiln__kernel_noop for views */
+    kiln_kernel_fn cuda; /* the CUDA kernel (kernels/cuda/); NULL in a CPU-only build, or
+                            for an op with no CUDA kernel ("no kernel for cuda") */
     kiln_backward_fn backward;
     bool not_differentiable; /* an explicit mark; backward must then be NULL */
     size_t attrs_size;
     /* Optional: the user-facing name for these attrs when one def serves several
      * ops (unary: "log", "sqrt"), so messages name the op the user called. */
     const char *(*label)(const void *attrs);
-};
+} __attribute__((aligned(64)));
 
-/* Every op, from the per-area lists (core/ops/NAME.def). */
+#define KILN_REGISTER __attribute__((used, section("kiln_ops")))
+/* The one #if of the op list: a CUDA kernel is named in every build and linked only
+ * in CUDA builds, so a CPU-only libkiln has no CUDA symbols. */
+#ifdef KILN_HAVE_CUDA
+#define KILN_CUDA_KERNEL(fn) (fn)
+#else
+#define KILN_CUDA_KERNEL(fn) NULL
+#endif
+
+/* Every registered op (the "kiln_ops" section of the program or library). */
 const kiln_op_def *const *kiln__op_registry(int *count);
-/* The kernel of op for a device type: op->kernel[type], or for CUDA the entry of
- * core/ops/cuda.def; NULL when the op has none there. */
+/* The kernel of op for a device type (op->cpu or op->cuda); NULL when it has none. */
 kiln_kernel_fn kiln__kernel(const kiln_op_def *op, kiln_device_type type);
 
 /* Runs op's kernel for out's device with the given inputs, then records a tape

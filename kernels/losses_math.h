@@ -35,7 +35,7 @@ typedef struct {
 } kiln_ce_attrs;
 
 /* cross_entropy on f32 logits with class-index targets and dense operands takes the
- * float32 path (kernels/cpu/losses_ce_f32.c, the ce_f32 kernels of kernels/cuda/losses.cu:
+ * float32 path (kernels/cpu/cross_entropy_f32.c, the ce_f32 kernels of kernels/cuda/losses.cu:
  * per-pixel float math with kernels/fast_math.h, the same operations in the same order on
  * both) unless the class axis is a contiguous row of 16 or more classes (S = 1: the (N,C)
  * layout), which CUDA gives a warp per row (axis_plan.cuh, KILN_WARP_ROW_MIN) and both

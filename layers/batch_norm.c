@@ -4,16 +4,31 @@
  * variance, running = (1-m)·running + m·batch, as torch); eval uses the running
  * statistics. Backward is dedicated kernels, the full batch-stat gradient in training. */
 #include "../core/internal.h"
-#include "../kernels/cpu/nn.h"
+#include "../kernels/cpu/layers.h"
 
 static void batch_norm_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_batch_norm_stats = {
-    "batch_norm_stats", {kiln_cpu_batch_norm_stats, NULL}, NULL, true, 0};
-const kiln_op_def kiln_op_batch_norm = {
-    "batch_norm", {kiln_cpu_batch_norm, NULL}, batch_norm_bw, false, sizeof(kiln_batch_norm_attrs)};
-const kiln_op_def kiln_op_batch_norm_backward = {
-    "batch_norm_backward", {kiln_cpu_batch_norm_backward, NULL}, NULL, true, sizeof(kiln_batch_norm_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_batch_norm_stats(const kiln_op_call *call);
+kiln_status kiln_cuda_batch_norm(const kiln_op_call *call);
+kiln_status kiln_cuda_batch_norm_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_batch_norm_stats = {
+    .name = "batch_norm_stats",
+    .cpu = kiln_cpu_batch_norm_stats,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_batch_norm_stats),
+    .not_differentiable = true};
+KILN_REGISTER const kiln_op_def kiln_op_batch_norm = {
+    .name = "batch_norm",
+    .cpu = kiln_cpu_batch_norm,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_batch_norm),
+    .backward = batch_norm_bw,
+    .attrs_size = sizeof(kiln_batch_norm_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_batch_norm_backward = {
+    .name = "batch_norm_backward",
+    .cpu = kiln_cpu_batch_norm_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_batch_norm_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_batch_norm_attrs)};
 
 static bool check_channel_tensor(const char *op, const char *what, kiln_tensor *t, const kiln_tensor *x) {
     if (!t) return true;

@@ -6,11 +6,28 @@
 
 static void conv2d_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_conv2d = {"conv2d", {kiln_cpu_conv2d, NULL}, conv2d_bw, false, sizeof(kiln_conv2d_attrs)};
-const kiln_op_def kiln_op_conv2d_backward_input = {
-    "conv2d_backward_input", {kiln_cpu_conv2d_backward_input, NULL}, NULL, true, sizeof(kiln_conv2d_attrs)};
-const kiln_op_def kiln_op_conv2d_backward_weight = {
-    "conv2d_backward_weight", {kiln_cpu_conv2d_backward_weight, NULL}, NULL, true, sizeof(kiln_conv2d_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_conv2d(const kiln_op_call *call);
+kiln_status kiln_cuda_conv2d_backward_input(const kiln_op_call *call);
+kiln_status kiln_cuda_conv2d_backward_weight(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_conv2d = {
+    .name = "conv2d",
+    .cpu = kiln_cpu_conv2d,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_conv2d),
+    .backward = conv2d_bw,
+    .attrs_size = sizeof(kiln_conv2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_conv2d_backward_input = {
+    .name = "conv2d_backward_input",
+    .cpu = kiln_cpu_conv2d_backward_input,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_conv2d_backward_input),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_conv2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_conv2d_backward_weight = {
+    .name = "conv2d_backward_weight",
+    .cpu = kiln_cpu_conv2d_backward_weight,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_conv2d_backward_weight),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_conv2d_attrs)};
 
 kiln_conv2d_params kiln_conv2d_params_default(void) {
     return (kiln_conv2d_params){{1, 1}, {0, 0}, {1, 1}, 1, false};

@@ -7,8 +7,14 @@
 
 static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call);
 
-const kiln_op_def kiln_op_conv2d_bias_act = {
-    "conv2d_bias_act", {cpu_conv2d_bias_act, NULL}, NULL, true, sizeof(kiln_conv2d_bias_act_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_conv2d_bias_act(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_conv2d_bias_act = {
+    .name = "conv2d_bias_act",
+    .cpu = cpu_conv2d_bias_act,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_conv2d_bias_act),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_conv2d_bias_act_attrs)};
 
 /* The CPU kernel: conv2d's (with its bias), then ReLU (fused on oneDNN). */
 static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call) {

@@ -1,6 +1,6 @@
 /* The public controls of the CUDA convolution plans (include/kiln/cuda.h): autotune,
  * workspace limit, the cuDNN switch and the plan-cache counters. Compiled in every
- * build so the API exists everywhere; the cuDNN code (kernels/cuda/cudnn_conv.c)
+ * build so the API exists everywhere; the cuDNN code (kernels/cuda/conv2d_cudnn.c)
  * updates the counters, and without CUDA they stay zero. */
 #include "conv_plans.h"
 #include "../core/internal.h"

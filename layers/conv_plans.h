@@ -1,6 +1,6 @@
 /* Private: the switches and counters behind the public convolution-plan controls of
  * include/kiln/cuda.h (layers/conv_plans.c, every build), updated by the cuDNN code
- * (kernels/cuda/cudnn_conv.c, CUDA builds), and the fused conv+bias(+ReLU) op. */
+ * (kernels/cuda/conv2d_cudnn.c, CUDA builds), and the fused conv+bias(+ReLU) op. */
 #ifndef KILN_LAYERS_CONV_PLANS_H
 #define KILN_LAYERS_CONV_PLANS_H
 

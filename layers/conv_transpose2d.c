@@ -7,8 +7,14 @@
 
 static void conv_transpose2d_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_conv_transpose2d = {
-    "conv_transpose2d", {kiln_cpu_conv_transpose2d, NULL}, conv_transpose2d_bw, false, sizeof(kiln_conv2d_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_conv_transpose2d(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_conv_transpose2d = {
+    .name = "conv_transpose2d",
+    .cpu = kiln_cpu_conv_transpose2d,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_conv_transpose2d),
+    .backward = conv_transpose2d_bw,
+    .attrs_size = sizeof(kiln_conv2d_attrs)};
 
 kiln_conv_transpose2d_params kiln_conv_transpose2d_params_default(void) {
     return (kiln_conv_transpose2d_params){{1, 1}, {0, 0}, {0, 0}, {1, 1}, 1};

@@ -3,14 +3,20 @@
  * (counter-based), so a seed gives the same mask on every device; the backward
  * re-derives it from the same counters instead of storing it. */
 #include "../core/internal.h"
-#include "../kernels/cpu/nn.h"
+#include "../kernels/cpu/layers.h"
 
 #include <math.h>
 
 static void dropout_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_dropout = {"dropout", {kiln_cpu_dropout, NULL}, dropout_bw, false,
-                                     sizeof(kiln_dropout_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_dropout(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_dropout = {
+    .name = "dropout",
+    .cpu = kiln_cpu_dropout,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_dropout),
+    .backward = dropout_bw,
+    .attrs_size = sizeof(kiln_dropout_attrs)};
 
 kiln_tensor *kiln_dropout(kiln_tensor *x, double p, bool training) {
     if (!kiln__check_float_inputs("dropout", 1, &x)) return NULL;

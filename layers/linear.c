@@ -2,13 +2,24 @@
  * in_features) as PyTorch. Forward and both backward products are one BLAS gemm
  * each (kernels/cpu/linear.c); the bias gradient is a column sum (linear_backward, which 2). */
 #include "../core/internal.h"
-#include "../kernels/cpu/nn.h"
+#include "../kernels/cpu/layers.h"
 
 static void linear_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_linear = {"linear", {kiln_cpu_linear, NULL}, linear_bw, false, 0};
-const kiln_op_def kiln_op_linear_backward = {
-    "linear_backward", {kiln_cpu_linear_backward, NULL}, NULL, true, sizeof(kiln_linear_bw_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_linear(const kiln_op_call *call);
+kiln_status kiln_cuda_linear_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_linear = {
+    .name = "linear",
+    .cpu = kiln_cpu_linear,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_linear),
+    .backward = linear_bw};
+KILN_REGISTER const kiln_op_def kiln_op_linear_backward = {
+    .name = "linear_backward",
+    .cpu = kiln_cpu_linear_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_linear_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_linear_bw_attrs)};
 
 /* torch's F.linear(x, w) with w of shape (in,): x @ w, the last axis reduced (output
  * x.shape[:-1]), plus a one-value bias. It is the (1, in) weight's product with that

@@ -9,16 +9,35 @@
 static void nearest_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void bilinear_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_upsample_nearest2d = {
-    "upsample_nearest2d", {kiln_cpu_upsample_nearest2d, NULL}, nearest_bw, false, sizeof(kiln_upsample2d_attrs)};
-const kiln_op_def kiln_op_upsample_nearest2d_backward = {"upsample_nearest2d_backward",
-                                                         {kiln_cpu_upsample_nearest2d_backward, NULL}, NULL, true,
-                                                         sizeof(kiln_upsample2d_attrs)};
-const kiln_op_def kiln_op_upsample_bilinear2d = {
-    "upsample_bilinear2d", {kiln_cpu_upsample_bilinear2d, NULL}, bilinear_bw, false, sizeof(kiln_upsample2d_attrs)};
-const kiln_op_def kiln_op_upsample_bilinear2d_backward = {"upsample_bilinear2d_backward",
-                                                          {kiln_cpu_upsample_bilinear2d_backward, NULL}, NULL, true,
-                                                          sizeof(kiln_upsample2d_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_upsample_nearest2d(const kiln_op_call *call);
+kiln_status kiln_cuda_upsample_nearest2d_backward(const kiln_op_call *call);
+kiln_status kiln_cuda_upsample_bilinear2d(const kiln_op_call *call);
+kiln_status kiln_cuda_upsample_bilinear2d_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_upsample_nearest2d = {
+    .name = "upsample_nearest2d",
+    .cpu = kiln_cpu_upsample_nearest2d,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_upsample_nearest2d),
+    .backward = nearest_bw,
+    .attrs_size = sizeof(kiln_upsample2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_upsample_nearest2d_backward = {
+    .name = "upsample_nearest2d_backward",
+    .cpu = kiln_cpu_upsample_nearest2d_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_upsample_nearest2d_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_upsample2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_upsample_bilinear2d = {
+    .name = "upsample_bilinear2d",
+    .cpu = kiln_cpu_upsample_bilinear2d,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_upsample_bilinear2d),
+    .backward = bilinear_bw,
+    .attrs_size = sizeof(kiln_upsample2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_upsample_bilinear2d_backward = {
+    .name = "upsample_bilinear2d_backward",
+    .cpu = kiln_cpu_upsample_bilinear2d_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_upsample_bilinear2d_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_upsample2d_attrs)};
 
 static bool check_input(const char *op, kiln_tensor *x) {
     if (!kiln__check_float_inputs(op, 1, &x)) return false;

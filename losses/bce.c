@@ -11,13 +11,35 @@
 static void bce_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void bce_logits_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_bce = {"bce", {kiln_cpu_bce, NULL}, bce_bw, false, sizeof(kiln_bce_attrs)};
-const kiln_op_def kiln_op_bce_backward = {
-    "bce_backward", {kiln_cpu_bce_backward, NULL}, NULL, true, sizeof(kiln_bce_attrs)};
-const kiln_op_def kiln_op_bce_with_logits = {
-    "bce_with_logits", {kiln_cpu_bce_with_logits, NULL}, bce_logits_bw, false, sizeof(kiln_bce_attrs)};
-const kiln_op_def kiln_op_bce_with_logits_backward = {
-    "bce_with_logits_backward", {kiln_cpu_bce_with_logits_backward, NULL}, NULL, true, sizeof(kiln_bce_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_bce(const kiln_op_call *call);
+kiln_status kiln_cuda_bce_backward(const kiln_op_call *call);
+kiln_status kiln_cuda_bce_with_logits(const kiln_op_call *call);
+kiln_status kiln_cuda_bce_with_logits_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_bce = {
+    .name = "bce",
+    .cpu = kiln_cpu_bce,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_bce),
+    .backward = bce_bw,
+    .attrs_size = sizeof(kiln_bce_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_bce_backward = {
+    .name = "bce_backward",
+    .cpu = kiln_cpu_bce_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_bce_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_bce_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_bce_with_logits = {
+    .name = "bce_with_logits",
+    .cpu = kiln_cpu_bce_with_logits,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_bce_with_logits),
+    .backward = bce_logits_bw,
+    .attrs_size = sizeof(kiln_bce_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_bce_with_logits_backward = {
+    .name = "bce_with_logits_backward",
+    .cpu = kiln_cpu_bce_with_logits_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_bce_with_logits_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_bce_attrs)};
 
 /* BCE's logs are only defined on [0,1]: a value outside is almost always a logit
  * passed where a probability was expected, so the error points there. */

@@ -11,13 +11,35 @@
 static void ce_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void nll_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_cross_entropy = {
-    "cross_entropy", {kiln_cpu_cross_entropy, NULL}, ce_bw, false, sizeof(kiln_ce_attrs)};
-const kiln_op_def kiln_op_cross_entropy_backward = {
-    "cross_entropy_backward", {kiln_cpu_cross_entropy_backward, NULL}, NULL, true, sizeof(kiln_ce_attrs)};
-const kiln_op_def kiln_op_nll_loss = {"nll_loss", {kiln_cpu_nll_loss, NULL}, nll_bw, false, sizeof(kiln_ce_attrs)};
-const kiln_op_def kiln_op_nll_loss_backward = {
-    "nll_loss_backward", {kiln_cpu_nll_loss_backward, NULL}, NULL, true, sizeof(kiln_ce_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_cross_entropy(const kiln_op_call *call);
+kiln_status kiln_cuda_cross_entropy_backward(const kiln_op_call *call);
+kiln_status kiln_cuda_nll_loss(const kiln_op_call *call);
+kiln_status kiln_cuda_nll_loss_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_cross_entropy = {
+    .name = "cross_entropy",
+    .cpu = kiln_cpu_cross_entropy,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_cross_entropy),
+    .backward = ce_bw,
+    .attrs_size = sizeof(kiln_ce_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_cross_entropy_backward = {
+    .name = "cross_entropy_backward",
+    .cpu = kiln_cpu_cross_entropy_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_cross_entropy_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_ce_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_nll_loss = {
+    .name = "nll_loss",
+    .cpu = kiln_cpu_nll_loss,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_nll_loss),
+    .backward = nll_bw,
+    .attrs_size = sizeof(kiln_ce_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_nll_loss_backward = {
+    .name = "nll_loss_backward",
+    .cpu = kiln_cpu_nll_loss_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_nll_loss_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_ce_attrs)};
 
 kiln_cross_entropy_options kiln_cross_entropy_options_default(void) {
     return (kiln_cross_entropy_options){NULL, KILN_IGNORE_INDEX_DEFAULT, 0.0, KILN_REDUCTION_MEAN};

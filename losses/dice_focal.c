@@ -4,7 +4,14 @@
 #include "common.h"
 #include "../kernels/cpu/losses.h"
 
-const kiln_op_def kiln_op_one_hot = {"one_hot", {kiln_cpu_one_hot, NULL}, NULL, true, sizeof(kiln_one_hot_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_one_hot(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_one_hot = {
+    .name = "one_hot",
+    .cpu = kiln_cpu_one_hot,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_one_hot),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_one_hot_attrs)};
 
 static bool check_smooth(const char *op, double smooth) {
     if (smooth >= 0) return true;

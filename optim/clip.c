@@ -1,6 +1,6 @@
 /* Gradient clipping as torch.nn.utils: clip_grad_norm_ (one norm over all gradients,
  * then one scale) and clip_grad_value_. Gradients back to back in one storage (a
- * gradient arena) are handled as one span; CUDA gradients by kernels/cuda/optim.cu. */
+ * gradient arena) are handled as one span; CUDA gradients by kernels/cuda/optimizer.cu. */
 #include "../core/internal.h"
 #include "../kernels/cpu/optim.h"
 #ifdef KILN_HAVE_CUDA

@@ -208,7 +208,7 @@ KT_TEST(cross_entropy, threaded_pixel_grid_matches_reference) {
     KT_EXPECT(kiln_cross_entropy(xf, t, &o), 1e-5, 1e-5, {num / den});
 }
 
-/* The float32 path (dense f32 input, kernels/cpu/losses_ce_f32.c) against the double
+/* The float32 path (dense f32 input, kernels/cpu/cross_entropy_f32.c) against the double
  * path on the same values (an NCHW view of NHWC storage, rounded to float once at the
  * end): 2 x 7 x 5 x 37 pixels (blocks of 64 with a remainder), logits in [-4, 4],
  * every weight / ignore_index / label_smoothing combination.

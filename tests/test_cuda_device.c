@@ -95,6 +95,6 @@ KT_TEST(cuda_device, registry_ops_have_cuda_kernels) {
     const kiln_op_def *const *ops = kiln__op_registry(&n);
     for (int i = 0; i < n; i++)
         cr_expect(kiln__kernel(ops[i], KILN_DEVICE_CUDA) != NULL,
-                  "op '%s' has no CUDA kernel (add it to core/ops/cuda.def)", ops[i]->name);
+                  "op '%s' has no CUDA kernel (name it in the op definition: .cuda = KILN_CUDA_KERNEL(kiln_cuda_<op>))", ops[i]->name);
 #endif
 }

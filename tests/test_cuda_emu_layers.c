@@ -1,4 +1,4 @@
-/* The CNN-layer CUDA kernels (kernels/cuda/pool.cu, upsample.cu, im2col.cu) run
+/* The CNN-layer CUDA kernels (kernels/cuda/pooling.cu, upsample.cu, conv2d.cu) run
  * through the emulator against the CPU kernels, bit for bit: max and average pooling
  * and nearest and bilinear upsampling, forward and backward (the gather backward
  * passes add in the CPU's order; scale-factor upsampling also against torch's values),
@@ -12,9 +12,14 @@
 
 TestSuite(cuda_emu_layers, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-#define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
-#include "../core/ops/layers.def"
-#undef KILN_OP
+extern const kiln_op_def kiln_op_avg_pool2d;
+extern const kiln_op_def kiln_op_avg_pool2d_backward;
+extern const kiln_op_def kiln_op_max_pool2d;
+extern const kiln_op_def kiln_op_max_pool2d_backward;
+extern const kiln_op_def kiln_op_upsample_bilinear2d;
+extern const kiln_op_def kiln_op_upsample_bilinear2d_backward;
+extern const kiln_op_def kiln_op_upsample_nearest2d;
+extern const kiln_op_def kiln_op_upsample_nearest2d_backward;
 
 EC_EMU_KERNEL(max_pool2d);
 EC_EMU_KERNEL(max_pool2d_backward);

@@ -8,7 +8,7 @@
  * (N,C) and (C) inputs; one_hot. Every combination runs on the main layouts, the
  * others with all options on (emulated launches are slow).
  * f32 cross_entropy on dense operands (contiguous x, target, g and out; not an (N,C)
- * row of 16+ classes) takes the float32 path on both sides (kernels/cpu/losses_ce_f32.c,
+ * row of 16+ classes) takes the float32 path on both sides (kernels/cpu/cross_entropy_f32.c,
  * ce32_* in losses.cu); cross_entropy_float_path runs it with dense g at every option,
  * at pixel counts that are not multiples of the CPU's 64-pixel blocks nor the 256-thread
  * CUDA blocks, and with C = 130 (the CPU computes exp again instead of keeping it); the
@@ -34,9 +34,15 @@
 
 TestSuite(cuda_emu_losses, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-#define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
-#include "core/ops/losses.def"
-#undef KILN_OP
+extern const kiln_op_def kiln_op_bce;
+extern const kiln_op_def kiln_op_bce_backward;
+extern const kiln_op_def kiln_op_bce_with_logits;
+extern const kiln_op_def kiln_op_bce_with_logits_backward;
+extern const kiln_op_def kiln_op_cross_entropy;
+extern const kiln_op_def kiln_op_cross_entropy_backward;
+extern const kiln_op_def kiln_op_nll_loss;
+extern const kiln_op_def kiln_op_nll_loss_backward;
+extern const kiln_op_def kiln_op_one_hot;
 
 EC_EMU_KERNEL(bce);
 EC_EMU_KERNEL(bce_backward);

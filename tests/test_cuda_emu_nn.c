@@ -1,4 +1,4 @@
-/* The custom CUDA kernels of the nn ops through the emulator against the CPU kernels:
+/* The custom CUDA kernels of linear, batch norm and dropout through the emulator against the CPU kernels:
  * linear's bias gradient (kernels/cuda/linear.cu: one and several row slices),
  * batch norm statistics, forward and backward (batch_norm.cu), and dropout
  * (dropout.cu), f32 and f64, at sizes that are not multiples of the 256-thread block,
@@ -7,13 +7,15 @@
  * 1e-12 (f64) and 1e-6 (f32) relative since their order differs. The cuBLAS products
  * of linear are checked on a GPU only (tests/test_cuda_blas.c). */
 #include "emu/emu_compare.h"
-#include "../kernels/cpu/nn.h"
+#include "../kernels/cpu/layers.h"
 
 TestSuite(cuda_emu_nn, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-#define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
-#include "../core/ops/nn.def"
-#undef KILN_OP
+extern const kiln_op_def kiln_op_batch_norm;
+extern const kiln_op_def kiln_op_batch_norm_backward;
+extern const kiln_op_def kiln_op_batch_norm_stats;
+extern const kiln_op_def kiln_op_dropout;
+extern const kiln_op_def kiln_op_linear_backward;
 
 EC_EMU_KERNEL(linear_backward);
 EC_EMU_KERNEL(batch_norm_stats);

@@ -1,4 +1,4 @@
-/* The fused CUDA optimizer and clipping kernels (kernels/cuda/optim.cu), reached
+/* The fused CUDA optimizer and clipping kernels (kernels/cuda/optimizer.cu), reached
  * through the entry points optim/optimizer.c and optim/clip.c call for CUDA tensors,
  * run by the emulator against the CPU kernels: sgd (momentum, dampening, nesterov,
  * weight decay, maximize), adam, adamw and amsgrad over several steps, f32 and f64,

@@ -14,9 +14,10 @@
 
 TestSuite(cuda_emu_softmax, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
-#define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
-#include "core/ops/tensor_ops.def"
-#undef KILN_OP
+extern const kiln_op_def kiln_op_log_softmax;
+extern const kiln_op_def kiln_op_log_softmax_backward;
+extern const kiln_op_def kiln_op_softmax;
+extern const kiln_op_def kiln_op_softmax_backward;
 
 EC_EMU_KERNEL(softmax);
 EC_EMU_KERNEL(log_softmax);

@@ -94,11 +94,22 @@ KILN_API int kiln_cuda_device_count(void);
  * pending error is kept and would hide every later one. */
 KILN_API kiln_device kiln_default_device(void);
 
-/* ---- CPU threads ---------------------------------------------------------- */
+/* ---- the CPU backend: threads, oneDNN ----------------------------------------- */
 /* The number of threads kiln's CPU kernels use (OpenMP; OpenBLAS and oneDNN share that
  * pool). n >= 1 sets it; kiln_get_num_threads() reports the current value. */
 KILN_API kiln_status kiln_set_num_threads(int n);
 KILN_API int kiln_get_num_threads(void);
+
+/* On the CPU, f32 convolutions (conv2d forward and both backward passes,
+ * conv_transpose2d, conv2d_bias_relu) run as cached oneDNN primitives when kiln was
+ * built with oneDNN (CMake KILN_ONEDNN, Debian's libdnnl-dev); f64 and geometries
+ * oneDNN declines take im2col + BLAS. false: every CPU convolution takes im2col + BLAS
+ * (on by default; off when the environment has KILN_ONEDNN=0). */
+KILN_API void kiln_cpu_set_onednn(bool on);
+KILN_API bool kiln_cpu_onednn_enabled(void);
+/* True when this kiln was built with oneDNN and its CPU engine could be created. */
+KILN_API bool kiln_cpu_onednn_available(void);
+
 /* Blocks until all work queued on the device has finished. */
 KILN_API kiln_status kiln_synchronize(kiln_device d);
 

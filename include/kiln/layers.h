@@ -1,7 +1,7 @@
-/* kiln layers API: the functional convolution-family ops on NCHW tensors
- * (conv2d, conv_transpose2d, max/avg pooling, nearest/bilinear upsampling),
- * forward and backward, with PyTorch's semantics, weight layouts and defaults.
- * Module objects (Conv2d with its parameters) are built on these functions. */
+/* kiln layers API: the functional layer ops (linear, batch norm, dropout, and the
+ * convolution family on NCHW tensors: conv2d, conv_transpose2d, max/avg pooling,
+ * nearest/bilinear upsampling), forward and backward, with PyTorch's semantics, weight
+ * layouts and defaults. Module objects (include/kiln/module.h) are built on them. */
 #ifndef KILN_LAYERS_H
 #define KILN_LAYERS_H
 
@@ -11,6 +11,37 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---- linear, batch norm, dropout ---------------------------------------------------
+ * linear: y = x·Wᵀ + b over any leading batch axes, weight (out_features,
+ * in_features) as torch, bias (out_features) or NULL. One BLAS product for the whole
+ * batch; backward dX = dY·W, dW = dYᵀ·X, db = column sums of dY. A 1-d weight
+ * (in_features) gives x @ weight as torch's F.linear: the last axis reduced, output
+ * x.shape[:-1] (0-d for 1-d x), with a 0-d or one-value bias or NULL. */
+KILN_API kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias);
+
+/* batch_norm2d over x (N, C, H, W), as torch.nn.functional.batch_norm. training:
+ * normalizes with the batch mean and biased variance and, when running_mean and
+ * running_var are given, updates them in place: running = (1-momentum)·running +
+ * momentum·batch, with the unbiased variance (torch's default momentum is 0.1).
+ * Eval: normalizes with the running statistics (required). weight/bias: per-channel
+ * affine, either may be NULL. torch's default eps is 1e-5. */
+KILN_API kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
+                                        kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
+                                        double momentum, double eps);
+
+/* batch_norm: kiln_batch_norm2d's semantics on x (N, C), (N, C, L) (torch's BatchNorm1d
+ * input) or (N, C, H, W), as torch.nn.functional.batch_norm: statistics per channel over
+ * N and every axis after C (unbiased over those N·L... values in the running variance). */
+KILN_API kiln_tensor *kiln_batch_norm(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
+                                      kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
+                                      double momentum, double eps);
+
+/* dropout: in training, zeroes each element with probability p (in [0, 1]; p = 1
+ * gives zeros) and scales the others by 1/(1-p); the mask comes from the global
+ * Philox generator (kiln_manual_seed), so it is the same on every device. In eval,
+ * or with p = 0, returns x itself. */
+KILN_API kiln_tensor *kiln_dropout(kiln_tensor *x, double p, bool training);
 
 /* ---- convolution ------------------------------------------------------------------
  * Index 0 of each pair is the height axis, 1 the width axis. */
@@ -49,16 +80,6 @@ KILN_API kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *weight, kiln_tens
  * H_out = (H-1)s - 2p + d(kH-1) + output_padding + 1. */
 KILN_API kiln_tensor *kiln_conv_transpose2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
                                             const kiln_conv_transpose2d_params *p);
-
-/* On the CPU, f32 convolutions (conv2d forward and both backward passes,
- * conv_transpose2d, conv2d_bias_relu) run as cached oneDNN primitives when kiln was
- * built with oneDNN (CMake KILN_ONEDNN, Debian's libdnnl-dev); f64 and geometries
- * oneDNN declines take im2col + BLAS. false: every CPU convolution takes im2col + BLAS
- * (on by default; off when the environment has KILN_ONEDNN=0). */
-KILN_API void kiln_cpu_set_onednn(bool on);
-KILN_API bool kiln_cpu_onednn_enabled(void);
-/* True when this kiln was built with oneDNN and its CPU engine could be created. */
-KILN_API bool kiln_cpu_onednn_available(void);
 
 /* ---- pooling ------------------------------------------------------------------------ */
 typedef struct {

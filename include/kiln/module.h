@@ -1,5 +1,4 @@
-/* kiln nn API: the functional linear, batch_norm2d and dropout ops, parameter
- * initialisation, and the module layer (named parameters and buffers laid out as
+/* kiln module API: parameter initialisation and the module layer (named parameters and buffers laid out as
  * PyTorch's state_dict, train/eval, one contiguous arena for all parameters of a
  * tree and one for their gradients). */
 #ifndef KILN_MODULE_H
@@ -12,37 +11,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- functional ops -----------------------------------------------------------
- * linear: y = x·Wᵀ + b over any leading batch axes, weight (out_features,
- * in_features) as torch, bias (out_features) or NULL. One BLAS product for the whole
- * batch; backward dX = dY·W, dW = dYᵀ·X, db = column sums of dY. A 1-d weight
- * (in_features) gives x @ weight as torch's F.linear: the last axis reduced, output
- * x.shape[:-1] (0-d for 1-d x), with a 0-d or one-value bias or NULL. */
-KILN_API kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias);
-
-/* batch_norm2d over x (N, C, H, W), as torch.nn.functional.batch_norm. training:
- * normalizes with the batch mean and biased variance and, when running_mean and
- * running_var are given, updates them in place: running = (1-momentum)·running +
- * momentum·batch, with the unbiased variance (torch's default momentum is 0.1).
- * Eval: normalizes with the running statistics (required). weight/bias: per-channel
- * affine, either may be NULL. torch's default eps is 1e-5. */
-KILN_API kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
-                                        kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
-                                        double momentum, double eps);
-
-/* batch_norm: kiln_batch_norm2d's semantics on x (N, C), (N, C, L) (torch's BatchNorm1d
- * input) or (N, C, H, W), as torch.nn.functional.batch_norm: statistics per channel over
- * N and every axis after C (unbiased over those N·L... values in the running variance). */
-KILN_API kiln_tensor *kiln_batch_norm(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
-                                      kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
-                                      double momentum, double eps);
-
-/* dropout: in training, zeroes each element with probability p (in [0, 1]; p = 1
- * gives zeros) and scales the others by 1/(1-p); the mask comes from the global
- * Philox generator (kiln_manual_seed), so it is the same on every device. In eval,
- * or with p = 0, returns x itself. */
-KILN_API kiln_tensor *kiln_dropout(kiln_tensor *x, double p, bool training);
 
 /* ---- initialisation ---------------------------------------------------------------
  * In-place fills from the global Philox generator, on any tensor (usually a module's

@@ -1,7 +1,7 @@
 /* CPU kernels of batch norm over axis 1 of (N, C, ...) inputs with any strides:
  * per-channel statistics, the normalisation, and the three backward pieces. Each
  * channel is independent, so channels are split over threads; sums are in double. */
-#include "nn.h"
+#include "layers.h"
 #include "isa.h"
 
 #include <math.h>

@@ -1,7 +1,7 @@
 /* CPU kernel of dropout: element i in C order is kept when the Philox draw for
  * counter offset + i is >= p and then scaled by 1/(1-p), so the mask depends only
  * on (seed, offset, i) and is the same on every device and for the gradient. */
-#include "nn.h"
+#include "layers.h"
 #include "../philox.h"
 #include "iter.h"
 

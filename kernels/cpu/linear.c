@@ -2,7 +2,7 @@
  * BLAS gemm over the whole batch (leading axes folded into the row count). Strided
  * operands go to the BLAS directly when a leading dimension describes them (row-
  * or column-major), otherwise they are packed into a temporary contiguous copy. */
-#include "nn.h"
+#include "layers.h"
 
 #include <cblas.h>
 #include <limits.h>

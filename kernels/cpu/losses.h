@@ -1,4 +1,4 @@
-/* Prototypes of the CPU kernels of the loss ops (listed in core/ops/losses.def).
+/* Prototypes of the CPU kernels of the loss ops (defined in losses/).
  * Attribute structs and per-element math live in kernels/losses_math.h. */
 #ifndef KILN_CPU_LOSSES_H
 #define KILN_CPU_LOSSES_H
@@ -6,7 +6,7 @@
 #include "cpu.h"
 #include "../losses_math.h"
 
-/* bce family (kernels/cpu/losses_bce.c). Every input already has the input's
+/* bce family (kernels/cpu/bce.c). Every input already has the input's
  * shape (weights expanded, any strides; NULL when absent). out: the input's shape
  * (reduction none) or 0-d. Backward: g is the input's shape or 0-d; out has the
  * input's shape and holds the gradient for attrs->wrt. */
@@ -15,7 +15,7 @@ KILN_CPU_KERNEL(bce_backward);             /* in: g, x, y, w */
 KILN_CPU_KERNEL(bce_with_logits);          /* in: x, y, w, pos_weight */
 KILN_CPU_KERNEL(bce_with_logits_backward); /* in: g, x, y, w, pos_weight */
 
-/* cross-entropy family (kernels/cpu/losses_ce.c). x: (N,C,d..) or (C); target:
+/* cross-entropy family (kernels/cpu/cross_entropy.c). x: (N,C,d..) or (C); target:
  * I64 (N,d..) or probabilities like x; w: NULL or (C). out: (N,d..) or 0-d.
  * Backward out: x's shape (wrt input) or target's (wrt probability target). */
 KILN_CPU_KERNEL(cross_entropy);          /* in: x, target, w */
@@ -24,7 +24,7 @@ KILN_CPU_KERNEL(nll_loss);               /* in: logp, target, w */
 KILN_CPU_KERNEL(nll_loss_backward);      /* in: g, logp, target, w */
 KILN_CPU_KERNEL(one_hot);                /* in: target I64 (N,d..) -> out float (N,C,d..) */
 
-/* The float32 path of cross_entropy (kernels/cpu/losses_ce_f32.c), taken by the kernels
+/* The float32 path of cross_entropy (kernels/cpu/cross_entropy_f32.c), taken by the kernels
  * above when kiln__ce_f32_applies (g: NULL for the forward). */
 bool kiln__ce_f32_applies(const kiln_tensor *x, const kiln_tensor *t, const kiln_tensor *g, const kiln_tensor *out,
                           const kiln_ce_attrs *at);

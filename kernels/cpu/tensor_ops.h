@@ -1,5 +1,5 @@
 /* Prototypes of the CPU kernels of the tensor_ops area (max/argmax, softmax,
- * matmul, concat; listed in core/ops/tensor_ops.def), and the axis walker they
+ * matmul, concat; defined in core/), and the axis walker they
  * share. Operand order and attrs are the contract the CUDA kernels follow too. */
 #ifndef KILN_CPU_TENSOR_OPS_H
 #define KILN_CPU_TENSOR_OPS_H

@@ -7,7 +7,7 @@
  * part of the emulation library: checked on a GPU by tests/test_cuda_blas.c. */
 #include "glue.h"
 #include "launch_blas.h"
-#include "../cpu/nn.h"
+#include "../cpu/layers.h"
 
 #include <cublas_v2.h>
 #include <cusolverDn.h>

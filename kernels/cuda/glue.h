@@ -1,5 +1,5 @@
 /* Shared by the host glue files (kernels/cuda/glue*.c): kiln_cuda_<op> are the
- * registry's CUDA kernels (core/ops/cuda.def). Each turns the call's tensors into
+ * registry's CUDA kernels (named in each op definition). Each turns the call's tensors into
  * kiln_cuda_tensor descriptors and calls the op's launcher on the device's stream.
  * Every glue file is built twice: into libkiln for CUDA builds, and with
  * KILN_CUDA_EMULATION into the emulation test library (symbols kiln_emu_cuda_<op>),

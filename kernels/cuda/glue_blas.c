@@ -4,7 +4,7 @@
  * is in kernels/cuda/blas.c, which the emulation library does not build. */
 #include "glue.h"
 #include "launch_blas.h"
-#include "../cpu/nn.h"
+#include "../cpu/layers.h"
 
 static void *dev_stream(kiln_device dev) {
 #ifdef KILN_CUDA_EMULATION

@@ -1,4 +1,4 @@
-/* kiln_cuda_<op> for the pooling and upsampling ops (core/ops/layers.def), forward
+/* kiln_cuda_<op> for the pooling and upsampling ops (layers/pooling.c, layers/upsample.c), forward
  * and backward. Outputs are the contiguous tensors the front-ends allocate; inputs
  * keep their strides (the kernels read any). Also built into the emulation library. */
 #include "glue.h"

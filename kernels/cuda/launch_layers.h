@@ -1,4 +1,4 @@
-/* Host launchers of the CNN-layer kernels (pool.cu, upsample.cu, im2col.cu): plain
+/* Host launchers of the CNN-layer kernels (pooling.cu, upsample.cu, conv2d.cu): plain
  * pointers, shapes and strides, as launch.h. Pooling and upsampling take 4-d NCHW
  * tensors of any strides and write contiguous outputs; their backward passes gather
  * (one thread per input pixel, adding its contributions in the CPU kernel's order),
@@ -13,8 +13,8 @@
 extern "C" {
 #endif
 
-/* ---- pooling (pool.cu) ------------------------------------------------------------ */
-/* y (n, c, ho, wo) = the windows' maxima of x (n, c, h, w), torch's rules (kernels/cpu/pool.c). */
+/* ---- pooling (pooling.cu) ------------------------------------------------------------ */
+/* y (n, c, ho, wo) = the windows' maxima of x (n, c, h, w), torch's rules (kernels/cpu/pooling.c). */
 kiln_status KILN_CU(cuda_launch_max_pool2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
                                             const kiln_pool2d_attrs *at, void *stream);
 /* Bytes of device scratch max_pool2d_backward needs (one int32 argmax per output). */
@@ -40,7 +40,7 @@ kiln_status KILN_CU(cuda_launch_upsample_bilinear2d_backward)(const kiln_cuda_te
                                                               const kiln_cuda_tensor *gy,
                                                               const kiln_upsample2d_attrs *at, void *stream);
 
-/* ---- im2col / col2im and the bias epilogue (im2col.cu) ------------------------------ */
+/* ---- im2col / col2im and the bias epilogue (conv2d.cu) ------------------------------ */
 /* One conv2d seen from its forward side: input (cin, h, w) of one sample, weight
  * (cout, cin/groups, kh, kw), output (cout, ho, wo); pad is top/left. */
 typedef struct {

@@ -4,7 +4,7 @@
  * on its stride: one pass forward, one pass backward), and one_hot. Per-element
  * math is kernels/losses_math.h, shared with the CPU; f32 cross_entropy on dense
  * operands takes the float32 path (ce32_*: kernels/fast_math.h, a thread per pixel,
- * the operations of kernels/cpu/losses_ce_f32.c in their order). No atomics anywhere: partial
+ * the operations of kernels/cpu/cross_entropy_f32.c in their order). No atomics anywhere: partial
  * sums go to scratch per block and one block adds them in a fixed order, so
  * results are deterministic whatever kiln_deterministic() says. */
 #include "axis_plan.cuh"
@@ -194,7 +194,7 @@ kiln_status run_bce_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor
 }
 
 /* ---- cross_entropy / nll_loss / one_hot -------------------------------------------- */
-/* The geometry of kernels/cpu/losses_ce.c in elements: position axes (all but the
+/* The geometry of kernels/cpu/cross_entropy.c in elements: position axes (all but the
  * class axis) with the strides of x, target, g and out there, and the class-axis
  * strides. Position-shaped operands lack the class axis. */
 struct ce_plan {

@@ -15,10 +15,21 @@
 
 #include <stdlib.h>
 
-/* The registry entries (core/ops/core.def). */
-#define KILN_OP(name) extern const kiln_op_def kiln_op_##name;
-#include "../../core/ops/core.def"
-#undef KILN_OP
+/* The registry entries of the core ops (core/elementwise.c, core/reduce.c). */
+extern const kiln_op_def kiln_op_name;
+extern const kiln_op_def kiln_op_unary;
+extern const kiln_op_def kiln_op_unary_backward;
+extern const kiln_op_def kiln_op_binary;
+extern const kiln_op_def kiln_op_binary_backward;
+extern const kiln_op_def kiln_op_where;
+extern const kiln_op_def kiln_op_copy;
+extern const kiln_op_def kiln_op_fill;
+extern const kiln_op_def kiln_op_rand;
+extern const kiln_op_def kiln_op_sum;
+extern const kiln_op_def kiln_op_reshape;
+extern const kiln_op_def kiln_op_permute;
+extern const kiln_op_def kiln_op_slice;
+extern const kiln_op_def kiln_op_expand;
 
 /* The emulated kiln_cuda_<op> of kernels/cuda/glue.c. */
 #define EC_EMU_KERNEL(name) kiln_status kiln_emu_cuda_##name(const kiln_op_call *call)

@@ -7,7 +7,7 @@
 #include "glue.h"
 #include "launch_layers.h"
 #include "../../layers/conv_plans.h"
-#include "../../core/pool.h"
+#include "../../core/memory_pool.h"
 
 #include <kiln/cuda.h>
 #include <cublas_v2.h>
@@ -22,7 +22,7 @@
 #include <dlfcn.h>
 #endif
 
-kiln_tensor *kiln_cpu_dense(kiln_tensor *t); /* kernels/cpu/im2col.c: a packed copy on t's device */
+kiln_tensor *kiln_cpu_dense(kiln_tensor *t); /* kernels/cpu/conv2d.c: a packed copy on t's device */
 
 #define MAX_DEVICES 16
 

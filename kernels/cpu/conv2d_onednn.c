@@ -2,7 +2,7 @@
  * forward (+bias, +ReLU), backward-data and backward-weights primitives, built once per
  * geometry and kept in a bounded cache. The switch (KILN_ONEDNN, kiln_cpu_set_onednn)
  * exists in every build; without oneDNN the im2col path runs. */
-#include "conv_onednn.h"
+#include "conv2d_onednn.h"
 #include "layers.h"
 
 #include <kiln/layers.h>
@@ -102,7 +102,7 @@ typedef struct {
     int64_t pass, bias, relu, threads;
 } conv_key;
 
-enum { OP_A, OP_B, OP_C }; /* the two inputs and the output, in im2col.c's operand order */
+enum { OP_A, OP_B, OP_C }; /* the two inputs and the output, in conv2d.c's operand order */
 
 typedef struct conv_entry {
     conv_key key;

@@ -2,7 +2,7 @@
  * Small requests share 2 MiB segments so that many small tensors cost one backing
  * allocation; large ones get segments of their own, rounded so that near-equal
  * sizes reuse each other's segments. */
-#include "pool.h"
+#include "memory_pool.h"
 
 #include "internal.h"
 

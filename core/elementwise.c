@@ -17,19 +17,66 @@ static void copy_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static const char *unary_label(const void *attrs);
 static const char *binary_label(const void *attrs);
 
-const kiln_op_def kiln_op_unary = {
-    "unary", {kiln_cpu_unary, NULL}, unary_bw, false, sizeof(kiln_unary_attrs), unary_label};
-const kiln_op_def kiln_op_unary_backward = {
-    "unary_backward", {kiln_cpu_unary_backward, NULL}, NULL, true, sizeof(kiln_unary_attrs), unary_label};
-const kiln_op_def kiln_op_binary = {
-    "binary", {kiln_cpu_binary, NULL}, binary_bw, false, sizeof(kiln_binary_attrs), binary_label};
-const kiln_op_def kiln_op_binary_backward = {
-    "binary_backward", {kiln_cpu_binary_backward, NULL}, NULL, true, sizeof(kiln_binary_attrs), binary_label};
-const kiln_op_def kiln_op_where = {"where", {kiln_cpu_where, NULL}, where_bw, false, 0};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_unary(const kiln_op_call *call);
+kiln_status kiln_cuda_unary_backward(const kiln_op_call *call);
+kiln_status kiln_cuda_binary(const kiln_op_call *call);
+kiln_status kiln_cuda_binary_backward(const kiln_op_call *call);
+kiln_status kiln_cuda_where(const kiln_op_call *call);
+kiln_status kiln_cuda_copy(const kiln_op_call *call);
+kiln_status kiln_cuda_fill(const kiln_op_call *call);
+kiln_status kiln_cuda_rand(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_unary = {
+    .name = "unary",
+    .cpu = kiln_cpu_unary,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_unary),
+    .backward = unary_bw,
+    .attrs_size = sizeof(kiln_unary_attrs),
+    .label = unary_label};
+KILN_REGISTER const kiln_op_def kiln_op_unary_backward = {
+    .name = "unary_backward",
+    .cpu = kiln_cpu_unary_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_unary_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_unary_attrs),
+    .label = unary_label};
+KILN_REGISTER const kiln_op_def kiln_op_binary = {
+    .name = "binary",
+    .cpu = kiln_cpu_binary,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_binary),
+    .backward = binary_bw,
+    .attrs_size = sizeof(kiln_binary_attrs),
+    .label = binary_label};
+KILN_REGISTER const kiln_op_def kiln_op_binary_backward = {
+    .name = "binary_backward",
+    .cpu = kiln_cpu_binary_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_binary_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_binary_attrs),
+    .label = binary_label};
+KILN_REGISTER const kiln_op_def kiln_op_where = {
+    .name = "where",
+    .cpu = kiln_cpu_where,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_where),
+    .backward = where_bw};
 /* copy is differentiable so that contiguous() and copies of views pass gradients */
-const kiln_op_def kiln_op_copy = {"copy", {kiln_cpu_copy, NULL}, copy_bw, false, 0};
-const kiln_op_def kiln_op_fill = {"fill", {kiln_cpu_fill, NULL}, NULL, true, sizeof(kiln_fill_attrs)};
-const kiln_op_def kiln_op_rand = {"rand", {kiln_cpu_rand, NULL}, NULL, true, sizeof(kiln_rand_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_copy = {
+    .name = "copy",
+    .cpu = kiln_cpu_copy,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_copy),
+    .backward = copy_bw};
+KILN_REGISTER const kiln_op_def kiln_op_fill = {
+    .name = "fill",
+    .cpu = kiln_cpu_fill,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_fill),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_fill_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_rand = {
+    .name = "rand",
+    .cpu = kiln_cpu_rand,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_rand),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_rand_attrs)};
 
 static const char *const unary_names[KILN_UNARY_COUNT] = {
     "neg", "exp", "log", "sqrt", "abs", "pow", "clamp", "relu", "leaky_relu", "sigmoid", "tanh", "add_scalar",

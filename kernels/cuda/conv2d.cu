@@ -1,7 +1,7 @@
 /* CUDA im2col / col2im for the convolution fallback (cuBLAS GEMMs on the columns,
- * kernels/cuda/cudnn_conv.c) and the bias (+ReLU) epilogue. col2im gathers: a thread
+ * kernels/cuda/conv2d_cudnn.c) and the bias (+ReLU) epilogue. col2im gathers: a thread
  * per input pixel adds its kernel taps in the CPU's (ki, kj) order, so no atomics
- * and the CPU's sums bit for bit (kernels/cpu/im2col.c). */
+ * and the CPU's sums bit for bit (kernels/cpu/conv2d.c). */
 #include "common.cuh"
 #include "launch_layers.h"
 

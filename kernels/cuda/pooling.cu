@@ -1,5 +1,5 @@
 /* CUDA max and average pooling over NCHW, forward and backward, with the CPU
- * kernels' window rules (kernels/cpu/pool.c). Backward passes gather: a thread per
+ * kernels' window rules (kernels/cpu/pooling.c). Backward passes gather: a thread per
  * input pixel visits the windows that can contain it in the CPU's (oh, ow) order,
  * so no atomics are needed and the sums match the CPU's bit for bit. */
 #include "common.cuh"

@@ -11,11 +11,28 @@ static void permute_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void slice_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void expand_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-#define VIEW_KERNELS {kiln__kernel_noop, kiln__kernel_noop}
-const kiln_op_def kiln_op_reshape = {"reshape", VIEW_KERNELS, reshape_bw, false, 0};
-const kiln_op_def kiln_op_permute = {"permute", VIEW_KERNELS, permute_bw, false, sizeof(perm_attrs)};
-const kiln_op_def kiln_op_slice = {"slice", VIEW_KERNELS, slice_bw, false, sizeof(kiln_slice_attrs)};
-const kiln_op_def kiln_op_expand = {"expand", VIEW_KERNELS, expand_bw, false, 0};
+KILN_REGISTER const kiln_op_def kiln_op_reshape = {
+    .name = "reshape",
+    .cpu = kiln__kernel_noop,
+    .cuda = kiln__kernel_noop,
+    .backward = reshape_bw};
+KILN_REGISTER const kiln_op_def kiln_op_permute = {
+    .name = "permute",
+    .cpu = kiln__kernel_noop,
+    .cuda = kiln__kernel_noop,
+    .backward = permute_bw,
+    .attrs_size = sizeof(perm_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_slice = {
+    .name = "slice",
+    .cpu = kiln__kernel_noop,
+    .cuda = kiln__kernel_noop,
+    .backward = slice_bw,
+    .attrs_size = sizeof(kiln_slice_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_expand = {
+    .name = "expand",
+    .cpu = kiln__kernel_noop,
+    .cuda = kiln__kernel_noop,
+    .backward = expand_bw};
 
 /* Strides for viewing a (ndim, shape, strides) tensor as new_shape without a copy,
  * or false when its memory layout does not allow it (torch's view rule). */

@@ -416,7 +416,7 @@ KT_TEST(conv, empty_batch) {
 }
 
 KT_TEST(conv, layer_ops_are_registered) {
-    /* every op of core/ops/layers.def: a CPU kernel, and a backward or the explicit mark */
+    /* every layer op: a CPU kernel, and a backward or the explicit mark */
     static const char *names[] = {"conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv_transpose2d",
                                   "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
                                   "upsample_nearest2d", "upsample_nearest2d_backward", "upsample_bilinear2d",
@@ -429,7 +429,7 @@ KT_TEST(conv, layer_ops_are_registered) {
             if (strcmp(ops[j]->name, names[i]) == 0) op = ops[j];
         cr_expect(op != NULL, "%s is not in the registry", names[i]);
         if (!op) continue;
-        cr_expect(op->kernel[KILN_DEVICE_CPU] != NULL, "%s has no CPU kernel", names[i]);
+        cr_expect(op->cpu != NULL, "%s has no CPU kernel", names[i]);
         bool is_backward = strstr(names[i], "_backward") != NULL;
         cr_expect(is_backward ? op->not_differentiable && !op->backward : op->backward && !op->not_differentiable,
                   "%s: backward rule / not-differentiable mark", names[i]);

@@ -2,9 +2,9 @@
  * build, threads each product; im2col/col2im split channels over OpenMP threads). A 1x1,
  * stride-1, unpadded conv skips the column buffer: the sample itself is the matrix.
  * conv_transpose2d is the input-gradient of the conv2d with the same attrs. f32 passes try
- * oneDNN first (conv_onednn.c); this path runs for f64 and whatever oneDNN declines. */
+ * oneDNN first (conv2d_onednn.c); this path runs for f64 and whatever oneDNN declines. */
 #include "layers.h"
-#include "conv_onednn.h"
+#include "conv2d_onednn.h"
 #include "../elementwise_math.h"
 
 #include <cblas.h>

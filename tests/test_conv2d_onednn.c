@@ -1,10 +1,10 @@
 /* The oneDNN CPU convolutions against kiln's im2col path and a float64 reference:
  * conv2d forward, input, weight and bias gradients, conv_transpose2d forward and
  * backward and conv2d_bias_relu, over a grid of geometries, with oneDNN on and off.
- * The counters of kernels/cpu/conv_onednn.c show which path ran and that repeated
+ * The counters of kernels/cpu/conv2d_onednn.c show which path ran and that repeated
  * steps build no new primitive. */
 #include "support/kiln_test.h"
-#include "kernels/cpu/conv_onednn.h"
+#include "kernels/cpu/conv2d_onednn.h"
 
 #include <math.h>
 #include <stdlib.h>

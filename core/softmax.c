@@ -9,13 +9,35 @@ static void softmax_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void log_softmax_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
 #define AXIS_ATTRS sizeof(kiln_axis_attrs)
-const kiln_op_def kiln_op_softmax = {"softmax", {kiln_cpu_softmax, NULL}, softmax_bw, false, AXIS_ATTRS};
-const kiln_op_def kiln_op_log_softmax = {"log_softmax", {kiln_cpu_log_softmax, NULL}, log_softmax_bw, false,
-                                         AXIS_ATTRS};
-const kiln_op_def kiln_op_softmax_backward = {
-    "softmax_backward", {kiln_cpu_softmax_backward, NULL}, NULL, true, AXIS_ATTRS};
-const kiln_op_def kiln_op_log_softmax_backward = {
-    "log_softmax_backward", {kiln_cpu_log_softmax_backward, NULL}, NULL, true, AXIS_ATTRS};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_softmax(const kiln_op_call *call);
+kiln_status kiln_cuda_log_softmax(const kiln_op_call *call);
+kiln_status kiln_cuda_softmax_backward(const kiln_op_call *call);
+kiln_status kiln_cuda_log_softmax_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_softmax = {
+    .name = "softmax",
+    .cpu = kiln_cpu_softmax,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_softmax),
+    .backward = softmax_bw,
+    .attrs_size = AXIS_ATTRS};
+KILN_REGISTER const kiln_op_def kiln_op_log_softmax = {
+    .name = "log_softmax",
+    .cpu = kiln_cpu_log_softmax,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_log_softmax),
+    .backward = log_softmax_bw,
+    .attrs_size = AXIS_ATTRS};
+KILN_REGISTER const kiln_op_def kiln_op_softmax_backward = {
+    .name = "softmax_backward",
+    .cpu = kiln_cpu_softmax_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_softmax_backward),
+    .not_differentiable = true,
+    .attrs_size = AXIS_ATTRS};
+KILN_REGISTER const kiln_op_def kiln_op_log_softmax_backward = {
+    .name = "log_softmax_backward",
+    .cpu = kiln_cpu_log_softmax_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_log_softmax_backward),
+    .not_differentiable = true,
+    .attrs_size = AXIS_ATTRS};
 
 static kiln_tensor *run(const kiln_op_def *op, kiln_tensor *a, int axis) {
     int ax;

@@ -6,7 +6,14 @@
 
 static void concat_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_concat = {"concat", {kiln_cpu_concat, NULL}, concat_bw, false, sizeof(kiln_axis_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_concat(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_concat = {
+    .name = "concat",
+    .cpu = kiln_cpu_concat,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_concat),
+    .backward = concat_bw,
+    .attrs_size = sizeof(kiln_axis_attrs)};
 
 kiln_tensor *kiln_concat(int n, kiln_tensor *const *ts, int axis) {
     if (n <= 0 || !ts) {

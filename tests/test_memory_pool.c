@@ -1,8 +1,8 @@
-/* The caching pool, white-box through core/pool.h with a counting backend (so every
+/* The caching pool, white-box through core/memory_pool.h with a counting backend (so every
  * segment the pool takes or gives back is visible), then the same guarantees through
  * the public API on the CPU pool with real tensors inside scopes. */
 #include "support/kiln_test.h"
-#include "core/pool.h"
+#include "core/memory_pool.h"
 
 #include <stdlib.h>
 #include <string.h>

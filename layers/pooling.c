@@ -7,14 +7,35 @@
 static void max_pool2d_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 static void avg_pool2d_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_max_pool2d = {
-    "max_pool2d", {kiln_cpu_max_pool2d, NULL}, max_pool2d_bw, false, sizeof(kiln_pool2d_attrs)};
-const kiln_op_def kiln_op_max_pool2d_backward = {
-    "max_pool2d_backward", {kiln_cpu_max_pool2d_backward, NULL}, NULL, true, sizeof(kiln_pool2d_attrs)};
-const kiln_op_def kiln_op_avg_pool2d = {
-    "avg_pool2d", {kiln_cpu_avg_pool2d, NULL}, avg_pool2d_bw, false, sizeof(kiln_pool2d_attrs)};
-const kiln_op_def kiln_op_avg_pool2d_backward = {
-    "avg_pool2d_backward", {kiln_cpu_avg_pool2d_backward, NULL}, NULL, true, sizeof(kiln_pool2d_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_max_pool2d(const kiln_op_call *call);
+kiln_status kiln_cuda_max_pool2d_backward(const kiln_op_call *call);
+kiln_status kiln_cuda_avg_pool2d(const kiln_op_call *call);
+kiln_status kiln_cuda_avg_pool2d_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_max_pool2d = {
+    .name = "max_pool2d",
+    .cpu = kiln_cpu_max_pool2d,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_max_pool2d),
+    .backward = max_pool2d_bw,
+    .attrs_size = sizeof(kiln_pool2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_max_pool2d_backward = {
+    .name = "max_pool2d_backward",
+    .cpu = kiln_cpu_max_pool2d_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_max_pool2d_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_pool2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_avg_pool2d = {
+    .name = "avg_pool2d",
+    .cpu = kiln_cpu_avg_pool2d,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_avg_pool2d),
+    .backward = avg_pool2d_bw,
+    .attrs_size = sizeof(kiln_pool2d_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_avg_pool2d_backward = {
+    .name = "avg_pool2d_backward",
+    .cpu = kiln_cpu_avg_pool2d_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_avg_pool2d_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_pool2d_attrs)};
 
 kiln_pool2d_params kiln_pool2d_params_default(int64_t kh, int64_t kw) {
     return (kiln_pool2d_params){{kh, kw}, {kh, kw}, {0, 0}, {1, 1}, false, true};

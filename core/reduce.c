@@ -1,5 +1,5 @@
 /* Reductions: sum and mean over chosen axes (and the sum that turns a broadcast
- * gradient back into its input's shape). max and argmax are in ops_maxarg.c. */
+ * gradient back into its input's shape). max and argmax are in maxarg.c. */
 #include "internal.h"
 #include "op_attrs.h"
 #include "../kernels/cpu/cpu.h"
@@ -8,7 +8,14 @@
 
 static void sum_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_sum = {"sum", {kiln_cpu_sum, NULL}, sum_bw, false, sizeof(kiln_reduce_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_sum(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_sum = {
+    .name = "sum",
+    .cpu = kiln_cpu_sum,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_sum),
+    .backward = sum_bw,
+    .attrs_size = sizeof(kiln_reduce_attrs)};
 
 /* Axis list -> bit mask; an empty list means every axis. */
 bool kiln__axes_mask(const char *op, const kiln_tensor *a, int naxes, const int *axes, uint32_t *mask) {

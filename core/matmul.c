@@ -8,7 +8,13 @@
 
 static void matmul_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_matmul = {"matmul", {kiln_cpu_matmul, NULL}, matmul_bw, false, 0};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_matmul(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_matmul = {
+    .name = "matmul",
+    .cpu = kiln_cpu_matmul,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_matmul),
+    .backward = matmul_bw};
 
 kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b) {
     kiln_tensor *in[2] = {a, b};

@@ -4,7 +4,13 @@
 #include "internal.h"
 #include "../kernels/cpu/linalg.h"
 
-const kiln_op_def kiln_op_eigh = {"eigh", {kiln_cpu_eigh, NULL}, NULL, true, 0};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_eigh(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_eigh = {
+    .name = "eigh",
+    .cpu = kiln_cpu_eigh,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_eigh),
+    .not_differentiable = true};
 
 kiln_tensor *kiln_cov(kiln_tensor *x, bool rowvar, int correction) {
     if (!kiln__check_float_inputs("cov", 1, &x)) return NULL;

@@ -1,5 +1,5 @@
-/* The CPU convolutions' oneDNN path (conv_onednn.c): f32 forward, backward-data and
- * backward-weights through cached oneDNN primitives, tried by im2col.c before its own
+/* The CPU convolutions' oneDNN path (conv2d_onednn.c): f32 forward, backward-data and
+ * backward-weights through cached oneDNN primitives, tried by conv2d.c before its own
  * im2col + BLAS path, which runs whenever this one declines. */
 #ifndef KILN_CPU_CONV_ONEDNN_H
 #define KILN_CPU_CONV_ONEDNN_H
@@ -15,7 +15,7 @@ typedef struct {
 
 typedef enum { KILN_CONV_FORWARD, KILN_CONV_BACKWARD_DATA, KILN_CONV_BACKWARD_WEIGHTS } kiln_conv_pass;
 
-/* Runs one pass of call (im2col.c's operand order: forward x, w[, b] -> y;
+/* Runs one pass of call (conv2d.c's operand order: forward x, w[, b] -> y;
  * backward-data gy, w[, b] -> dx, b added per output channel (conv_transpose2d);
  * backward-weights gy, x -> dw) on oneDNN, then ReLU in place when relu.
  * Returns false, touching nothing, when oneDNN is not built in, switched off, the

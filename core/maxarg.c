@@ -7,10 +7,28 @@
 
 static void max_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
 
-const kiln_op_def kiln_op_argmax = {"argmax", {kiln_cpu_argmax, NULL}, NULL, true, sizeof(kiln_axis_attrs)};
-const kiln_op_def kiln_op_max = {"max", {kiln_cpu_max, NULL}, max_bw, false, sizeof(kiln_axis_attrs)};
-const kiln_op_def kiln_op_max_backward = {
-    "max_backward", {kiln_cpu_max_backward, NULL}, NULL, true, sizeof(kiln_axis_attrs)};
+/* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
+kiln_status kiln_cuda_argmax(const kiln_op_call *call);
+kiln_status kiln_cuda_max(const kiln_op_call *call);
+kiln_status kiln_cuda_max_backward(const kiln_op_call *call);
+KILN_REGISTER const kiln_op_def kiln_op_argmax = {
+    .name = "argmax",
+    .cpu = kiln_cpu_argmax,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_argmax),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_axis_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_max = {
+    .name = "max",
+    .cpu = kiln_cpu_max,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_max),
+    .backward = max_bw,
+    .attrs_size = sizeof(kiln_axis_attrs)};
+KILN_REGISTER const kiln_op_def kiln_op_max_backward = {
+    .name = "max_backward",
+    .cpu = kiln_cpu_max_backward,
+    .cuda = KILN_CUDA_KERNEL(kiln_cuda_max_backward),
+    .not_differentiable = true,
+    .attrs_size = sizeof(kiln_axis_attrs)};
 
 /* Validates and returns the argmax indices in the keepdim shape; *src is a, or a
  * 1-element view of a 0-d a (whose only axis is then axis 0). */

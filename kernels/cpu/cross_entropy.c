@@ -3,7 +3,7 @@
  * max-subtracted log-sum-exp and the loss in the same pass; backward writes
  * softmax - target per position in one pass. Positions split over threads. This is
  * the general path, in double; dense f32 cross_entropy with index targets goes to the
- * float32 path (losses_ce_f32.c). */
+ * float32 path (cross_entropy_f32.c). */
 #include "losses.h"
 
 #include <math.h>
