@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "kiln_examples.h"
+#include "kx.h"
 #include "models/unet.h"
 
 #define MAX_T 8
@@ -232,7 +232,7 @@ static kiln_status fmnist_setup(bctx *c) {
     kiln_status st = modules_on_device(c);
     if (st != KILN_STATUS_OK) return st;
     kiln_tensor *images = NULL, *labels = NULL;
-    if ((st = kiln_fashion_mnist_load(c->data_dir, true, c->dev, &images, &labels))) return st;
+    if ((st = kx_fashion_mnist_load(c->data_dir, true, c->dev, &images, &labels))) return st;
     c->t[0] = images;
     c->t[1] = labels;
     c->n_batches = kiln_tensor_size(images, 0) / FM_BATCH; /* drop_last */
@@ -344,23 +344,23 @@ static bool selected(const char *list, const char *name) {
 }
 
 /* Returns false when the case failed (an error, not a missing kernel or dataset). */
-static bool run_case(const bcase *bc, const bench_opts *o, kiln_json *j) {
+static bool run_case(const bcase *bc, const bench_opts *o, kx_json *j) {
     bctx c = {.dev = o->dev, .cuda = o->dev.type == KILN_DEVICE_CUDA, .data_dir = o->data_dir};
     c.steps = bc->step == fmnist_step ? (o->fm_steps > 0 ? o->fm_steps : 937) : 1;
     int reps = o->reps > 0 ? o->reps : c.cuda ? bc->reps_cuda : bc->reps_cpu;
     char devname[32];
-    kiln_json_begin(j);
-    kiln_json_string(j, "case", bc->name);
-    kiln_json_string(j, "what", bc->what);
-    kiln_json_string(j, "device", kiln_device_name(o->dev, devname, sizeof devname));
-    kiln_json_string(j, "side", "kiln");
-    kiln_json_int(j, "threads", omp_get_max_threads());
+    kx_json_begin(j);
+    kx_json_string(j, "case", bc->name);
+    kx_json_string(j, "what", bc->what);
+    kx_json_string(j, "device", kiln_device_name(o->dev, devname, sizeof devname));
+    kx_json_string(j, "side", "kiln");
+    kx_json_int(j, "threads", omp_get_max_threads());
 
     kiln_clear_error();
     kiln_scope *scope = kiln_scope_begin();
-    double t_setup = kiln_now_seconds();
+    double t_setup = kx_now_seconds();
     kiln_status st = bc->setup(&c);
-    t_setup = kiln_now_seconds() - t_setup;
+    t_setup = kx_now_seconds() - t_setup;
     double *v = calloc((size_t)reps, sizeof *v);
     bench_cuda_timer *timer = NULL;
     if (st == KILN_STATUS_OK && !v) st = kiln_set_error(KILN_STATUS_OOM, "bench: no host memory");
@@ -376,18 +376,18 @@ static bool run_case(const bcase *bc, const bench_opts *o, kiln_json *j) {
     if (ref && !rv) ref = NULL;
     for (int r = 0; r < reps && st == KILN_STATUS_OK; r++) {
         if (ref) {
-            double t0 = kiln_now_seconds();
+            double t0 = kx_now_seconds();
             ref(&c);
-            rv[r] = kiln_now_seconds() - t0;
+            rv[r] = kx_now_seconds() - t0;
         }
-        double t0 = kiln_now_seconds();
+        double t0 = kx_now_seconds();
         if (timer) bench_cuda_timer_start(timer);
         st = bc->step(&c);
         if (timer) {
             v[r] = bench_cuda_timer_stop(timer);
         } else {
             if (st == KILN_STATUS_OK) st = kiln_synchronize(o->dev);
-            v[r] = kiln_now_seconds() - t0;
+            v[r] = kx_now_seconds() - t0;
         }
         v[r] /= bc->calls_per_rep;
         done_reps++;
@@ -397,27 +397,27 @@ static bool run_case(const bcase *bc, const bench_opts *o, kiln_json *j) {
 
     if (st == KILN_STATUS_OK) {
         bench_stats s = bench_stats_of(v, done_reps);
-        kiln_json_string(j, "status", "ok");
-        kiln_json_number(j, "median_s", s.median);
-        kiln_json_number(j, "q1_s", s.q1);
-        kiln_json_number(j, "q3_s", s.q3);
-        kiln_json_number(j, "min_s", s.min);
-        kiln_json_number(j, "max_s", s.max);
-        kiln_json_int(j, "reps", s.n);
-        kiln_json_int(j, "warmup", bc->warmup);
-        kiln_json_number(j, "setup_s", t_setup);
-        kiln_json_int(j, "backing_allocs", (int64_t)(after.n_backing_allocs - before.n_backing_allocs));
-        kiln_json_int(j, "peak_in_use_bytes", (int64_t)after.peak_in_use);
-        kiln_json_string(j, "clock", timer ? "cuda events" : "host");
-        if (bc->flops > 0) kiln_json_number(j, "tflops", bc->flops / s.median * 1e-12);
-        if (bc->bytes > 0) kiln_json_number(j, "gbps", bc->bytes / s.median * 1e-9);
-        if (bc->step == fmnist_step) kiln_json_int(j, "steps", c.steps);
+        kx_json_string(j, "status", "ok");
+        kx_json_number(j, "median_s", s.median);
+        kx_json_number(j, "q1_s", s.q1);
+        kx_json_number(j, "q3_s", s.q3);
+        kx_json_number(j, "min_s", s.min);
+        kx_json_number(j, "max_s", s.max);
+        kx_json_int(j, "reps", s.n);
+        kx_json_int(j, "warmup", bc->warmup);
+        kx_json_number(j, "setup_s", t_setup);
+        kx_json_int(j, "backing_allocs", (int64_t)(after.n_backing_allocs - before.n_backing_allocs));
+        kx_json_int(j, "peak_in_use_bytes", (int64_t)after.peak_in_use);
+        kx_json_string(j, "clock", timer ? "cuda events" : "host");
+        if (bc->flops > 0) kx_json_number(j, "tflops", bc->flops / s.median * 1e-12);
+        if (bc->bytes > 0) kx_json_number(j, "gbps", bc->bytes / s.median * 1e-9);
+        if (bc->step == fmnist_step) kx_json_int(j, "steps", c.steps);
         if (ref) {
             bench_stats rs = bench_stats_of(rv, done_reps);
-            kiln_json_number(j, "ref_median_s", rs.median);
-            kiln_json_number(j, "ref_min_s", rs.min);
-            kiln_json_number(j, "ref_max_s", rs.max);
-            kiln_json_string(j, "ref", "cblas_sgemm called directly, timed in alternation with the case");
+            kx_json_number(j, "ref_median_s", rs.median);
+            kx_json_number(j, "ref_min_s", rs.min);
+            kx_json_number(j, "ref_max_s", rs.max);
+            kx_json_string(j, "ref", "cblas_sgemm called directly, timed in alternation with the case");
         }
         fprintf(stderr, "kiln_bench: %-16s median %10.4g s  [%.4g, %.4g]  reps %d  backing allocs %llu\n", bc->name,
                 s.median, s.min, s.max, s.n, (unsigned long long)(after.n_backing_allocs - before.n_backing_allocs));
@@ -425,8 +425,8 @@ static bool run_case(const bcase *bc, const bench_opts *o, kiln_json *j) {
         bool missing = st == KILN_STATUS_DEVICE || st == KILN_STATUS_NOT_IMPLEMENTED || st == KILN_STATUS_NO_DEVICE ||
                        st == KILN_STATUS_IO;
         failed = !missing;
-        kiln_json_string(j, "status", missing ? "unavailable" : "error");
-        kiln_json_string(j, "error", kiln_last_error());
+        kx_json_string(j, "status", missing ? "unavailable" : "error");
+        kx_json_string(j, "error", kiln_last_error());
         fprintf(stderr, "kiln_bench: %-16s %s: %s\n", bc->name, missing ? "unavailable" : "ERROR", kiln_last_error());
     }
     bench_cuda_timer_free(timer);
@@ -443,20 +443,20 @@ int main(int argc, char **argv) {
     const char *device = "cpu", *cases = NULL, *json_path = NULL, *data_dir = NULL;
     int reps = 0, fm_steps = 0;
     bool list = false;
-    kiln_arg table[] = {
-        {"device", KILN_ARG_STRING, &device, "cpu or cuda[:N]", NULL},
-        {"case", KILN_ARG_STRING, &cases, "comma-separated case names (default: the device's cases)", NULL},
-        {"reps", KILN_ARG_INT, &reps, "timed repetitions (default: per case and device)", NULL},
-        {"fmnist-steps", KILN_ARG_INT, &fm_steps, "steps of the Fashion-MNIST case (default 937 = one epoch)",
+    kx_arg table[] = {
+        {"device", KX_ARG_STRING, &device, "cpu or cuda[:N]", NULL},
+        {"case", KX_ARG_STRING, &cases, "comma-separated case names (default: the device's cases)", NULL},
+        {"reps", KX_ARG_INT, &reps, "timed repetitions (default: per case and device)", NULL},
+        {"fmnist-steps", KX_ARG_INT, &fm_steps, "steps of the Fashion-MNIST case (default 937 = one epoch)",
          NULL},
-        {"data", KILN_ARG_STRING, &data_dir, "Fashion-MNIST directory", NULL},
-        {"json", KILN_ARG_STRING, &json_path, "write the results here (default: stdout)", NULL},
-        {"list", KILN_ARG_FLAG, &list, "list the cases and exit", NULL},
+        {"data", KX_ARG_STRING, &data_dir, "Fashion-MNIST directory", NULL},
+        {"json", KX_ARG_STRING, &json_path, "write the results here (default: stdout)", NULL},
+        {"list", KX_ARG_FLAG, &list, "list the cases and exit", NULL},
     };
-    kiln_args_result ar = kiln_args_parse(argc, argv, "Times kiln on the benchmark cases of issue 8.",
-                                          (int)(sizeof table / sizeof table[0]), table);
-    if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_ERROR) {
+    kx_args_result ar = kx_args_parse(argc, argv, "Times kiln on the benchmark cases of issue 8.",
+                                      (int)(sizeof table / sizeof table[0]), table);
+    if (ar == KX_ARGS_HELP) return 0;
+    if (ar == KX_ARGS_ERROR) {
         fprintf(stderr, "kiln_bench: %s\n", kiln_last_error());
         return 2;
     }
@@ -499,29 +499,29 @@ int main(int argc, char **argv) {
     size_t cap = 1 << 16, len = 0;
     char *doc = malloc(cap);
     if (!doc) return 1;
-    kiln_json j;
-    kiln_json_begin(&j);
-    kiln_json_string(&j, "tool", "kiln_bench");
-    kiln_json_string(&j, "date", date);
-    kiln_json_string(&j, "device", device);
-    if (cuda) kiln_json_string(&j, "device_name", devname);
-    kiln_json_int(&j, "threads", omp_get_max_threads());
-    kiln_json_bool(&j, "tf32", kiln_tf32());
+    kx_json j;
+    kx_json_begin(&j);
+    kx_json_string(&j, "tool", "kiln_bench");
+    kx_json_string(&j, "date", date);
+    kx_json_string(&j, "device", device);
+    if (cuda) kx_json_string(&j, "device_name", devname);
+    kx_json_int(&j, "threads", omp_get_max_threads());
+    kx_json_bool(&j, "tf32", kiln_tf32());
     /* which OpenBLAS build the loader picked (CMakeLists.txt links the OpenMP one) */
     int par = openblas_get_parallel();
-    kiln_json_string(&j, "openblas_threading", par == 2 ? "openmp" : par == 1 ? "pthread" : "sequential");
+    kx_json_string(&j, "openblas_threading", par == 2 ? "openmp" : par == 1 ? "pthread" : "sequential");
 #ifdef KILN_BENCH_BUILD_TYPE
-    kiln_json_string(&j, "build_type", KILN_BENCH_BUILD_TYPE);
+    kx_json_string(&j, "build_type", KILN_BENCH_BUILD_TYPE);
 #endif
-    if (copy_bw > 0) kiln_json_number(&j, "copy_gbps", copy_bw * 1e-9);
-    len += (size_t)snprintf(doc, cap, "{\"meta\": %s,\n \"cases\": [\n", kiln_json_end(&j));
-    kiln_json_free(&j);
+    if (copy_bw > 0) kx_json_number(&j, "copy_gbps", copy_bw * 1e-9);
+    len += (size_t)snprintf(doc, cap, "{\"meta\": %s,\n \"cases\": [\n", kx_json_end(&j));
+    kx_json_free(&j);
     int n_run = 0, n_err = 0;
     for (int i = 0; i < N_CASES; i++) {
         const bcase *bc = &CASES[i];
         if (cases ? !selected(cases, bc->name) : !(bc->where & (cuda ? ON_CUDA : ON_CPU))) continue;
         if (!run_case(bc, &o, &j)) n_err++;
-        const char *obj = kiln_json_end(&j);
+        const char *obj = kx_json_end(&j);
         if (!obj) return 1;
         size_t need = len + strlen(obj) + 8;
         if (need > cap) {
@@ -531,7 +531,7 @@ int main(int argc, char **argv) {
             doc = nd;
         }
         len += (size_t)snprintf(doc + len, cap - len, "%s  %s", n_run++ ? ",\n" : "", obj);
-        kiln_json_free(&j);
+        kx_json_free(&j);
     }
     FILE *f = json_path ? fopen(json_path, "w") : stdout;
     if (!f) {

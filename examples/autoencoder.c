@@ -6,7 +6,7 @@
  * (model.safetensors, for torch), into --out (default out/autoencoder).
  *   autoencoder --latent 32 --epochs 5 --out results */
 #include <kiln.h>
-#include <kiln_examples.h>
+#include <kx.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +29,7 @@ static kiln_module *make_autoencoder(int64_t latent) {
                           kiln_linear_create(256, latent, true, KILN_F32)}; /* linear codes: no ReLU at the end */
     kiln_module *dec[] = {kiln_linear_create(latent, 256, true, KILN_F32), kiln_relu_create(),
                           kiln_linear_create(256, IMG, true, KILN_F32), kiln_sigmoid_create()};
-    kiln_module *e = kiln_sequential_of(4, enc), *d = kiln_sequential_of(4, dec);
+    kiln_module *e = kx_sequential_of(4, enc), *d = kx_sequential_of(4, dec);
     kiln_module *ae = kiln_module_create("Autoencoder", autoencoder_forward, NULL, NULL);
     /* kiln_module_add owns the child even when it fails; a part missing is no model */
     bool ok = kiln_module_add(ae, "encoder", e) == KILN_STATUS_OK;
@@ -40,7 +40,7 @@ static kiln_module *make_autoencoder(int64_t latent) {
 }
 
 /* Samples idx[first..first+b-1] (first..first+b-1 when idx is NULL) as (b,1,28,28) on dev. */
-static kiln_tensor *make_batch(const kiln_fashion_mnist_split *d, const int64_t *idx, int64_t first, int64_t b,
+static kiln_tensor *make_batch(const kx_fashion_mnist_split *d, const int64_t *idx, int64_t first, int64_t b,
                                kiln_device dev, float *buf) {
     for (int64_t i = 0; i < b; i++)
         memcpy(buf + i * IMG, d->images + (idx ? idx[first + i] : first + i) * IMG, sizeof(float) * IMG);
@@ -64,7 +64,7 @@ typedef struct {
  * its eigen-decomposition through kiln_eigh, in float64 on the CPU. */
 /* The mean squared error per pixel of the test images' reconstructions, in eval mode
  * without a tape: the held-out loss of an epoch (for OUT/epochs.csv and TensorBoard). */
-static kiln_status heldout_mse(kiln_module *ae, const kiln_fashion_mnist_split *test, kiln_device dev, float *buf,
+static kiln_status heldout_mse(kiln_module *ae, const kx_fashion_mnist_split *test, kiln_device dev, float *buf,
                                int64_t chunk, double *mse) {
     kiln_status st = KILN_STATUS_OK;
     double sum = 0;
@@ -204,33 +204,33 @@ static void free_code_stats(code_stats *s) {
 enum { MAX_EPOCHS = 1000, MAX_BATCH = 4096, MAX_LATENT = 784 };
 
 int main(int argc, char **argv) {
-    kiln_common_args a;
-    kiln_common_defaults(&a);
+    kx_common_args a;
+    kx_common_defaults(&a);
     a.batch = 128;
     a.epochs = 5;
     a.out = "out/autoencoder";
     int latent = 32;
     double lr = 1e-3;
     int64_t limit = 0;
-    kiln_arg table[] = {
-        KILN_COMMON_ARG_TABLE(a),
-        {"latent", KILN_ARG_INT, &latent, "latent units (code size)", NULL, 2, MAX_LATENT},
-        {"lr", KILN_ARG_DOUBLE, &lr, "Adam learning rate (> 0)", NULL},
-        {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL, 0, 1e9},
+    kx_arg table[] = {
+        KX_COMMON_ARG_TABLE(a),
+        {"latent", KX_ARG_INT, &latent, "latent units (code size)", NULL, 2, MAX_LATENT},
+        {"lr", KX_ARG_DOUBLE, &lr, "Adam learning rate (> 0)", NULL},
+        {"limit", KX_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL, 0, 1e9},
     };
     int nargs = (int)(sizeof table / sizeof table[0]);
-    kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
-    kiln_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
-    kiln_args_refuse(nargs, table, "size", "to autoencoder (its images are 28x28)");
-    kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST autoencoder and an analysis of its latent codes.",
-                                          nargs, table);
-    if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_OK && !(lr > 0))
-        ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
-    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK ||
-        kiln_args_apply_threads(a.threads) != KILN_STATUS_OK)
-        return kiln_args_exit("autoencoder");
-    double t0 = kiln_now_seconds();
+    kx_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
+    kx_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
+    kx_args_refuse(nargs, table, "size", "to autoencoder (its images are 28x28)");
+    kx_args_result ar = kx_args_parse(argc, argv, "Fashion-MNIST autoencoder and an analysis of its latent codes.",
+                                      nargs, table);
+    if (ar == KX_ARGS_HELP) return 0;
+    if (ar == KX_ARGS_OK && !(lr > 0))
+        ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KX_ARGS_ERROR);
+    if (ar == KX_ARGS_ERROR || kx_check_device(a.device) != KILN_STATUS_OK ||
+        kx_args_apply_threads(a.threads) != KILN_STATUS_OK)
+        return kx_args_exit("autoencoder");
+    double t0 = kx_now_seconds();
     FILE *info = a.json ? stderr : stdout;
     kiln_manual_seed((uint64_t)a.seed);
     kiln_device dev = a.device;
@@ -240,15 +240,15 @@ int main(int argc, char **argv) {
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *ae = NULL;
     kiln_optimizer *opt = NULL;
-    kiln_train_log *tlog = NULL;
+    kx_train_log *tlog = NULL;
     float *buf = NULL;
     int64_t *order = NULL;
     double *train_mse = NULL;
     code_stats cs = {0};
     int rc = 1;
     const char *what;
-    kiln_fashion_mnist_split train, test;
-    kiln_status st = kiln_fashion_mnist_prepare(a.out, a.data, limit, &train, &test, &what);
+    kx_fashion_mnist_split train, test;
+    kiln_status st = kx_fashion_mnist_prepare(a.out, a.data, limit, &train, &test, &what);
     if (!st && test.n < 2) st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "a covariance needs at least 2 test images");
     if (!st) {
         what = "building the model";
@@ -269,11 +269,11 @@ int main(int argc, char **argv) {
     }
     if (!st) {
         what = "creating Adam";
-        if (!(opt = kiln_module_adam(ae, lr))) st = kiln_last_status();
+        if (!(opt = kx_module_adam(ae, lr))) st = kiln_last_status();
     }
     if (!st) {
         what = "opening the logs"; /* OUT/steps.csv, OUT/epochs.csv and --log-dir's events */
-        if (!(tlog = kiln_train_log_open(a.out, a.log_dir, 0, NULL, 0))) st = kiln_last_status();
+        if (!(tlog = kx_train_log_open(a.out, a.log_dir, 0, NULL, 0))) st = kiln_last_status();
     }
     if (st) goto done;
 
@@ -290,34 +290,34 @@ int main(int argc, char **argv) {
     for (int ep = 0; ep < a.epochs && st == KILN_STATUS_OK; ep++) {
         char label[32];
         snprintf(label, sizeof label, "epoch %d/%d", ep + 1, a.epochs);
-        kiln_progress bar;
-        kiln_progress_init(&bar, stderr, KILN_PROGRESS_AUTO, label, steps_per_epoch);
-        kiln_progress_set_images(&bar, a.batch);
-        kiln_shuffle(order, train.n, &rng);
+        kx_progress bar;
+        kx_progress_init(&bar, stderr, KX_PROGRESS_AUTO, label, steps_per_epoch);
+        kx_progress_set_images(&bar, a.batch);
+        kx_shuffle(order, train.n, &rng);
         double sum = 0;
         for (int64_t s = 0; s < steps_per_epoch && st == KILN_STATUS_OK; s++) {
             int64_t first = s * a.batch, b = train.n - first < a.batch ? train.n - first : a.batch;
-            double t_step = kiln_now_seconds();
+            double t_step = kx_now_seconds();
             kiln_scope *scope = kiln_scope_begin();
             kiln_tensor *x = make_batch(&train, order, first, b, dev, buf);
             /* The target is the input itself: mean squared error per pixel. */
             kiln_tensor *loss = kiln_mse_loss(kiln_module_forward(ae, x), x, KILN_REDUCTION_MEAN);
-            st = kiln_train_step(opt, loss, &last_loss);
+            st = kx_train_step(opt, loss, &last_loss);
             kiln_scope_end(scope);
-            if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
+            if (st == KILN_STATUS_OK) st = kx_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
             sum += last_loss;
             steps++;
-            double dt = kiln_now_seconds() - t_step; /* the loss was read: the step is done */
+            double dt = kx_now_seconds() - t_step; /* the loss was read: the step is done */
             if (st == KILN_STATUS_OK)
-                st = kiln_train_log_step(tlog, ep + 1, steps, last_loss, lr, dt > 0 ? (double)b / dt : NAN);
-            kiln_progress_update(&bar, s + 1, last_loss);
+                st = kx_train_log_step(tlog, ep + 1, steps, last_loss, lr, dt > 0 ? (double)b / dt : NAN);
+            kx_progress_update(&bar, s + 1, last_loss);
         }
         if (st != KILN_STATUS_OK) break;
-        kiln_progress_finish(&bar);
+        kx_progress_finish(&bar);
         train_mse[ep] = sum / (double)steps_per_epoch;
         double heldout = NAN;
         st = heldout_mse(ae, &test, dev, buf, chunk, &heldout);
-        if (st == KILN_STATUS_OK) st = kiln_train_log_epoch(tlog, ep + 1, train_mse[ep], heldout, NULL);
+        if (st == KILN_STATUS_OK) st = kx_train_log_epoch(tlog, ep + 1, train_mse[ep], heldout, NULL);
         fprintf(info, "epoch %d: train MSE %.5f, test MSE %.5f\n", ep + 1, train_mse[ep], heldout);
         fflush(info);
     }
@@ -353,17 +353,17 @@ int main(int argc, char **argv) {
 
     /* Pictures: the spectrum, and the first test images beside their reconstructions. */
     if (st == KILN_STATUS_OK) what = "writing the pictures";
-    if (st == KILN_STATUS_OK) st = kiln_export_weights(&a, ae, weights, sizeof weights);
-    if (st == KILN_STATUS_OK) st = kiln_path_join(spectrum_png, sizeof spectrum_png, a.out, "autoencoder_spectrum.png");
-    if (st == KILN_STATUS_OK) st = kiln_path_join(recon_png, sizeof recon_png, a.out, "autoencoder_reconstructions.png");
+    if (st == KILN_STATUS_OK) st = kx_export_weights(&a, ae, weights, sizeof weights);
+    if (st == KILN_STATUS_OK) st = kx_path_join(spectrum_png, sizeof spectrum_png, a.out, "autoencoder_spectrum.png");
+    if (st == KILN_STATUS_OK) st = kx_path_join(recon_png, sizeof recon_png, a.out, "autoencoder_reconstructions.png");
     if (st == KILN_STATUS_OK)
-        st = kiln_plot_spectrum_png(spectrum_png, "latent covariance eigenvalues", cs.eig, latent, 640, 400);
+        st = kx_plot_spectrum_png(spectrum_png, "latent covariance eigenvalues", cs.eig, latent, 640, 400);
     if (st == KILN_STATUS_OK) {
         int64_t n = test.n < 8 ? test.n : 8;
         kiln_tensor *x = make_batch(&test, NULL, 0, n, dev, buf);
         kiln_tensor *cols[2] = {x, kiln_module_forward(ae, x)};
         const char *titles[2] = {"input", "output"};
-        st = cols[1] ? kiln_grid_save_png(recon_png, 2, cols, titles, 8, 3) : kiln_last_status();
+        st = cols[1] ? kx_grid_save_png(recon_png, 2, cols, titles, 8, 3) : kiln_last_status();
     }
     kiln_no_grad_end();
     kiln_scope_end(keep);
@@ -373,44 +373,44 @@ int main(int argc, char **argv) {
     print_code_stats(info, &cs);
     fprintf(info, "wrote %s, %s and %s\n", spectrum_png, recon_png, weights);
     fflush(info);
-    kiln_json j;
-    kiln_json_begin(&j);
-    kiln_json_string(&j, "program", "autoencoder");
-    kiln_json_string(&j, "device", dname);
-    kiln_json_int(&j, "threads", kiln_get_num_threads());
-    kiln_json_int(&j, "latent", latent);
-    kiln_json_int(&j, "epochs", a.epochs);
-    kiln_json_int(&j, "batch", a.batch);
-    kiln_json_int(&j, "parameters", kiln_module_parameter_count(ae));
-    kiln_json_int(&j, "train_images", train.n);
-    kiln_json_int(&j, "test_images", test.n);
-    kiln_json_int(&j, "steps", steps);
-    kiln_json_number(&j, "final_train_loss", last_loss);
-    kiln_json_numbers(&j, "train_mse_per_epoch", train_mse, a.epochs);
-    kiln_json_number(&j, "test_mse", test_mse);
-    kiln_json_numbers(&j, "code_mean", cs.mean, latent);
-    kiln_json_numbers(&j, "code_std", cs.std, latent);
-    kiln_json_numbers(&j, "eigenvalues", cs.eig, latent);
-    kiln_json_numbers(&j, "explained_variance_ratio", cs.ratio, latent);
-    kiln_json_int(&j, "components_90", cs.k90);
-    kiln_json_int(&j, "components_99", cs.k99);
+    kx_json j;
+    kx_json_begin(&j);
+    kx_json_string(&j, "program", "autoencoder");
+    kx_json_string(&j, "device", dname);
+    kx_json_int(&j, "threads", kiln_get_num_threads());
+    kx_json_int(&j, "latent", latent);
+    kx_json_int(&j, "epochs", a.epochs);
+    kx_json_int(&j, "batch", a.batch);
+    kx_json_int(&j, "parameters", kiln_module_parameter_count(ae));
+    kx_json_int(&j, "train_images", train.n);
+    kx_json_int(&j, "test_images", test.n);
+    kx_json_int(&j, "steps", steps);
+    kx_json_number(&j, "final_train_loss", last_loss);
+    kx_json_numbers(&j, "train_mse_per_epoch", train_mse, a.epochs);
+    kx_json_number(&j, "test_mse", test_mse);
+    kx_json_numbers(&j, "code_mean", cs.mean, latent);
+    kx_json_numbers(&j, "code_std", cs.std, latent);
+    kx_json_numbers(&j, "eigenvalues", cs.eig, latent);
+    kx_json_numbers(&j, "explained_variance_ratio", cs.ratio, latent);
+    kx_json_int(&j, "components_90", cs.k90);
+    kx_json_int(&j, "components_99", cs.k99);
     double top[5];
     for (int t = 0; t < 5; t++) top[t] = cs.top[t];
-    kiln_json_numbers(&j, "top_units", top, latent < 5 ? latent : 5);
-    kiln_json_numbers(&j, "top_unit_weights", cs.top_w, latent < 5 ? latent : 5);
-    kiln_json_string(&j, "spectrum_png", spectrum_png);
-    kiln_json_string(&j, "reconstructions_png", recon_png);
-    kiln_json_string(&j, "weights", weights);
-    kiln_train_log_json(tlog, &j);
-    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
+    kx_json_numbers(&j, "top_units", top, latent < 5 ? latent : 5);
+    kx_json_numbers(&j, "top_unit_weights", cs.top_w, latent < 5 ? latent : 5);
+    kx_json_string(&j, "spectrum_png", spectrum_png);
+    kx_json_string(&j, "reconstructions_png", recon_png);
+    kx_json_string(&j, "weights", weights);
+    kx_train_log_json(tlog, &j);
+    kx_json_number(&j, "wall_s", kx_now_seconds() - t0);
     what = "closing the logs";
-    st = kiln_train_log_close(tlog);
+    st = kx_train_log_close(tlog);
     tlog = NULL;
-    if (!st) kiln_json_print(&j, stdout);
-    else kiln_json_free(&j);
+    if (!st) kx_json_print(&j, stdout);
+    else kx_json_free(&j);
     rc = st ? 1 : 0;
 done:
-    kiln_train_log_close(tlog);
+    kx_train_log_close(tlog);
     if (st) fprintf(stderr, "autoencoder: %s failed: %s\n", what, kiln_last_error());
     free_code_stats(&cs);
     free(buf);

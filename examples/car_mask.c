@@ -10,7 +10,7 @@
  *   car_mask --bench-steps 20 --batch 8 --size 128 --json            median training-step time
  */
 #include <kiln.h>
-#include "kiln_examples.h"
+#include "kx.h"
 #include "models/unet.h"
 
 #include <errno.h>
@@ -19,7 +19,7 @@
 #include <string.h>
 
 typedef struct {
-    kiln_common_args c;
+    kx_common_args c;
     const char *loss;  /* "bce_with_logits" (stable: the sigmoid is fused into the loss) or "bce" */
     double lr, lr_decay;
     int train_scenes, heldout_scenes;
@@ -200,15 +200,15 @@ static kiln_status write_pictures(const options *o, kiln_module *net, kiln_tenso
     kiln_tensor *cols[3] = {x, gather(masks, NULL, 0, rows, o->c.device), kiln_sigmoid(kiln_module_forward(net, x))};
     const char *titles[3] = {"input", "truth", "prediction"};
     int scale = o->c.size >= 128 ? 2 : o->c.size >= 64 ? 3 : 4;
-    kiln_status st = kiln_grid_save_png(grid_path, 3, cols, titles, rows, scale);
+    kiln_status st = kx_grid_save_png(grid_path, 3, cols, titles, rows, scale);
     kiln_module_train(net, true);
     kiln_no_grad_end();
     kiln_scope_end(s);
     /* the losses span decades (log axis); the metrics live in 0..1 (linear axis) */
-    kiln_series series[NHIST];
-    for (int k = 0; k < NHIST; k++) series[k] = (kiln_series){hist_keys[k], h->v[k], h->n};
-    if (!st) st = kiln_plot_training_png(plot_path, "car_mask: losses and held-out metrics", "epoch", 2, series,
-                                         NHIST - 2, series + 2, 640, 480);
+    kx_series series[NHIST];
+    for (int k = 0; k < NHIST; k++) series[k] = (kx_series){hist_keys[k], h->v[k], h->n};
+    if (!st) st = kx_plot_training_png(plot_path, "car_mask: losses and held-out metrics", "epoch", 2, series,
+                                       NHIST - 2, series + 2, 640, 480);
     return st;
 }
 
@@ -222,14 +222,14 @@ static kiln_status predict(const options *o) {
     kiln_module *net = NULL;
     /* The image first: a bad or huge input fails before the model is built. The U-Net's
      * activations take about 2 KB a pixel, so the size is checked from the header. */
-    kiln_status st = kiln_png_read_size(o->predict, &C, &H, &W);
-    if (!st) st = kiln_out_dir(o->c.out);
-    if (!st) st = kiln_path_join(mask_path, sizeof mask_path, o->c.out, "mask.png");
+    kiln_status st = kx_png_read_size(o->predict, &C, &H, &W);
+    if (!st) st = kx_out_dir(o->c.out);
+    if (!st) st = kx_path_join(mask_path, sizeof mask_path, o->c.out, "mask.png");
     if (!st && (int64_t)H * W > o->max_pixels)
         st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "'%s' is %dx%d = %lld pixels, above --max-pixels %lld (the "
                             "U-Net needs about 2 KB of memory a pixel); raise --max-pixels or give a smaller image",
                             o->predict, W, H, (long long)H * W, (long long)o->max_pixels);
-    if (!st) st = kiln_png_read_f32(o->predict, 3, &rgb, &C, &H, &W);
+    if (!st) st = kx_png_read_f32(o->predict, 3, &rgb, &C, &H, &W);
     if (!st) {
         net = unet_create(3, 1, 16, KILN_F32);
         st = net ? kiln_module_to(net, o->c.device) : kiln_last_status();
@@ -253,22 +253,22 @@ static kiln_status predict(const options *o) {
         /* a car where sigmoid(logit) > 0.5, i.e. logit > 0 (relu(logit) != 0): white on black */
         kiln_tensor *one = kiln_tensor_full(0, NULL, 1, KILN_F32, o->c.device), *zero = kiln_mul_scalar(one, 0);
         kiln_tensor *mask = kiln_where(kiln_relu(logits), one, zero);
-        st = mask ? kiln_png_write_tensor(mask_path, kiln_squeeze(mask, 0)) : kiln_last_status();
+        st = mask ? kx_png_write_tensor(mask_path, kiln_squeeze(mask, 0)) : kiln_last_status();
         kiln_scope_end(s);
         kiln_no_grad_end();
     }
     if (!st && !o->c.json) printf("car_mask: wrote %s (%dx%d) from %s\n", mask_path, W, H, o->predict);
     if (!st && o->c.json) {
-        kiln_json j;
-        kiln_json_begin(&j);
-        kiln_json_string(&j, "program", "car_mask");
-        kiln_json_string(&j, "mode", "predict");
-        kiln_json_int(&j, "threads", kiln_get_num_threads());
-        kiln_json_string(&j, "input", o->predict);
-        kiln_json_string(&j, "mask", mask_path);
-        kiln_json_int(&j, "width", W);
-        kiln_json_int(&j, "height", H);
-        kiln_json_print(&j, stdout);
+        kx_json j;
+        kx_json_begin(&j);
+        kx_json_string(&j, "program", "car_mask");
+        kx_json_string(&j, "mode", "predict");
+        kx_json_int(&j, "threads", kiln_get_num_threads());
+        kx_json_string(&j, "input", o->predict);
+        kx_json_string(&j, "mask", mask_path);
+        kx_json_int(&j, "width", W);
+        kx_json_int(&j, "height", H);
+        kx_json_print(&j, stdout);
     }
     free(rgb);
     free(pad);
@@ -288,48 +288,48 @@ static int compare_double(const void *a, const void *b) {
 static kiln_status train_step(const options *o, kiln_module *net, kiln_optimizer *opt, kiln_tensor *x, kiln_tensor *y,
                               double *loss_value, int epoch, int64_t step, int64_t steps, double lr) {
     kiln_tensor *loss = mask_loss(o, kiln_module_forward(net, x), y);
-    if (kiln_train_step(opt, loss, loss_value) != KILN_STATUS_OK)
-        return kiln_error_prefix("epoch %d, step %lld of %lld", epoch, (long long)step, (long long)steps);
-    return kiln_check_loss(*loss_value, epoch, step, steps, lr);
+    if (kx_train_step(opt, loss, loss_value) != KILN_STATUS_OK)
+        return kx_error_prefix("epoch %d, step %lld of %lld", epoch, (long long)step, (long long)steps);
+    return kx_check_loss(*loss_value, epoch, step, steps, lr);
 }
 
 static kiln_status bench(const options *o, kiln_module *net, kiln_optimizer *opt) {
-    double last = NAN, t0 = kiln_now_seconds(), *t = malloc((size_t)(o->bench_steps + 2) * sizeof *t);
+    double last = NAN, t0 = kx_now_seconds(), *t = malloc((size_t)(o->bench_steps + 2) * sizeof *t);
     if (!t) return kiln_set_error(KILN_STATUS_OOM, "out of memory");
     kiln_tensor *images, *masks;
-    kiln_status st = kiln_scene_batch(KILN_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->c.batch, o->c.size, o->c.size,
-                                      o->c.device, &images, &masks, NULL);
+    kiln_status st = kx_scene_batch(KX_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->c.batch, o->c.size, o->c.size,
+                                    o->c.device, &images, &masks, NULL);
     for (int i = 0; i < o->bench_steps + 2 && !st; i++) { /* two warm-up steps fill the caches and pools */
-        double start = kiln_now_seconds();
+        double start = kx_now_seconds();
         kiln_scope *s = kiln_scope_begin();
         st = train_step(o, net, opt, images, masks, &last, 1, i + 1, o->bench_steps + 2, o->lr);
         kiln_scope_end(s);
         if (!st) st = kiln_synchronize(o->c.device);
-        t[i] = kiln_now_seconds() - start;
+        t[i] = kx_now_seconds() - start;
     }
     if (!st) {
-        double wall = kiln_now_seconds() - t0;
+        double wall = kx_now_seconds() - t0;
         int k = o->bench_steps;
         qsort(t + 2, (size_t)k, sizeof *t, compare_double);
         double median = k % 2 ? t[2 + k / 2] : 0.5 * (t[2 + k / 2 - 1] + t[2 + k / 2]);
         char dev[32];
-        kiln_json j;
-        kiln_json_begin(&j);
-        kiln_json_string(&j, "program", "car_mask");
-        kiln_json_string(&j, "mode", "bench");
-        kiln_json_string(&j, "device", kiln_device_name(o->c.device, dev, sizeof dev));
-        kiln_json_int(&j, "threads", kiln_get_num_threads());
-        kiln_json_string(&j, "loss", o->loss);
-        kiln_json_int(&j, "batch", o->c.batch);
-        kiln_json_int(&j, "size", o->c.size);
-        kiln_json_int(&j, "steps", k);
-        kiln_json_number(&j, "median_step_s", median);
-        kiln_json_number(&j, "min_step_s", t[2]);
-        kiln_json_number(&j, "max_step_s", t[2 + k - 1]);
-        kiln_json_number(&j, "images_per_s", o->c.batch / median);
-        kiln_json_number(&j, "last_loss", last);
-        kiln_json_number(&j, "wall_s", wall);
-        kiln_json_print(&j, stdout);
+        kx_json j;
+        kx_json_begin(&j);
+        kx_json_string(&j, "program", "car_mask");
+        kx_json_string(&j, "mode", "bench");
+        kx_json_string(&j, "device", kiln_device_name(o->c.device, dev, sizeof dev));
+        kx_json_int(&j, "threads", kiln_get_num_threads());
+        kx_json_string(&j, "loss", o->loss);
+        kx_json_int(&j, "batch", o->c.batch);
+        kx_json_int(&j, "size", o->c.size);
+        kx_json_int(&j, "steps", k);
+        kx_json_number(&j, "median_step_s", median);
+        kx_json_number(&j, "min_step_s", t[2]);
+        kx_json_number(&j, "max_step_s", t[2 + k - 1]);
+        kx_json_number(&j, "images_per_s", o->c.batch / median);
+        kx_json_number(&j, "last_loss", last);
+        kx_json_number(&j, "wall_s", wall);
+        kx_json_print(&j, stdout);
     }
     free(t);
     return st;
@@ -339,7 +339,7 @@ static kiln_status bench(const options *o, kiln_module *net, kiln_optimizer *opt
 
 static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kiln_device dev = o->c.device;
-    double t_start = kiln_now_seconds();
+    double t_start = kx_now_seconds();
     char devname[32], ckpt[4096], grid[4096], plot[4096], weights[4096];
     kiln_device_name(dev, devname, sizeof devname);
     kiln_tensor *train_x, *train_y, *test_x, *test_y;
@@ -347,17 +347,17 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     int *order = malloc((size_t)o->train_scenes * sizeof *order);
     kiln_binary_metrics *bm = kiln_binary_metrics_create(0.5, KILN_SCORES_LOGITS);
     static history h;
-    kiln_train_log *tlog = NULL;
+    kx_train_log *tlog = NULL;
     kiln_status st = order && bm ? KILN_STATUS_OK : kiln_set_error(KILN_STATUS_OOM, "out of memory");
-    if (!st) st = kiln_out_dir(o->c.out);
-    if (!st) st = kiln_path_join(ckpt, sizeof ckpt, o->c.out, "car_mask.safetensors");
-    if (!st) st = kiln_path_join(grid, sizeof grid, o->c.out, "car_mask_grid.png");
-    if (!st) st = kiln_path_join(plot, sizeof plot, o->c.out, "car_mask_plot.png");
+    if (!st) st = kx_out_dir(o->c.out);
+    if (!st) st = kx_path_join(ckpt, sizeof ckpt, o->c.out, "car_mask.safetensors");
+    if (!st) st = kx_path_join(grid, sizeof grid, o->c.out, "car_mask_grid.png");
+    if (!st) st = kx_path_join(plot, sizeof plot, o->c.out, "car_mask_plot.png");
     /* Data: scenes rendered once on the CPU; train and held-out come from disjoint seeds. */
-    if (!st) st = kiln_scene_batch(KILN_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->train_scenes, o->c.size, o->c.size,
-                                   KILN_CPU, &train_x, &train_y, NULL);
-    if (!st) st = kiln_scene_batch(KILN_SCENE_HELDOUT, (uint64_t)o->c.seed, 0, o->heldout_scenes, o->c.size, o->c.size,
-                                   KILN_CPU, &test_x, &test_y, NULL);
+    if (!st) st = kx_scene_batch(KX_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->train_scenes, o->c.size, o->c.size,
+                                 KILN_CPU, &train_x, &train_y, NULL);
+    if (!st) st = kx_scene_batch(KX_SCENE_HELDOUT, (uint64_t)o->c.seed, 0, o->heldout_scenes, o->c.size, o->c.size,
+                                 KILN_CPU, &test_x, &test_y, NULL);
     if (!st && !o->resume) {
         /* Cars cover a few percent of the pixels. Starting the output bias at the prior's
          * logit, log(p / (1 - p)), skips the first hundred steps a network otherwise
@@ -369,7 +369,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     if (!st && o->resume) st = load_checkpoint(o->resume, o, net, opt, &h);
     /* OUT/steps.csv and OUT/epochs.csv (a resumed run keeps the rows of its epochs) and,
      * with --log-dir, TensorBoard's events */
-    if (!st && !(tlog = kiln_train_log_open(o->c.out, o->c.log_dir, NHIST - 2, hist_keys + 2, h.n)))
+    if (!st && !(tlog = kx_train_log_open(o->c.out, o->c.log_dir, NHIST - 2, hist_keys + 2, h.n)))
         st = kiln_last_status();
     if (st) goto done;
     if (!o->c.json)
@@ -377,12 +377,12 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
                (long long)kiln_module_parameter_count(net), devname, o->train_scenes, o->heldout_scenes, o->c.size,
                o->c.size, o->c.batch, o->loss, o->lr, o->lr_decay, o->resume ? " (resumed)" : "");
     int first_epoch = h.n;
-    kiln_progress p;
-    kiln_progress_init(&p, stderr, o->c.json ? KILN_PROGRESS_QUIET : KILN_PROGRESS_AUTO, "train",
-                       (int64_t)(o->c.epochs > first_epoch ? o->c.epochs - first_epoch : 0) * steps);
-    kiln_progress_set_images(&p, o->c.batch);
+    kx_progress p;
+    kx_progress_init(&p, stderr, o->c.json ? KX_PROGRESS_QUIET : KX_PROGRESS_AUTO, "train",
+                     (int64_t)(o->c.epochs > first_epoch ? o->c.epochs - first_epoch : 0) * steps);
+    kx_progress_set_images(&p, o->c.batch);
     for (int epoch = first_epoch; epoch < o->c.epochs && !st; epoch++) {
-        kiln_epoch_shuffle(order, o->train_scenes, (uint64_t)o->c.seed, epoch);
+        kx_epoch_shuffle(order, o->train_scenes, (uint64_t)o->c.seed, epoch);
         /* The rate shrinks each epoch (PyTorch's ExponentialLR stepped per epoch): large
          * steps early, small ones to settle. A function of the epoch alone, so a resumed
          * run uses the same rates. */
@@ -392,7 +392,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
         for (int i = 0; i < steps && !st; i++) {
             /* One step: every tensor made inside the scope (the batch, activations, the tape)
              * is freed at its end. */
-            double t_step = kiln_now_seconds();
+            double t_step = kx_now_seconds();
             kiln_scope *s = kiln_scope_begin();
             st = train_step(o, net, opt, gather(train_x, order, i * o->c.batch, o->c.batch, dev),
                             gather(train_y, order, i * o->c.batch, o->c.batch, dev), &l, epoch + 1, i + 1, steps,
@@ -400,10 +400,10 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
             kiln_scope_end(s);
             sum += l;
             /* reading the loss waited for the device, so this is the step's whole time */
-            double dt = kiln_now_seconds() - t_step;
-            if (!st) st = kiln_train_log_step(tlog, epoch + 1, (int64_t)epoch * steps + i + 1, l,
-                                              kiln_schedule_lr(&sched, epoch), dt > 0 ? o->c.batch / dt : NAN);
-            kiln_progress_update(&p, (int64_t)(epoch - first_epoch) * steps + i + 1, l);
+            double dt = kx_now_seconds() - t_step;
+            if (!st) st = kx_train_log_step(tlog, epoch + 1, (int64_t)epoch * steps + i + 1, l,
+                                            kiln_schedule_lr(&sched, epoch), dt > 0 ? o->c.batch / dt : NAN);
+            kx_progress_update(&p, (int64_t)(epoch - first_epoch) * steps + i + 1, l);
         }
         double test_loss = NAN;
         if (!st) st = evaluate(o, net, test_x, test_y, &test_loss, bm);
@@ -412,9 +412,9 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
                              kiln_binary_metrics_dice(bm)};
         for (int k = 0; k < NHIST; k++) h.v[k][h.n] = row[k];
         h.n++;
-        st = kiln_train_log_epoch(tlog, epoch + 1, row[0], row[1], row + 2);
+        st = kx_train_log_epoch(tlog, epoch + 1, row[0], row[1], row + 2);
         if (st) break;
-        if (p.mode == KILN_PROGRESS_BAR) fprintf(stderr, "\r\033[K"); /* the epoch line replaces the bar */
+        if (p.mode == KX_PROGRESS_BAR) fprintf(stderr, "\r\033[K"); /* the epoch line replaces the bar */
         if (!o->c.json)
             printf("epoch %d/%d  train loss %.4f  held-out loss %.4f  binary pixel accuracy %.4f  IoU %.4f  Dice %.4f\n",
                    epoch + 1, o->c.epochs, row[0], row[1], row[2], row[3], row[4]);
@@ -423,7 +423,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
         st = save_checkpoint(ckpt, o, net, opt, &h);
     }
     if (st) goto done;
-    kiln_progress_finish(&p);
+    kx_progress_finish(&p);
     if (h.n == 0) { /* --epochs 0: the untrained model's metrics alone */
         history none = {0};
         st = evaluate(o, net, test_x, test_y, &h.v[1][0], bm);
@@ -433,43 +433,43 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
         h.n = 1;
     }
     if (!st) st = write_pictures(o, net, test_x, test_y, &h, grid, plot);
-    if (!st) st = kiln_export_weights(&o->c, net, weights, sizeof weights);
+    if (!st) st = kx_export_weights(&o->c, net, weights, sizeof weights);
     if (st) goto done;
     if (!o->c.json) printf("car_mask: pictures in %s and %s, checkpoint %s, weights %s\n", grid, plot, ckpt, weights);
-    if (!o->c.json) printf("car_mask: logs in %s and %s%s%s\n", kiln_train_log_steps_path(tlog),
-                           kiln_train_log_epochs_path(tlog),
-                           kiln_train_log_events_path(tlog) ? ", TensorBoard events " : "",
-                           kiln_train_log_events_path(tlog) ? kiln_train_log_events_path(tlog) : "");
+    if (!o->c.json) printf("car_mask: logs in %s and %s%s%s\n", kx_train_log_steps_path(tlog),
+                           kx_train_log_epochs_path(tlog),
+                           kx_train_log_events_path(tlog) ? ", TensorBoard events " : "",
+                           kx_train_log_events_path(tlog) ? kx_train_log_events_path(tlog) : "");
 
     int last = h.n - 1;
-    kiln_json j;
-    kiln_json_begin(&j);
-    kiln_json_string(&j, "program", "car_mask");
-    kiln_json_string(&j, "device", devname);
-    kiln_json_int(&j, "threads", kiln_get_num_threads());
-    kiln_json_string(&j, "loss", o->loss);
-    kiln_json_int(&j, "epochs", o->c.epochs);
-    kiln_json_int(&j, "resumed_from_epoch", first_epoch);
-    kiln_json_int(&j, "size", o->c.size);
-    kiln_json_int(&j, "batch", o->c.batch);
-    kiln_json_int(&j, "train_scenes", o->train_scenes);
-    kiln_json_int(&j, "heldout_scenes", o->heldout_scenes);
-    kiln_json_number(&j, "lr", o->lr);
-    kiln_json_number(&j, "lr_decay", o->lr_decay);
-    kiln_json_int(&j, "parameters", kiln_module_parameter_count(net));
-    for (int k = 0; k < NHIST; k++) kiln_json_numbers(&j, hist_keys[k], h.v[k], h.n);
-    kiln_json_number(&j, "binary_pixel_accuracy", h.v[2][last]);
-    kiln_json_number(&j, "iou", h.v[3][last]);
-    kiln_json_number(&j, "dice", h.v[4][last]);
-    kiln_json_string(&j, "grid", grid);
-    kiln_json_string(&j, "plot", plot);
-    kiln_json_string(&j, "checkpoint", ckpt);
-    kiln_json_string(&j, "weights", weights);
-    kiln_train_log_json(tlog, &j);
-    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t_start);
-    kiln_json_print(&j, stdout);
+    kx_json j;
+    kx_json_begin(&j);
+    kx_json_string(&j, "program", "car_mask");
+    kx_json_string(&j, "device", devname);
+    kx_json_int(&j, "threads", kiln_get_num_threads());
+    kx_json_string(&j, "loss", o->loss);
+    kx_json_int(&j, "epochs", o->c.epochs);
+    kx_json_int(&j, "resumed_from_epoch", first_epoch);
+    kx_json_int(&j, "size", o->c.size);
+    kx_json_int(&j, "batch", o->c.batch);
+    kx_json_int(&j, "train_scenes", o->train_scenes);
+    kx_json_int(&j, "heldout_scenes", o->heldout_scenes);
+    kx_json_number(&j, "lr", o->lr);
+    kx_json_number(&j, "lr_decay", o->lr_decay);
+    kx_json_int(&j, "parameters", kiln_module_parameter_count(net));
+    for (int k = 0; k < NHIST; k++) kx_json_numbers(&j, hist_keys[k], h.v[k], h.n);
+    kx_json_number(&j, "binary_pixel_accuracy", h.v[2][last]);
+    kx_json_number(&j, "iou", h.v[3][last]);
+    kx_json_number(&j, "dice", h.v[4][last]);
+    kx_json_string(&j, "grid", grid);
+    kx_json_string(&j, "plot", plot);
+    kx_json_string(&j, "checkpoint", ckpt);
+    kx_json_string(&j, "weights", weights);
+    kx_train_log_json(tlog, &j);
+    kx_json_number(&j, "wall_s", kx_now_seconds() - t_start);
+    kx_json_print(&j, stdout);
 done:;
-    kiln_status lst = kiln_train_log_close(tlog);
+    kiln_status lst = kx_train_log_close(tlog);
     if (!st) st = lst;
     free(order);
     kiln_binary_metrics_free(bm);
@@ -479,52 +479,52 @@ done:;
 int main(int argc, char **argv) {
     options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16,
                  .max_pixels = 4 << 20};
-    kiln_common_defaults(&o.c);
+    kx_common_defaults(&o.c);
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 16; /* the demo: see the README's results */
     o.c.out = "out/car_mask";
-    kiln_arg table[] = {
-        KILN_COMMON_ARG_TABLE(o.c),
-        {"loss", KILN_ARG_CHOICE, &o.loss, "bce_with_logits or bce (sigmoid, then BCE)", "bce|bce_with_logits"},
-        {"lr", KILN_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0", NULL},
-        {"lr-decay", KILN_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1]", NULL},
-        {"train-scenes", KILN_ARG_INT, &o.train_scenes, "training scenes, at least --batch", NULL, 1, 100000},
-        {"heldout-scenes", KILN_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics", NULL, 1,
+    kx_arg table[] = {
+        KX_COMMON_ARG_TABLE(o.c),
+        {"loss", KX_ARG_CHOICE, &o.loss, "bce_with_logits or bce (sigmoid, then BCE)", "bce|bce_with_logits"},
+        {"lr", KX_ARG_DOUBLE, &o.lr, "Adam learning rate of the first epoch, > 0", NULL},
+        {"lr-decay", KX_ARG_DOUBLE, &o.lr_decay, "learning-rate factor per epoch, in (0, 1]", NULL},
+        {"train-scenes", KX_ARG_INT, &o.train_scenes, "training scenes, at least --batch", NULL, 1, 100000},
+        {"heldout-scenes", KX_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics", NULL, 1,
          100000},
-        {"resume", KILN_ARG_STRING, &o.resume, "continue the run saved in this checkpoint (same options)", NULL},
-        {"predict", KILN_ARG_STRING, &o.predict, "segment this PNG with --checkpoint's model; writes OUT/mask.png", NULL},
-        {"checkpoint", KILN_ARG_STRING, &o.checkpoint, "--predict: the weights (model.safetensors or a training checkpoint)", NULL},
-        {"max-pixels", KILN_ARG_I64, &o.max_pixels, "--predict: the largest image, in pixels", NULL, 64,
-         (double)KILN_PNG_DEFAULT_MAX_PIXELS},
-        {"bench-steps", KILN_ARG_INT, &o.bench_steps, "time this many training steps, print the median", NULL, 0, 100000},
+        {"resume", KX_ARG_STRING, &o.resume, "continue the run saved in this checkpoint (same options)", NULL},
+        {"predict", KX_ARG_STRING, &o.predict, "segment this PNG with --checkpoint's model; writes OUT/mask.png", NULL},
+        {"checkpoint", KX_ARG_STRING, &o.checkpoint, "--predict: the weights (model.safetensors or a training checkpoint)", NULL},
+        {"max-pixels", KX_ARG_I64, &o.max_pixels, "--predict: the largest image, in pixels", NULL, 64,
+         (double)KX_PNG_DEFAULT_MAX_PIXELS},
+        {"bench-steps", KX_ARG_INT, &o.bench_steps, "time this many training steps, print the median", NULL, 0, 100000},
     };
     int nargs = (int)(sizeof table / sizeof *table);
-    kiln_args_set_range(nargs, table, "epochs", 0, MAX_EPOCHS);
-    kiln_args_set_range(nargs, table, "batch", 1, 1024);
-    kiln_args_set_range(nargs, table, "size", 8, 1024);
-    kiln_args_refuse(nargs, table, "data", "to car_mask (its scenes are synthetic)");
+    kx_args_set_range(nargs, table, "epochs", 0, MAX_EPOCHS);
+    kx_args_set_range(nargs, table, "batch", 1, 1024);
+    kx_args_set_range(nargs, table, "size", 8, 1024);
+    kx_args_refuse(nargs, table, "data", "to car_mask (its scenes are synthetic)");
     const char *about = "Trains U-Net-16 to find the cars in synthetic aerial scenes (sigmoid + BCE, Adam).";
-    kiln_args_result r = kiln_args_parse(argc, argv, about, nargs, table);
-    if (r == KILN_ARGS_HELP) return 0;
-    if (r == KILN_ARGS_ERROR) return kiln_args_exit("car_mask");
+    kx_args_result r = kx_args_parse(argc, argv, about, nargs, table);
+    if (r == KX_ARGS_HELP) return 0;
+    if (r == KX_ARGS_ERROR) return kx_args_exit("car_mask");
     /* Each mode refuses the options it would ignore. */
     kiln_status bad = KILN_STATUS_OK;
     if (o.predict)
-        bad = kiln_args_not_for(argc, argv, nargs, table,
-                                "epochs|batch|size|seed|loss|lr|lr-decay|train-scenes|heldout-scenes|resume|bench-steps|"
-                                "export-weights|log-dir", "with --predict (it trains nothing; the image sets the size)");
+        bad = kx_args_not_for(argc, argv, nargs, table,
+                              "epochs|batch|size|seed|loss|lr|lr-decay|train-scenes|heldout-scenes|resume|bench-steps|"
+                              "export-weights|log-dir", "with --predict (it trains nothing; the image sets the size)");
     if (!bad && o.predict && !o.checkpoint)
         bad = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict needs --checkpoint FILE (model.safetensors or a "
                              "training checkpoint)");
     if (!bad && !o.predict)
-        bad = kiln_args_not_for(argc, argv, nargs, table, "checkpoint|max-pixels", "without --predict");
+        bad = kx_args_not_for(argc, argv, nargs, table, "checkpoint|max-pixels", "without --predict");
     if (!bad && o.bench_steps > 0)
-        bad = kiln_args_not_for(argc, argv, nargs, table, "epochs|resume|heldout-scenes|out|export-weights|log-dir",
-                                "with --bench-steps (it times steps on one batch and writes nothing)");
-    if (!bad) bad = kiln_check_device(o.c.device);
-    if (!bad) bad = kiln_args_apply_threads(o.c.threads);
+        bad = kx_args_not_for(argc, argv, nargs, table, "epochs|resume|heldout-scenes|out|export-weights|log-dir",
+                              "with --bench-steps (it times steps on one batch and writes nothing)");
+    if (!bad) bad = kx_check_device(o.c.device);
+    if (!bad) bad = kx_args_apply_threads(o.c.threads);
     /* what the table's ranges cannot say; the scenes are (3 + 1) floats a pixel */
-    if (!bad && !o.predict) bad = kiln_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 16);
-    if (bad) return kiln_args_exit("car_mask");
+    if (!bad && !o.predict) bad = kx_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 16);
+    if (bad) return kx_args_exit("car_mask");
     if (o.predict) return predict(&o) ? fail("--predict") : (kiln_shutdown(), 0);
 
     /* The model, and Adam over its parameters (kept in one contiguous arena). */
@@ -532,7 +532,7 @@ int main(int argc, char **argv) {
     kiln_module *net = unet_create(3, 1, 16, KILN_F32);
     /* parameters and buffers to the device, before the optimizer sees them */
     kiln_status st = net ? kiln_module_to(net, o.c.device) : kiln_last_status();
-    kiln_optimizer *opt = st ? NULL : kiln_module_adam(net, o.lr);
+    kiln_optimizer *opt = st ? NULL : kx_module_adam(net, o.lr);
     if (!st && !opt) st = kiln_last_status();
     if (!st) st = o.bench_steps > 0 ? bench(&o, net, opt) : train(&o, net, opt);
     if (opt) kiln_optimizer_free(opt);

@@ -5,7 +5,7 @@
  *   dense_batch [--batch 16 --in-features 64 --out-features 10 --dtype f64 --device cpu] [--json]
  * It trains no model and writes no files, so it has no --out (giving one is an error). */
 #include <kiln.h>
-#include <kiln_examples.h>
+#include <kx.h>
 #include <math.h>
 #include <string.h>
 
@@ -76,32 +76,32 @@ static bool check(FILE *f, const char *what, double diff, kiln_tensor *ref, doub
 }
 
 int main(int argc, char **argv) {
-    kiln_device device = kiln_args_default_device();
+    kiln_device device = kx_args_default_device();
     int B = 16, in = 64, out = 10;
     int64_t seed = 0;
     const char *dtype_name = "auto", *out_dir = NULL;
     bool json = false;
     int threads = kiln_get_num_threads(); /* the library's default, as --help shows it */
-    kiln_arg table[] = {
-        {"device", KILN_ARG_DEVICE, &device, "cpu, cuda or cuda:N (cuda when present)", NULL},
-        {"batch", KILN_ARG_INT, &B, "samples in the batch", NULL, 2, 1024},
-        {"in-features", KILN_ARG_INT, &in, "input features", NULL, 1, 1024},
-        {"out-features", KILN_ARG_INT, &out, "output features", NULL, 1, 1024},
-        {"dtype", KILN_ARG_CHOICE, &dtype_name, "f64 (CPU only), f32, or auto: f64 on the CPU, f32 elsewhere",
+    kx_arg table[] = {
+        {"device", KX_ARG_DEVICE, &device, "cpu, cuda or cuda:N (cuda when present)", NULL},
+        {"batch", KX_ARG_INT, &B, "samples in the batch", NULL, 2, 1024},
+        {"in-features", KX_ARG_INT, &in, "input features", NULL, 1, 1024},
+        {"out-features", KX_ARG_INT, &out, "output features", NULL, 1, 1024},
+        {"dtype", KX_ARG_CHOICE, &dtype_name, "f64 (CPU only), f32, or auto: f64 on the CPU, f32 elsewhere",
          "auto|f32|f64"},
-        {"seed", KILN_ARG_I64, &seed, "random seed", NULL},
-        KILN_THREADS_ARG(threads),
-        {"json", KILN_ARG_FLAG, &json, "print only the final JSON line on stdout", NULL},
-        {"out", KILN_ARG_STRING, &out_dir, NULL, NULL, .refused = "to dense_batch: it writes no files (the number of "
+        {"seed", KX_ARG_I64, &seed, "random seed", NULL},
+        KX_THREADS_ARG(threads),
+        {"json", KX_ARG_FLAG, &json, "print only the final JSON line on stdout", NULL},
+        {"out", KX_ARG_STRING, &out_dir, NULL, NULL, .refused = "to dense_batch: it writes no files (the number of "
          "output features is --out-features)"},
     };
     int nargs = (int)(sizeof table / sizeof table[0]);
-    kiln_args_result ar = kiln_args_parse(argc, argv, "Dense layer over a batch: one matrix product, its backprop, "
-                                          "and mini-batch vs per-sample steps.",
-                                          nargs, table);
-    if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_ERROR || kiln_args_apply_threads(threads) != KILN_STATUS_OK)
-        return kiln_args_exit("dense_batch");
+    kx_args_result ar = kx_args_parse(argc, argv, "Dense layer over a batch: one matrix product, its backprop, "
+                                      "and mini-batch vs per-sample steps.",
+                                      nargs, table);
+    if (ar == KX_ARGS_HELP) return 0;
+    if (ar == KX_ARGS_ERROR || kx_args_apply_threads(threads) != KILN_STATUS_OK)
+        return kx_args_exit("dense_batch");
     kiln_dtype dt = strcmp(dtype_name, "f64") == 0   ? KILN_F64
                     : strcmp(dtype_name, "f32") == 0 ? KILN_F32
                     : device.type == KILN_DEVICE_CPU ? KILN_F64
@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
     /* What "equal" means: rounding only. The same sums taken in another order differ by
      * a few ulps of the values, times up to the length of the sums (batch, features). */
     double tol = dt == KILN_F64 ? 1e-12 : 1e-4;
-    double t0 = kiln_now_seconds();
+    double t0 = kx_now_seconds();
     FILE *f = json ? stderr : stdout;
     char dname[32];
     kiln_device_name(device, dname, sizeof dname);
@@ -209,32 +209,32 @@ int main(int argc, char **argv) {
     ok = ok && st == KILN_STATUS_OK && seq[0] > 1e4 * ulp * max_abs(W0) && ratio > 30 && ratio < 300;
     if (st != KILN_STATUS_OK) fprintf(stderr, "dense_batch: %s\n", kiln_last_error());
 
-    kiln_json j;
-    kiln_json_begin(&j);
-    kiln_json_string(&j, "program", "dense_batch");
-    kiln_json_string(&j, "device", dname);
-    kiln_json_int(&j, "threads", kiln_get_num_threads());
-    kiln_json_string(&j, "dtype", kiln_dtype_name(dt));
-    kiln_json_int(&j, "batch", B);
-    kiln_json_int(&j, "in_features", in);
-    kiln_json_int(&j, "out_features", out);
-    kiln_json_number(&j, "relative_tolerance", tol);
-    kiln_json_number(&j, "forward_per_sample_max_abs_diff", fwd);
-    kiln_json_number(&j, "forward_kiln_linear_max_abs_diff", lin);
-    kiln_json_number(&j, "dX_formula_max_abs_diff", fx);
-    kiln_json_number(&j, "dW_formula_max_abs_diff", fw);
-    kiln_json_number(&j, "db_formula_max_abs_diff", fb);
-    kiln_json_number(&j, "dX_per_sample_max_abs_diff", px);
-    kiln_json_number(&j, "dW_sum_per_sample_max_abs_diff", pw);
-    kiln_json_number(&j, "db_sum_per_sample_max_abs_diff", pb);
-    kiln_json_number(&j, "accumulated_step_max_abs_diff", acc);
-    kiln_json_numbers(&j, "step_lr", lrs, NLR);
-    kiln_json_numbers(&j, "batch_vs_per_sample_steps_max_abs_diff", seq, NLR);
-    kiln_json_number(&j, "gap_ratio_lr_10x", ratio);
-    kiln_json_bool(&j, "identities_hold", ok);
-    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
+    kx_json j;
+    kx_json_begin(&j);
+    kx_json_string(&j, "program", "dense_batch");
+    kx_json_string(&j, "device", dname);
+    kx_json_int(&j, "threads", kiln_get_num_threads());
+    kx_json_string(&j, "dtype", kiln_dtype_name(dt));
+    kx_json_int(&j, "batch", B);
+    kx_json_int(&j, "in_features", in);
+    kx_json_int(&j, "out_features", out);
+    kx_json_number(&j, "relative_tolerance", tol);
+    kx_json_number(&j, "forward_per_sample_max_abs_diff", fwd);
+    kx_json_number(&j, "forward_kiln_linear_max_abs_diff", lin);
+    kx_json_number(&j, "dX_formula_max_abs_diff", fx);
+    kx_json_number(&j, "dW_formula_max_abs_diff", fw);
+    kx_json_number(&j, "db_formula_max_abs_diff", fb);
+    kx_json_number(&j, "dX_per_sample_max_abs_diff", px);
+    kx_json_number(&j, "dW_sum_per_sample_max_abs_diff", pw);
+    kx_json_number(&j, "db_sum_per_sample_max_abs_diff", pb);
+    kx_json_number(&j, "accumulated_step_max_abs_diff", acc);
+    kx_json_numbers(&j, "step_lr", lrs, NLR);
+    kx_json_numbers(&j, "batch_vs_per_sample_steps_max_abs_diff", seq, NLR);
+    kx_json_number(&j, "gap_ratio_lr_10x", ratio);
+    kx_json_bool(&j, "identities_hold", ok);
+    kx_json_number(&j, "wall_s", kx_now_seconds() - t0);
     if (!json) fprintf(f, "\n");
-    kiln_json_print(&j, stdout);
+    kx_json_print(&j, stdout);
     kiln_scope_end(scope);
     kiln_shutdown();
     return ok ? 0 : 1;

@@ -6,7 +6,7 @@
  * Writes OUT/fashion_mnist_curves.png and OUT/model.safetensors (the weights, for torch)
  * into --out (default out/fashion_mnist). */
 #include <kiln.h>
-#include <kiln_examples.h>
+#include <kx.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +25,7 @@ static kiln_module *make_mlp(void) {
     kiln_module *l[] = {kiln_flatten_create(1, -1),           kiln_linear_create(IMG, 256, true, KILN_F32),
                         kiln_relu_create(),                   kiln_linear_create(256, 128, true, KILN_F32),
                         kiln_relu_create(),                   kiln_linear_create(128, 10, true, KILN_F32)};
-    return kiln_sequential_of(6, l);
+    return kx_sequential_of(6, l);
 }
 
 /* w = --width (16): conv3x3(1->w) BN ReLU pool2 -> 14x14, conv3x3(w->2w) BN ReLU
@@ -44,14 +44,14 @@ static kiln_module *make_cnn(int w) {
                         kiln_linear_create(2 * w * 49, 128, true, KILN_F32),
                         kiln_relu_create(),
                         kiln_linear_create(128, 10, true, KILN_F32)};
-    return kiln_sequential_of(12, l);
+    return kx_sequential_of(12, l);
 }
 
 /* ---- data --------------------------------------------------------------------------- */
 
 /* Gathers samples idx[0..b-1] (or first..first+b-1 when idx is NULL) into new tensors
  * on dev: x (b,1,28,28) standardized, y (b) class indices. */
-static void make_batch(const kiln_fashion_mnist_split *d, const int64_t *idx, int64_t first, int64_t b,
+static void make_batch(const kx_fashion_mnist_split *d, const int64_t *idx, int64_t first, int64_t b,
                        kiln_device dev, float *xbuf, int64_t *ybuf, kiln_tensor **x, kiln_tensor **y) {
     for (int64_t i = 0; i < b; i++) {
         int64_t k = idx ? idx[first + i] : first + i;
@@ -67,7 +67,7 @@ static void make_batch(const kiln_fashion_mnist_split *d, const int64_t *idx, in
  * first `limit` samples when limit > 0. */
 /* Argmax accuracy and mean cross-entropy over a split, in eval mode (batch norm uses
  * its running statistics) and without recording a tape. */
-static kiln_status evaluate(kiln_module *model, const kiln_fashion_mnist_split *d, kiln_device dev, float *xbuf,
+static kiln_status evaluate(kiln_module *model, const kx_fashion_mnist_split *d, kiln_device dev, float *xbuf,
                             int64_t *ybuf, int64_t chunk, double *accuracy, double *loss) {
     kiln_confusion_matrix *cm = kiln_confusion_matrix_create(10, KILN_IGNORE_INDEX_DEFAULT);
     if (!cm) return kiln_last_status();
@@ -101,46 +101,46 @@ static kiln_status evaluate(kiln_module *model, const kiln_fashion_mnist_split *
 enum { MAX_EPOCHS = 1000, MAX_BATCH = 4096, MAX_WIDTH = 256 };
 
 int main(int argc, char **argv) {
-    kiln_common_args a;
-    kiln_common_defaults(&a);
+    kx_common_args a;
+    kx_common_defaults(&a);
     a.batch = 64;
     a.out = "out/fashion_mnist";
     const char *model_name = "cnn", *optim_name = "adam", *schedule_name = "cosine";
     double lr = NAN, momentum = 0.9; /* NaN: not given (the parser never stores one) */
     int64_t limit = 0;
     int width = 16;
-    kiln_arg table[] = {
-        KILN_COMMON_ARG_TABLE(a),
-        {"model", KILN_ARG_CHOICE, &model_name, "mlp (784-256-128-10) or cnn (two conv stages)", "mlp|cnn"},
-        {"optim", KILN_ARG_CHOICE, &optim_name, "adam, or sgd with momentum", "adam|sgd"},
-        {"lr", KILN_ARG_DOUBLE, &lr, "learning rate > 0 (default: 1e-3 for adam, 0.05 for sgd)", NULL},
-        {"schedule", KILN_ARG_CHOICE, &schedule_name, "learning rate: cosine (decays to 0 by the last step) or constant",
+    kx_arg table[] = {
+        KX_COMMON_ARG_TABLE(a),
+        {"model", KX_ARG_CHOICE, &model_name, "mlp (784-256-128-10) or cnn (two conv stages)", "mlp|cnn"},
+        {"optim", KX_ARG_CHOICE, &optim_name, "adam, or sgd with momentum", "adam|sgd"},
+        {"lr", KX_ARG_DOUBLE, &lr, "learning rate > 0 (default: 1e-3 for adam, 0.05 for sgd)", NULL},
+        {"schedule", KX_ARG_CHOICE, &schedule_name, "learning rate: cosine (decays to 0 by the last step) or constant",
          "cosine|constant"},
-        {"momentum", KILN_ARG_DOUBLE, &momentum, "sgd: momentum", NULL, 0, 1},
-        {"width", KILN_ARG_INT, &width, "cnn: channels of the first conv (the second has twice as many)", NULL, 1,
+        {"momentum", KX_ARG_DOUBLE, &momentum, "sgd: momentum", NULL, 0, 1},
+        {"width", KX_ARG_INT, &width, "cnn: channels of the first conv (the second has twice as many)", NULL, 1,
          MAX_WIDTH},
-        {"limit", KILN_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL, 0, 1e9},
+        {"limit", KX_ARG_I64, &limit, "use only the first N training and N test images (0: all)", NULL, 0, 1e9},
     };
     int nargs = (int)(sizeof table / sizeof table[0]);
-    kiln_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
-    kiln_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
-    kiln_args_refuse(nargs, table, "size", "to fashion_mnist (its images are 28x28)");
-    kiln_args_result ar = kiln_args_parse(argc, argv, "Fashion-MNIST classifier (MLP or CNN).", nargs, table);
-    if (ar == KILN_ARGS_HELP) return 0;
-    if (ar == KILN_ARGS_OK && !isnan(lr) && !(lr > 0))
-        ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KILN_ARGS_ERROR);
+    kx_args_set_range(nargs, table, "epochs", 1, MAX_EPOCHS);
+    kx_args_set_range(nargs, table, "batch", 1, MAX_BATCH);
+    kx_args_refuse(nargs, table, "size", "to fashion_mnist (its images are 28x28)");
+    kx_args_result ar = kx_args_parse(argc, argv, "Fashion-MNIST classifier (MLP or CNN).", nargs, table);
+    if (ar == KX_ARGS_HELP) return 0;
+    if (ar == KX_ARGS_OK && !isnan(lr) && !(lr > 0))
+        ar = (kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--lr: %g is not > 0", lr), KX_ARGS_ERROR);
     bool sgd = strcmp(optim_name, "sgd") == 0;
     /* options the chosen model or optimizer would ignore are refused, not dropped */
-    if (ar == KILN_ARGS_OK &&
+    if (ar == KX_ARGS_OK &&
         ((strcmp(model_name, "mlp") == 0 &&
-          kiln_args_not_for(argc, argv, nargs, table, "width", "to --model mlp (it sets the cnn's channels)")) ||
-         (!sgd && kiln_args_not_for(argc, argv, nargs, table, "momentum", "to --optim adam (it is sgd's)"))))
-        ar = KILN_ARGS_ERROR;
-    if (ar == KILN_ARGS_ERROR || kiln_check_device(a.device) != KILN_STATUS_OK ||
-        kiln_args_apply_threads(a.threads) != KILN_STATUS_OK)
-        return kiln_args_exit("fashion_mnist");
+          kx_args_not_for(argc, argv, nargs, table, "width", "to --model mlp (it sets the cnn's channels)")) ||
+         (!sgd && kx_args_not_for(argc, argv, nargs, table, "momentum", "to --optim adam (it is sgd's)"))))
+        ar = KX_ARGS_ERROR;
+    if (ar == KX_ARGS_ERROR || kx_check_device(a.device) != KILN_STATUS_OK ||
+        kx_args_apply_threads(a.threads) != KILN_STATUS_OK)
+        return kx_args_exit("fashion_mnist");
     if (isnan(lr)) lr = sgd ? 0.05 : 1e-3;
-    double t0 = kiln_now_seconds();
+    double t0 = kx_now_seconds();
     FILE *info = a.json ? stderr : stdout; /* --json keeps stdout for the result line */
     kiln_manual_seed((uint64_t)a.seed);    /* the weights' initialisation */
     kiln_device dev = a.device;
@@ -150,14 +150,14 @@ int main(int argc, char **argv) {
     /* Everything a failure must release, so every error path goes through `done`. */
     kiln_module *model = NULL;
     kiln_optimizer *opt = NULL;
-    kiln_train_log *tlog = NULL;
+    kx_train_log *tlog = NULL;
     float *xbuf = NULL;
     int64_t *ybuf = NULL, *order = NULL;
     double *acc = NULL, *train_loss = NULL, *test_loss = NULL;
     int rc = 1;
     const char *what;
-    kiln_fashion_mnist_split train, test;
-    kiln_status st = kiln_fashion_mnist_prepare(a.out, a.data, limit, &train, &test, &what);
+    kx_fashion_mnist_split train, test;
+    kiln_status st = kx_fashion_mnist_prepare(a.out, a.data, limit, &train, &test, &what);
     if (!st) {
         what = "building the model";
         model = strcmp(model_name, "mlp") == 0 ? make_mlp() : make_cnn(width);
@@ -180,12 +180,12 @@ int main(int argc, char **argv) {
     }
     if (!st) {
         what = "creating the optimizer";
-        opt = sgd ? kiln_module_sgd(model, lr, momentum) : kiln_module_adam(model, lr);
+        opt = sgd ? kx_module_sgd(model, lr, momentum) : kx_module_adam(model, lr);
         if (!opt) st = kiln_last_status();
     }
     if (!st) {
         what = "opening the logs"; /* OUT/steps.csv, OUT/epochs.csv and --log-dir's events */
-        if (!(tlog = kiln_train_log_open(a.out, a.log_dir, 1, (const char *const[]){"test_argmax_accuracy"}, 0)))
+        if (!(tlog = kx_train_log_open(a.out, a.log_dir, 1, (const char *const[]){"test_argmax_accuracy"}, 0)))
             st = kiln_last_status();
     }
     if (st) goto done;
@@ -206,37 +206,37 @@ int main(int argc, char **argv) {
     for (int ep = 0; ep < a.epochs && st == KILN_STATUS_OK; ep++) {
         char label[32];
         snprintf(label, sizeof label, "epoch %d/%d", ep + 1, a.epochs);
-        kiln_progress bar;
-        kiln_progress_init(&bar, stderr, KILN_PROGRESS_AUTO, label, steps_per_epoch);
-        kiln_progress_set_images(&bar, a.batch);
-        kiln_shuffle(order, train.n, &rng);
-        double t_ep = kiln_now_seconds(), loss_sum = 0;
+        kx_progress bar;
+        kx_progress_init(&bar, stderr, KX_PROGRESS_AUTO, label, steps_per_epoch);
+        kx_progress_set_images(&bar, a.batch);
+        kx_shuffle(order, train.n, &rng);
+        double t_ep = kx_now_seconds(), loss_sum = 0;
         for (int64_t s = 0; s < steps_per_epoch && st == KILN_STATUS_OK; s++) {
             int64_t first = s * a.batch, b = train.n - first < a.batch ? train.n - first : a.batch;
-            double t_step = kiln_now_seconds();
+            double t_step = kx_now_seconds();
             kiln_scope *scope = kiln_scope_begin(); /* the step's tensors and tape die at its end */
             kiln_tensor *x, *y;
             make_batch(&train, order, first, b, dev, xbuf, ybuf, &x, &y);
             kiln_tensor *loss = kiln_cross_entropy(kiln_module_forward(model, x), y, NULL);
             double step_lr = kiln_schedule_lr(&sched, steps);
             kiln_optimizer_set_lr(opt, step_lr);
-            st = kiln_train_step(opt, loss, &last_loss); /* also reports any error of the forward pass */
+            st = kx_train_step(opt, loss, &last_loss); /* also reports any error of the forward pass */
             kiln_scope_end(scope);
             /* a NaN or Inf loss poisons every weight it reaches: stop and say where */
-            if (st == KILN_STATUS_OK) st = kiln_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
+            if (st == KILN_STATUS_OK) st = kx_check_loss(last_loss, ep + 1, s + 1, steps_per_epoch, lr);
             loss_sum += last_loss;
             steps++;
-            double dt = kiln_now_seconds() - t_step; /* the loss was read: the step is done */
+            double dt = kx_now_seconds() - t_step; /* the loss was read: the step is done */
             if (st == KILN_STATUS_OK)
-                st = kiln_train_log_step(tlog, ep + 1, steps, last_loss, step_lr, dt > 0 ? (double)b / dt : NAN);
-            kiln_progress_update(&bar, s + 1, last_loss);
+                st = kx_train_log_step(tlog, ep + 1, steps, last_loss, step_lr, dt > 0 ? (double)b / dt : NAN);
+            kx_progress_update(&bar, s + 1, last_loss);
         }
         if (st != KILN_STATUS_OK) break;
-        kiln_progress_finish(&bar);
-        train_seconds += kiln_now_seconds() - t_ep;
+        kx_progress_finish(&bar);
+        train_seconds += kx_now_seconds() - t_ep;
         train_loss[ep] = loss_sum / (double)steps_per_epoch;
         st = evaluate(model, &test, dev, xbuf, ybuf, chunk, &acc[ep], &test_loss[ep]);
-        if (st == KILN_STATUS_OK) st = kiln_train_log_epoch(tlog, ep + 1, train_loss[ep], test_loss[ep], &acc[ep]);
+        if (st == KILN_STATUS_OK) st = kx_train_log_epoch(tlog, ep + 1, train_loss[ep], test_loss[ep], &acc[ep]);
         fprintf(info, "epoch %d: train loss %.4f, test loss %.4f, test argmax accuracy %.4f\n", ep + 1,
                 train_loss[ep], test_loss[ep], acc[ep]);
         fflush(info);
@@ -249,50 +249,50 @@ int main(int argc, char **argv) {
     /* Loss and accuracy per epoch as a picture next to the numbers. */
     what = "writing the weights";
     char path[4096] = "", weights[4096] = "";
-    st = kiln_export_weights(&a, model, weights, sizeof weights);
+    st = kx_export_weights(&a, model, weights, sizeof weights);
     if (st) goto done;
     what = "writing the plot";
-    kiln_series series[] = {{"train loss", train_loss, a.epochs},
+    kx_series series[] = {{"train loss", train_loss, a.epochs},
                             {"test loss", test_loss, a.epochs},
                             {"test argmax accuracy", acc, a.epochs}};
-    st = kiln_path_join(path, sizeof path, a.out, "fashion_mnist_curves.png");
-    if (!st) st = kiln_plot_training_png(path, "Fashion-MNIST", "epoch", 2, series, 1, series + 2, 640, 480);
+    st = kx_path_join(path, sizeof path, a.out, "fashion_mnist_curves.png");
+    if (!st) st = kx_plot_training_png(path, "Fashion-MNIST", "epoch", 2, series, 1, series + 2, 640, 480);
     if (st) goto done;
     fprintf(info, "wrote %s and %s\n", path, weights);
     fflush(info);
-    kiln_json j;
-    kiln_json_begin(&j);
-    kiln_json_string(&j, "program", "fashion_mnist");
-    kiln_json_string(&j, "model", model_name);
-    kiln_json_string(&j, "optim", optim_name);
-    kiln_json_string(&j, "device", dname);
-    kiln_json_int(&j, "threads", kiln_get_num_threads());
-    kiln_json_number(&j, "lr", lr);
-    kiln_json_string(&j, "schedule", schedule_name);
-    kiln_json_int(&j, "batch", a.batch);
-    kiln_json_int(&j, "epochs", a.epochs);
-    kiln_json_int(&j, "parameters", kiln_module_parameter_count(model));
-    kiln_json_int(&j, "train_images", train.n);
-    kiln_json_int(&j, "test_images", test.n);
-    kiln_json_int(&j, "steps", steps);
-    kiln_json_number(&j, "final_train_loss", last_loss);
-    kiln_json_number(&j, "test_argmax_accuracy", acc[a.epochs - 1]);
-    kiln_json_numbers(&j, "test_argmax_accuracy_per_epoch", acc, a.epochs);
-    kiln_json_numbers(&j, "train_loss_per_epoch", train_loss, a.epochs);
-    kiln_json_numbers(&j, "test_loss_per_epoch", test_loss, a.epochs);
-    kiln_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
-    kiln_json_string(&j, "plot", path);
-    kiln_json_string(&j, "weights", weights);
-    kiln_train_log_json(tlog, &j);
-    kiln_json_number(&j, "wall_s", kiln_now_seconds() - t0);
+    kx_json j;
+    kx_json_begin(&j);
+    kx_json_string(&j, "program", "fashion_mnist");
+    kx_json_string(&j, "model", model_name);
+    kx_json_string(&j, "optim", optim_name);
+    kx_json_string(&j, "device", dname);
+    kx_json_int(&j, "threads", kiln_get_num_threads());
+    kx_json_number(&j, "lr", lr);
+    kx_json_string(&j, "schedule", schedule_name);
+    kx_json_int(&j, "batch", a.batch);
+    kx_json_int(&j, "epochs", a.epochs);
+    kx_json_int(&j, "parameters", kiln_module_parameter_count(model));
+    kx_json_int(&j, "train_images", train.n);
+    kx_json_int(&j, "test_images", test.n);
+    kx_json_int(&j, "steps", steps);
+    kx_json_number(&j, "final_train_loss", last_loss);
+    kx_json_number(&j, "test_argmax_accuracy", acc[a.epochs - 1]);
+    kx_json_numbers(&j, "test_argmax_accuracy_per_epoch", acc, a.epochs);
+    kx_json_numbers(&j, "train_loss_per_epoch", train_loss, a.epochs);
+    kx_json_numbers(&j, "test_loss_per_epoch", test_loss, a.epochs);
+    kx_json_number(&j, "train_steps_per_s", (double)steps / train_seconds);
+    kx_json_string(&j, "plot", path);
+    kx_json_string(&j, "weights", weights);
+    kx_train_log_json(tlog, &j);
+    kx_json_number(&j, "wall_s", kx_now_seconds() - t0);
     what = "closing the logs";
-    st = kiln_train_log_close(tlog);
+    st = kx_train_log_close(tlog);
     tlog = NULL;
-    if (!st) kiln_json_print(&j, stdout);
-    else kiln_json_free(&j);
+    if (!st) kx_json_print(&j, stdout);
+    else kx_json_free(&j);
     rc = st ? 1 : 0;
 done:
-    kiln_train_log_close(tlog);
+    kx_train_log_close(tlog);
     if (st) fprintf(stderr, "fashion_mnist: %s failed: %s\n", what, kiln_last_error());
     free(xbuf);
     free(ybuf);

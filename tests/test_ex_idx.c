@@ -5,7 +5,7 @@
 #include "support/kiln_test.h"
 #include "support/kt_run.h"
 
-#include <kiln_examples.h>
+#include <kx.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdlib.h>
@@ -63,7 +63,7 @@ static const uint8_t IMAGES[4] = {0, 0, 8, 3}, LABELS[4] = {0, 0, 8, 1};
 
 KT_TEST(ex_idx, reads_images_and_labels) {
     write_idx(tmp("img.gz"), true, IMAGES, 3, (uint32_t[]){3, 4, 5}, 60);
-    kiln_tensor *x = kiln_idx_read_images(tmp("img.gz"), KILN_CPU);
+    kiln_tensor *x = kx_idx_read_images(tmp("img.gz"), KILN_CPU);
     cr_assert_not_null(x, "%s", kiln_last_error());
     KT_EXPECT_SHAPE(x, 4, 3, 1, 4, 5);
     cr_expect_eq(kiln_tensor_dtype(x), KILN_F32);
@@ -72,51 +72,51 @@ KT_TEST(ex_idx, reads_images_and_labels) {
 
     uint32_t n = 10;
     write_idx(tmp("lab.gz"), true, LABELS, 1, &n, 10);
-    kiln_tensor *y = kiln_idx_read_labels(tmp("lab.gz"), KILN_CPU);
+    kiln_tensor *y = kx_idx_read_labels(tmp("lab.gz"), KILN_CPU);
     cr_assert_not_null(y, "%s", kiln_last_error());
     cr_expect_eq(kiln_tensor_dtype(y), KILN_I64);
     KT_EXPECT(y, 0, 0, {1, 8, 15, 22, 29, 36, 43, 50, 57, 64});
 
     /* Uncompressed IDX files read the same way. */
     write_idx(tmp("img.raw"), false, IMAGES, 3, (uint32_t[]){3, 4, 5}, 60);
-    kiln_tensor *raw = kiln_idx_read_images(tmp("img.raw"), KILN_CPU);
+    kiln_tensor *raw = kx_idx_read_images(tmp("img.raw"), KILN_CPU);
     cr_assert_not_null(raw, "%s", kiln_last_error());
     cr_expect(memcmp(kiln_tensor_data(raw), px, 60 * sizeof(float)) == 0);
 }
 
 KT_TEST(ex_idx, rejects_bad_files) {
-    cr_expect_null(kiln_idx_read_images(tmp("missing.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("missing.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_IO, "cannot open");
 
     /* A labels file given as images: too short for a 3-d header, or the wrong magic. */
     uint32_t n = 2;
     write_idx(tmp("lab.gz"), true, LABELS, 1, &n, 2);
-    cr_expect_null(kiln_idx_read_images(tmp("lab.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("lab.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "is truncated: its header needs 16 bytes but the file ends after 10");
     n = 20;
     write_idx(tmp("big_lab.gz"), true, LABELS, 1, &n, 20);
-    cr_expect_null(kiln_idx_read_images(tmp("big_lab.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("big_lab.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "magic is 00 00 08 01, expected 00 00 08 03");
     write_idx(tmp("f32.gz"), true, (const uint8_t[]){0, 0, 0x0D, 3}, 3, (uint32_t[]){1, 2, 2}, 16);
-    cr_expect_null(kiln_idx_read_images(tmp("f32.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("f32.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "not an IDX file of 3-d unsigned bytes");
 
     /* Header promises 3 images, data holds 2. */
     write_idx(tmp("short.gz"), true, IMAGES, 3, (uint32_t[]){3, 4, 5}, 40);
-    cr_expect_null(kiln_idx_read_images(tmp("short.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("short.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "is truncated: its pixels needs 60 bytes but the file ends after 40");
 
     /* Header says 2, data holds 3: a wrong count. */
     write_idx(tmp("long.gz"), true, IMAGES, 3, (uint32_t[]){2, 4, 5}, 60);
-    cr_expect_null(kiln_idx_read_images(tmp("long.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("long.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "holds more data than its header says");
 
     /* Zero-sized and absurd dimensions. */
     write_idx(tmp("zero.gz"), true, IMAGES, 3, (uint32_t[]){0, 4, 5}, 0);
-    cr_expect_null(kiln_idx_read_images(tmp("zero.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("zero.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "dimension 0 of size 0");
     write_idx(tmp("huge.gz"), true, IMAGES, 3, (uint32_t[]){1, 70000, 5}, 0);
-    cr_expect_null(kiln_idx_read_images(tmp("huge.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("huge.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "dimension 1 of size 70000");
 }
 
@@ -133,7 +133,7 @@ KT_TEST(ex_idx, rejects_a_truncated_or_corrupt_gzip_stream) {
     f = fopen(tmp("cut.gz"), "wb"); /* the compressed stream stops half-way */
     fwrite(buf, 1, (size_t)n / 2, f);
     fclose(f);
-    cr_expect_null(kiln_idx_read_images(tmp("cut.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("cut.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "cut.gz' is");
 
     for (long i = n / 3; i < n / 3 + 8; i++) buf[i] ^= 0xA5; /* damage inside the deflate data */
@@ -141,7 +141,7 @@ KT_TEST(ex_idx, rejects_a_truncated_or_corrupt_gzip_stream) {
     fwrite(buf, 1, (size_t)n, f);
     fclose(f);
     free(buf);
-    cr_expect_null(kiln_idx_read_images(tmp("bad.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("bad.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "bad.gz' is");
 }
 
@@ -154,38 +154,38 @@ KT_TEST(ex_idx, a_lying_header_is_truncated_not_out_of_memory) {
     snprintf(want, sizeof want, "is truncated: its pixels needs %llu bytes but the file ends after 0 of them",
              100000000ull * 4096 * 4096);
     long rss = kt_peak_rss();
-    double t = kiln_now_seconds();
+    double t = kx_now_seconds();
     for (int gz = 0; gz <= 1; gz++) {
         const char *path = tmp(gz ? "liar.gz" : "liar.raw");
         write_idx(path, gz, IMAGES, 3, dims, 0);
-        cr_expect_null(kiln_idx_read_images(path, KILN_CPU));
+        cr_expect_null(kx_idx_read_images(path, KILN_CPU));
         kt_expect_error(KILN_STATUS_FORMAT, want);
     }
     uint32_t n = 100000000;
     write_idx(tmp("liar_lab.raw"), false, LABELS, 1, &n, 5);
-    cr_expect_null(kiln_idx_read_labels(tmp("liar_lab.raw"), KILN_CPU));
+    cr_expect_null(kx_idx_read_labels(tmp("liar_lab.raw"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "its labels needs 100000000 bytes but the file ends after 5 of them");
     write_idx(tmp("liar_lab.gz"), true, LABELS, 1, &n, 5);
-    cr_expect_null(kiln_idx_read_labels(tmp("liar_lab.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_labels(tmp("liar_lab.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "its labels needs 100000000 bytes but the file ends after 5 of them");
     cr_expect_lt(kt_peak_rss() - rss, 16L << 20, "lying headers raised the peak by %ld MB", (kt_peak_rss() - rss) >> 20);
-    cr_expect_lt(kiln_now_seconds() - t, 1.0);
+    cr_expect_lt(kx_now_seconds() - t, 1.0);
 
     /* A gzip file that holds part of what its header claims: the buffer grows with the
      * data (2000 images arrive of 100000 claimed), never to the claim. */
     const uint32_t some[3] = {100000, 28, 28};
     write_idx(tmp("part.gz"), true, IMAGES, 3, some, 2000 * 784);
     rss = kt_peak_rss();
-    cr_expect_null(kiln_idx_read_images(tmp("part.gz"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("part.gz"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "its pixels needs 78400000 bytes but the file ends after 1568000 of them");
     cr_expect_lt(kt_peak_rss() - rss, 16L << 20, "a partial file cost %ld MB", (kt_peak_rss() - rss) >> 20);
 
     /* An uncompressed file's size is checked both ways before anything is read. */
     write_idx(tmp("long.raw"), false, IMAGES, 3, (uint32_t[]){2, 4, 5}, 41);
-    cr_expect_null(kiln_idx_read_images(tmp("long.raw"), KILN_CPU));
+    cr_expect_null(kx_idx_read_images(tmp("long.raw"), KILN_CPU));
     kt_expect_error(KILN_STATUS_FORMAT, "holds more data than its header says (40 bytes of pixels)");
     write_idx(tmp("exact.raw"), false, IMAGES, 3, (uint32_t[]){2, 4, 5}, 40);
-    kiln_tensor *x = kiln_idx_read_images(tmp("exact.raw"), KILN_CPU);
+    kiln_tensor *x = kx_idx_read_images(tmp("exact.raw"), KILN_CPU);
     cr_assert_not_null(x, "%s", kiln_last_error());
     KT_EXPECT_SHAPE(x, 4, 2, 1, 4, 5);
     cr_expect_float_eq(((const float *)kiln_tensor_data(x))[39], (uint8_t)(39 * 7 + 1) / 255.0f, 1e-7);
@@ -193,15 +193,15 @@ KT_TEST(ex_idx, a_lying_header_is_truncated_not_out_of_memory) {
 }
 
 KT_TEST(ex_idx, directories_and_fifos_are_not_idx_files) {
-    cr_expect_null(kiln_idx_read_images(g_dir, KILN_CPU));
+    cr_expect_null(kx_idx_read_images(g_dir, KILN_CPU));
     kt_expect_error(KILN_STATUS_IO, "' is a directory, not an IDX file");
-    cr_expect_null(kiln_idx_read_labels(g_dir, KILN_CPU));
+    cr_expect_null(kx_idx_read_labels(g_dir, KILN_CPU));
     kt_expect_error(KILN_STATUS_IO, "' is a directory, not an IDX file");
     cr_assert_eq(mkfifo(tmp("fifo"), 0600), 0, "%s", strerror(errno));
-    double t = kiln_now_seconds();
-    cr_expect_null(kiln_idx_read_images(tmp("fifo"), KILN_CPU)); /* no writer: no wait */
+    double t = kx_now_seconds();
+    cr_expect_null(kx_idx_read_images(tmp("fifo"), KILN_CPU)); /* no writer: no wait */
     kt_expect_error(KILN_STATUS_IO, "fifo' is not a regular file");
-    cr_expect_lt(kiln_now_seconds() - t, 1.0);
+    cr_expect_lt(kx_now_seconds() - t, 1.0);
 }
 
 static void write_fashion(const char *dir, uint32_t n_img, uint32_t n_lab, uint8_t magic_last) {
@@ -220,34 +220,34 @@ static void write_fashion(const char *dir, uint32_t n_img, uint32_t n_lab, uint8
 KT_TEST(ex_idx, fashion_mnist_from_a_data_dir) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/fm", g_dir);
-    cr_assert_eq(kiln_make_dirs(dir), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_make_dirs(dir), KILN_STATUS_OK, "%s", kiln_last_error());
     char found[300];
-    cr_expect_eq(kiln_fashion_mnist_find(dir, found, sizeof found), KILN_STATUS_IO);
+    cr_expect_eq(kx_fashion_mnist_find(dir, found, sizeof found), KILN_STATUS_IO);
     kt_expect_error(KILN_STATUS_IO, "does not hold Fashion-MNIST: train-images-idx3-ubyte(.gz) is missing");
 
     /* Labels are i*7+1: the 2nd is 8, the 3rd 15 (not a class), so keep 2 samples for a valid set. */
     write_fashion(dir, 2, 2, 1);
-    cr_assert_eq(kiln_fashion_mnist_find(dir, found, sizeof found), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_fashion_mnist_find(dir, found, sizeof found), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect_str_eq(found, dir);
     kiln_tensor *x, *y;
-    cr_assert_eq(kiln_fashion_mnist_load(dir, false, KILN_CPU, &x, &y), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_fashion_mnist_load(dir, false, KILN_CPU, &x, &y), KILN_STATUS_OK, "%s", kiln_last_error());
     KT_EXPECT_SHAPE(x, 4, 2, 1, 28, 28);
     KT_EXPECT(y, 0, 0, {1, 8});
 
     write_fashion(dir, 3, 2, 1); /* 3 images, 2 labels */
-    cr_expect_eq(kiln_fashion_mnist_load(dir, true, KILN_CPU, &x, &y), KILN_STATUS_FORMAT);
+    cr_expect_eq(kx_fashion_mnist_load(dir, true, KILN_CPU, &x, &y), KILN_STATUS_FORMAT);
     cr_expect_null(x);
     cr_expect_null(y);
     kt_expect_error(KILN_STATUS_FORMAT, "holds 3 images but");
     write_fashion(dir, 3, 3, 1); /* the third label is 15 */
-    cr_expect_eq(kiln_fashion_mnist_load(dir, true, KILN_CPU, &x, &y), KILN_STATUS_FORMAT);
+    cr_expect_eq(kx_fashion_mnist_load(dir, true, KILN_CPU, &x, &y), KILN_STATUS_FORMAT);
     kt_expect_error(KILN_STATUS_FORMAT, "label 2 in");
     cr_expect_null(x);
 }
 
 KT_TEST(ex_idx, real_fashion_mnist_when_installed) {
     char dir[4096];
-    if (kiln_fashion_mnist_find(NULL, dir, sizeof dir) != KILN_STATUS_OK) {
+    if (kx_fashion_mnist_find(NULL, dir, sizeof dir) != KILN_STATUS_OK) {
         cr_expect(strstr(kiln_last_error(), "apt-get install dataset-fashion-mnist") != NULL, "%s", kiln_last_error());
         kiln_clear_error();
         cr_skip_test("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): real-data check skipped");
@@ -255,7 +255,7 @@ KT_TEST(ex_idx, real_fashion_mnist_when_installed) {
     for (int train = 1; train >= 0; train--) {
         kiln_scope *s = kiln_scope_begin();
         kiln_tensor *x, *y;
-        cr_assert_eq(kiln_fashion_mnist_load(NULL, train, KILN_CPU, &x, &y), KILN_STATUS_OK, "%s", kiln_last_error());
+        cr_assert_eq(kx_fashion_mnist_load(NULL, train, KILN_CPU, &x, &y), KILN_STATUS_OK, "%s", kiln_last_error());
         int64_t n = train ? 60000 : 10000;
         KT_EXPECT_SHAPE(x, 4, n, 1, 28, 28);
         KT_EXPECT_SHAPE(y, 1, n);
@@ -275,20 +275,20 @@ KT_TEST(ex_idx, real_fashion_mnist_when_installed) {
 KT_TEST(ex_idx, make_dirs_and_path_join) {
     char p[300], q[8];
     snprintf(p, sizeof p, "%s/a/b/c/", g_dir);
-    cr_expect_eq(kiln_make_dirs(p), KILN_STATUS_OK, "%s", kiln_last_error());
-    cr_expect_eq(kiln_make_dirs(p), KILN_STATUS_OK, "existing directories are fine");
+    cr_expect_eq(kx_make_dirs(p), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_expect_eq(kx_make_dirs(p), KILN_STATUS_OK, "existing directories are fine");
     struct stat sb;
     cr_expect(stat(p, &sb) == 0 && S_ISDIR(sb.st_mode));
     snprintf(p, sizeof p, "%s/file", g_dir);
     FILE *f = fopen(p, "w");
     fclose(f);
     snprintf(p, sizeof p, "%s/file/sub", g_dir);
-    cr_expect_eq(kiln_make_dirs(p), KILN_STATUS_IO);
+    cr_expect_eq(kx_make_dirs(p), KILN_STATUS_IO);
     kt_expect_error(KILN_STATUS_IO, "cannot create directory");
-    cr_expect_eq(kiln_path_join(p, sizeof p, "out", "grid.png"), KILN_STATUS_OK);
+    cr_expect_eq(kx_path_join(p, sizeof p, "out", "grid.png"), KILN_STATUS_OK);
     cr_expect_str_eq(p, "out/grid.png");
-    cr_expect_eq(kiln_path_join(p, sizeof p, "out/", "x"), KILN_STATUS_OK);
+    cr_expect_eq(kx_path_join(p, sizeof p, "out/", "x"), KILN_STATUS_OK);
     cr_expect_str_eq(p, "out/x");
-    cr_expect_eq(kiln_path_join(q, sizeof q, "results", "x.png"), KILN_STATUS_INVALID_ARGUMENT);
+    cr_expect_eq(kx_path_join(q, sizeof q, "results", "x.png"), KILN_STATUS_INVALID_ARGUMENT);
     kt_expect_error(KILN_STATUS_INVALID_ARGUMENT, "does not fit");
 }

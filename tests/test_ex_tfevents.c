@@ -6,7 +6,7 @@
 #include "support/kiln_test.h"
 #include "support/kt_run.h"
 
-#include <kiln_examples.h>
+#include <kx.h>
 #include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
@@ -162,47 +162,47 @@ static char *slurp(const char *path) {
 
 KT_TEST(ex_tfevents, crc32c_matches_the_standard_check_values) {
     /* RFC 3720's check value, and the bitwise reference on assorted lengths */
-    cr_expect_eq(kiln_crc32c("123456789", 9), 0xE3069283u);
-    cr_expect_eq(kiln_crc32c("", 0), 0u);
+    cr_expect_eq(kx_crc32c("123456789", 9), 0xE3069283u);
+    cr_expect_eq(kx_crc32c("", 0), 0u);
     uint8_t zeros[32] = {0};
-    cr_expect_eq(kiln_crc32c(zeros, 32), 0x8A9136AAu); /* RFC 3720 B.4: 32 bytes of zeros */
+    cr_expect_eq(kx_crc32c(zeros, 32), 0x8A9136AAu); /* RFC 3720 B.4: 32 bytes of zeros */
     uint8_t b[300];
     for (int i = 0; i < 300; i++) b[i] = (uint8_t)(i * 37 + 11);
-    for (size_t n = 0; n <= 300; n += 7) cr_expect_eq(kiln_crc32c(b, n), crc32c_bitwise(b, n), "length %zu", n);
-    cr_expect_eq(kiln_tfevents_masked_crc(0xE3069283u), masked(0xE3069283u));
-    cr_expect_eq(kiln_tfevents_masked_crc(0), 0xa282ead8u);
+    for (size_t n = 0; n <= 300; n += 7) cr_expect_eq(kx_crc32c(b, n), crc32c_bitwise(b, n), "length %zu", n);
+    cr_expect_eq(kx_tfevents_masked_crc(0xE3069283u), masked(0xE3069283u));
+    cr_expect_eq(kx_tfevents_masked_crc(0), 0xa282ead8u);
 }
 
 KT_TEST(ex_tfevents, record_framing) {
     const uint8_t payload[5] = {1, 2, 3, 4, 5};
     uint8_t rec[64];
-    cr_assert_eq(kiln_tfevents_record(payload, 5, rec, sizeof rec), 21u);
+    cr_assert_eq(kx_tfevents_record(payload, 5, rec, sizeof rec), 21u);
     cr_expect_eq(le(rec, 8), 5u);
     cr_expect_eq((uint32_t)le(rec + 8, 4), masked(crc32c_bitwise(rec, 8)));
     cr_expect(memcmp(rec + 12, payload, 5) == 0);
     cr_expect_eq((uint32_t)le(rec + 17, 4), masked(crc32c_bitwise(payload, 5)));
-    cr_expect_eq(kiln_tfevents_record(payload, 5, rec, 20), 0u, "a record that does not fit is refused");
+    cr_expect_eq(kx_tfevents_record(payload, 5, rec, 20), 0u, "a record that does not fit is refused");
 }
 
 KT_TEST(ex_tfevents, scalars_round_trip) {
     char *d = kt_run_dir("tfevents"), dir[512];
     snprintf(dir, sizeof dir, "%s/logs/run1", d); /* made with its parents */
-    kiln_tfevents *w = kiln_tfevents_open(dir);
+    kx_tfevents *w = kx_tfevents_open(dir);
     cr_assert(w, "%s", kiln_last_error());
     const double values[4] = {0.6931, 1e-7, -3.5, 12345.678};
     const int64_t steps[4] = {1, 2, 300, 5000000000LL};
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(kiln_tfevents_scalar(w, i % 2 ? "epoch/heldout_iou" : "train/loss", steps[i], values[i]),
+        cr_assert_eq(kx_tfevents_scalar(w, i % 2 ? "epoch/heldout_iou" : "train/loss", steps[i], values[i]),
                      KILN_STATUS_OK, "%s", kiln_last_error());
     char path[1024];
-    snprintf(path, sizeof path, "%s", kiln_tfevents_path(w));
+    snprintf(path, sizeof path, "%s", kx_tfevents_path(w));
     cr_expect(strstr(path, "/events.out.tfevents."), "file name %s", path);
-    cr_assert_eq(kiln_tfevents_close(w), KILN_STATUS_OK);
+    cr_assert_eq(kx_tfevents_close(w), KILN_STATUS_OK);
     /* a second writer in the same second gets a file of its own */
-    kiln_tfevents *w2 = kiln_tfevents_open(dir);
+    kx_tfevents *w2 = kx_tfevents_open(dir);
     cr_assert(w2);
-    cr_expect_str_neq(kiln_tfevents_path(w2), path);
-    kiln_tfevents_close(w2);
+    cr_expect_str_neq(kx_tfevents_path(w2), path);
+    kx_tfevents_close(w2);
 
     int n;
     event *ev = read_events(path, &n);
@@ -224,31 +224,31 @@ KT_TEST(ex_tfevents, scalars_round_trip) {
 }
 
 KT_TEST(ex_tfevents, bad_arguments_are_errors) {
-    cr_expect_null(kiln_tfevents_open(NULL));
+    cr_expect_null(kx_tfevents_open(NULL));
     cr_expect_eq(kiln_last_status(), KILN_STATUS_INVALID_ARGUMENT);
     kiln_clear_error();
-    cr_expect_null(kiln_tfevents_open("/proc/no/such/dir"));
+    cr_expect_null(kx_tfevents_open("/proc/no/such/dir"));
     cr_expect_neq(kiln_last_status(), KILN_STATUS_OK);
     cr_expect(strstr(kiln_last_error(), "--log-dir"), "%s", kiln_last_error());
     kiln_clear_error();
-    cr_expect_eq(kiln_tfevents_scalar(NULL, "x", 0, 1), KILN_STATUS_INVALID_ARGUMENT);
+    cr_expect_eq(kx_tfevents_scalar(NULL, "x", 0, 1), KILN_STATUS_INVALID_ARGUMENT);
     kiln_clear_error();
-    cr_expect_eq(kiln_tfevents_close(NULL), KILN_STATUS_OK);
+    cr_expect_eq(kx_tfevents_close(NULL), KILN_STATUS_OK);
 }
 
 KT_TEST(ex_tfevents, train_log_writes_csv_and_events) {
     char *d = kt_run_dir("trainlog"), tb[512], path[600];
     snprintf(tb, sizeof tb, "%s/tb", d);
     const char *const names[2] = {"heldout_iou", "heldout_dice"};
-    kiln_train_log *l = kiln_train_log_open(d, tb, 2, names, 0);
+    kx_train_log *l = kx_train_log_open(d, tb, 2, names, 0);
     cr_assert(l, "%s", kiln_last_error());
     for (int e = 1; e <= 2; e++) {
         for (int s = 1; s <= 2; s++)
-            cr_assert_eq(kiln_train_log_step(l, e, (e - 1) * 2 + s, 0.5 / s, 0.01, 100.0 * s), KILN_STATUS_OK);
-        cr_assert_eq(kiln_train_log_epoch(l, e, 0.25 * e, NAN, (double[]){0.5, 2.0 / 3}), KILN_STATUS_OK);
+            cr_assert_eq(kx_train_log_step(l, e, (e - 1) * 2 + s, 0.5 / s, 0.01, 100.0 * s), KILN_STATUS_OK);
+        cr_assert_eq(kx_train_log_epoch(l, e, 0.25 * e, NAN, (double[]){0.5, 2.0 / 3}), KILN_STATUS_OK);
     }
-    cr_expect_not_null(kiln_train_log_events_path(l));
-    cr_assert_eq(kiln_train_log_close(l), KILN_STATUS_OK);
+    cr_expect_not_null(kx_train_log_events_path(l));
+    cr_assert_eq(kx_train_log_close(l), KILN_STATUS_OK);
     snprintf(path, sizeof path, "%s/steps.csv", d);
     cr_expect_str_eq(slurp(path), "epoch,step,loss,lr,images_per_s\n"
                                   "1,1,0.5,0.01,100\n1,2,0.25,0.01,200\n2,3,0.5,0.01,100\n2,4,0.25,0.01,200\n");
@@ -271,11 +271,11 @@ KT_TEST(ex_tfevents, train_log_writes_csv_and_events) {
     free(ef);
 
     /* A run resumed after epoch 1 keeps epoch 1's rows and drops epoch 2's. */
-    l = kiln_train_log_open(d, NULL, 2, names, 1);
+    l = kx_train_log_open(d, NULL, 2, names, 1);
     cr_assert(l, "%s", kiln_last_error());
-    cr_expect_null(kiln_train_log_events_path(l));
-    cr_assert_eq(kiln_train_log_step(l, 2, 3, 0.125, 0.005, 50), KILN_STATUS_OK);
-    cr_assert_eq(kiln_train_log_close(l), KILN_STATUS_OK);
+    cr_expect_null(kx_train_log_events_path(l));
+    cr_assert_eq(kx_train_log_step(l, 2, 3, 0.125, 0.005, 50), KILN_STATUS_OK);
+    cr_assert_eq(kx_train_log_close(l), KILN_STATUS_OK);
     snprintf(path, sizeof path, "%s/steps.csv", d);
     cr_expect_str_eq(slurp(path), "epoch,step,loss,lr,images_per_s\n1,1,0.5,0.01,100\n1,2,0.25,0.01,200\n"
                                   "2,3,0.125,0.005,50\n");

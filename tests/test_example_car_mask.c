@@ -3,7 +3,7 @@
  * on a PNG, the benchmark mode, and clear errors for bad arguments, hostile options,
  * damaged checkpoints, huge or wrong inputs, a diverging run and a bad KILN_DEVICE. */
 #include "support/kiln_test.h"
-#include "kiln_examples.h"
+#include "kx.h"
 #include "support/kt_run.h"
 #include "models/unet.h"
 
@@ -174,10 +174,10 @@ KT_TEST(example_car_mask, predict_writes_a_mask_of_the_image_size) {
     /* a scene of 36x20: not a multiple of 8, so the program must pad and crop */
     enum { W = 36, H = 20 };
     float rgb[3 * H * W];
-    cr_assert_eq(kiln_scene_generate(123, H, W, rgb, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_scene_generate(123, H, W, rgb, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
     char in[1024];
     snprintf(in, sizeof in, "%s/scene.png", d);
-    cr_assert_eq(kiln_png_write_f32(in, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_png_write_f32(in, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
     /* --out is a directory here too: the mask is OUT/mask.png, out/car_mask/ by default */
     run_result *p = kt_run(bin, d, "--device cpu --predict scene.png --checkpoint res/model.safetensors --json");
     cr_assert_eq(p->status, 0, "exit %d; stderr:\n%s", p->status, p->err);
@@ -194,7 +194,7 @@ KT_TEST(example_car_mask, predict_writes_a_mask_of_the_image_size) {
     kt_expect_png(mask, 1, W, H);
     uint8_t *px;
     int c, h, w;
-    cr_assert_eq(kiln_png_read_u8(mask, 1, &px, &c, &h, &w), KILN_STATUS_OK);
+    cr_assert_eq(kx_png_read_u8(mask, 1, &px, &c, &h, &w), KILN_STATUS_OK);
     for (int i = 0; i < W * H; i++) cr_expect(px[i] == 0 || px[i] == 255, "mask pixel %d is %d, not 0 or 255", i, px[i]);
     free(px);
     kt_run_free(t);
@@ -334,11 +334,11 @@ KT_TEST(example_car_mask, predict_refuses_directories_huge_images_and_a_file_out
     kt_run_touch(d, "afile");
     enum { W = 36, H = 20 };
     float rgb[3 * H * W];
-    cr_assert_eq(kiln_scene_generate(7, H, W, rgb, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_scene_generate(7, H, W, rgb, NULL), KILN_STATUS_OK, "%s", kiln_last_error());
     snprintf(path, sizeof path, "%s/scene.png", d);
-    cr_assert_eq(kiln_png_write_f32(path, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_png_write_f32(path, rgb, 3, H, W), KILN_STATUS_OK, "%s", kiln_last_error());
     const kt_case cases[] = {
-        {"--predict adir --checkpoint none.safetensors", "car_mask: --predict: kiln_png_read_size: 'adir' is a "
+        {"--predict adir --checkpoint none.safetensors", "car_mask: --predict: kx_png_read_size: 'adir' is a "
                                                                      "directory, not a PNG file"},
         {"--predict huge.png --checkpoint none.safetensors",
          "'huge.png' is 16384x16384 = 268435456 pixels, above the limit of 67108864 pixels; set KILN_PNG_MAX_PIXELS"},

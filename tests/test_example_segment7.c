@@ -3,7 +3,7 @@
  * clear errors (with nothing leaked) for bad arguments, an --out that is a file and a
  * diverging run. */
 #include "support/kiln_test.h"
-#include "kiln_examples.h"
+#include "kx.h"
 #include "support/kt_run.h"
 #include "models/unet.h"
 

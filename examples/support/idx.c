@@ -4,7 +4,7 @@
  * never trusted with memory: an uncompressed file's size is checked against it before
  * anything is allocated, and a gzip file's payload buffer grows only with the data that
  * really arrives. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,7 +21,7 @@
 #define KILN_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 #endif
 
-const char *const kiln_fashion_mnist_classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+const char *const kx_fashion_mnist_classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
 /* A host tensor moved to dev (the host copy freed at once); NULL keeps the first error. */
@@ -173,8 +173,8 @@ static kiln_status read_payload(idx_file *x, uint8_t **out, const char *fn, cons
 }
 #endif
 
-kiln_tensor *kiln_idx_read_images(const char *path, kiln_device dev) {
-    const char *fn = "kiln_idx_read_images";
+kiln_tensor *kx_idx_read_images(const char *path, kiln_device dev) {
+    const char *fn = "kx_idx_read_images";
 #ifndef KILN_EXAMPLES_HAVE_ZLIB
     (void)dev;
     kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "%s: built without zlib; install zlib1g-dev and rebuild to read '%s'", fn,
@@ -202,8 +202,8 @@ kiln_tensor *kiln_idx_read_images(const char *path, kiln_device dev) {
 #endif
 }
 
-kiln_tensor *kiln_idx_read_labels(const char *path, kiln_device dev) {
-    const char *fn = "kiln_idx_read_labels";
+kiln_tensor *kx_idx_read_labels(const char *path, kiln_device dev) {
+    const char *fn = "kx_idx_read_labels";
 #ifndef KILN_EXAMPLES_HAVE_ZLIB
     (void)dev;
     kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED, "%s: built without zlib; install zlib1g-dev and rebuild to read '%s'", fn,
@@ -244,8 +244,8 @@ static bool find_file(const char *dir, const char *base, char *out, size_t n) {
     return k > 0 && (size_t)k < n && is_file(out);
 }
 
-kiln_status kiln_fashion_mnist_find(const char *data_dir, char *dir, size_t n) {
-    const char *fn = "kiln_fashion_mnist_find";
+kiln_status kx_fashion_mnist_find(const char *data_dir, char *dir, size_t n) {
+    const char *fn = "kx_fashion_mnist_find";
     if (!dir || n == 0) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: no output buffer", fn);
     const char *cand = data_dir && *data_dir ? data_dir : KILN_FASHION_MNIST_DIR;
     char path[4096];
@@ -269,18 +269,18 @@ kiln_status kiln_fashion_mnist_find(const char *data_dir, char *dir, size_t n) {
     return KILN_STATUS_OK;
 }
 
-kiln_status kiln_fashion_mnist_load(const char *data_dir, bool train, kiln_device dev, kiln_tensor **images,
-                                    kiln_tensor **labels) {
-    const char *fn = "kiln_fashion_mnist_load";
+kiln_status kx_fashion_mnist_load(const char *data_dir, bool train, kiln_device dev, kiln_tensor **images,
+                                  kiln_tensor **labels) {
+    const char *fn = "kx_fashion_mnist_load";
     if (!images || !labels) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: images or labels is NULL", fn);
     *images = *labels = NULL;
     char dir[4096], ipath[4200], lpath[4200];
-    kiln_status st = kiln_fashion_mnist_find(data_dir, dir, sizeof dir);
+    kiln_status st = kx_fashion_mnist_find(data_dir, dir, sizeof dir);
     if (st) return st;
     find_file(dir, fm_files[train ? 0 : 2], ipath, sizeof ipath);
     find_file(dir, fm_files[train ? 1 : 3], lpath, sizeof lpath);
-    kiln_tensor *x = kiln_idx_read_images(ipath, KILN_CPU);
-    kiln_tensor *y = x ? kiln_idx_read_labels(lpath, KILN_CPU) : NULL;
+    kiln_tensor *x = kx_idx_read_images(ipath, KILN_CPU);
+    kiln_tensor *y = x ? kx_idx_read_labels(lpath, KILN_CPU) : NULL;
     if (!x || !y) st = kiln_last_status();
     if (!st && (kiln_tensor_size(x, 2) != 28 || kiln_tensor_size(x, 3) != 28))
         st = kiln_set_error(KILN_STATUS_FORMAT, "%s: '%s' holds %lldx%lld images; Fashion-MNIST's are 28x28", fn, ipath,
@@ -312,11 +312,11 @@ kiln_status kiln_fashion_mnist_load(const char *data_dir, bool train, kiln_devic
     return KILN_STATUS_OK;
 }
 
-kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int64_t limit,
-                                          kiln_fashion_mnist_split *s) {
-    if (!s) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_fashion_mnist_load_split: split is NULL");
+kiln_status kx_fashion_mnist_load_split(const char *data_dir, bool train, int64_t limit,
+                                        kx_fashion_mnist_split *s) {
+    if (!s) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_fashion_mnist_load_split: split is NULL");
     kiln_tensor *x, *y;
-    kiln_status st = kiln_fashion_mnist_load(data_dir, train, KILN_CPU, &x, &y);
+    kiln_status st = kx_fashion_mnist_load(data_dir, train, KILN_CPU, &x, &y);
     if (st != KILN_STATUS_OK) return st;
     s->images = kiln_tensor_data(x);
     s->labels = kiln_tensor_data(y);
@@ -325,14 +325,14 @@ kiln_status kiln_fashion_mnist_load_split(const char *data_dir, bool train, int6
     return KILN_STATUS_OK;
 }
 
-kiln_status kiln_fashion_mnist_prepare(const char *out, const char *data_dir, int64_t limit,
-                                       kiln_fashion_mnist_split *train, kiln_fashion_mnist_split *test,
-                                       const char **what) {
+kiln_status kx_fashion_mnist_prepare(const char *out, const char *data_dir, int64_t limit,
+                                     kx_fashion_mnist_split *train, kx_fashion_mnist_split *test,
+                                     const char **what) {
     *what = "preparing --out";
-    kiln_status st = kiln_out_dir(out);
+    kiln_status st = kx_out_dir(out);
     if (st) return st;
     *what = "loading Fashion-MNIST";
-    st = kiln_fashion_mnist_load_split(data_dir, true, limit, train);
-    if (!st) st = kiln_fashion_mnist_load_split(data_dir, false, limit, test);
+    st = kx_fashion_mnist_load_split(data_dir, true, limit, train);
+    if (!st) st = kx_fashion_mnist_load_split(data_dir, false, limit, test);
     return st;
 }

@@ -1,9 +1,9 @@
 /* Small model-building and training helpers shared by the example programs. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <stdlib.h>
 
-kiln_module *kiln_sequential_of(int n, kiln_module **layers) {
+kiln_module *kx_sequential_of(int n, kiln_module **layers) {
     kiln_module *s = kiln_sequential_create();
     bool ok = s != NULL;
     /* kiln_sequential_append owns its child even when it fails (it frees it), so every
@@ -24,7 +24,7 @@ static kiln_tensor **parameters(kiln_module *m, int *n) {
     return p;
 }
 
-kiln_optimizer *kiln_module_adam(kiln_module *m, double lr) {
+kiln_optimizer *kx_module_adam(kiln_module *m, double lr) {
     int n;
     kiln_tensor **p = parameters(m, &n);
     if (!p) return NULL;
@@ -35,7 +35,7 @@ kiln_optimizer *kiln_module_adam(kiln_module *m, double lr) {
     return opt;
 }
 
-kiln_optimizer *kiln_module_sgd(kiln_module *m, double lr, double momentum) {
+kiln_optimizer *kx_module_sgd(kiln_module *m, double lr, double momentum) {
     int n;
     kiln_tensor **p = parameters(m, &n);
     if (!p) return NULL;
@@ -47,7 +47,7 @@ kiln_optimizer *kiln_module_sgd(kiln_module *m, double lr, double momentum) {
     return opt;
 }
 
-kiln_status kiln_train_step(kiln_optimizer *opt, kiln_tensor *loss, double *value) {
+kiln_status kx_train_step(kiln_optimizer *opt, kiln_tensor *loss, double *value) {
     kiln_optimizer_zero_grad(opt);
     /* ops handed NULL return NULL and keep the first error: one check covers the step */
     kiln_status st = kiln_backward(loss, NULL);

@@ -1,6 +1,6 @@
 /* Small plots to PNG: loss and metric curves per epoch, and an eigenvalue spectrum.
  * Axes with "nice" ticks, grid lines, a legend and a title in the built-in 5x7 font. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -48,83 +48,83 @@ static kiln_status check_size(const char *fn, const char *path, int width, int h
 }
 
 /* Lays the frame out in the canvas and draws the grid, axes, ticks, title and x label. */
-static void draw_axes(kiln_canvas *c, frame *f, const char *title, const char *xlabel, int right) {
+static void draw_axes(kx_canvas *c, frame *f, const char *title, const char *xlabel, int right) {
     char buf[32];
     int label_w = 0;
     for (double v = f->ymin; v <= f->ymax + f->ystep * 1e-6; v += f->ystep) {
         format_tick(buf, sizeof buf, v, f->ystep);
-        int w = kiln_canvas_text_width(buf, 1);
+        int w = kx_canvas_text_width(buf, 1);
         if (w > label_w) label_w = w;
     }
     f->x0 = 10 + label_w + 6;
     f->x1 = c->w - 14 - right;
     f->y0 = title ? 24 : 12;
     f->y1 = c->h - (xlabel ? 34 : 22);
-    if (title) kiln_canvas_text(c, (c->w - kiln_canvas_text_width(title, 2)) / 2, 5, title, 0x202020, 2);
-    if (xlabel) kiln_canvas_text(c, (f->x0 + f->x1 - kiln_canvas_text_width(xlabel, 1)) / 2, c->h - 12, xlabel, 0x202020, 1);
+    if (title) kx_canvas_text(c, (c->w - kx_canvas_text_width(title, 2)) / 2, 5, title, 0x202020, 2);
+    if (xlabel) kx_canvas_text(c, (f->x0 + f->x1 - kx_canvas_text_width(xlabel, 1)) / 2, c->h - 12, xlabel, 0x202020, 1);
     for (double v = f->ymin; v <= f->ymax + f->ystep * 1e-6; v += f->ystep) {
         int y = px_y(f, v);
-        kiln_canvas_line(c, f->x0, y, f->x1, y, 0xE4E4E4);
-        kiln_canvas_line(c, f->x0 - 4, y, f->x0, y, 0x202020);
+        kx_canvas_line(c, f->x0, y, f->x1, y, 0xE4E4E4);
+        kx_canvas_line(c, f->x0 - 4, y, f->x0, y, 0x202020);
         format_tick(buf, sizeof buf, v, f->ystep);
-        kiln_canvas_text(c, f->x0 - 6 - kiln_canvas_text_width(buf, 1), y - 3, buf, 0x202020, 1);
+        kx_canvas_text(c, f->x0 - 6 - kx_canvas_text_width(buf, 1), y - 3, buf, 0x202020, 1);
     }
     for (double v = ceil(f->xmin / f->xstep) * f->xstep; v <= f->xmax + f->xstep * 1e-6; v += f->xstep) {
         int x = px_x(f, v);
-        kiln_canvas_line(c, x, f->y0, x, f->y1, 0xE4E4E4);
-        kiln_canvas_line(c, x, f->y1, x, f->y1 + 4, 0x202020);
+        kx_canvas_line(c, x, f->y0, x, f->y1, 0xE4E4E4);
+        kx_canvas_line(c, x, f->y1, x, f->y1 + 4, 0x202020);
         format_tick(buf, sizeof buf, v, f->xstep);
-        kiln_canvas_text(c, x - kiln_canvas_text_width(buf, 1) / 2, f->y1 + 7, buf, 0x202020, 1);
+        kx_canvas_text(c, x - kx_canvas_text_width(buf, 1) / 2, f->y1 + 7, buf, 0x202020, 1);
     }
-    kiln_canvas_line(c, f->x0, f->y0, f->x0, f->y1, 0x202020);
-    kiln_canvas_line(c, f->x0, f->y1, f->x1, f->y1, 0x202020);
+    kx_canvas_line(c, f->x0, f->y0, f->x0, f->y1, 0x202020);
+    kx_canvas_line(c, f->x0, f->y1, f->x1, f->y1, 0x202020);
 }
 
 static int legend_width(int n, const char *const *names) {
     int w = 0;
     for (int i = 0; i < n; i++) {
-        int tw = kiln_canvas_text_width(names[i] ? names[i] : "", 1);
+        int tw = kx_canvas_text_width(names[i] ? names[i] : "", 1);
         if (tw > w) w = tw;
     }
     return w + 26;
 }
 
 /* A boxed legend with its top-right corner at (right, top). */
-static void marker(kiln_canvas *c, int x, int y, uint32_t rgb) {
-    kiln_canvas_fill_rect(c, x - 3, y - 3, 7, 7, 0xFFFFFF); /* a white rim keeps touching markers apart */
-    kiln_canvas_fill_rect(c, x - 2, y - 2, 5, 5, rgb);
+static void marker(kx_canvas *c, int x, int y, uint32_t rgb) {
+    kx_canvas_fill_rect(c, x - 3, y - 3, 7, 7, 0xFFFFFF); /* a white rim keeps touching markers apart */
+    kx_canvas_fill_rect(c, x - 2, y - 2, 5, 5, rgb);
 }
 
-static void draw_legend_marked(kiln_canvas *c, int right, int top, int n, const char *const *names,
+static void draw_legend_marked(kx_canvas *c, int right, int top, int n, const char *const *names,
                                const uint32_t *colours, bool markers);
-static void draw_legend(kiln_canvas *c, int right, int top, int n, const char *const *names, const uint32_t *colours) {
+static void draw_legend(kx_canvas *c, int right, int top, int n, const char *const *names, const uint32_t *colours) {
     draw_legend_marked(c, right, top, n, names, colours, false);
 }
 
-static void draw_legend_marked(kiln_canvas *c, int right, int top, int n, const char *const *names,
+static void draw_legend_marked(kx_canvas *c, int right, int top, int n, const char *const *names,
                                const uint32_t *colours, bool markers) {
     int bw = legend_width(n, names), bh = n * 11 + 6, bx = right - bw, by = top;
-    kiln_canvas_fill_rect(c, bx, by, bw, bh, 0xFFFFFF);
-    kiln_canvas_line(c, bx, by, bx + bw - 1, by, 0xA0A0A0);
-    kiln_canvas_line(c, bx, by + bh - 1, bx + bw - 1, by + bh - 1, 0xA0A0A0);
-    kiln_canvas_line(c, bx, by, bx, by + bh - 1, 0xA0A0A0);
-    kiln_canvas_line(c, bx + bw - 1, by, bx + bw - 1, by + bh - 1, 0xA0A0A0);
+    kx_canvas_fill_rect(c, bx, by, bw, bh, 0xFFFFFF);
+    kx_canvas_line(c, bx, by, bx + bw - 1, by, 0xA0A0A0);
+    kx_canvas_line(c, bx, by + bh - 1, bx + bw - 1, by + bh - 1, 0xA0A0A0);
+    kx_canvas_line(c, bx, by, bx, by + bh - 1, 0xA0A0A0);
+    kx_canvas_line(c, bx + bw - 1, by, bx + bw - 1, by + bh - 1, 0xA0A0A0);
     for (int i = 0; i < n; i++) {
         int y = by + 4 + i * 11;
-        kiln_canvas_fill_rect(c, bx + 4, y + 2, 14, 3, colours[i]);
+        kx_canvas_fill_rect(c, bx + 4, y + 2, 14, 3, colours[i]);
         if (markers) marker(c, bx + 11, y + 3, colours[i]);
-        kiln_canvas_text(c, bx + 22, y, names[i] ? names[i] : "", 0x202020, 1);
+        kx_canvas_text(c, bx + 22, y, names[i] ? names[i] : "", 0x202020, 1);
     }
 }
 
-static void thick_line(kiln_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb) {
-    kiln_canvas_line(c, x0, y0, x1, y1, rgb);
-    kiln_canvas_line(c, x0, y0 + 1, x1, y1 + 1, rgb);
+static void thick_line(kx_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb) {
+    kx_canvas_line(c, x0, y0, x1, y1, rgb);
+    kx_canvas_line(c, x0, y0 + 1, x1, y1 + 1, rgb);
 }
 
-kiln_status kiln_plot_lines_png(const char *path, const char *title, const char *xlabel, int nseries,
-                                const kiln_series *series, int width, int height) {
-    const char *fn = "kiln_plot_lines_png";
+kiln_status kx_plot_lines_png(const char *path, const char *title, const char *xlabel, int nseries,
+                              const kx_series *series, int width, int height) {
+    const char *fn = "kx_plot_lines_png";
     kiln_status st = check_size(fn, path, width, height);
     if (st) return st;
     if (nseries < 1 || nseries > 32 || !series)
@@ -159,7 +159,7 @@ kiln_status kiln_plot_lines_png(const char *path, const char *title, const char 
     /* The legend goes right of the plot, where it cannot hide a curve. */
     int lw = legend_width(nseries, names);
     if (lw > width / 2) lw = width / 2;
-    kiln_canvas *c = kiln_canvas_new(height, width, 255, 255, 255);
+    kx_canvas *c = kx_canvas_new(height, width, 255, 255, 255);
     if (!c) return kiln_last_status();
     draw_axes(c, &f, title, xlabel, lw + 4);
     for (int s = 0; s < nseries; s++) {
@@ -181,8 +181,8 @@ kiln_status kiln_plot_lines_png(const char *path, const char *title, const char 
         for (int i = 0; i < series[s].n && series[s].n <= 100; i++)
             if (isfinite(series[s].y[i])) marker(c, px_x(&f, i + 1), px_y(&f, series[s].y[i]), colours[s]);
     draw_legend_marked(c, width - 6, f.y0, nseries, names, colours, true);
-    st = kiln_canvas_save_png(c, path);
-    kiln_canvas_free(c);
+    st = kx_canvas_save_png(c, path);
+    kx_canvas_free(c);
     return st;
 }
 
@@ -240,42 +240,42 @@ static void linear_ticks(const frame *f, ticks *t) {
 static int ticks_width(const ticks *t) {
     int w = 0;
     for (int i = 0; i < t->n; i++) {
-        int tw = kiln_canvas_text_width(t->label[i], 1);
+        int tw = kx_canvas_text_width(t->label[i], 1);
         if (tw > w) w = tw;
     }
     return w;
 }
 
 /* Grid, y ticks and labels, x ticks (labelled when xlabels), the frame and a caption. */
-static void draw_panel(kiln_canvas *c, const frame *f, const ticks *t, bool xlabels, const char *caption) {
+static void draw_panel(kx_canvas *c, const frame *f, const ticks *t, bool xlabels, const char *caption) {
     char buf[32];
     for (int i = 0; i < t->nminor; i++) {
         int y = px_y(f, t->minor[i]);
-        kiln_canvas_line(c, f->x0, y, f->x1, y, 0xF2F2F2);
+        kx_canvas_line(c, f->x0, y, f->x1, y, 0xF2F2F2);
     }
     for (int i = 0; i < t->n; i++) {
         int y = px_y(f, t->at[i]);
-        kiln_canvas_line(c, f->x0, y, f->x1, y, 0xDCDCDC);
-        kiln_canvas_line(c, f->x0 - 4, y, f->x0, y, 0x202020);
-        kiln_canvas_text(c, f->x0 - 6 - kiln_canvas_text_width(t->label[i], 1), y - 3, t->label[i], 0x202020, 1);
+        kx_canvas_line(c, f->x0, y, f->x1, y, 0xDCDCDC);
+        kx_canvas_line(c, f->x0 - 4, y, f->x0, y, 0x202020);
+        kx_canvas_text(c, f->x0 - 6 - kx_canvas_text_width(t->label[i], 1), y - 3, t->label[i], 0x202020, 1);
     }
     for (double v = ceil(f->xmin / f->xstep) * f->xstep; v <= f->xmax + f->xstep * 1e-6; v += f->xstep) {
         int x = px_x(f, v);
-        kiln_canvas_line(c, x, f->y0, x, f->y1, 0xEBEBEB);
-        kiln_canvas_line(c, x, f->y1, x, f->y1 + 4, 0x202020);
+        kx_canvas_line(c, x, f->y0, x, f->y1, 0xEBEBEB);
+        kx_canvas_line(c, x, f->y1, x, f->y1 + 4, 0x202020);
         if (!xlabels) continue;
         format_tick(buf, sizeof buf, v, f->xstep);
-        kiln_canvas_text(c, x - kiln_canvas_text_width(buf, 1) / 2, f->y1 + 7, buf, 0x202020, 1);
+        kx_canvas_text(c, x - kx_canvas_text_width(buf, 1) / 2, f->y1 + 7, buf, 0x202020, 1);
     }
-    kiln_canvas_line(c, f->x0, f->y0, f->x0, f->y1, 0x202020);
-    kiln_canvas_line(c, f->x0, f->y1, f->x1, f->y1, 0x202020);
-    kiln_canvas_line(c, f->x0, f->y0, f->x1, f->y0, 0x202020);
-    kiln_canvas_line(c, f->x1, f->y0, f->x1, f->y1, 0x202020);
-    if (caption) kiln_canvas_text(c, f->x0, f->y0 - 10, caption, 0x202020, 1);
+    kx_canvas_line(c, f->x0, f->y0, f->x0, f->y1, 0x202020);
+    kx_canvas_line(c, f->x0, f->y1, f->x1, f->y1, 0x202020);
+    kx_canvas_line(c, f->x0, f->y0, f->x1, f->y0, 0x202020);
+    kx_canvas_line(c, f->x1, f->y0, f->x1, f->y1, 0x202020);
+    if (caption) kx_canvas_text(c, f->x0, f->y0 - 10, caption, 0x202020, 1);
 }
 
 /* Lines, then markers over them; on a log axis values <= 0 are gaps. */
-static void draw_series(kiln_canvas *c, const frame *f, int n, const kiln_series *series, const uint32_t *colours,
+static void draw_series(kx_canvas *c, const frame *f, int n, const kx_series *series, const uint32_t *colours,
                         bool logy) {
     for (int pass = 0; pass < 2; pass++)
         for (int s = 0; s < n; s++) {
@@ -295,7 +295,7 @@ static void draw_series(kiln_canvas *c, const frame *f, int n, const kiln_series
         }
 }
 
-static kiln_status check_series(const char *fn, const char *path, const char *what, int n, const kiln_series *s,
+static kiln_status check_series(const char *fn, const char *path, const char *what, int n, const kx_series *s,
                                 int *nmax) {
     if (n < 1 || n > 16 || !s)
         return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "%s: %d %s series for '%s'; give 1..16", fn, n, what, path);
@@ -308,10 +308,10 @@ static kiln_status check_series(const char *fn, const char *path, const char *wh
     return KILN_STATUS_OK;
 }
 
-kiln_status kiln_plot_training_png(const char *path, const char *title, const char *xlabel, int nlosses,
-                                   const kiln_series *losses, int nmetrics, const kiln_series *metrics, int width,
-                                   int height) {
-    const char *fn = "kiln_plot_training_png";
+kiln_status kx_plot_training_png(const char *path, const char *title, const char *xlabel, int nlosses,
+                                 const kx_series *losses, int nmetrics, const kx_series *metrics, int width,
+                                 int height) {
+    const char *fn = "kx_plot_training_png";
     int nmax = 0;
     kiln_status st = check_size(fn, path, width, height);
     if (!st) st = check_series(fn, path, "loss", nlosses, losses, &nmax);
@@ -357,24 +357,24 @@ kiln_status kiln_plot_training_png(const char *path, const char *title, const ch
     lf.y0 = top, lf.y1 = top + ph, mf.y0 = lf.y1 + gap, mf.y1 = bottom;
     lf.xmin = mf.xmin = 0.5, lf.xmax = mf.xmax = (nmax > 1 ? nmax : 1) + 0.5;
     lf.xstep = mf.xstep = fmax(1, nice_step(nmax > 1 ? nmax : 1, 8));
-    kiln_canvas *c = kiln_canvas_new(height, width, 255, 255, 255);
+    kx_canvas *c = kx_canvas_new(height, width, 255, 255, 255);
     if (!c) return kiln_last_status();
-    if (title) kiln_canvas_text(c, (width - kiln_canvas_text_width(title, 2)) / 2, 5, title, 0x202020, 2);
-    if (xlabel) kiln_canvas_text(c, (mf.x0 + mf.x1 - kiln_canvas_text_width(xlabel, 1)) / 2, height - 12, xlabel, 0x202020, 1);
+    if (title) kx_canvas_text(c, (width - kx_canvas_text_width(title, 2)) / 2, 5, title, 0x202020, 2);
+    if (xlabel) kx_canvas_text(c, (mf.x0 + mf.x1 - kx_canvas_text_width(xlabel, 1)) / 2, height - 12, xlabel, 0x202020, 1);
     draw_panel(c, &lf, &lt, false, "LOSS (LOG SCALE)");
     draw_panel(c, &mf, &mt, true, "METRICS");
     draw_series(c, &lf, nlosses, losses, lcol, true);
     draw_series(c, &mf, nmetrics, metrics, mcol, false);
     draw_legend_marked(c, width - 6, lf.y0, nlosses, lnames, lcol, true);
     draw_legend_marked(c, width - 6, mf.y0, nmetrics, mnames, mcol, true);
-    st = kiln_canvas_save_png(c, path);
-    kiln_canvas_free(c);
+    st = kx_canvas_save_png(c, path);
+    kx_canvas_free(c);
     return st;
 }
 
-kiln_status kiln_plot_spectrum_png(const char *path, const char *title, const double *eigenvalues, int n, int width,
-                                   int height) {
-    const char *fn = "kiln_plot_spectrum_png";
+kiln_status kx_plot_spectrum_png(const char *path, const char *title, const double *eigenvalues, int n, int width,
+                                 int height) {
+    const char *fn = "kx_plot_spectrum_png";
     kiln_status st = check_size(fn, path, width, height);
     if (st) return st;
     if (n < 1 || !eigenvalues)
@@ -391,14 +391,14 @@ kiln_status kiln_plot_spectrum_png(const char *path, const char *title, const do
     f.ymin = 0, f.ymax = 1, f.ystep = 0.2;
     f.xmin = 0.5, f.xmax = n + 0.5;
     f.xstep = fmax(1, nice_step(n, 8));
-    kiln_canvas *c = kiln_canvas_new(height, width, 255, 255, 255);
+    kx_canvas *c = kx_canvas_new(height, width, 255, 255, 255);
     if (!c) return kiln_last_status();
     draw_axes(c, &f, title, "COMPONENT", 0);
     /* Dashed guides at 90% and 99% of the variance. */
     for (int g = 0; g < 2; g++) {
         int y = px_y(&f, g ? 0.99 : 0.9);
-        for (int x = f.x0; x < f.x1; x += 6) kiln_canvas_line(c, x, y, x + 2 < f.x1 ? x + 2 : f.x1, y, 0x909090);
-        kiln_canvas_text(c, f.x1 - 22, y + 3, g ? "99%" : "90%", 0x707070, 1);
+        for (int x = f.x0; x < f.x1; x += 6) kx_canvas_line(c, x, y, x + 2 < f.x1 ? x + 2 : f.x1, y, 0x909090);
+        kx_canvas_text(c, f.x1 - 22, y + 3, g ? "99%" : "90%", 0x707070, 1);
     }
     int bw = (f.x1 - f.x0) / n - 1;
     if (bw < 1) bw = 1;
@@ -408,17 +408,17 @@ kiln_status kiln_plot_spectrum_png(const char *path, const char *title, const do
     for (int i = 0; i < n; i++) {
         double share = eigenvalues[i] > 0 ? eigenvalues[i] / total : 0;
         int x = px_x(&f, i + 1), y = px_y(&f, share);
-        kiln_canvas_fill_rect(c, x - bw / 2, y, bw, f.y1 - y, series_colours[0]);
+        kx_canvas_fill_rect(c, x - bw / 2, y, bw, f.y1 - y, series_colours[0]);
         cum += share;
         int cy = px_y(&f, cum);
         if (i) thick_line(c, px, py, x, cy, series_colours[1]);
-        if (n <= 60) kiln_canvas_fill_rect(c, x - 2, cy - 2, 5, 5, series_colours[1]);
+        if (n <= 60) kx_canvas_fill_rect(c, x - 2, cy - 2, 5, 5, series_colours[1]);
         px = x, py = cy;
     }
     const char *names[2] = {"SHARE OF VARIANCE", "CUMULATIVE"};
     uint32_t colours[2] = {series_colours[0], series_colours[1]};
     draw_legend(c, f.x1 - 4, px_y(&f, 0.75), 2, names, colours); /* below the guides and the plateau */
-    st = kiln_canvas_save_png(c, path);
-    kiln_canvas_free(c);
+    st = kx_canvas_save_png(c, path);
+    kx_canvas_free(c);
     return st;
 }

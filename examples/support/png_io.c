@@ -1,7 +1,7 @@
 /* PNG in and out through libpng: 8-bit gray or RGB, from bytes, floats or tensors.
  * libpng reports errors by longjmp; each call keeps everything it allocated where the
  * jump target can free it, so a corrupt or truncated file is an error value, not a crash. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,9 +50,9 @@ static void on_png_flush(png_structp png) {
 }
 #endif
 
-int64_t kiln_png_max_pixels(void) {
+int64_t kx_png_max_pixels(void) {
     const char *env = getenv("KILN_PNG_MAX_PIXELS");
-    if (!env || !*env) return KILN_PNG_DEFAULT_MAX_PIXELS;
+    if (!env || !*env) return KX_PNG_DEFAULT_MAX_PIXELS;
     if (*env < '0' || *env > '9') return -1; /* no sign, no blanks */
     char *end;
     errno = 0;
@@ -91,8 +91,8 @@ static void sync_parent_dir(const char *path) {
 
 /* Written to a temporary file beside path, fsynced and renamed over path: the path
  * holds the old file or the whole new one, never a part (a full disk, a crash). */
-kiln_status kiln_png_write_u8(const char *path, const uint8_t *data, int channels, int H, int W) {
-    const char *fn = "kiln_png_write_u8";
+kiln_status kx_png_write_u8(const char *path, const uint8_t *data, int channels, int H, int W) {
+    const char *fn = "kx_png_write_u8";
     kiln_status st = check_dims(fn, path, data, channels, H, W);
     if (st) return st;
 #ifndef KILN_EXAMPLES_HAVE_PNG
@@ -164,19 +164,19 @@ kiln_status kiln_png_write_u8(const char *path, const uint8_t *data, int channel
 #endif
 }
 
-kiln_status kiln_png_write_f32(const char *path, const float *data, int channels, int H, int W) {
-    kiln_status st = check_dims("kiln_png_write_f32", path, data, channels, H, W);
+kiln_status kx_png_write_f32(const char *path, const float *data, int channels, int H, int W) {
+    kiln_status st = check_dims("kx_png_write_f32", path, data, channels, H, W);
     if (st) return st;
     size_t HW = (size_t)H * W;
     uint8_t *bytes = malloc(HW * channels);
-    if (!bytes) return kiln_set_error(KILN_STATUS_OOM, "kiln_png_write_f32: out of memory for %dx%d '%s'", H, W, path);
+    if (!bytes) return kiln_set_error(KILN_STATUS_OOM, "kx_png_write_f32: out of memory for %dx%d '%s'", H, W, path);
     for (int c = 0; c < channels; c++)
         for (size_t p = 0; p < HW; p++) {
             float v = data[c * HW + p];
             v = v > 0 ? (v < 1 ? v : 1) : 0; /* NaN lands on 0 too */
             bytes[p * channels + c] = (uint8_t)(v * 255.0f + 0.5f);
         }
-    st = kiln_png_write_u8(path, bytes, channels, H, W);
+    st = kx_png_write_u8(path, bytes, channels, H, W);
     free(bytes);
     return st;
 }
@@ -212,7 +212,7 @@ static FILE *open_regular(const char *fn, const char *path) {
 }
 #endif
 
-/* The reader behind kiln_png_read_u8 and kiln_png_read_size: header_only stops after
+/* The reader behind kx_png_read_u8 and kx_png_read_size: header_only stops after
  * the checks of the header (size, pixel limit), before any pixel is decoded. */
 static kiln_status read_png(const char *fn, const char *path, int want_channels, bool header_only, uint8_t **data,
                             int *channels, int *H, int *W) {
@@ -225,12 +225,12 @@ static kiln_status read_png(const char *fn, const char *path, int want_channels,
     return kiln_set_error(KILN_STATUS_NOT_IMPLEMENTED,
                           "%s: built without libpng; install libpng-dev and rebuild to read '%s'", fn, path);
 #else
-    int64_t max_pixels = kiln_png_max_pixels();
+    int64_t max_pixels = kx_png_max_pixels();
     if (max_pixels < 0)
         return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT,
                               "%s: KILN_PNG_MAX_PIXELS='%s' is not a pixel count; set a positive integer, or unset it "
                               "for the default %lld", fn, getenv("KILN_PNG_MAX_PIXELS"),
-                              (long long)KILN_PNG_DEFAULT_MAX_PIXELS);
+                              (long long)KX_PNG_DEFAULT_MAX_PIXELS);
     FILE *f = open_regular(fn, path);
     if (!f) return kiln_last_status();
     unsigned char sig[8];
@@ -320,28 +320,28 @@ static kiln_status read_png(const char *fn, const char *path, int want_channels,
 #endif
 }
 
-kiln_status kiln_png_read_u8(const char *path, int want_channels, uint8_t **data, int *channels, int *H, int *W) {
-    if (!data) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_png_read_u8: data is NULL");
+kiln_status kx_png_read_u8(const char *path, int want_channels, uint8_t **data, int *channels, int *H, int *W) {
+    if (!data) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_png_read_u8: data is NULL");
     *data = NULL;
-    return read_png("kiln_png_read_u8", path, want_channels, false, data, channels, H, W);
+    return read_png("kx_png_read_u8", path, want_channels, false, data, channels, H, W);
 }
 
-kiln_status kiln_png_read_size(const char *path, int *channels, int *H, int *W) {
-    return read_png("kiln_png_read_size", path, 0, true, NULL, channels, H, W);
+kiln_status kx_png_read_size(const char *path, int *channels, int *H, int *W) {
+    return read_png("kx_png_read_size", path, 0, true, NULL, channels, H, W);
 }
 
-kiln_status kiln_png_read_f32(const char *path, int want_channels, float **data, int *channels, int *H, int *W) {
-    if (!data) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_png_read_f32: data is NULL");
+kiln_status kx_png_read_f32(const char *path, int want_channels, float **data, int *channels, int *H, int *W) {
+    if (!data) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_png_read_f32: data is NULL");
     *data = NULL;
     uint8_t *bytes;
     int c = 0, h = 0, w = 0;
-    kiln_status st = kiln_png_read_u8(path, want_channels, &bytes, &c, &h, &w);
+    kiln_status st = kx_png_read_u8(path, want_channels, &bytes, &c, &h, &w);
     if (st) return st;
     size_t HW = (size_t)h * w;
     float *f = malloc(HW * c * sizeof(float));
     if (!f) {
         free(bytes);
-        return kiln_set_error(KILN_STATUS_OOM, "kiln_png_read_f32: out of memory for %dx%d '%s'", h, w, path);
+        return kiln_set_error(KILN_STATUS_OOM, "kx_png_read_f32: out of memory for %dx%d '%s'", h, w, path);
     }
     for (int k = 0; k < c; k++)
         for (size_t p = 0; p < HW; p++) f[k * HW + p] = bytes[p * c + k] * (1.0f / 255.0f);
@@ -353,23 +353,23 @@ kiln_status kiln_png_read_f32(const char *path, int want_channels, float **data,
     return KILN_STATUS_OK;
 }
 
-kiln_tensor *kiln_png_read_tensor(const char *path, int want_channels, kiln_device dev) {
+kiln_tensor *kx_png_read_tensor(const char *path, int want_channels, kiln_device dev) {
     float *px;
     int c = 0, h = 0, w = 0;
-    if (kiln_png_read_f32(path, want_channels, &px, &c, &h, &w)) return NULL;
+    if (kx_png_read_f32(path, want_channels, &px, &c, &h, &w)) return NULL;
     kiln_tensor *t = kiln_tensor_from_host(px, 3, (int64_t[]){c, h, w}, KILN_F32, dev);
     free(px);
     return t;
 }
 
-kiln_status kiln_png_write_tensor(const char *path, kiln_tensor *t) {
-    if (!t) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_png_write_tensor: tensor is NULL (an earlier op failed?)");
+kiln_status kx_png_write_tensor(const char *path, kiln_tensor *t) {
+    if (!t) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_png_write_tensor: tensor is NULL (an earlier op failed?)");
     int nd = kiln_tensor_ndim(t);
     int64_t c = nd == 3 ? kiln_tensor_size(t, 0) : 1;
     if ((nd != 2 && nd != 3) || (c != 1 && c != 3)) {
         char b[96];
         return kiln_set_error(KILN_STATUS_SHAPE,
-                              "kiln_png_write_tensor: got %s for '%s'; give (C,H,W) with C = 1 or 3, or (H,W)",
+                              "kx_png_write_tensor: got %s for '%s'; give (C,H,W) with C = 1 or 3, or (H,W)",
                               kiln_tensor_describe(t, b, sizeof b), path ? path : "(null)");
     }
     int64_t h = kiln_tensor_size(t, -2), w = kiln_tensor_size(t, -1);
@@ -378,9 +378,9 @@ kiln_status kiln_png_write_tensor(const char *path, kiln_tensor *t) {
     kiln_tensor *f = kiln_tensor_dtype(t) == KILN_F32 ? t : kiln_tensor_cast(t, KILN_F32);
     float *px = malloc((size_t)(c * h * w) * sizeof(float));
     kiln_status st = !f ? kiln_last_status()
-                     : !px ? kiln_set_error(KILN_STATUS_OOM, "kiln_png_write_tensor: out of memory")
+                     : !px ? kiln_set_error(KILN_STATUS_OOM, "kx_png_write_tensor: out of memory")
                            : kiln_tensor_to_host(f, px, (size_t)(c * h * w) * sizeof(float));
-    if (!st) st = kiln_png_write_f32(path, px, (int)c, (int)h, (int)w);
+    if (!st) st = kx_png_write_f32(path, px, (int)c, (int)h, (int)w);
     free(px);
     kiln_scope_end(s);
     kiln_no_grad_end();

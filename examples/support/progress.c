@@ -1,7 +1,7 @@
 /* What the examples print while they work and when they finish: a progress bar redrawn
  * in place on a terminal (plain periodic lines when piped or logged), and the final
  * result line as one JSON object with correct string escaping. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-double kiln_now_seconds(void) {
+double kx_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -18,7 +18,7 @@ double kiln_now_seconds(void) {
 
 /* ---- progress -------------------------------------------------------------------------- */
 
-kiln_status kiln_error_prefix(const char *fmt, ...) {
+kiln_status kx_error_prefix(const char *fmt, ...) {
     kiln_status st = kiln_last_status();
     if (st == KILN_STATUS_OK) return st;
     char prefix[256], *msg = strdup(kiln_last_error());
@@ -33,7 +33,7 @@ kiln_status kiln_error_prefix(const char *fmt, ...) {
     return st;
 }
 
-kiln_status kiln_check_loss(double loss, int epoch, int64_t step, int64_t steps, double lr) {
+kiln_status kx_check_loss(double loss, int epoch, int64_t step, int64_t steps, double lr) {
     if (isfinite(loss)) return KILN_STATUS_OK;
     return kiln_set_error(KILN_STATUS_ANOMALY,
                           "the training loss became %s at epoch %d, step %lld of %lld: training diverged (lower --lr, "
@@ -41,14 +41,14 @@ kiln_status kiln_check_loss(double loss, int epoch, int64_t step, int64_t steps,
                           isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf", epoch, (long long)step, (long long)steps, lr);
 }
 
-void kiln_progress_init(kiln_progress *p, FILE *out, kiln_progress_mode mode, const char *label, int64_t total) {
+void kx_progress_init(kx_progress *p, FILE *out, kx_progress_mode mode, const char *label, int64_t total) {
     memset(p, 0, sizeof *p);
     p->out = out ? out : stderr;
-    if (mode == KILN_PROGRESS_AUTO) mode = isatty(fileno(p->out)) ? KILN_PROGRESS_BAR : KILN_PROGRESS_LINES;
+    if (mode == KX_PROGRESS_AUTO) mode = isatty(fileno(p->out)) ? KX_PROGRESS_BAR : KX_PROGRESS_LINES;
     p->mode = mode;
     snprintf(p->label, sizeof p->label, "%s", label ? label : "");
     p->total = total > 0 ? total : 0;
-    p->t_start = kiln_now_seconds();
+    p->t_start = kx_now_seconds();
     p->t_last_draw = -1;
     p->last_decile = 0;
     p->loss = NAN;
@@ -66,13 +66,13 @@ static void format_duration(char *buf, size_t n, double s) {
         snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-void kiln_progress_set_images(kiln_progress *p, int64_t images_per_step) {
+void kx_progress_set_images(kx_progress *p, int64_t images_per_step) {
     if (p) p->images_per_step = images_per_step > 0 ? images_per_step : 0;
 }
 
 /* "12/500 loss 0.3456 | 330 images/s | ETA 0:12" (steps/s when the batch is not known).
  * The ETA is the steps left at the mean rate so far. */
-static void format_stats(const kiln_progress *p, char *buf, size_t n, double now) {
+static void format_stats(const kx_progress *p, char *buf, size_t n, double now) {
     double el = now - p->t_start, rate = el > 0 ? (double)p->done / el : 0;
     char eta[32], loss[32] = "", speed[48];
     format_duration(eta, sizeof eta, rate > 0 ? (double)(p->total - p->done) / rate : NAN);
@@ -83,7 +83,7 @@ static void format_stats(const kiln_progress *p, char *buf, size_t n, double now
     snprintf(buf, n, "%lld/%lld%s | %s | ETA %s", (long long)p->done, (long long)p->total, loss, speed, eta);
 }
 
-static void draw_bar(kiln_progress *p, double now) {
+static void draw_bar(kx_progress *p, double now) {
     enum { WIDTH = 24 };
     char bar[WIDTH + 1], stats[160];
     int fill = p->total ? (int)((double)WIDTH * (double)p->done / (double)p->total) : 0;
@@ -96,12 +96,12 @@ static void draw_bar(kiln_progress *p, double now) {
     p->t_last_draw = now;
 }
 
-void kiln_progress_update(kiln_progress *p, int64_t done, double loss) {
-    if (!p || p->mode == KILN_PROGRESS_QUIET) return;
+void kx_progress_update(kx_progress *p, int64_t done, double loss) {
+    if (!p || p->mode == KX_PROGRESS_QUIET) return;
     p->done = done < 0 ? 0 : (p->total && done > p->total ? p->total : done);
     p->loss = loss;
-    double now = kiln_now_seconds();
-    if (p->mode == KILN_PROGRESS_BAR) {
+    double now = kx_now_seconds();
+    if (p->mode == KX_PROGRESS_BAR) {
         if (p->t_last_draw < 0 || now - p->t_last_draw >= 0.1 || p->done == p->total) draw_bar(p, now);
         return;
     }
@@ -116,12 +116,12 @@ void kiln_progress_update(kiln_progress *p, int64_t done, double loss) {
     }
 }
 
-void kiln_progress_finish(kiln_progress *p) {
-    if (!p || p->mode == KILN_PROGRESS_QUIET) return;
-    double now = kiln_now_seconds();
+void kx_progress_finish(kx_progress *p) {
+    if (!p || p->mode == KX_PROGRESS_QUIET) return;
+    double now = kx_now_seconds();
     char took[32], stats[160];
     format_duration(took, sizeof took, now - p->t_start);
-    if (p->mode == KILN_PROGRESS_BAR) {
+    if (p->mode == KX_PROGRESS_BAR) {
         draw_bar(p, now);
         fprintf(p->out, " (%s)\n", took);
     } else {
@@ -152,7 +152,7 @@ static int utf8_len(const unsigned char *s) {
     return n;
 }
 
-size_t kiln_json_escape(const char *s, char *out, size_t n) {
+size_t kx_json_escape(const char *s, char *out, size_t n) {
     size_t len = 0;
 #define EMIT(ch)                                  \
     do {                                          \
@@ -199,7 +199,7 @@ size_t kiln_json_escape(const char *s, char *out, size_t n) {
     return len;
 }
 
-static void put_raw(kiln_json *j, const char *s, size_t n) {
+static void put_raw(kx_json *j, const char *s, size_t n) {
     if (j->failed) return;
     if (j->len + n + 1 > j->cap) {
         size_t cap = j->cap ? j->cap : 256;
@@ -215,21 +215,21 @@ static void put_raw(kiln_json *j, const char *s, size_t n) {
     j->len += n;
     j->buf[j->len] = '\0';
 }
-static void put_str(kiln_json *j, const char *s) { put_raw(j, s, strlen(s)); }
+static void put_str(kx_json *j, const char *s) { put_raw(j, s, strlen(s)); }
 
-static void put_escaped(kiln_json *j, const char *s) {
-    size_t need = kiln_json_escape(s, NULL, 0);
+static void put_escaped(kx_json *j, const char *s) {
+    size_t need = kx_json_escape(s, NULL, 0);
     char small[256], *b = need < sizeof small ? small : malloc(need + 1);
     if (!b) {
         j->failed = true;
         return;
     }
-    kiln_json_escape(s, b, need + 1);
+    kx_json_escape(s, b, need + 1);
     put_raw(j, b, need);
     if (b != small) free(b);
 }
 
-static void put_key(kiln_json *j, const char *key) {
+static void put_key(kx_json *j, const char *key) {
     if (j->need_comma) put_str(j, ", ");
     put_escaped(j, key);
     put_str(j, ": ");
@@ -237,7 +237,7 @@ static void put_key(kiln_json *j, const char *key) {
 }
 
 /* The shortest of %.15g..%.17g that reads back as the same double. */
-static void put_double(kiln_json *j, double v) {
+static void put_double(kx_json *j, double v) {
     if (!isfinite(v)) {
         put_str(j, "null");
         return;
@@ -250,12 +250,12 @@ static void put_double(kiln_json *j, double v) {
     put_str(j, b);
 }
 
-void kiln_json_begin(kiln_json *j) {
+void kx_json_begin(kx_json *j) {
     memset(j, 0, sizeof *j);
     put_str(j, "{");
 }
 
-void kiln_json_string(kiln_json *j, const char *key, const char *value) {
+void kx_json_string(kx_json *j, const char *key, const char *value) {
     put_key(j, key);
     if (value)
         put_escaped(j, value);
@@ -263,24 +263,24 @@ void kiln_json_string(kiln_json *j, const char *key, const char *value) {
         put_str(j, "null");
 }
 
-void kiln_json_number(kiln_json *j, const char *key, double value) {
+void kx_json_number(kx_json *j, const char *key, double value) {
     put_key(j, key);
     put_double(j, value);
 }
 
-void kiln_json_int(kiln_json *j, const char *key, int64_t value) {
+void kx_json_int(kx_json *j, const char *key, int64_t value) {
     char b[32];
     snprintf(b, sizeof b, "%lld", (long long)value);
     put_key(j, key);
     put_str(j, b);
 }
 
-void kiln_json_bool(kiln_json *j, const char *key, bool value) {
+void kx_json_bool(kx_json *j, const char *key, bool value) {
     put_key(j, key);
     put_str(j, value ? "true" : "false");
 }
 
-void kiln_json_numbers(kiln_json *j, const char *key, const double *values, int n) {
+void kx_json_numbers(kx_json *j, const char *key, const double *values, int n) {
     put_key(j, key);
     put_str(j, "[");
     for (int i = 0; i < n; i++) {
@@ -290,7 +290,7 @@ void kiln_json_numbers(kiln_json *j, const char *key, const double *values, int 
     put_str(j, "]");
 }
 
-const char *kiln_json_end(kiln_json *j) {
+const char *kx_json_end(kx_json *j) {
     if (!j->closed) {
         put_str(j, "}");
         j->closed = true;
@@ -298,18 +298,18 @@ const char *kiln_json_end(kiln_json *j) {
     return j->failed ? NULL : j->buf;
 }
 
-void kiln_json_print(kiln_json *j, FILE *f) {
-    const char *s = kiln_json_end(j);
+void kx_json_print(kx_json *j, FILE *f) {
+    const char *s = kx_json_end(j);
     if (s) {
         fprintf(f, "%s\n", s);
         fflush(f);
     } else {
         fprintf(f, "{\"error\": \"out of memory building the result line\"}\n");
     }
-    kiln_json_free(j);
+    kx_json_free(j);
 }
 
-void kiln_json_free(kiln_json *j) {
+void kx_json_free(kx_json *j) {
     free(j->buf);
     memset(j, 0, sizeof *j);
 }

@@ -2,26 +2,26 @@
  * marks, parking lots, buildings with cast shadows, cars and trees, painted in that
  * order into an RGB image and a 7-class label map. A seed is a scene: the generator
  * has its own counter-based RNG and no global state, so it is safe across threads. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-const uint8_t kiln_scene_palette[KILN_SCENE_NUM_CLASSES][3] = {
+const uint8_t kx_scene_palette[KX_SCENE_NUM_CLASSES][3] = {
     {150, 130, 90}, {85, 85, 85}, {220, 60, 50}, {40, 150, 40}, {40, 100, 220}, {255, 220, 0}, {120, 40, 160},
 };
 
-static const char *const class_names[KILN_SCENE_NUM_CLASSES] = {"ground", "road",  "building", "tree",
+static const char *const class_names[KX_SCENE_NUM_CLASSES] = {"ground", "road",  "building", "tree",
                                                                  "water",  "car",   "shadow"};
 
-const char *kiln_scene_class_name(int cls) {
-    return cls >= 0 && cls < KILN_SCENE_NUM_CLASSES ? class_names[cls] : "?";
+const char *kx_scene_class_name(int cls) {
+    return cls >= 0 && cls < KX_SCENE_NUM_CLASSES ? class_names[cls] : "?";
 }
 
-uint32_t kiln_scene_colour(int cls) {
-    if (cls < 0 || cls >= KILN_SCENE_NUM_CLASSES) return 0;
-    const uint8_t *c = kiln_scene_palette[cls];
+uint32_t kx_scene_colour(int cls) {
+    if (cls < 0 || cls >= KX_SCENE_NUM_CLASSES) return 0;
+    const uint8_t *c = kx_scene_palette[cls];
     return (uint32_t)c[0] << 16 | (uint32_t)c[1] << 8 | c[2];
 }
 
@@ -115,12 +115,12 @@ static inline void blend(scene *s, size_t p, float r, float g, float b, float a)
 #define SHADOW_B 0.58f
 static void shade_pixel(scene *s, size_t p) {
     uint8_t l = s->lab[p];
-    if (s->shade[p] || l == KILN_SCENE_BUILDING || l == KILN_SCENE_TREE) return;
+    if (s->shade[p] || l == KX_SCENE_BUILDING || l == KX_SCENE_TREE) return;
     s->shade[p] = 1;
     s->rgb[p] *= SHADOW_R;
     s->rgb[s->HW + p] *= SHADOW_G;
     s->rgb[2 * s->HW + p] *= SHADOW_B;
-    if (l == KILN_SCENE_GROUND || l == KILN_SCENE_ROAD) s->lab[p] = KILN_SCENE_SHADOW;
+    if (l == KX_SCENE_GROUND || l == KX_SCENE_ROAD) s->lab[p] = KX_SCENE_SHADOW;
 }
 
 /* Pixel bounds of a box grown by `pad`, clipped to the image; false when nothing is left. */
@@ -207,7 +207,7 @@ static void paint_ground(scene *s) {
         float lum = 0.88f + 0.24f * s->dist[p];
         put(s, p, lum * (grass[0] + t * (soil[0] - grass[0])), lum * (grass[1] + t * (soil[1] - grass[1])),
             lum * (grass[2] + t * (soil[2] - grass[2])));
-        s->lab[p] = KILN_SCENE_GROUND;
+        s->lab[p] = KX_SCENE_GROUND;
     }
 }
 
@@ -306,7 +306,7 @@ static void paint_water(scene *s) {
                 float depth = clampf((edge - sqrtf(s->dist[p])) / 4.0f, 0, 1);
                 put(s, p, shallow[0] + depth * (deep[0] - shallow[0]), shallow[1] + depth * (deep[1] - shallow[1]),
                     shallow[2] + depth * (deep[2] - shallow[2]));
-                s->lab[p] = KILN_SCENE_WATER;
+                s->lab[p] = KX_SCENE_WATER;
             }
         } else { /* a pond with a wobbly shore */
             float cx = rng_unit(&s->r) * s->W, cy = rng_unit(&s->r) * s->H;
@@ -322,7 +322,7 @@ static void paint_water(scene *s) {
                     float depth = clampf((1 - q) * 3, 0, 1);
                     put(s, p, shallow[0] + depth * (deep[0] - shallow[0]),
                         shallow[1] + depth * (deep[1] - shallow[1]), shallow[2] + depth * (deep[2] - shallow[2]));
-                    s->lab[p] = KILN_SCENE_WATER;
+                    s->lab[p] = KX_SCENE_WATER;
                 }
         }
     }
@@ -348,7 +348,7 @@ static void paint_road(scene *s, const road *rd) {
         }
         /* The asphalt edge is blended over what lies beneath; its label is a hard cut. */
         blend(s, p, r, g, b, clampf(rd->hw + 0.5f - d, 0, 1));
-        if (d < rd->hw) s->lab[p] = KILN_SCENE_ROAD;
+        if (d < rd->hw) s->lab[p] = KX_SCENE_ROAD;
     }
 }
 
@@ -385,7 +385,7 @@ static void paint_lots(scene *s) {
         bool ok = false;
         for (int tries = 0; tries < 24 && !ok; tries++) {
             lot.cx = rng_unit(&s->r) * s->W, lot.cy = rng_unit(&s->r) * s->H;
-            ok = obox_fits(s, &lot, 1, BIT(KILN_SCENE_GROUND));
+            ok = obox_fits(s, &lot, 1, BIT(KX_SCENE_GROUND));
         }
         if (!ok) continue;
         float base = rng_uniform(&s->r, 0.38f, 0.50f);
@@ -403,7 +403,7 @@ static void paint_lots(scene *s) {
                 bool line = in_row && (rel < 0.6f || fabsf(u) > lot.hl - 0.6f);
                 if (line) lum = 0.80f;
                 put(s, p, lum, lum, lum * 1.02f);
-                s->lab[p] = KILN_SCENE_ROAD;
+                s->lab[p] = KX_SCENE_ROAD;
             }
         /* Cars nose-in in both rows of stalls. */
         float occupancy = rng_uniform(&s->r, 0.35f, 0.85f);
@@ -416,7 +416,7 @@ static void paint_lots(scene *s) {
                 float cx = lot.cx + u * lot.c - v * lot.s, cy = lot.cy + u * lot.s + v * lot.c;
                 float flip = rng_chance(&s->r, 0.5f) ? 1.f : -1.f, jitter = rng_uniform(&s->r, -0.08f, 0.08f);
                 float ca = cosf(ang + 1.5708f + jitter) * flip, sa = sinf(ang + 1.5708f + jitter) * flip;
-                place_car(s, cx, cy, ca, sa, BIT(KILN_SCENE_ROAD));
+                place_car(s, cx, cy, ca, sa, BIT(KX_SCENE_ROAD));
             }
     }
 }
@@ -462,7 +462,7 @@ static void paint_buildings(scene *s) {
         bool ok = false;
         for (int tries = 0; tries < 20 && !ok; tries++) {
             b.cx = rng_unit(&s->r) * s->W, b.cy = rng_unit(&s->r) * s->H;
-            ok = obox_fits(s, &b, 2, BIT(KILN_SCENE_GROUND) | BIT(KILN_SCENE_SHADOW));
+            ok = obox_fits(s, &b, 2, BIT(KX_SCENE_GROUND) | BIT(KX_SCENE_SHADOW));
         }
         if (!ok) continue;
         const float *col = roofs[rng_below(&s->r, 6)];
@@ -487,7 +487,7 @@ static void paint_buildings(scene *s) {
                             lum *= 1.15f;
                         if (gable && fabsf(v) < 0.5f) lum *= 0.9f;
                         put(s, p, col[0] * lum, col[1] * lum, col[2] * lum);
-                        s->lab[p] = KILN_SCENE_BUILDING;
+                        s->lab[p] = KX_SCENE_BUILDING;
                     } else if (in_sweep(u, v, du, dv, b.hl, b.hw, h)) {
                         shade_pixel(s, p);
                     }
@@ -511,7 +511,7 @@ static bool place_car(scene *s, float cx, float cy, float c, float sn, unsigned 
     obox b = {cx, cy, c, sn, 0, 0};
     b.hl = rng_uniform(&s->r, 3.8f, 5.0f);
     b.hw = rng_uniform(&s->r, 1.7f, 2.2f);
-    if (!obox_fits(s, &b, 0.8f, allowed | BIT(KILN_SCENE_SHADOW))) return false;
+    if (!obox_fits(s, &b, 0.8f, allowed | BIT(KX_SCENE_SHADOW))) return false;
     int x0, y0, x1, y1;
     if (!obox_bounds(s, &b, 0, &x0, &y0, &x1, &y1)) return false;
     const float *col = car_colours[rng_below(&s->r, (int)(sizeof car_colours / sizeof car_colours[0]))];
@@ -533,7 +533,7 @@ static bool place_car(scene *s, float cx, float cy, float c, float sn, unsigned 
                 r = fminf(1, r * 1.06f + 0.02f), g = fminf(1, g * 1.06f + 0.02f), bl = fminf(1, bl * 1.06f + 0.02f);
             if (s->shade[p]) r *= SHADOW_R, g *= SHADOW_G, bl *= SHADOW_B;
             put(s, p, r, g, bl);
-            s->lab[p] = KILN_SCENE_CAR;
+            s->lab[p] = KX_SCENE_CAR;
             wide = true;
         }
     if (wide) s->cars[s->ncars++] = b;
@@ -565,7 +565,7 @@ static void paint_cars(scene *s) {
             if (x < -4 || y < -4 || x > s->W + 4.0f || y > s->H + 4.0f || !rng_chance(&s->r, density)) continue;
             float side = rng_chance(&s->r, 0.5f) ? 1.f : -1.f, off = side * rd->hw * rng_uniform(&s->r, 0.42f, 0.55f);
             /* Drive on the right: the car on side +1 faces along the path. */
-            place_car(s, x - ty * off, y + tx * off, tx * side, ty * side, BIT(KILN_SCENE_ROAD));
+            place_car(s, x - ty * off, y + tx * off, tx * side, ty * side, BIT(KX_SCENE_ROAD));
         }
     }
     /* A few parked on driveways and yards. */
@@ -575,7 +575,7 @@ static void paint_cars(scene *s) {
         for (int tries = 0; tries < 8; tries++)
 {
             float x = rng_unit(&s->r) * s->W, y = rng_unit(&s->r) * s->H;
-            if (place_car(s, x, y, cosf(a), sinf(a), BIT(KILN_SCENE_GROUND))) break;
+            if (place_car(s, x, y, cosf(a), sinf(a), BIT(KX_SCENE_GROUND))) break;
         }
     }
     /* Each car casts a short shadow of its own. */
@@ -589,7 +589,7 @@ static void paint_cars(scene *s) {
                 float u, v;
                 obox_local(&b, x, y, &u, &v);
                 size_t p = (size_t)y * s->W + x;
-                if (s->lab[p] != KILN_SCENE_CAR && in_sweep(u, v, du, dv, b.hl, b.hw, 1.6f)) shade_pixel(s, p);
+                if (s->lab[p] != KX_SCENE_CAR && in_sweep(u, v, du, dv, b.hl, b.hw, 1.6f)) shade_pixel(s, p);
             }
     }
 }
@@ -600,7 +600,7 @@ static void add_crown(scene *s, float x, float y, float r) {
     if (s->ncrowns >= MAX_CROWNS || x < -r || y < -r || x > s->W + r || y > s->H + r) return;
     int xi = (int)clampf(x, 0, (float)s->W - 1), yi = (int)clampf(y, 0, (float)s->H - 1);
     uint8_t l = s->lab[(size_t)yi * s->W + xi];
-    if (l != KILN_SCENE_GROUND && l != KILN_SCENE_SHADOW) return;
+    if (l != KX_SCENE_GROUND && l != KX_SCENE_SHADOW) return;
     crown *c = &s->crowns[s->ncrowns++];
     c->x = x, c->y = y, c->r = r;
     float a3 = rng_uniform(&s->r, 0.05f, 0.16f), p3 = rng_uniform(&s->r, 0, 6.283f);
@@ -669,7 +669,7 @@ static void paint_trees(scene *s) {
                 float rim = d > 0.8f * rad ? 0.85f : 1.0f;
                 float lum = tint * lit * leaf * rim;
                 put(s, p, green[0] * lum, green[1] * lum, green[2] * lum);
-                s->lab[p] = KILN_SCENE_TREE;
+                s->lab[p] = KX_SCENE_TREE;
             }
     }
 }
@@ -694,19 +694,19 @@ static void finish(scene *s) {
     }
 }
 
-kiln_status kiln_scene_generate(uint64_t seed, int H, int W, float *rgb, uint8_t *labels) {
+kiln_status kx_scene_generate(uint64_t seed, int H, int W, float *rgb, uint8_t *labels) {
     if (!rgb)
-        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_scene_generate: rgb is NULL (it needs 3*H*W floats)");
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_scene_generate: rgb is NULL (it needs 3*H*W floats)");
     if (H < 8 || W < 8 || H > 4096 || W > 4096)
         return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT,
-                              "kiln_scene_generate: size %dx%d is outside 8..4096 on a side", H, W);
+                              "kx_scene_generate: size %dx%d is outside 8..4096 on a side", H, W);
     size_t HW = (size_t)H * W, lat = (size_t)(H / 8 + 2) * (W / 8 + 2);
     scene *s = calloc(1, sizeof *s);
     void *scratch = malloc(HW * 3 * sizeof(float) + lat * sizeof(float) + (size_t)W * (sizeof(float) + sizeof(int)) + HW * 2);
     if (!s || !scratch) {
         free(s);
         free(scratch);
-        return kiln_set_error(KILN_STATUS_OOM, "kiln_scene_generate: out of memory for a %dx%d scene", H, W);
+        return kiln_set_error(KILN_STATUS_OOM, "kx_scene_generate: out of memory for a %dx%d scene", H, W);
     }
     s->H = H, s->W = W, s->HW = HW, s->rgb = rgb;
     s->dist = scratch;
@@ -738,21 +738,21 @@ kiln_status kiln_scene_generate(uint64_t seed, int H, int W, float *rgb, uint8_t
     return KILN_STATUS_OK;
 }
 
-uint64_t kiln_scene_seed(kiln_scene_split split, uint64_t base, int64_t index) {
-    return (base << 32) + (split == KILN_SCENE_HELDOUT ? (1ull << 31) : 0) + ((uint64_t)index & 0x7FFFFFFFull);
+uint64_t kx_scene_seed(kx_scene_split split, uint64_t base, int64_t index) {
+    return (base << 32) + (split == KX_SCENE_HELDOUT ? (1ull << 31) : 0) + ((uint64_t)index & 0x7FFFFFFFull);
 }
 
-kiln_status kiln_scene_batch(kiln_scene_split split, uint64_t base, int64_t first, int64_t n, int H, int W,
-                             kiln_device dev, kiln_tensor **images, kiln_tensor **masks, kiln_tensor **labels) {
+kiln_status kx_scene_batch(kx_scene_split split, uint64_t base, int64_t first, int64_t n, int H, int W,
+                           kiln_device dev, kiln_tensor **images, kiln_tensor **masks, kiln_tensor **labels) {
     if (images) *images = NULL;
     if (masks) *masks = NULL;
     if (labels) *labels = NULL;
     if (n <= 0 || first < 0 || first + n > (1ll << 31))
         return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT,
-                              "kiln_scene_batch: scenes %lld..%lld are outside 0..2^31-1 (n must be positive)",
+                              "kx_scene_batch: scenes %lld..%lld are outside 0..2^31-1 (n must be positive)",
                               (long long)first, (long long)(first + n - 1));
     if (H < 8 || W < 8 || H > 4096 || W > 4096)
-        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_scene_batch: size %dx%d is outside 8..4096 on a side",
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_scene_batch: size %dx%d is outside 8..4096 on a side",
                               H, W);
     size_t HW = (size_t)H * W;
     kiln_tensor *img = kiln_tensor_empty(4, (int64_t[]){n, 3, H, W}, KILN_F32, KILN_CPU);
@@ -760,7 +760,7 @@ kiln_status kiln_scene_batch(kiln_scene_split split, uint64_t base, int64_t firs
     if (!img || !lab) {
         kiln_tensor_free(img);
         free(lab);
-        return kiln_set_error(KILN_STATUS_OOM, "kiln_scene_batch: out of memory for %lld scenes of %dx%d",
+        return kiln_set_error(KILN_STATUS_OOM, "kx_scene_batch: out of memory for %lld scenes of %dx%d",
                               (long long)n, H, W);
     }
     float *px = kiln_tensor_data(img);
@@ -768,17 +768,17 @@ kiln_status kiln_scene_batch(kiln_scene_split split, uint64_t base, int64_t firs
     /* Scenes are independent; errors are thread-local, so a worker only counts them. */
 #pragma omp parallel for schedule(dynamic) reduction(+ : failed)
     for (int64_t i = 0; i < n; i++)
-        if (kiln_scene_generate(kiln_scene_seed(split, base, first + i), H, W, px + (size_t)i * 3 * HW,
-                                lab + (size_t)i * HW) != KILN_STATUS_OK)
+        if (kx_scene_generate(kx_scene_seed(split, base, first + i), H, W, px + (size_t)i * 3 * HW,
+                              lab + (size_t)i * HW) != KILN_STATUS_OK)
             failed++;
     kiln_tensor *msk = NULL, *cls = NULL;
     kiln_status st = KILN_STATUS_OK;
-    if (failed) st = kiln_set_error(KILN_STATUS_OOM, "kiln_scene_batch: out of memory rendering %dx%d scenes", H, W);
+    if (failed) st = kiln_set_error(KILN_STATUS_OOM, "kx_scene_batch: out of memory rendering %dx%d scenes", H, W);
     if (!st && masks) {
         msk = kiln_tensor_empty(4, (int64_t[]){n, 1, H, W}, KILN_F32, KILN_CPU);
         if (msk) {
             float *m = kiln_tensor_data(msk);
-            for (size_t p = 0; p < (size_t)n * HW; p++) m[p] = lab[p] == KILN_SCENE_CAR ? 1.0f : 0.0f;
+            for (size_t p = 0; p < (size_t)n * HW; p++) m[p] = lab[p] == KX_SCENE_CAR ? 1.0f : 0.0f;
         }
     }
     if (!st && labels) {

@@ -1,7 +1,7 @@
 /* Mini-batch orders for the example programs: one copy of the two shuffles they use. */
-#include "kiln_examples.h"
+#include "kx.h"
 
-void kiln_epoch_shuffle(int *order, int n, uint64_t seed, int epoch) {
+void kx_epoch_shuffle(int *order, int n, uint64_t seed, int epoch) {
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch + 1;
     for (int i = 0; i < n; i++) order[i] = i;
     for (int i = n - 1; i > 0; i--) {
@@ -18,7 +18,7 @@ static uint64_t splitmix64(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-void kiln_shuffle(int64_t *order, int64_t n, uint64_t *state) {
+void kx_shuffle(int64_t *order, int64_t n, uint64_t *state) {
     for (int64_t i = 0; i < n; i++) order[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
         int64_t j = (int64_t)(splitmix64(state) % (uint64_t)(i + 1));

@@ -7,7 +7,7 @@
  * .summary; Summary.value; Value.tag, .simple_value), each a varint, a fixed64, a fixed32
  * or a length-delimited field, which is a few dozen lines, against a code generator, a
  * .proto copy and a run-time dependency for every user of the examples. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-struct kiln_tfevents {
+struct kx_tfevents {
     FILE *f;
     char path[4096];
     kiln_status st; /* the first write error */
@@ -36,7 +36,7 @@ static void crc_init(void) {
     crc_ready = 1;
 }
 
-uint32_t kiln_crc32c(const void *data, size_t n) {
+uint32_t kx_crc32c(const void *data, size_t n) {
     if (!crc_ready) crc_init(); /* idempotent: two threads racing write the same table */
     const uint8_t *p = data;
     uint32_t c = 0xFFFFFFFFu;
@@ -44,18 +44,18 @@ uint32_t kiln_crc32c(const void *data, size_t n) {
     return c ^ 0xFFFFFFFFu;
 }
 
-uint32_t kiln_tfevents_masked_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
+uint32_t kx_tfevents_masked_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
 
 static void put_le(uint8_t *p, uint64_t v, int bytes) {
     for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-size_t kiln_tfevents_record(const uint8_t *payload, size_t n, uint8_t *out, size_t cap) {
+size_t kx_tfevents_record(const uint8_t *payload, size_t n, uint8_t *out, size_t cap) {
     if (!out || cap < n + 16 || (!payload && n)) return 0;
     put_le(out, n, 8);
-    put_le(out + 8, kiln_tfevents_masked_crc(kiln_crc32c(out, 8)), 4);
+    put_le(out + 8, kx_tfevents_masked_crc(kx_crc32c(out, 8)), 4);
     if (n) memcpy(out + 12, payload, n);
-    put_le(out + 12 + n, kiln_tfevents_masked_crc(kiln_crc32c(payload, n)), 4);
+    put_le(out + 12 + n, kx_tfevents_masked_crc(kx_crc32c(payload, n)), 4);
     return n + 16;
 }
 
@@ -108,22 +108,22 @@ static double wall_time(void) {
 }
 
 /* Frames and writes one serialized Event. */
-static kiln_status write_event(kiln_tfevents *w, const uint8_t *ev, size_t n) {
+static kiln_status write_event(kx_tfevents *w, const uint8_t *ev, size_t n) {
     if (w->st) return w->st;
     uint8_t small[512], *rec = n + 16 <= sizeof small ? small : malloc(n + 16);
-    if (!rec) return w->st = kiln_set_error(KILN_STATUS_OOM, "kiln_tfevents: out of memory for a %zu-byte event", n);
-    size_t k = kiln_tfevents_record(ev, n, rec, n + 16);
+    if (!rec) return w->st = kiln_set_error(KILN_STATUS_OOM, "kx_tfevents: out of memory for a %zu-byte event", n);
+    size_t k = kx_tfevents_record(ev, n, rec, n + 16);
     if (fwrite(rec, 1, k, w->f) != k)
-        w->st = kiln_set_error(KILN_STATUS_IO, "kiln_tfevents: writing %s: %s", w->path, strerror(errno));
+        w->st = kiln_set_error(KILN_STATUS_IO, "kx_tfevents: writing %s: %s", w->path, strerror(errno));
     if (rec != small) free(rec);
     return w->st;
 }
 
-kiln_tfevents *kiln_tfevents_open(const char *dir) {
-    if (!dir || !*dir) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tfevents_open: no directory"), NULL;
-    if (kiln_make_dirs(dir) != KILN_STATUS_OK) return kiln_error_prefix("--log-dir %s", dir), NULL;
-    kiln_tfevents *w = calloc(1, sizeof *w);
-    if (!w) return kiln_set_error(KILN_STATUS_OOM, "kiln_tfevents_open: out of memory"), NULL;
+kx_tfevents *kx_tfevents_open(const char *dir) {
+    if (!dir || !*dir) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_tfevents_open: no directory"), NULL;
+    if (kx_make_dirs(dir) != KILN_STATUS_OK) return kx_error_prefix("--log-dir %s", dir), NULL;
+    kx_tfevents *w = calloc(1, sizeof *w);
+    if (!w) return kiln_set_error(KILN_STATUS_OOM, "kx_tfevents_open: out of memory"), NULL;
     char host[256] = "localhost";
     if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
     host[sizeof host - 1] = '\0';
@@ -136,7 +136,7 @@ kiln_tfevents *kiln_tfevents_open(const char *dir) {
         char name[512];
         if (k) snprintf(name, sizeof name, "events.out.tfevents.%ld.%s.%d", secs, host, k);
         else snprintf(name, sizeof name, "events.out.tfevents.%ld.%s", secs, host);
-        if (kiln_path_join(w->path, sizeof w->path, dir, name) != KILN_STATUS_OK) break;
+        if (kx_path_join(w->path, sizeof w->path, dir, name) != KILN_STATUS_OK) break;
         fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
@@ -151,7 +151,7 @@ kiln_tfevents *kiln_tfevents_open(const char *dir) {
     pbuf p = {ev, 0, sizeof ev, false};
     pb_double(&p, 1, wall_time());
     pb_bytes(&p, 3, "brain.Event:2", 13); /* Event.file_version */
-    if (write_event(w, ev, p.len) != KILN_STATUS_OK || kiln_tfevents_flush(w) != KILN_STATUS_OK) {
+    if (write_event(w, ev, p.len) != KILN_STATUS_OK || kx_tfevents_flush(w) != KILN_STATUS_OK) {
         fclose(w->f);
         free(w);
         return NULL;
@@ -159,10 +159,10 @@ kiln_tfevents *kiln_tfevents_open(const char *dir) {
     return w;
 }
 
-kiln_status kiln_tfevents_scalar(kiln_tfevents *w, const char *tag, int64_t step, double value) {
-    if (!w || !tag) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tfevents_scalar: writer or tag is NULL");
+kiln_status kx_tfevents_scalar(kx_tfevents *w, const char *tag, int64_t step, double value) {
+    if (!w || !tag) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_tfevents_scalar: writer or tag is NULL");
     size_t tn = strlen(tag);
-    if (tn > 200) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tfevents_scalar: tag of %zu bytes", tn);
+    if (tn > 200) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_tfevents_scalar: tag of %zu bytes", tn);
     /* Value{tag = 1, simple_value = 2} inside Summary{value = 1} inside Event{summary = 5} */
     uint8_t val[256], sum[272], ev[320];
     pbuf v = {val, 0, sizeof val, false}, s = {sum, 0, sizeof sum, false}, e = {ev, 0, sizeof ev, false};
@@ -174,24 +174,24 @@ kiln_status kiln_tfevents_scalar(kiln_tfevents *w, const char *tag, int64_t step
     pb_varint(&e, (uint64_t)step); /* int64: a negative step takes ten bytes, as protobuf has it */
     pb_bytes(&e, 5, sum, s.len);
     if (v.overflow || s.overflow || e.overflow)
-        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_tfevents_scalar: event for '%s' too large", tag);
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_tfevents_scalar: event for '%s' too large", tag);
     return write_event(w, ev, e.len);
 }
 
-kiln_status kiln_tfevents_flush(kiln_tfevents *w) {
+kiln_status kx_tfevents_flush(kx_tfevents *w) {
     if (!w) return KILN_STATUS_OK;
     if (!w->st && fflush(w->f) != 0)
-        w->st = kiln_set_error(KILN_STATUS_IO, "kiln_tfevents: writing %s: %s", w->path, strerror(errno));
+        w->st = kiln_set_error(KILN_STATUS_IO, "kx_tfevents: writing %s: %s", w->path, strerror(errno));
     return w->st;
 }
 
-const char *kiln_tfevents_path(const kiln_tfevents *w) { return w ? w->path : NULL; }
+const char *kx_tfevents_path(const kx_tfevents *w) { return w ? w->path : NULL; }
 
-kiln_status kiln_tfevents_close(kiln_tfevents *w) {
+kiln_status kx_tfevents_close(kx_tfevents *w) {
     if (!w) return KILN_STATUS_OK;
-    kiln_status st = kiln_tfevents_flush(w);
+    kiln_status st = kx_tfevents_flush(w);
     if (fclose(w->f) != 0 && !st)
-        st = kiln_set_error(KILN_STATUS_IO, "kiln_tfevents: closing %s: %s", w->path, strerror(errno));
+        st = kiln_set_error(KILN_STATUS_IO, "kx_tfevents: closing %s: %s", w->path, strerror(errno));
     free(w);
     return st;
 }

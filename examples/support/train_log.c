@@ -1,7 +1,7 @@
 /* The logs a person reads after (or during) a training run: OUT/steps.csv, one row a
  * step, and OUT/epochs.csv, one row an epoch, for a spreadsheet or pandas; and the same
  * numbers as TensorBoard scalars when a log directory is given. */
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,9 +10,9 @@
 
 enum { MAX_METRICS = 16 };
 
-struct kiln_train_log {
+struct kx_train_log {
     FILE *steps, *epochs;
-    kiln_tfevents *tb;
+    kx_tfevents *tb;
     int nmetrics;
     char metric[MAX_METRICS][64];
     char steps_path[4096], epochs_path[4096];
@@ -70,13 +70,13 @@ static FILE *open_csv(const char *path, const char *header, int resume_epoch) {
     return f;
 }
 
-kiln_train_log *kiln_train_log_open(const char *out, const char *log_dir, int nmetrics,
-                                    const char *const *metric_names, int resume_epoch) {
+kx_train_log *kx_train_log_open(const char *out, const char *log_dir, int nmetrics,
+                                const char *const *metric_names, int resume_epoch) {
     if (nmetrics < 0 || nmetrics > MAX_METRICS || (nmetrics && !metric_names))
-        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_train_log_open: %d metrics; give 0..%d with names",
+        return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_train_log_open: %d metrics; give 0..%d with names",
                               nmetrics, MAX_METRICS), NULL;
-    kiln_train_log *l = calloc(1, sizeof *l);
-    if (!l) return kiln_set_error(KILN_STATUS_OOM, "kiln_train_log_open: out of memory"), NULL;
+    kx_train_log *l = calloc(1, sizeof *l);
+    if (!l) return kiln_set_error(KILN_STATUS_OOM, "kx_train_log_open: out of memory"), NULL;
     l->nmetrics = nmetrics;
     char header[2048] = "epoch,train_loss,heldout_loss";
     for (int k = 0; k < nmetrics; k++) {
@@ -84,28 +84,28 @@ kiln_train_log *kiln_train_log_open(const char *out, const char *log_dir, int nm
         size_t n = strlen(header);
         snprintf(header + n, sizeof header - n, ",%s", l->metric[k]);
     }
-    kiln_status st = kiln_path_join(l->steps_path, sizeof l->steps_path, out, "steps.csv");
-    if (!st) st = kiln_path_join(l->epochs_path, sizeof l->epochs_path, out, "epochs.csv");
+    kiln_status st = kx_path_join(l->steps_path, sizeof l->steps_path, out, "steps.csv");
+    if (!st) st = kx_path_join(l->epochs_path, sizeof l->epochs_path, out, "epochs.csv");
     if (!st && !(l->steps = open_csv(l->steps_path, "epoch,step,loss,lr,images_per_s", resume_epoch)))
         st = kiln_last_status();
     if (!st && !(l->epochs = open_csv(l->epochs_path, header, resume_epoch))) st = kiln_last_status();
-    if (!st && log_dir && !(l->tb = kiln_tfevents_open(log_dir))) st = kiln_last_status();
+    if (!st && log_dir && !(l->tb = kx_tfevents_open(log_dir))) st = kiln_last_status();
     if (st) {
-        kiln_train_log_close(l);
+        kx_train_log_close(l);
         return NULL;
     }
     return l;
 }
 
-static kiln_status written(kiln_train_log *l, FILE *f, const char *path) {
+static kiln_status written(kx_train_log *l, FILE *f, const char *path) {
     if (!l->st && (ferror(f) || fflush(f) != 0))
         l->st = kiln_set_error(KILN_STATUS_IO, "writing %s: %s", path, strerror(errno));
     return l->st;
 }
 
-kiln_status kiln_train_log_step(kiln_train_log *l, int epoch, int64_t step, double loss, double lr,
-                                double images_per_s) {
-    if (!l) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_train_log_step: no log");
+kiln_status kx_train_log_step(kx_train_log *l, int epoch, int64_t step, double loss, double lr,
+                              double images_per_s) {
+    if (!l) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_train_log_step: no log");
     if (l->st) return l->st;
     fprintf(l->steps, "%d,%lld", epoch, (long long)step);
     cell(l->steps, loss);
@@ -114,17 +114,17 @@ kiln_status kiln_train_log_step(kiln_train_log *l, int epoch, int64_t step, doub
     fputc('\n', l->steps);
     if (written(l, l->steps, l->steps_path)) return l->st;
     if (l->tb) {
-        kiln_status st = kiln_tfevents_scalar(l->tb, "train/loss", step, loss);
-        if (!st) st = kiln_tfevents_scalar(l->tb, "train/lr", step, lr);
-        if (!st) st = kiln_tfevents_scalar(l->tb, "train/images_per_s", step, images_per_s);
+        kiln_status st = kx_tfevents_scalar(l->tb, "train/loss", step, loss);
+        if (!st) st = kx_tfevents_scalar(l->tb, "train/lr", step, lr);
+        if (!st) st = kx_tfevents_scalar(l->tb, "train/images_per_s", step, images_per_s);
         if (st) l->st = st;
     }
     return l->st;
 }
 
-kiln_status kiln_train_log_epoch(kiln_train_log *l, int epoch, double train_loss, double heldout_loss,
-                                 const double *metrics) {
-    if (!l) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kiln_train_log_epoch: no log");
+kiln_status kx_train_log_epoch(kx_train_log *l, int epoch, double train_loss, double heldout_loss,
+                               const double *metrics) {
+    if (!l) return kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "kx_train_log_epoch: no log");
     if (l->st) return l->st;
     fprintf(l->epochs, "%d", epoch);
     cell(l->epochs, train_loss);
@@ -133,35 +133,35 @@ kiln_status kiln_train_log_epoch(kiln_train_log *l, int epoch, double train_loss
     fputc('\n', l->epochs);
     if (written(l, l->epochs, l->epochs_path)) return l->st;
     if (l->tb) {
-        kiln_status st = kiln_tfevents_scalar(l->tb, "epoch/train_loss", epoch, train_loss);
-        if (!st) st = kiln_tfevents_scalar(l->tb, "epoch/heldout_loss", epoch, heldout_loss);
+        kiln_status st = kx_tfevents_scalar(l->tb, "epoch/train_loss", epoch, train_loss);
+        if (!st) st = kx_tfevents_scalar(l->tb, "epoch/heldout_loss", epoch, heldout_loss);
         for (int k = 0; k < l->nmetrics && !st; k++) {
             char tag[80];
             snprintf(tag, sizeof tag, "epoch/%s", l->metric[k]);
-            st = kiln_tfevents_scalar(l->tb, tag, epoch, metrics ? metrics[k] : NAN);
+            st = kx_tfevents_scalar(l->tb, tag, epoch, metrics ? metrics[k] : NAN);
         }
-        if (!st) st = kiln_tfevents_flush(l->tb); /* an epoch's numbers reach TensorBoard at once */
+        if (!st) st = kx_tfevents_flush(l->tb); /* an epoch's numbers reach TensorBoard at once */
         if (st) l->st = st;
     }
     return l->st;
 }
 
-const char *kiln_train_log_events_path(const kiln_train_log *l) { return l && l->tb ? kiln_tfevents_path(l->tb) : NULL; }
-const char *kiln_train_log_steps_path(const kiln_train_log *l) { return l ? l->steps_path : NULL; }
-const char *kiln_train_log_epochs_path(const kiln_train_log *l) { return l ? l->epochs_path : NULL; }
+const char *kx_train_log_events_path(const kx_train_log *l) { return l && l->tb ? kx_tfevents_path(l->tb) : NULL; }
+const char *kx_train_log_steps_path(const kx_train_log *l) { return l ? l->steps_path : NULL; }
+const char *kx_train_log_epochs_path(const kx_train_log *l) { return l ? l->epochs_path : NULL; }
 
-void kiln_train_log_json(const kiln_train_log *l, kiln_json *j) {
-    kiln_json_string(j, "steps_csv", kiln_train_log_steps_path(l));
-    kiln_json_string(j, "epochs_csv", kiln_train_log_epochs_path(l));
-    kiln_json_string(j, "events", kiln_train_log_events_path(l)); /* null without --log-dir */
+void kx_train_log_json(const kx_train_log *l, kx_json *j) {
+    kx_json_string(j, "steps_csv", kx_train_log_steps_path(l));
+    kx_json_string(j, "epochs_csv", kx_train_log_epochs_path(l));
+    kx_json_string(j, "events", kx_train_log_events_path(l)); /* null without --log-dir */
 }
 
-kiln_status kiln_train_log_close(kiln_train_log *l) {
+kiln_status kx_train_log_close(kx_train_log *l) {
     if (!l) return KILN_STATUS_OK;
     kiln_status st = l->st;
     if (l->steps && fclose(l->steps) != 0 && !st) st = kiln_set_error(KILN_STATUS_IO, "closing %s", l->steps_path);
     if (l->epochs && fclose(l->epochs) != 0 && !st) st = kiln_set_error(KILN_STATUS_IO, "closing %s", l->epochs_path);
-    kiln_status tst = kiln_tfevents_close(l->tb);
+    kiln_status tst = kx_tfevents_close(l->tb);
     if (!st) st = tst;
     free(l);
     return st;

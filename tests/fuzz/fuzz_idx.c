@@ -5,7 +5,7 @@
  * so the loader's own checks (28x28, equal counts, classes 0..9) run on it too. */
 #include "fuzz_common.h"
 
-#include <kiln_examples.h>
+#include <kx.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +46,7 @@ static void load_as_fashion_mnist(const uint8_t *data, size_t size, bool input_i
     dir[strlen(dir) - 1] = '\0'; /* no trailing slash */
     kiln_tensor *x = NULL, *y = NULL;
     kiln_clear_error();
-    kiln_status st = kiln_fashion_mnist_load(dir, true, KILN_CPU, &x, &y);
+    kiln_status st = kx_fashion_mnist_load(dir, true, KILN_CPU, &x, &y);
     kf_note("fashion_mnist_load (input as %s, %lld entries): %s", input_is_images ? "images" : "labels", (long long)n,
             st ? kiln_last_error() : "ok");
     if (st == KILN_STATUS_OK) {
@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kiln_scope *scope = kf_begin();
 
     kiln_clear_error();
-    kiln_tensor *x = kiln_idx_read_images(path, KILN_CPU);
+    kiln_tensor *x = kx_idx_read_images(path, KILN_CPU);
     kf_note("read_images: %s", x ? "ok" : kiln_last_error());
     if (x) {
         KF_CHECK(kiln_tensor_ndim(x) == 4 && kiln_tensor_dtype(x) == KILN_F32 && kiln_tensor_size(x, 1) == 1,
@@ -98,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     kiln_clear_error();
-    kiln_tensor *y = kiln_idx_read_labels(path, KILN_CPU);
+    kiln_tensor *y = kx_idx_read_labels(path, KILN_CPU);
     kf_note("read_labels: %s", y ? "ok" : kiln_last_error());
     if (y) {
         KF_CHECK(kiln_tensor_ndim(y) == 1 && kiln_tensor_dtype(y) == KILN_I64 && kiln_tensor_size(y, 0) >= 1,

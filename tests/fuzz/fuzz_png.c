@@ -1,12 +1,12 @@
 /* Fuzz harness: PNG files (examples/support/png_io.c, libpng underneath) read as a (C,H,W)
  * tensor, as gray bytes and as RGB floats; what is read is used as a user would (cast,
- * reductions) and a small image must survive kiln_png_write_tensor and a second read
+ * reductions) and a small image must survive kx_png_write_tensor and a second read
  * byte for byte. Chunk CRCs are recomputed before the file is written (a mutated chunk
  * with a stale CRC only reaches libpng's CRC check; a hostile file has correct CRCs):
  * the fix is idempotent, so a regression input saved with its CRCs fixed replays the same. */
 #include "fuzz_common.h"
 
-#include <kiln_examples.h>
+#include <kx.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     /* as stored, as a tensor */
     kiln_clear_error();
-    kiln_tensor *t = kiln_png_read_tensor(path, 0, KILN_CPU);
+    kiln_tensor *t = kx_png_read_tensor(path, 0, KILN_CPU);
     int c0 = 0, h0 = 0, w0 = 0;
     kf_note("read_tensor: %s", t ? "ok" : kiln_last_error());
     if (t) {
@@ -60,11 +60,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                  kiln_status_name(st), kiln_last_error());
     }
 
-#ifdef KILN_PNG_DEFAULT_MAX_PIXELS /* the header-only reader, where the examples support has it */
+#ifdef KX_PNG_DEFAULT_MAX_PIXELS /* the header-only reader, where the examples support has it */
     {
         int cs = 0, hs = 0, ws = 0;
         kiln_clear_error();
-        kiln_status st = kiln_png_read_size(path, &cs, &hs, &ws);
+        kiln_status st = kx_png_read_size(path, &cs, &hs, &ws);
         kf_note("read_size: %s", st ? kiln_last_error() : "ok");
         if (st == KILN_STATUS_OK) check_dims("read_size", cs, 0, hs, ws);
         KF_CHECK(!t || (st == KILN_STATUS_OK && cs == c0 && hs == h0 && ws == w0),
@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *px = NULL;
     int c = 0, h = 0, w = 0;
     kiln_clear_error();
-    if (kiln_png_read_u8(path, 1, &px, &c, &h, &w) == KILN_STATUS_OK) {
+    if (kx_png_read_u8(path, 1, &px, &c, &h, &w) == KILN_STATUS_OK) {
         check_dims("read_u8 gray", c, 1, h, w);
         KF_CHECK(!t || (h == h0 && w == w0), "gray read %dx%d, tensor read %dx%d", h, w, h0, w0);
         unsigned long sum = 0;
@@ -91,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* RGB floats */
     float *fx = NULL;
     kiln_clear_error();
-    if (kiln_png_read_f32(path, 3, &fx, &c, &h, &w) == KILN_STATUS_OK) {
+    if (kx_png_read_f32(path, 3, &fx, &c, &h, &w) == KILN_STATUS_OK) {
         check_dims("read_f32 rgb", c, 3, h, w);
         KF_CHECK(!t || (h == h0 && w == w0), "rgb read %dx%d, tensor read %dx%d", h, w, h0, w0);
         for (size_t i = 0; i < (size_t)3 * h * w; i++)
@@ -106,13 +106,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint8_t *orig = NULL, *back = NULL;
         int c1, h1, w1, c2, h2, w2;
         kiln_clear_error();
-        kiln_status st = kiln_png_read_u8(path, 0, &orig, &c1, &h1, &w1);
+        kiln_status st = kx_png_read_u8(path, 0, &orig, &c1, &h1, &w1);
         KF_CHECK(st == KILN_STATUS_OK && c1 == c0 && h1 == h0 && w1 == w0, "read_u8 as stored disagrees with "
                  "read_tensor (%s)", kiln_status_name(st));
         const char *p2 = kf_scratch_path("roundtrip.png");
-        st = kiln_png_write_tensor(p2, t);
+        st = kx_png_write_tensor(p2, t);
         KF_CHECK(st == KILN_STATUS_OK, "writing the image back failed: %s", kiln_last_error());
-        st = kiln_png_read_u8(p2, 0, &back, &c2, &h2, &w2);
+        st = kx_png_read_u8(p2, 0, &back, &c2, &h2, &w2);
         KF_CHECK(st == KILN_STATUS_OK && c2 == c1 && h2 == h1 && w2 == w1, "reading back what kiln wrote: %s",
                  kiln_status_name(st));
         KF_CHECK(memcmp(orig, back, (size_t)c1 * h1 * w1) == 0, "the image changed through write and read");

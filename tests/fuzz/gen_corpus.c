@@ -5,7 +5,7 @@
  * training), png/ (gray and RGB, odd sizes), idx/ (images and labels, plain and gzip). */
 #include "fuzz_common.h"
 
-#include <kiln_examples.h>
+#include <kx.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,17 +91,17 @@ static void checkpoint_seeds(void) {
 
 static void png_seeds(void) {
     uint8_t px[3 * 17 * 9] = {0};
-    if (kiln_png_write_u8(out_path("png", "gray_1x1.png"), px, 1, 1, 1) == KILN_STATUS_NOT_IMPLEMENTED) {
+    if (kx_png_write_u8(out_path("png", "gray_1x1.png"), px, 1, 1, 1) == KILN_STATUS_NOT_IMPLEMENTED) {
         printf("gen_corpus: built without libpng: no kiln-made PNG seeds\n");
         kiln_clear_error();
         return;
     }
     for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 37 + i / 5);
-    ok(kiln_png_write_u8(out_path("png", "gray_1x1.png"), px, 1, 1, 1), "gray_1x1");
-    ok(kiln_png_write_u8(out_path("png", "gray_5x3.png"), px, 1, 5, 3), "gray_5x3");
-    ok(kiln_png_write_u8(out_path("png", "rgb_4x4.png"), px, 3, 4, 4), "rgb_4x4");
-    ok(kiln_png_write_u8(out_path("png", "rgb_17x9.png"), px, 3, 17, 9), "rgb_17x9");
-    ok(kiln_png_write_u8(out_path("png", "gray_1x64.png"), px, 1, 1, 64), "gray_1x64");
+    ok(kx_png_write_u8(out_path("png", "gray_1x1.png"), px, 1, 1, 1), "gray_1x1");
+    ok(kx_png_write_u8(out_path("png", "gray_5x3.png"), px, 1, 5, 3), "gray_5x3");
+    ok(kx_png_write_u8(out_path("png", "rgb_4x4.png"), px, 3, 4, 4), "rgb_4x4");
+    ok(kx_png_write_u8(out_path("png", "rgb_17x9.png"), px, 3, 17, 9), "rgb_17x9");
+    ok(kx_png_write_u8(out_path("png", "gray_1x64.png"), px, 1, 1, 64), "gray_1x64");
 }
 
 static void idx_write(const char *name, bool gz, const uint8_t *hdr, size_t nh, const uint8_t *body, size_t nb) {

@@ -2,7 +2,7 @@
 #include "kt_program.h"
 
 #include <criterion/criterion.h>
-#include <kiln_examples.h>
+#include <kx.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,7 +146,7 @@ void kt_temp_dir_remove(char *dir) {
 
 bool kt_fashion_mnist_available(const char *test) {
     char dir[4096];
-    if (kiln_fashion_mnist_find(NULL, dir, sizeof dir) == KILN_STATUS_OK) return true;
+    if (kx_fashion_mnist_find(NULL, dir, sizeof dir) == KILN_STATUS_OK) return true;
     kiln_clear_error();
     fprintf(stderr, "KILN-TEST-SKIP %s: Fashion-MNIST is not installed (Debian package dataset-fashion-mnist; "
                     "scripts/setup.sh installs it)\n", test);

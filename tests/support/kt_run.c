@@ -2,7 +2,7 @@
 #include "kt_run.h"
 
 #include "kiln_test.h"
-#include "kiln_examples.h"
+#include "kx.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -102,7 +102,7 @@ double kt_number(json_t *j, const char *key) {
 void kt_expect_png(const char *path, int channels, int w, int h) {
     uint8_t *px = NULL;
     int c, H, W;
-    cr_assert_eq(kiln_png_read_u8(path, 0, &px, &c, &H, &W), KILN_STATUS_OK, "%s", kiln_last_error());
+    cr_assert_eq(kx_png_read_u8(path, 0, &px, &c, &H, &W), KILN_STATUS_OK, "%s", kiln_last_error());
     cr_expect_eq(c, channels, "%s has %d channels, not %d", path, c, channels);
     if (w > 0) cr_expect(W == w && H == h, "%s is %dx%d, not %dx%d", path, W, H, w, h);
     free(px);

@@ -1,4 +1,4 @@
-"""The examples' synthetic aerial scenes (examples/support, kiln_scene_batch) from
+"""The examples' synthetic aerial scenes (examples/support, kx_scene_batch) from
 libkiln_examples.so, the examples support library built as a shared library beside
 libkiln.so (CMake option KILN_BUILD_EXAMPLES_SHARED). It links libkiln.so, so the
 tensors it makes come from the same pools and scopes as the package's; the scenes
@@ -36,11 +36,11 @@ def _load():
     global _lib_ex, _batch, _seed
     if _lib_ex is None:
         lib = ctypes.PyDLL(library_path())
-        _batch = lib.kiln_scene_batch
+        _batch = lib.kx_scene_batch
         _batch.restype = c_int
         _batch.argtypes = [c_int, c_uint64, c_int64, c_int64, c_int, c_int, _lib.CDevice, POINTER(c_void_p),
                            POINTER(c_void_p), POINTER(c_void_p)]
-        _seed = lib.kiln_scene_seed
+        _seed = lib.kx_scene_seed
         _seed.restype = c_uint64
         _seed.argtypes = [c_int, c_uint64, c_int64]
         _lib_ex = lib
