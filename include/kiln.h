@@ -11,5 +11,6 @@
 #include "kiln/optim.h"
 #include "kiln/checkpoint.h"
 #include "kiln/cuda.h"
+#include "kiln/abi.h"
 
 #endif

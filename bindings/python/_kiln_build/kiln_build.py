@@ -263,7 +263,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    """The package runs from the source tree; the library is found by kiln/_lib.py
+    """The package runs from the source tree; the library is found by kiln/_runtime.py
     (KILN_LIBRARY, else build-python/ or build/ of the repository)."""
     if not os.environ.get("KILN_LIBRARY"):
         _library()  # make sure build-python/libkiln.so exists

@@ -1,8 +1,9 @@
 """kiln from Python: tensors, autograd and ops over libkiln.so, with NumPy and
 PyTorch interop (copies through .numpy()/kiln.tensor, zero-copy through DLPack).
 
-Each C area is one module here, declaring its C prototypes with kiln._lib.declare
-and wrapping results with kiln.tensor._call: layers (conv2d, pooling, interpolate),
+Each C area is one module here, declaring its C prototypes with kiln._runtime.declare
+and wrapping results with kiln._runtime.call (the runtime: library, errors, struct
+checks, tensor handles; the Tensor class is kiln/tensor.py): layers (conv2d, pooling, interpolate),
 nn (functional linear/batch_norm/dropout, init, Module and the built-in modules),
 losses, metrics, optim (optimizers, schedules, clipping), checkpoint (safetensors
 and training checkpoints), and examples (the scene generator of the C examples).

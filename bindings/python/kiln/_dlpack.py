@@ -12,11 +12,14 @@ from ctypes import POINTER, c_char_p, c_int, c_int32, c_int64, c_uint8, c_uint16
 
 from . import _lib
 from ._errors import NoDeviceError
-from .tensor import Tensor, _Finalizing, _call, _h
+from ._runtime import Finalizing, TensorHandle, call, handle
 
 kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged = 1, 2, 3, 13
 kDLInt, kDLUInt, kDLFloat, kDLBfloat, kDLBool = 0, 1, 2, 4, 6
 FLAG_READ_ONLY = 1
+
+# The structs of dlpack.h (DLPack 1.x), whose layout the DLPack standard fixes; no kiln
+# header defines them, so the runtime's struct checks (kiln/_runtime.py) skip them.
 
 
 class DLDevice(ctypes.Structure):
@@ -84,7 +87,7 @@ _exports = {}  # address of the managed struct -> (struct, shape, strides, detac
 
 def _release_export(addr):
     ctx = _exports.pop(addr, None)
-    if ctx is not None and not _Finalizing.on:
+    if ctx is not None and not Finalizing.on:
         _lib.scope_free(ctx[3])
 
 
@@ -116,19 +119,19 @@ def device_of(t):
 
 
 def export(t, stream=None, max_version=None, dl_device=None, copy=None):
-    h = _h(t)
+    h = handle(t)
     if _lib.tensor_requires_grad(h):
         raise RuntimeError("kiln: cannot export a tensor that requires grad through DLPack; use t.detach()")
     if dl_device is not None and tuple(dl_device) != device_of(t):
         raise BufferError(f"kiln: the tensor is on {t.device}; DLPack export does not move it to {dl_device}")
     if copy:
         t = t.clone()
-        h = _h(t)
+        h = handle(t)
     dev = _lib.tensor_device(h)
     if dev.type == 1:
         # kiln's queue is not the consumer's stream: finish queued work so the data is there
         _lib.check(_lib.synchronize(dev), "__dlpack__")
-    v = _call(_lib.tensor_detach, (h,), ())  # a view of its own, owned by the capsule
+    v = call(_lib.tensor_detach, (h,), ())  # a view of its own, owned by the capsule
     vh, scope = v._h, v._own
     v._own = None  # ownership moves to _exports; v must not free it
     nd = _lib.tensor_ndim(vh)
@@ -187,7 +190,7 @@ def _check_cuda(dev_id):
 def from_dlpack(obj):
     """A kiln tensor sharing the memory of obj: a NumPy array, a torch tensor (cpu or
     cuda), any object with __dlpack__, or a DLPack capsule."""
-    if isinstance(obj, Tensor):
+    if isinstance(obj, TensorHandle):
         return obj
     cap = _capsule_of(obj)
     name = _capsule_get_name(cap)
@@ -227,7 +230,7 @@ def from_dlpack(obj):
     shape = (c_int64 * max(nd, 1))(*(dl.shape[i] for i in range(nd)))
     strides = (c_int64 * max(nd, 1))(*(dl.strides[i] for i in range(nd))) if dl.strides else None
     data = (dl.data or 0) + dl.byte_offset
-    t = _call(_lib.tensor_from_external, (data or None, nd, shape, strides, dtype, dev, m.deleter, ptr))
+    t = call(_lib.tensor_from_external, (data or None, nd, shape, strides, dtype, dev, m.deleter, ptr))
     # kiln owns the producer's tensor now: the capsule must not free it again
     _capsule_set_name(cap, ctypes.addressof(used))
     return t

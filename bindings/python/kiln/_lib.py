@@ -1,29 +1,26 @@
-"""Loads libkiln.so and declares the C prototypes the package calls.
-
-Only the public API is used, through opaque handles (c_void_p); no kiln struct is
-mirrored here except the two small by-value ones the public headers define
-(kiln_device, kiln_pool_stats). Area modules (layers, losses, optim, ...) declare
-their own prototypes with `declare` when they are added.
-
-The library is loaded with ctypes.PyDLL: calls keep the GIL. kiln's scopes, error
-state and RNG are per thread or unsynchronised, and storage reference counts are
-plain ints, so serialising calls is what keeps threaded Python programs safe.
+"""The core C API (include/kiln/core.h and ops.h) under short names: the prototypes
+of the tensor, scope, autograd and op functions, and the two by-value structs those
+headers define (kiln_device, kiln_pool_stats). Everything else is an opaque handle
+(c_void_p). Loading, declare, errors and the struct checks are kiln/_runtime.py's,
+re-exported here; area modules (layers, losses, optim, ...) declare their own
+prototypes with declare.
 """
-import ctypes
-import os
-from ctypes import POINTER, c_bool, c_char_p, c_double, c_int, c_int64, c_size_t, c_uint64, c_void_p
-from pathlib import Path
+from ctypes import POINTER, Structure, c_bool, c_char_p, c_double, c_int, c_int64, c_size_t, c_uint64, c_void_p
 
-from ._errors import exception_for
+from ._runtime import (check, clear_error, declare, declared, last_error, last_status, lib, mirrors,  # noqa: F401
+                       path, raise_last, scope_begin, scope_detach, scope_end, scope_free, scope_keep,
+                       status_name, tensor_requires_grad)
 
 
-class CDevice(ctypes.Structure):
+@mirrors("kiln_device", "include/kiln/core.h")
+class CDevice(Structure):
     """kiln_device, passed by value."""
 
     _fields_ = [("type", c_int), ("index", c_int)]
 
 
-class CPoolStats(ctypes.Structure):
+@mirrors("kiln_pool_stats", "include/kiln/core.h")
+class CPoolStats(Structure):
     """kiln_pool_stats, returned by value."""
 
     _fields_ = [
@@ -39,76 +36,8 @@ class CPoolStats(ctypes.Structure):
     ]
 
 
-def _candidates():
-    here = Path(__file__).resolve().parent
-    yield here / "libkiln.so"  # installed wheel
-    repo = here.parents[2]  # bindings/python/kiln -> repository root (source checkout)
-    for build in ("build-python", "build"):
-        yield repo / build / "libkiln.so"
-
-
-def _find_library():
-    env = os.environ.get("KILN_LIBRARY")
-    if env:
-        if not os.path.isfile(env):
-            raise ImportError(f"kiln: KILN_LIBRARY={env!r} is not a file; point it at a built libkiln.so")
-        return env
-    tried = []
-    for p in _candidates():
-        tried.append(str(p))
-        if p.is_file():
-            return str(p)
-    raise ImportError(
-        "kiln: libkiln.so not found (looked in " + ", ".join(tried) + "). Install the package with "
-        "`pip install ./bindings/python` (it builds the library), or build it with CMake and set "
-        "KILN_LIBRARY=/path/to/libkiln.so"
-    )
-
-
-path = _find_library()
-lib = ctypes.PyDLL(path)
-
-
-declared = {}  # C name -> ctypes function, for every function the package calls (kiln/_messages.py)
-
-
-def declare(name, restype, *argtypes):
-    """Sets and returns the prototype of one exported function."""
-    try:
-        f = getattr(lib, name)
-    except AttributeError:
-        raise ImportError(f"kiln: {path} does not export {name}; rebuild the library from this source tree") from None
-    f.restype = restype
-    f.argtypes = list(argtypes)
-    declared[name] = f
-    return f
-
-
 T = c_void_p  # kiln_tensor *
 P64 = POINTER(c_int64)
-
-# ---- errors ------------------------------------------------------------------
-last_status = declare("kiln_last_status", c_int)
-last_error = declare("kiln_last_error", c_char_p)
-clear_error = declare("kiln_clear_error", None)
-status_name = declare("kiln_status_name", c_char_p, c_int)
-
-
-def raise_last(what=None):
-    """Raises the pending kiln error as a Python exception and clears it. The message
-    names Python calls (kiln/_messages.py); the C library's text is .c_message."""
-    st = last_status()
-    msg = (last_error() or b"").decode("utf-8", "replace")
-    clear_error()
-    if st == 0:
-        raise RuntimeError(f"kiln: {what or 'a call'} failed without an error message (a kiln bug; please report it)")
-    raise exception_for(st, msg)
-
-
-def check(status, what=None):
-    if status != 0:
-        raise_last(what)
-
 
 # ---- dtypes and devices ------------------------------------------------------
 dtype_size = declare("kiln_dtype_size", c_size_t, c_int)
@@ -157,16 +86,8 @@ tensor_from_external = declare(
     "kiln_tensor_from_external", T, c_void_p, c_int, P64, P64, c_int, CDevice, c_void_p, c_void_p
 )
 
-# ---- scopes --------------------------------------------------------------------
-scope_begin = declare("kiln_scope_begin", c_void_p)
-scope_end = declare("kiln_scope_end", None, c_void_p)
-scope_keep = declare("kiln_scope_keep", T, T)
-scope_detach = declare("kiln_scope_detach", c_int, c_void_p)
-scope_free = declare("kiln_scope_free", None, c_void_p)
-
 # ---- autograd ------------------------------------------------------------------
 tensor_set_requires_grad = declare("kiln_tensor_set_requires_grad", c_int, T, c_bool)
-tensor_requires_grad = declare("kiln_tensor_requires_grad", c_bool, T)
 tensor_grad = declare("kiln_tensor_grad", T, T)
 tensor_zero_grad = declare("kiln_tensor_zero_grad", None, T)
 backward = declare("kiln_backward", c_int, T, T)

@@ -10,7 +10,7 @@ The table of C function -> Python name is built, on the first error, from what t
 package exposes: every public function of kiln and its submodules, every Tensor
 method and property, and the methods of the public classes (nn.Module, the
 optimizers, the metrics, nn.init, ...) are inspected for the C functions their code
-calls (ctypes functions declared with kiln._lib.declare, found through the names the
+calls (ctypes functions declared with kiln._runtime.declare, found through the names the
 code uses), and C functions whose stem is a public Python name map to it. Each C
 name then takes its closest Python name (same stem first; functions at kiln's top
 level before Tensor methods before the rest). A few C calls whose Python form is a
@@ -24,7 +24,7 @@ import re
 import sys
 import types
 
-from . import _lib
+from . import _runtime
 
 _CFUNC = ctypes._CFuncPtr
 
@@ -117,7 +117,7 @@ def _codes(fn):
 
 
 def _is_cfunc(obj):
-    return isinstance(obj, _CFUNC) and getattr(obj, "__name__", None) in _lib.declared
+    return isinstance(obj, _CFUNC) and getattr(obj, "__name__", None) in _runtime.declared
 
 
 def _refs(fn, owner=None, depth=0):
@@ -146,9 +146,10 @@ def _refs(fn, owner=None, depth=0):
     return out
 
 
-# helpers every wrapper goes through: what they call names no Python call
-_PLUMBING = {"_call", "_call_inline", "_adopt", "_borrow", "_h", "_finish", "_release", "_scopes", "_opt",
-             "_handle", "_operand", "_pair"}
+# private helpers every wrapper goes through: what they call names no Python call (the
+# runtime's call, handle, borrow, ... and _convert's operand are public names of private
+# modules, so they are never followed anyway)
+_PLUMBING = {"_finish", "_release", "_opt", "_handle", "_pair"}
 
 
 def _surface():
@@ -233,7 +234,7 @@ def build_table():
         for c, direct in _refs(obj, owner):
             cands.setdefault(c, []).append((name, kind, obj, direct))
     # C functions named like a public Python function or Tensor method (ops reached through tables)
-    for c in _lib.declared:
+    for c in _runtime.declared:
         if c.startswith(("kiln_module_", "kiln_optimizer_", "kiln_optim_")) or c.endswith("_create"):
             continue
         stem = _stem(c)
@@ -257,7 +258,7 @@ def build_table():
             if isinstance(m, types.FunctionType):
                 e.target = ("method-too", m)
     for c, (name, kind, empty) in _OVERRIDES.items():
-        if c in _lib.declared:
+        if c in _runtime.declared:
             tgt = vars(kiln.Tensor).get(name) if kind == "method" else None
             table[c] = _Entry(name, kind, tgt, empty)
     return table

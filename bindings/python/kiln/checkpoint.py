@@ -6,18 +6,21 @@ The function names follow the safetensors package (save_file, load_file); writes
 are atomic and reads validate the whole header first."""
 import ctypes
 import os
-from ctypes import POINTER, c_bool, c_char_p, c_int, c_void_p
+from ctypes import POINTER, c_bool, c_char_p, c_int, c_int64, c_uint64, c_void_p
 
 from . import _lib
-from .tensor import Tensor, _call, _h, tensor
+from ._runtime import call, handle, mirrors
+from .tensor import Tensor, tensor
 
 
+@mirrors("kiln_named_tensor", "include/kiln/checkpoint.h")
 class CNamedTensor(ctypes.Structure):
     """kiln_named_tensor."""
 
     _fields_ = [("name", c_char_p), ("tensor", c_void_p)]
 
 
+@mirrors("kiln_metadata_entry", "include/kiln/checkpoint.h")
 class CMetadataEntry(ctypes.Structure):
     """kiln_metadata_entry."""
 
@@ -37,13 +40,15 @@ _ckpt_save = _lib.declare("kiln_checkpoint_save", c_int, c_char_p, P, P, POINTER
 _ckpt_load = _lib.declare("kiln_checkpoint_load", c_int, c_char_p, P, P, c_bool)
 
 
-class _Entry(ctypes.Structure):
-    """The leading field of kiln_safetensors_entry (its name); the rest is not read here."""
+@mirrors("kiln_safetensors_entry", "include/kiln/checkpoint.h")
+class CSafetensorsEntry(ctypes.Structure):
+    """kiln_safetensors_entry, read through a pointer (only its name is used here)."""
 
-    _fields_ = [("name", c_char_p)]
+    _fields_ = [("name", c_char_p), ("dtype_name", c_char_p), ("dtype", c_int), ("ndim", c_int),
+                ("shape", c_int64 * _lib.MAX_DIMS), ("begin", c_uint64), ("end", c_uint64)]
 
 
-_entry_at = _lib.declare("kiln_safetensors_entry_at", POINTER(_Entry), P, c_int)
+_entry_at = _lib.declare("kiln_safetensors_entry_at", POINTER(CSafetensorsEntry), P, c_int)
 
 
 def _path(p):
@@ -67,7 +72,7 @@ def _named(tensors, what):
     arr = (CNamedTensor * max(len(keep), 1))()
     for i, (n, t) in enumerate(zip(names, keep)):
         arr[i].name = n
-        arr[i].tensor = _h(t, "tensor")
+        arr[i].tensor = handle(t, "tensor")
     return arr, len(keep), (keep, names)
 
 
@@ -97,7 +102,7 @@ def load_file(filename):
         out = {}
         for i in range(_count(f)):
             name = _entry_at(f, i).contents.name
-            out[name.decode()] = _call(_read, (f, name))
+            out[name.decode()] = call(_read, (f, name))
         return out
     finally:
         _close(f)

@@ -11,8 +11,8 @@ from ctypes import POINTER, c_int, c_int64, c_uint64, c_void_p
 from pathlib import Path
 
 from . import _lib
+from ._runtime import call, own_scopes
 from ._types import as_device
-from .tensor import _begin, _call, _end, _own_scopes
 
 _SPLITS = {"train": 0, "heldout": 1}
 _lib_ex = None
@@ -64,12 +64,12 @@ def scene_batch(first, n, size=(64, 64), split="train", base=0, device="cpu", im
     if not any(want):
         raise ValueError("kiln.examples.scene_batch: ask for at least one of images, masks, labels")
     outs = [c_void_p() if w else None for w in want]
-    with _own_scopes():
+    with own_scopes():
         return _scene_batch(split, base, first, n, H, W, device, outs)
 
 
 def _scene_batch(split, base, first, n, H, W, device, outs):
-    s = _begin()
+    s = _lib.scope_begin()
     if not s:
         _lib.raise_last("scene_batch")
     try:
@@ -78,9 +78,9 @@ def _scene_batch(split, base, first, n, H, W, device, outs):
         if st != 0:
             _lib.raise_last("scene_batch")
         # each result gets its own owner (a copy made inside s); s takes the originals
-        res = tuple(_call(_lib.tensor_clone, (o.value,)) for o in outs if o is not None)
+        res = tuple(call(_lib.tensor_clone, (o.value,)) for o in outs if o is not None)
     finally:
-        _end(s)
+        _lib.scope_end(s)
     return res if len(res) > 1 else res[0]
 
 

@@ -6,23 +6,26 @@ import numbers
 from ctypes import POINTER, c_bool, c_double, c_int64, c_void_p
 
 from . import _lib
-from .tensor import _call, _h
+from ._runtime import call, handle, mirrors
 
 _I2 = c_int64 * 2
 
 
+@mirrors("kiln_conv2d_params", "include/kiln/layers.h")
 class CConv2dParams(ctypes.Structure):
     """kiln_conv2d_params."""
 
     _fields_ = [("stride", _I2), ("padding", _I2), ("dilation", _I2), ("groups", c_int64), ("padding_same", c_bool)]
 
 
+@mirrors("kiln_conv_transpose2d_params", "include/kiln/layers.h")
 class CConvTranspose2dParams(ctypes.Structure):
     """kiln_conv_transpose2d_params."""
 
     _fields_ = [("stride", _I2), ("padding", _I2), ("output_padding", _I2), ("dilation", _I2), ("groups", c_int64)]
 
 
+@mirrors("kiln_pool2d_params", "include/kiln/layers.h")
 class CPool2dParams(ctypes.Structure):
     """kiln_pool2d_params."""
 
@@ -94,7 +97,7 @@ def pool2d_params(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 def _opt(t, what):
-    return None if t is None else _h(t, what)
+    return None if t is None else handle(t, what)
 
 
 def _inputs(*ts):
@@ -105,26 +108,26 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """As torch.nn.functional.conv2d: input (N, C_in, H, W), weight (C_out, C_in/groups, kH, kW),
     bias (C_out) or None; padding is ints, 'same' or 'valid'."""
     p = conv2d_params(stride, padding, dilation, groups)
-    return _call(_conv2d, (_h(input, "input"), _h(weight, "weight"), _opt(bias, "bias"), ctypes.byref(p)),
-                 _inputs(input, weight, bias))
+    return call(_conv2d, (handle(input, "input"), handle(weight, "weight"), _opt(bias, "bias"), ctypes.byref(p)),
+                _inputs(input, weight, bias))
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """As torch.nn.functional.conv_transpose2d: weight (C_in, C_out/groups, kH, kW)."""
     p = conv_transpose2d_params(stride, padding, output_padding, groups, dilation)
-    return _call(_conv_transpose2d, (_h(input, "input"), _h(weight, "weight"), _opt(bias, "bias"), ctypes.byref(p)),
-                 _inputs(input, weight, bias))
+    return call(_conv_transpose2d, (handle(input, "input"), handle(weight, "weight"), _opt(bias, "bias"),
+                                    ctypes.byref(p)), _inputs(input, weight, bias))
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """As torch.nn.functional.max_pool2d (stride None: the kernel size); no indices."""
     p = pool2d_params(kernel_size, stride, padding, dilation, ceil_mode)
-    return _call(_max_pool2d, (_h(input, "input"), ctypes.byref(p)), (input,))
+    return call(_max_pool2d, (handle(input, "input"), ctypes.byref(p)), (input,))
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     p = pool2d_params(kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
-    return _call(_avg_pool2d, (_h(input, "input"), ctypes.byref(p)), (input,))
+    return call(_avg_pool2d, (handle(input, "input"), ctypes.byref(p)), (input,))
 
 
 def _scale_pair(s):
@@ -142,17 +145,17 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise ValueError(f"kiln.interpolate: mode {mode!r} is not supported; kiln has 'nearest' and 'bilinear'")
     if mode == "nearest" and align_corners is not None:
         raise ValueError("kiln.interpolate: align_corners only goes with mode='bilinear' (as torch)")
-    x = _h(input, "input")
+    x = handle(input, "input")
     ac = bool(align_corners)
     if size is not None:
         oh, ow = pair(size, "size")
         if mode == "nearest":
-            return _call(_up_nearest, (x, oh, ow), (input,))
-        return _call(_up_bilinear, (x, oh, ow, ac), (input,))
+            return call(_up_nearest, (x, oh, ow), (input,))
+        return call(_up_bilinear, (x, oh, ow, ac), (input,))
     sh, sw = _scale_pair(scale_factor)
     if mode == "nearest":
-        return _call(_up_nearest_scale, (x, sh, sw), (input,))
-    return _call(_up_bilinear_scale, (x, sh, sw, ac), (input,))
+        return call(_up_nearest_scale, (x, sh, sw), (input,))
+    return call(_up_bilinear_scale, (x, sh, sw, ac), (input,))
 
 
 upsample = interpolate

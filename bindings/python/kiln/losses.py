@@ -5,12 +5,13 @@ import ctypes
 from ctypes import c_double, c_int, c_int64, c_void_p
 
 from . import _lib
-from .tensor import _call, _h
+from ._runtime import call, handle, mirrors
 
 T = c_void_p
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 
+@mirrors("kiln_cross_entropy_options", "include/kiln/losses.h")
 class CCrossEntropyOptions(ctypes.Structure):
     """kiln_cross_entropy_options."""
 
@@ -36,7 +37,7 @@ def reduction_code(reduction):
 
 
 def _opt(t, what):
-    return None if t is None else _h(t, what)
+    return None if t is None else handle(t, what)
 
 
 def _present(*ts):
@@ -47,15 +48,15 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """BCE on probabilities in [0,1] (logs clamped at -100 as torch); values outside
     [0,1] are an error that points to bce_with_logits."""
     r = reduction_code(reduction)
-    return _call(_bce, (_h(input, "input"), _h(target, "target"), _opt(weight, "weight"), r),
-                 _present(input, target, weight))
+    return call(_bce, (handle(input, "input"), handle(target, "target"), _opt(weight, "weight"), r),
+                _present(input, target, weight))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction="mean"):
     """max(x,0) - x*y + log1p(exp(-|x|)), optionally weighted; pos_weight scales the positive term."""
     r = reduction_code(reduction)
-    return _call(_bce_with_logits, (_h(input, "input"), _h(target, "target"), _opt(weight, "weight"),
-                                    _opt(pos_weight, "pos_weight"), r), _present(input, target, weight, pos_weight))
+    return call(_bce_with_logits, (handle(input, "input"), handle(target, "target"), _opt(weight, "weight"),
+                                   _opt(pos_weight, "pos_weight"), r), _present(input, target, weight, pos_weight))
 
 
 bce = binary_cross_entropy
@@ -76,38 +77,38 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     (N,C), (N,C,d1..dk) or (C). target: int64 class indices (N,d1..dk), or class
     probabilities of input's shape."""
     o = _ce_options(weight, ignore_index, label_smoothing, reduction)
-    return _call(_cross_entropy, (_h(input, "input"), _h(target, "target"), ctypes.byref(o)),
-                 _present(input, target, weight))
+    return call(_cross_entropy, (handle(input, "input"), handle(target, "target"), ctypes.byref(o)),
+                _present(input, target, weight))
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     o = _ce_options(weight, ignore_index, 0.0, reduction)
-    return _call(_nll_loss, (_h(input, "input"), _h(target, "target"), ctypes.byref(o)),
-                 _present(input, target, weight))
+    return call(_nll_loss, (handle(input, "input"), handle(target, "target"), ctypes.byref(o)),
+                _present(input, target, weight))
 
 
 def mse_loss(input, target, reduction="mean"):
-    return _call(_mse, (_h(input, "input"), _h(target, "target"), reduction_code(reduction)), (input, target))
+    return call(_mse, (handle(input, "input"), handle(target, "target"), reduction_code(reduction)), (input, target))
 
 
 def l1_loss(input, target, reduction="mean"):
-    return _call(_l1, (_h(input, "input"), _h(target, "target"), reduction_code(reduction)), (input, target))
+    return call(_l1, (handle(input, "input"), handle(target, "target"), reduction_code(reduction)), (input, target))
 
 
 def dice_loss(input, target, smooth=1.0, reduction="mean"):
     """1 - soft Dice per sample (sums over every axis but 0) on probabilities; reduction over samples."""
-    return _call(_dice, (_h(input, "input"), _h(target, "target"), float(smooth), reduction_code(reduction)),
-                 (input, target))
+    return call(_dice, (handle(input, "input"), handle(target, "target"), float(smooth), reduction_code(reduction)),
+                (input, target))
 
 
 def dice_loss_multiclass(input, target, smooth=1.0, reduction="mean"):
     """1 - mean over classes of the soft Dice of class probabilities (N,C,...) against
     int64 class indices (N,...)."""
-    return _call(_dice_mc, (_h(input, "input"), _h(target, "target"), float(smooth), reduction_code(reduction)),
-                 (input, target))
+    return call(_dice_mc, (handle(input, "input"), handle(target, "target"), float(smooth), reduction_code(reduction)),
+                (input, target))
 
 
 def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none"):
     """As torchvision.ops.sigmoid_focal_loss (its defaults); alpha < 0 disables the alpha weighting."""
-    return _call(_focal, (_h(input, "input"), _h(target, "target"), float(alpha), float(gamma),
-                          reduction_code(reduction)), (input, target))
+    return call(_focal, (handle(input, "input"), handle(target, "target"), float(alpha), float(gamma),
+                         reduction_code(reduction)), (input, target))

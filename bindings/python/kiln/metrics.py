@@ -5,9 +5,11 @@ import ctypes
 from ctypes import POINTER, c_double, c_int, c_int64, c_void_p
 
 from . import _lib
-from .tensor import Tensor, _Finalizing, _h, tensor
+from ._runtime import Finalizing, handle, mirrors
+from .tensor import Tensor, tensor
 
 
+@mirrors("kiln_binary_counts", "include/kiln/metrics.h")
 class CBinaryCounts(ctypes.Structure):
     """kiln_binary_counts, returned by value."""
 
@@ -44,7 +46,7 @@ class _Handle:
 
     def __del__(self):
         h, self._p = getattr(self, "_p", None), None
-        if h and not _Finalizing.on:
+        if h and not Finalizing.on:
             type(self)._free(h)
 
 
@@ -62,7 +64,7 @@ class BinaryMetrics(_Handle):
 
     def update(self, scores, target):
         s, t = _t(scores, "scores"), _t(target, "target")
-        _lib.check(_b_update(self._p, _h(s, "scores"), _h(t, "target")), "BinaryMetrics.update")
+        _lib.check(_b_update(self._p, handle(s, "scores"), handle(t, "target")), "BinaryMetrics.update")
         return self
 
     def reset(self):
@@ -109,7 +111,7 @@ class ConfusionMatrix(_Handle):
 
     def update(self, pred, target):
         p, t = _t(pred, "pred"), _t(target, "target")
-        _lib.check(_cm_update(self._p, _h(p, "pred"), _h(t, "target")), "ConfusionMatrix.update")
+        _lib.check(_cm_update(self._p, handle(p, "pred"), handle(t, "target")), "ConfusionMatrix.update")
         return self
 
     def reset(self):

@@ -15,7 +15,7 @@ Python forwards. A subclass's forward is a ctypes callback that C calls from
 kiln_module_forward, so a Python module runs inside C containers (a Sequential)
 and a C-side root packs its arena first. The tensors its forward makes go into the
 C scope of the outermost module call and are owned by that call's result
-(kiln.tensor._Holder); an exception in forward comes out of the call unchanged.
+(kiln/_runtime.py, Holder); an exception in forward comes out of the call unchanged.
 """
 import collections
 import ctypes
@@ -26,11 +26,11 @@ import weakref
 from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_double, c_int, c_int64, c_void_p
 
 from . import _lib
+from ._runtime import Finalizing, Holder, adopt, borrow, call, handle, state
 from ._types import as_device, as_dtype, float32
 from .layers import (conv2d_params, conv_transpose2d_params, pair, pool2d_params, CConv2dParams,
                      CConvTranspose2dParams, CPool2dParams)
-from .tensor import (Tensor, _Finalizing, _Holder, _adopt, _begin, _borrow, _call, _detach, _end, _free, _h, _state, no_grad,
-                     tensor as _to_tensor)
+from .tensor import Tensor, no_grad, tensor as _to_tensor
 
 T = c_void_p
 M = c_void_p  # kiln_module *
@@ -43,7 +43,7 @@ _dropout = _lib.declare("kiln_dropout", T, T, c_double, c_bool)
 
 
 def _opt(t, what):
-    return None if t is None else _h(t, what)
+    return None if t is None else handle(t, what)
 
 
 def _present(*ts):
@@ -53,23 +53,23 @@ def _present(*ts):
 def linear(input, weight, bias=None):
     """y = input @ weight.T + bias over any leading axes; weight (out_features, in_features), or
     1-d (in_features) for input @ weight (the last axis reduced) with a 0-d or one-value bias."""
-    return _call(_linear, (_h(input, "input"), _h(weight, "weight"), _opt(bias, "bias")),
-                 _present(input, weight, bias))
+    return call(_linear, (handle(input, "input"), handle(weight, "weight"), _opt(bias, "bias")),
+                _present(input, weight, bias))
 
 
 def batch_norm(input, running_mean=None, running_var=None, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5):
     """As torch.nn.functional.batch_norm on (N, C), (N, C, L) or (N, C, H, W): in training the
     batch statistics normalise and the running ones (when given) are updated in place."""
-    return _call(_batch_norm, (_h(input, "input"), _opt(weight, "weight"), _opt(bias, "bias"),
-                                 _opt(running_mean, "running_mean"), _opt(running_var, "running_var"),
-                                 bool(training), float(momentum), float(eps)),
-                 _present(input, weight, bias, running_mean, running_var))
+    return call(_batch_norm, (handle(input, "input"), _opt(weight, "weight"), _opt(bias, "bias"),
+                              _opt(running_mean, "running_mean"), _opt(running_var, "running_var"),
+                              bool(training), float(momentum), float(eps)),
+                _present(input, weight, bias, running_mean, running_var))
 
 
 def dropout(input, p=0.5, training=True):
     """Zeroes elements with probability p and scales the rest by 1/(1-p) (kiln.manual_seed's generator)."""
-    return _call(_dropout, (_h(input, "input"), float(p), bool(training)), (input,))
+    return call(_dropout, (handle(input, "input"), float(p), bool(training)), (input,))
 
 
 # ---- initialisation ---------------------------------------------------------------------
@@ -105,15 +105,15 @@ class _Init:
         return self._gain(self._nl(nonlinearity), a)
 
     def uniform_(self, t, a=0.0, b=1.0):
-        _lib.check(self._uniform(_h(t), float(a), float(b)), "init.uniform_")
+        _lib.check(self._uniform(handle(t), float(a), float(b)), "init.uniform_")
         return t
 
     def normal_(self, t, mean=0.0, std=1.0):
-        _lib.check(self._normal(_h(t), float(mean), float(std)), "init.normal_")
+        _lib.check(self._normal(handle(t), float(mean), float(std)), "init.normal_")
         return t
 
     def constant_(self, t, val):
-        _lib.check(self._constant(_h(t), float(val)), "init.constant_")
+        _lib.check(self._constant(handle(t), float(val)), "init.constant_")
         return t
 
     def zeros_(self, t):
@@ -123,26 +123,26 @@ class _Init:
         return self.constant_(t, 1.0)
 
     def kaiming_uniform_(self, t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
-        _lib.check(self._kaiming_uniform(_h(t), float(a), self._mode(mode), self._nl(nonlinearity)),
+        _lib.check(self._kaiming_uniform(handle(t), float(a), self._mode(mode), self._nl(nonlinearity)),
                    "init.kaiming_uniform_")
         return t
 
     def kaiming_normal_(self, t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
-        _lib.check(self._kaiming_normal(_h(t), float(a), self._mode(mode), self._nl(nonlinearity)),
+        _lib.check(self._kaiming_normal(handle(t), float(a), self._mode(mode), self._nl(nonlinearity)),
                    "init.kaiming_normal_")
         return t
 
     def xavier_uniform_(self, t, gain=1.0):
-        _lib.check(self._xavier_uniform(_h(t), float(gain)), "init.xavier_uniform_")
+        _lib.check(self._xavier_uniform(handle(t), float(gain)), "init.xavier_uniform_")
         return t
 
     def xavier_normal_(self, t, gain=1.0):
-        _lib.check(self._xavier_normal(_h(t), float(gain)), "init.xavier_normal_")
+        _lib.check(self._xavier_normal(handle(t), float(gain)), "init.xavier_normal_")
         return t
 
     def default_(self, weight, bias=None):
         """torch's reset_parameters of Linear and Conv (kaiming_uniform(a=sqrt(5)) and the bias range)."""
-        _lib.check(self._default(_h(weight), _opt(bias, "bias")), "init.default_")
+        _lib.check(self._default(handle(weight), _opt(bias, "bias")), "init.default_")
         return weight
 
 
@@ -211,7 +211,7 @@ class _Tree:
 
     def __del__(self):
         h, self.h = self.h, None
-        if h and not _Finalizing.on:
+        if h and not Finalizing.on:
             _free_module(h)
 
 
@@ -220,22 +220,22 @@ _python_modules = weakref.WeakValueDictionary()  # ctx key -> the Python Module 
 
 
 def _forward_callback(mh, xh):
-    hold = getattr(_state, "holder", None)
+    hold = getattr(state, "holder", None)
     try:
         if hold is None:
             raise RuntimeError("kiln: a Python module's forward was called from C outside a kiln module call")
         mod = _python_modules.get(_ctx(mh) or 0)
         if mod is None:
             raise RuntimeError("kiln: the Python object of this module was garbage-collected")
-        x = _borrow(xh, hold)
+        x = borrow(xh, hold)
         y = mod.forward(x)
         if not isinstance(y, Tensor):
             raise TypeError(f"kiln: {type(mod).__name__}.forward returned {type(y).__name__}; a module called "
                             "through kiln returns one kiln.Tensor")
-        yh = _h(y, "forward's result")
+        yh = handle(y, "forward's result")
         if y._base is not hold and yh != xh:
             # made outside this call (a parameter, a constant): hand C a tensor of the call's own scope
-            yh = _h(_call(_add_scalar, (yh, 0.0), (y,)))
+            yh = handle(call(_add_scalar, (yh, 0.0), (y,)))
         return yh
     except BaseException as e:  # noqa: B902 (any exception must stop here: C is below us)
         if hold is not None and hold.exc is None:
@@ -256,27 +256,27 @@ def _check_name(name):
 
 def _module_call(m, x):
     """Runs kiln_module_forward(m, x) and wraps the result."""
-    xh = _h(x, "input")
-    hold = getattr(_state, "holder", None)
+    xh = handle(x, "input")
+    hold = getattr(state, "holder", None)
     if hold is not None:  # inside a Python forward that C called: the outer call owns everything
-        return _call(_forward, (m._h, xh), (x,))
-    hold = _Holder()
-    s = _begin()
+        return call(_forward, (m._h, xh), (x,))
+    hold = Holder()
+    s = _lib.scope_begin()
     if not s:
         _lib.raise_last("kiln_scope_begin")
-    _state.holder = hold
+    state.holder = hold
     try:
         p = _forward(m._h, xh)
     finally:
-        _state.holder = None
-    if not p or hold.exc is not None or _detach(s) != 0:
-        _end(s)
+        state.holder = None
+    if not p or hold.exc is not None or _lib.scope_detach(s) != 0:
+        _lib.scope_end(s)
         hold.live = False
         if hold.exc is not None:
             _lib.clear_error()
             raise hold.exc
         _lib.raise_last("forward")
-    r = _adopt(p, s, (x,))
+    r = adopt(p, s, (x,))
     keep = tuple(hold.keep.values())
     if keep or p == xh:
         r._parents = (x,) + keep
@@ -369,7 +369,7 @@ class Module:
         if not p:
             _lib.clear_error()
             return None
-        return _borrow(p, self)
+        return borrow(p, self)
 
     def _adopt_child(self, name, child, append):
         h = self._handle()
@@ -406,10 +406,10 @@ class Module:
             value = _to_tensor(value)
         with no_grad():
             src = value.detach()
-        p = fn(self._handle(), nm, _h(src))
+        p = fn(self._handle(), nm, handle(src))
         if not p:
             _lib.raise_last(what)
-        return _borrow(p, self)
+        return borrow(p, self)
 
     def register_parameter(self, name, tensor):
         """Registers a copy of tensor as parameter name (it requires grad); returns it."""
@@ -441,7 +441,7 @@ class Module:
             p = at(h, i, ctypes.byref(name))
             if not p:
                 _lib.raise_last("named tensors")
-            out.append((prefix + name.value.decode(), _borrow(p, self)))
+            out.append((prefix + name.value.decode(), borrow(p, self)))
         return out
 
     def named_parameters(self, prefix=""):
@@ -467,7 +467,7 @@ class Module:
             p = _state_at(h, i, ctypes.byref(name), ctypes.byref(is_buf))
             if not p:
                 _lib.raise_last("state_dict")
-            out[name.value.decode()] = _borrow(p, self).detach()
+            out[name.value.decode()] = borrow(p, self).detach()
         return out
 
     def load_state_dict(self, state_dict, strict=True):
@@ -567,10 +567,10 @@ class Module:
 
     def flat_parameters(self):
         """The root's parameter arena as one 1-d tensor (shares memory with every parameter)."""
-        return _borrow(self._flat(_flat_parameters), self)
+        return borrow(self._flat(_flat_parameters), self)
 
     def flat_gradients(self):
-        return _borrow(self._flat(_flat_gradients), self)
+        return borrow(self._flat(_flat_gradients), self)
 
     def _flat(self, fn):
         p = fn(self._handle())

@@ -2,7 +2,9 @@
 
 Binary ops broadcast as NumPy/PyTorch do and take Python numbers on either side.
 Axes are `axis=` (PyTorch's `dim=` is accepted as an alias) and reductions take
-`keepdim=`. Each function is also a Tensor method (t.sum(axis=1), t.relu(), ...).
+`keepdim=`. Most functions are also Tensor methods (t.sum(axis=1), t.relu(), ...):
+kiln/tensor.py binds them in the class body. This module sees tensors only through
+the runtime (kiln/_runtime.py) and never imports kiln.tensor.
 """
 import builtins
 import ctypes
@@ -11,47 +13,48 @@ import numbers
 import operator
 
 from . import _lib
-from .tensor import Tensor, _c_int, _call, _h, _i64, _is_number, _operand, _shape_tuple
+from ._convert import as_c_int, int64_array, is_number, operand, shape_tuple
+from ._runtime import TensorHandle, call, handle
 
 # ---- element-wise ------------------------------------------------------------------
 
 
 def _pair(a, b, name):
-    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+    if not isinstance(a, TensorHandle) and not isinstance(b, TensorHandle):
         raise TypeError(f"kiln.{name}: at least one operand must be a kiln.Tensor")
-    if not isinstance(a, Tensor):
-        a = _operand(a, b)
-    if not isinstance(b, Tensor):
-        b = _operand(b, a)
+    if not isinstance(a, TensorHandle):
+        a = operand(a, b)
+    if not isinstance(b, TensorHandle):
+        b = operand(b, a)
     return a, b
 
 
 def _binary(name, a, b):
     a, b = _pair(a, b, name)
-    return _call(_lib.binary[name], (_h(a), _h(b)), (a, b))
+    return call(_lib.binary[name], (handle(a), handle(b)), (a, b))
 
 
 def add(a, b):
-    if _is_number(b) and isinstance(a, Tensor):
-        return _call(_lib.add_scalar, (_h(a), float(b)), (a,))
-    if _is_number(a) and isinstance(b, Tensor):
-        return _call(_lib.add_scalar, (_h(b), float(a)), (b,))
+    if is_number(b) and isinstance(a, TensorHandle):
+        return call(_lib.add_scalar, (handle(a), float(b)), (a,))
+    if is_number(a) and isinstance(b, TensorHandle):
+        return call(_lib.add_scalar, (handle(b), float(a)), (b,))
     return _binary("add", a, b)
 
 
 def sub(a, b):
-    if _is_number(b) and isinstance(a, Tensor):
-        return _call(_lib.add_scalar, (_h(a), -float(b)), (a,))
-    if _is_number(a) and isinstance(b, Tensor):
+    if is_number(b) and isinstance(a, TensorHandle):
+        return call(_lib.add_scalar, (handle(a), -float(b)), (a,))
+    if is_number(a) and isinstance(b, TensorHandle):
         return add(neg(b), a)
     return _binary("sub", a, b)
 
 
 def mul(a, b):
-    if _is_number(b) and isinstance(a, Tensor):
-        return _call(_lib.mul_scalar, (_h(a), float(b)), (a,))
-    if _is_number(a) and isinstance(b, Tensor):
-        return _call(_lib.mul_scalar, (_h(b), float(a)), (b,))
+    if is_number(b) and isinstance(a, TensorHandle):
+        return call(_lib.mul_scalar, (handle(a), float(b)), (a,))
+    if is_number(a) and isinstance(b, TensorHandle):
+        return call(_lib.mul_scalar, (handle(b), float(a)), (b,))
     return _binary("mul", a, b)
 
 
@@ -68,7 +71,7 @@ def minimum(a, b):
 
 
 def _unary(name, a):
-    return _call(_lib.unary[name], (_h(a),), (a,))
+    return call(_lib.unary[name], (handle(a),), (a,))
 
 
 def neg(a):
@@ -105,9 +108,9 @@ def tanh(a):
 
 def pow(a, exponent):
     """a ** exponent for a number exponent."""
-    if not _is_number(exponent):
+    if not is_number(exponent):
         raise TypeError("kiln.pow: the exponent must be a number (kiln has no tensor ** tensor op)")
-    return _call(_lib.pow_scalar, (_h(a), float(exponent)), (a,))
+    return call(_lib.pow_scalar, (handle(a), float(exponent)), (a,))
 
 
 def pow_base(base, a):
@@ -122,23 +125,25 @@ def clamp(a, min=None, max=None):
         raise ValueError("kiln.clamp: give min, max or both")
     lo = -math.inf if min is None else float(min)
     hi = math.inf if max is None else float(max)
-    return _call(_lib.clamp, (_h(a), lo, hi), (a,))
+    return call(_lib.clamp, (handle(a), lo, hi), (a,))
 
 
 clip = clamp
 
 
 def leaky_relu(a, negative_slope=0.01):
-    return _call(_lib.leaky_relu, (_h(a), float(negative_slope)), (a,))
+    return call(_lib.leaky_relu, (handle(a), float(negative_slope)), (a,))
 
 
 def where(condition, a, b):
     """a where condition is nonzero, else b (a or b may be numbers)."""
-    c = _operand(condition, a if isinstance(a, Tensor) else b) if not isinstance(condition, Tensor) else condition
+    c = condition
+    if not isinstance(c, TensorHandle):
+        c = operand(c, a if isinstance(a, TensorHandle) else b)
     a, b = _pair(a, b, "where")
     if c.requires_grad:  # the condition is not differentiable; kiln_where would expect a gradient for it
         c = c.detach()
-    return _call(_lib.where, (_h(c, "condition"), _h(a), _h(b)), (c, a, b))
+    return call(_lib.where, (handle(c, "condition"), handle(a), handle(b)), (c, a, b))
 
 
 # ---- reductions -----------------------------------------------------------------------
@@ -156,14 +161,14 @@ def _axes(axis, name):
     if axis is None:
         return ()
     if isinstance(axis, (tuple, list)):
-        return tuple(_c_int(x, f"{name} axis") for x in axis)
-    return (_c_int(axis, f"{name} axis"),)
+        return tuple(as_c_int(x, f"{name} axis") for x in axis)
+    return (as_c_int(axis, f"{name} axis"),)
 
 
 def _reduce(fn, name, a, axis, keepdim, dim):
     axes = _axes(_axis_arg(axis, dim, name), name)
     arr = (ctypes.c_int * builtins.max(len(axes), 1))(*axes)
-    return _call(fn, (_h(a), len(axes), arr, bool(keepdim)), (a,))
+    return call(fn, (handle(a), len(axes), arr, bool(keepdim)), (a,))
 
 
 def sum(a, axis=None, keepdim=False, *, dim=None):
@@ -177,7 +182,7 @@ def mean(a, axis=None, keepdim=False, *, dim=None):
 
 def _over_all(fn, a, keepdim):
     flat = reshape(a, -1)
-    r = _call(fn, (_h(flat), 0, False), (flat,))
+    r = call(fn, (handle(flat), 0, False), (flat,))
     return reshape(r, *([1] * a.ndim)) if keepdim else r
 
 
@@ -187,7 +192,7 @@ def max(a, axis=None, keepdim=False, *, dim=None):
     axis = _axis_arg(axis, dim, "max")
     if axis is None:
         return _over_all(_lib.max, a, keepdim)
-    return _call(_lib.max, (_h(a), _c_int(axis, "max axis"), bool(keepdim)), (a,))
+    return call(_lib.max, (handle(a), as_c_int(axis, "max axis"), bool(keepdim)), (a,))
 
 
 def min(a, axis=None, keepdim=False, *, dim=None):
@@ -200,7 +205,7 @@ def argmax(a, axis=None, keepdim=False, *, dim=None):
     axis = _axis_arg(axis, dim, "argmax")
     if axis is None:
         return _over_all(_lib.argmax, a, keepdim)
-    return _call(_lib.argmax, (_h(a), _c_int(axis, "argmax axis"), bool(keepdim)), (a,))
+    return call(_lib.argmax, (handle(a), as_c_int(axis, "argmax axis"), bool(keepdim)), (a,))
 
 
 def argmin(a, axis=None, keepdim=False, *, dim=None):
@@ -212,14 +217,14 @@ def softmax(a, axis=None, *, dim=None):
     axis = _axis_arg(axis, dim, "softmax")
     if axis is None:
         raise TypeError("kiln.softmax: give the axis to normalise over (axis=...)")
-    return _call(_lib.softmax, (_h(a), _c_int(axis, "softmax axis")), (a,))
+    return call(_lib.softmax, (handle(a), as_c_int(axis, "softmax axis")), (a,))
 
 
 def log_softmax(a, axis=None, *, dim=None):
     axis = _axis_arg(axis, dim, "log_softmax")
     if axis is None:
         raise TypeError("kiln.log_softmax: give the axis to normalise over (axis=...)")
-    return _call(_lib.log_softmax, (_h(a), _c_int(axis, "log_softmax axis")), (a,))
+    return call(_lib.log_softmax, (handle(a), as_c_int(axis, "log_softmax axis")), (a,))
 
 
 # ---- matrix products ---------------------------------------------------------------------
@@ -235,8 +240,8 @@ def matmul(a, b):
 
 def reshape(a, *shape):
     """A view when the strides allow, else a copy; one size may be -1."""
-    s = _shape_tuple(shape)
-    return _call(_lib.reshape, (_h(a), len(s), _i64(s)), (a,))
+    s = shape_tuple(shape)
+    return call(_lib.reshape, (handle(a), len(s), int64_array(s)), (a,))
 
 
 view = reshape
@@ -245,16 +250,16 @@ view = reshape
 def permute(a, *dims):
     if len(dims) == 1 and not isinstance(dims[0], numbers.Integral):
         dims = tuple(dims[0])
-    h = _h(a)
+    h = handle(a)
     n = _lib.tensor_ndim(h)
     if len(dims) != n:  # the C side reads exactly ndim entries
         raise ValueError(f"kiln.permute: {len(dims)} dims {tuple(dims)} for a {n}-d tensor; give one per axis")
-    perm = (ctypes.c_int * builtins.max(n, 1))(*(_c_int(d, "permute dim") for d in dims))
-    return _call(_lib.permute, (h, perm), (a,))
+    perm = (ctypes.c_int * builtins.max(n, 1))(*(as_c_int(d, "permute dim") for d in dims))
+    return call(_lib.permute, (h, perm), (a,))
 
 
 def transpose(a, dim0, dim1):
-    return _call(_lib.transpose, (_h(a), _c_int(dim0, "dim0"), _c_int(dim1, "dim1")), (a,))
+    return call(_lib.transpose, (handle(a), as_c_int(dim0, "dim0"), as_c_int(dim1, "dim1")), (a,))
 
 
 def swapaxes(a, axis0, axis1):
@@ -263,14 +268,14 @@ def swapaxes(a, axis0, axis1):
 
 def slice(a, axis, start, end, step=1):
     """Elements start, start+step, ... < end along axis (a view)."""
-    return _call(_lib.slice, (_h(a), _c_int(axis, "slice axis"), operator.index(start), operator.index(end),
-                              operator.index(step)), (a,))
+    return call(_lib.slice, (handle(a), as_c_int(axis, "slice axis"), operator.index(start), operator.index(end),
+                             operator.index(step)), (a,))
 
 
 def expand(a, *shape):
     """Broadcasts size-1 axes to shape (a view with stride 0); -1 keeps a size."""
-    s = _shape_tuple(shape)
-    return _call(_lib.expand, (_h(a), len(s), _i64(s)), (a,))
+    s = shape_tuple(shape)
+    return call(_lib.expand, (handle(a), len(s), int64_array(s)), (a,))
 
 
 def broadcast_to(a, shape):
@@ -280,21 +285,21 @@ def broadcast_to(a, shape):
 def squeeze(a, axis=None, *, dim=None):
     """Removes axis (of size 1), or every size-1 axis when axis is None."""
     axis = _axis_arg(axis, dim, "squeeze")
-    ax = _lib.ALL_AXES if axis is None else _c_int(axis, "squeeze axis")
-    return _call(_lib.squeeze, (_h(a), ax), (a,))
+    ax = _lib.ALL_AXES if axis is None else as_c_int(axis, "squeeze axis")
+    return call(_lib.squeeze, (handle(a), ax), (a,))
 
 
 def unsqueeze(a, axis=None, *, dim=None):
     axis = _axis_arg(axis, dim, "unsqueeze")
     if axis is None:
         raise TypeError("kiln.unsqueeze: give the axis to insert")
-    return _call(_lib.unsqueeze, (_h(a), _c_int(axis, "unsqueeze axis")), (a,))
+    return call(_lib.unsqueeze, (handle(a), as_c_int(axis, "unsqueeze axis")), (a,))
 
 
 def flatten(a, start_axis=0, end_axis=-1, *, start_dim=None, end_dim=None):
     s = start_axis if start_dim is None else start_dim
     e = end_axis if end_dim is None else end_dim
-    return _call(_lib.flatten, (_h(a), _c_int(s, "start_axis"), _c_int(e, "end_axis")), (a,))
+    return call(_lib.flatten, (handle(a), as_c_int(s, "start_axis"), as_c_int(e, "end_axis")), (a,))
 
 
 def concat(tensors, axis=0, *, dim=None):
@@ -303,8 +308,8 @@ def concat(tensors, axis=0, *, dim=None):
     ts = tuple(tensors)
     if not ts:
         raise ValueError("kiln.concat: no tensors to join")
-    arr = (ctypes.c_void_p * len(ts))(*(_h(t, "concat input") for t in ts))
-    return _call(_lib.concat, (len(ts), arr, _c_int(axis, "concat axis")), ts)
+    arr = (ctypes.c_void_p * len(ts))(*(handle(t, "concat input") for t in ts))
+    return call(_lib.concat, (len(ts), arr, as_c_int(axis, "concat axis")), ts)
 
 
 cat = concat
@@ -368,12 +373,3 @@ def getitem(t, index):
             raise TypeError(f"kiln: indices are ints, slices, None and ...; {type(item).__name__} indexing "
                             "(advanced indexing) is not supported")
     return out
-
-
-# ---- Tensor methods -----------------------------------------------------------------------------
-for _name in ("exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "neg", "pow", "clamp", "clip", "leaky_relu",
-              "sum", "mean", "max", "min", "argmax", "argmin", "softmax", "log_softmax", "matmul", "reshape", "view",
-              "permute", "transpose", "swapaxes", "expand", "squeeze", "unsqueeze", "flatten", "add", "sub", "mul",
-              "div", "maximum", "minimum"):
-    setattr(Tensor, _name, globals()[_name])
-del _name

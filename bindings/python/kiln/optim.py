@@ -11,17 +11,20 @@ from ctypes import POINTER, c_bool, c_char_p, c_double, c_int, c_int64, c_void_p
 
 from . import _lib
 from .checkpoint import CMetadataEntry, CNamedTensor
-from .tensor import Tensor, _begin, _call, _end, _Finalizing, _h, _own_scopes, no_grad
+from ._runtime import Finalizing, call, handle, mirrors, own_scopes
+from .tensor import Tensor, no_grad, tensor
 
 T = c_void_p
 O = c_void_p
 
 
+@mirrors("kiln_sgd_options", "include/kiln/optim.h")
 class CSgdOptions(ctypes.Structure):
     _fields_ = [("lr", c_double), ("momentum", c_double), ("dampening", c_double), ("weight_decay", c_double),
                 ("nesterov", c_bool), ("maximize", c_bool)]
 
 
+@mirrors("kiln_adam_options", "include/kiln/optim.h")
 class CAdamOptions(ctypes.Structure):
     _fields_ = [("lr", c_double), ("beta1", c_double), ("beta2", c_double), ("eps", c_double),
                 ("weight_decay", c_double), ("amsgrad", c_bool), ("maximize", c_bool)]
@@ -30,6 +33,7 @@ class CAdamOptions(ctypes.Structure):
 MAX_MILESTONES = 32
 
 
+@mirrors("kiln_schedule", "include/kiln/optim.h")
 class CSchedule(ctypes.Structure):
     """kiln_schedule."""
 
@@ -74,7 +78,7 @@ def _param_list(params, what):
 
 
 def _handles(ps):
-    return (c_void_p * max(len(ps), 1))(*(_h(p, "parameter") for p in ps))
+    return (c_void_p * max(len(ps), 1))(*(handle(p, "parameter") for p in ps))
 
 
 class Optimizer:
@@ -91,7 +95,7 @@ class Optimizer:
 
     def __del__(self):
         o, self._o = getattr(self, "_o", None), None
-        if o and not _Finalizing.on:
+        if o and not Finalizing.on:
             _opt_free(o)
 
     def step(self):
@@ -128,11 +132,11 @@ class Optimizer:
 
     def _views(self, use):
         """Calls use(name, view) for each state tensor, the views living in a scope ended after."""
-        with _own_scopes():
+        with own_scopes():
             self._views_in_scope(use)
 
     def _views_in_scope(self, use):
-        s = _begin()
+        s = _lib.scope_begin()
         if not s:
             _lib.raise_last("optimizer state")
         try:
@@ -145,13 +149,13 @@ class Optimizer:
             for e in arr[:n]:
                 use(e.name.decode(), e.tensor)
         finally:
-            _end(s)
+            _lib.scope_end(s)
 
     def state_dict(self):
         """The state as copies, named as torch's flattened optimizer state_dict
         ("state.<i>.exp_avg", ...), and the hyper-parameters under "param_groups"."""
         out = {}
-        self._views(lambda name, p: out.__setitem__(name, _call(_clone, (p,))))
+        self._views(lambda name, p: out.__setitem__(name, call(_clone, (p,))))
         n = _metadata(self._o, None, 0)
         meta = (CMetadataEntry * max(n, 1))()
         n = _metadata(self._o, meta, n)
@@ -168,10 +172,8 @@ class Optimizer:
                 return
             src = state[name]
             if not isinstance(src, Tensor):
-                from .tensor import tensor
-
                 src = tensor(src)
-            st = _lib.tensor_copy_(p, _h(src))
+            st = _lib.tensor_copy_(p, handle(src))
             _lib.check(st, "optimizer.load_state_dict")
 
         with no_grad():
