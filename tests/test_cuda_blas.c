@@ -5,7 +5,7 @@
  * optimizer steps, clip_grad_norm, batch_norm2d with its running statistics, dropout).
  * These cannot run without a GPU (the library calls are not emulated): every test
  * skips with a message there; the custom kernels are also covered by the emulated
- * tests (test_cuda_emu_nn, test_cuda_emu_optim).
+ * tests (test_cuda_emu_linear_batch_norm_dropout, test_cuda_emu_optim).
  * Tolerances: f32 products 1e-5 absolute + 1e-5 relative (K <= 200 terms of |x| <= 1,
  * summed in another order); f64 1e-12; TF32 on: 2e-2 absolute (10-bit mantissas);
  * eigenvalues 1e-10 (f64) and 1e-4 (f32), eigenvectors up to sign at 1e-8 / 1e-3;

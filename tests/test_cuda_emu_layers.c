@@ -21,14 +21,14 @@ extern const kiln_op_def kiln_op_upsample_bilinear2d_backward;
 extern const kiln_op_def kiln_op_upsample_nearest2d;
 extern const kiln_op_def kiln_op_upsample_nearest2d_backward;
 
-EC_EMU_KERNEL(max_pool2d);
-EC_EMU_KERNEL(max_pool2d_backward);
-EC_EMU_KERNEL(avg_pool2d);
-EC_EMU_KERNEL(avg_pool2d_backward);
-EC_EMU_KERNEL(upsample_nearest2d);
-EC_EMU_KERNEL(upsample_nearest2d_backward);
-EC_EMU_KERNEL(upsample_bilinear2d);
-EC_EMU_KERNEL(upsample_bilinear2d_backward);
+kiln_status kiln_emu_cuda_max_pool2d(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_max_pool2d_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_avg_pool2d(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_avg_pool2d_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_upsample_nearest2d(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_upsample_nearest2d_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_upsample_bilinear2d(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_upsample_bilinear2d_backward(const kiln_op_call *call);
 
 static const ec_layout in_layouts[3] = {EC_CONTIG, EC_TRANSPOSED, EC_SLICED};
 

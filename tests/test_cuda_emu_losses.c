@@ -44,15 +44,15 @@ extern const kiln_op_def kiln_op_nll_loss;
 extern const kiln_op_def kiln_op_nll_loss_backward;
 extern const kiln_op_def kiln_op_one_hot;
 
-EC_EMU_KERNEL(bce);
-EC_EMU_KERNEL(bce_backward);
-EC_EMU_KERNEL(bce_with_logits);
-EC_EMU_KERNEL(bce_with_logits_backward);
-EC_EMU_KERNEL(cross_entropy);
-EC_EMU_KERNEL(cross_entropy_backward);
-EC_EMU_KERNEL(nll_loss);
-EC_EMU_KERNEL(nll_loss_backward);
-EC_EMU_KERNEL(one_hot);
+kiln_status kiln_emu_cuda_bce(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_bce_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_bce_with_logits(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_bce_with_logits_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_cross_entropy(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_cross_entropy_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_nll_loss(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_nll_loss_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_one_hot(const kiln_op_call *call);
 
 static const char *const red_names[3] = {"none", "mean", "sum"};
 

@@ -7,7 +7,7 @@
  * for bit; norms are sums in another order: 1e-12 relative. */
 #include "emu/emu_compare.h"
 #include "../kernels/cpu/optim.h"
-#include "../kernels/cuda/launch_blas.h"
+#include "../kernels/cuda/launch_optimizer.h"
 
 TestSuite(cuda_emu_optim, .init = kiln_test_setup, .fini = kiln_test_teardown);
 

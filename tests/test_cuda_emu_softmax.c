@@ -19,10 +19,10 @@ extern const kiln_op_def kiln_op_log_softmax_backward;
 extern const kiln_op_def kiln_op_softmax;
 extern const kiln_op_def kiln_op_softmax_backward;
 
-EC_EMU_KERNEL(softmax);
-EC_EMU_KERNEL(log_softmax);
-EC_EMU_KERNEL(softmax_backward);
-EC_EMU_KERNEL(log_softmax_backward);
+kiln_status kiln_emu_cuda_softmax(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_log_softmax(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_softmax_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_log_softmax_backward(const kiln_op_call *call);
 
 typedef enum { L_CONTIG, L_NHWC, L_TRANSPOSED, L_SLICED } layout;
 static const char *const layout_names[] = {"contiguous", "permuted NHWC", "transposed", "sliced"};

@@ -3,7 +3,7 @@
  * and the last axis), max/argmax, concat, bce, bce_with_logits, cross_entropy with
  * every option, nll_loss and one_hot (through the multi-class Dice loss). Skips
  * where no CUDA device is present: the emulated tests (test_cuda_emu_softmax,
- * _losses, _ops2) cover the kernels there. Tolerances (f32): exact for argmax, max,
+ * _losses, _maxarg_concat) cover the kernels there. Tolerances (f32): exact for argmax, max,
  * max's gradient and concat (no arithmetic); 2e-6 relative + 1e-7 absolute for the
  * softmax family, the losses and their gradients (CUDA's exp/log and FMA
  * contraction differ from glibc by an ulp or two, and sums run in another order). */

@@ -5,7 +5,7 @@
  * reductions (warp shuffles, no atomics). Products whose rounding must match the CPU
  * use __dmul_rn/__dadd_rn so nvcc does not fuse them. */
 #include "common.cuh"
-#include "launch_blas.h"
+#include "launch_batch_norm_dropout.h"
 
 namespace {
 using namespace kiln_cuda;
@@ -126,7 +126,7 @@ unsigned chan_grid(int64_t c) { return (unsigned)(c < 65535 ? (c > 0 ? c : 1) : 
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_bn_stats)(kiln_dtype dt, void *stats, const kiln_cuda_bn_geom *x, void *stream) {
+kiln_status kiln_cuda_launch_bn_stats(kiln_dtype dt, void *stats, const kiln_cuda_bn_geom *x, void *stream) {
     if (x->c == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) {
         auto kernel = bn_stats_kernel<float>;
@@ -141,9 +141,9 @@ kiln_status KILN_CU(cuda_launch_bn_stats)(kiln_dtype dt, void *stats, const kiln
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_bn_forward)(kiln_dtype dt, const kiln_cuda_bn_geom *out, const kiln_cuda_bn_geom *x,
-                                            kiln_cuda_chan w, kiln_cuda_chan b, kiln_cuda_chan mean,
-                                            kiln_cuda_chan var, double eps, void *stream) {
+kiln_status kiln_cuda_launch_bn_forward(kiln_dtype dt, const kiln_cuda_bn_geom *out, const kiln_cuda_bn_geom *x,
+                                        kiln_cuda_chan w, kiln_cuda_chan b, kiln_cuda_chan mean,
+                                        kiln_cuda_chan var, double eps, void *stream) {
     int64_t cnt = x->n * x->h * x->w;
     if (x->c == 0 || cnt == 0) return KILN_STATUS_OK;
     /* enough blocks per channel to fill the GPU, never more than the elements need */
@@ -162,11 +162,11 @@ kiln_status KILN_CU(cuda_launch_bn_forward)(kiln_dtype dt, const kiln_cuda_bn_ge
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_bn_backward)(kiln_dtype dt, int which, int training, const kiln_cuda_bn_geom *out,
-                                             void *out_chan, int64_t out_stride, int64_t out_row,
-                                             const kiln_cuda_bn_geom *g, const kiln_cuda_bn_geom *x, kiln_cuda_chan w,
-                                             kiln_cuda_chan mean, kiln_cuda_chan var, kiln_cuda_chan sum_g,
-                                             kiln_cuda_chan sum_gx, double eps, void *stream) {
+kiln_status kiln_cuda_launch_bn_backward(kiln_dtype dt, int which, int training, const kiln_cuda_bn_geom *out,
+                                         void *out_chan, int64_t out_stride, int64_t out_row,
+                                         const kiln_cuda_bn_geom *g, const kiln_cuda_bn_geom *x, kiln_cuda_chan w,
+                                         kiln_cuda_chan mean, kiln_cuda_chan var, kiln_cuda_chan sum_g,
+                                         kiln_cuda_chan sum_gx, double eps, void *stream) {
     if (x->c == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) {
         auto kernel = bn_backward_kernel<float>;

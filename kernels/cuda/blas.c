@@ -6,7 +6,6 @@
  * come from the device pool per call (freed at once, reused in stream order). Not
  * part of the emulation library: checked on a GPU by tests/test_cuda_blas.c. */
 #include "glue.h"
-#include "launch_blas.h"
 #include "../cpu/layers.h"
 
 #include <cublas_v2.h>
@@ -184,7 +183,7 @@ static kiln_status fill_zero(kiln_tensor *out) {
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 
-KILN_CUDA_GLUE(matmul) {
+kiln_status kiln_cuda_matmul(const kiln_op_call *call) {
     const kiln_tensor *a = call->in[0], *b = call->in[1];
     kiln_tensor *out = call->out;
     int dev = out->device.index, nd = out->ndim, nb = nd - 2;
@@ -281,21 +280,21 @@ static kiln_status as_matrix(const kiln_tensor *t, int64_t rows, int64_t cols, g
     int64_t es = (int64_t)kiln_dtype_size(t->dtype), rs = cols;
     *copy = NULL;
     m->stride = 0;
-    if (KILN_CU(cuda_fold_rows)(t, &rs) && t->strides[t->ndim - 1] % es == 0) {
+    if (kiln_cuda_fold_rows(t, &rs) && t->strides[t->ndim - 1] % es == 0) {
         int64_t cs = t->strides[t->ndim - 1] / es;
         if (gemm_layout(rows, cols, rows <= 1 ? (cols > 1 ? cols : 1) : rs, cs, m)) {
             m->p = kiln__ptr(t);
             return KILN_STATUS_OK;
         }
     }
-    if (!(*copy = KILN_CU(cuda_contiguous_scratch)(t))) return kiln_last_status();
+    if (!(*copy = kiln_cuda_contiguous_scratch(t))) return kiln_last_status();
     m->p = kiln__ptr(*copy);
     m->ld = cols > 1 ? cols : 1;
     m->trans = false;
     return KILN_STATUS_OK;
 }
 
-KILN_CUDA_GLUE(linear) {
+kiln_status kiln_cuda_linear(const kiln_op_call *call) {
     const kiln_tensor *x = call->in[0], *w = call->in[1], *b = call->nin > 2 ? call->in[2] : NULL;
     kiln_tensor *out = call->out;
     int64_t n = w->shape[0], k = w->shape[1];
@@ -322,7 +321,7 @@ KILN_CUDA_GLUE(linear) {
 }
 
 /* linear_backward which 0 (dX = G·W) and 1 (dW = Gᵀ·X); which 2 (the bias) is the
- * custom kernel of kernels/cuda/glue_blas.c, which calls this for the others. */
+ * custom kernel of kernels/cuda/glue_linear.c, which calls this for the others. */
 kiln_status kiln__cuda_linear_backward_gemm(const kiln_op_call *call);
 kiln_status kiln__cuda_linear_backward_gemm(const kiln_op_call *call) {
     const kiln_linear_bw_attrs *at = call->attrs;
@@ -353,7 +352,7 @@ kiln_status kiln__cuda_linear_backward_gemm(const kiln_op_call *call) {
 /* packed (n+1, n): row 0 the ascending eigenvalues, rows 1.. the eigenvectors in columns.
  * syevd reads the upper triangle of the column-major matrix, which is the lower
  * triangle of the row-major input: the triangle the CPU's LAPACK call reads. */
-KILN_CUDA_GLUE(eigh) {
+kiln_status kiln_cuda_eigh(const kiln_op_call *call) {
     const kiln_tensor *a = call->in[0];
     kiln_tensor *out = call->out;
     int dev = out->device.index;
@@ -365,7 +364,7 @@ KILN_CUDA_GLUE(eigh) {
     cusolverDnHandle_t h = NULL;
     kiln_status s = solver_handle(dev, &h);
     if (s != KILN_STATUS_OK) return s;
-    kiln_tensor *v = KILN_CU(cuda_contiguous_scratch)(a); /* syevd overwrites it with the vectors */
+    kiln_tensor *v = kiln_cuda_contiguous_scratch(a); /* syevd overwrites it with the vectors */
     if (!v) return kiln_last_status();
     const cusolverEigMode_t mode = CUSOLVER_EIG_MODE_VECTOR;
     const cublasFillMode_t uplo = CUBLAS_FILL_MODE_UPPER;

@@ -3,7 +3,7 @@
  * synchronised so an error raised while the kernel runs names this op, not a later one. */
 #include "common.cuh"
 
-extern "C" kiln_status KILN_CU(cuda_launch_check)(const char *op, void *stream, const char *file, int line) {
+extern "C" kiln_status kiln_cuda_launch_check(const char *op, void *stream, const char *file, int line) {
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return kiln__error(KILN_STATUS_BACKEND, "CUDA kernel of op '%s' failed to launch: %s (%s) at %s:%d", op,

@@ -36,7 +36,7 @@
  * error naming the op; in sync-debug mode the stream is synchronised too. */
 #define KILN_LAUNCH_CHECK(op, stream)                                                                     \
     do {                                                                                                  \
-        kiln_status kiln_s_ = KILN_CU(cuda_launch_check)((op), (void *)(stream), __FILE__, __LINE__);     \
+        kiln_status kiln_s_ = kiln_cuda_launch_check((op), (void *)(stream), __FILE__, __LINE__);         \
         if (kiln_s_ != KILN_STATUS_OK) return kiln_s_;                                                    \
     } while (0)
 

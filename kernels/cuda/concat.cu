@@ -3,7 +3,7 @@
  * concatenates. A thread per element, grid-stride, offsets by the merged strided
  * iterator of common.cuh (one flat axis when both sides are contiguous). */
 #include "common.cuh"
-#include "launch_ops2.h"
+#include "launch_maxarg_concat.h"
 
 namespace {
 using namespace kiln_cuda;
@@ -28,7 +28,7 @@ template <typename E> kiln_status run_copy(const iter<2> &it, void *out, const v
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_concat_part)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *in, void *stream) {
+kiln_status kiln_cuda_launch_concat_part(const kiln_cuda_tensor *out, const kiln_cuda_tensor *in, void *stream) {
     const kiln_cuda_tensor *ops[2] = {out, in};
     iter<2> it;
     make_iter<2>(it, ops);

@@ -110,7 +110,7 @@ __global__ void rand_kernel(int64_t n, T *out, uint64_t seed, uint64_t offset, i
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_copy)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, void *stream) {
+kiln_status kiln_cuda_launch_copy(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, void *stream) {
     const kiln_cuda_tensor *ops[2] = {out, x};
     iter<2> it;
     bool vec = make_iter<2>(it, ops) && aligned16(out->data) && aligned16(x->data);
@@ -130,7 +130,7 @@ kiln_status KILN_CU(cuda_launch_copy)(const kiln_cuda_tensor *out, const kiln_cu
     }
 }
 
-kiln_status KILN_CU(cuda_launch_fill)(const kiln_cuda_tensor *out, double value, void *stream) {
+kiln_status kiln_cuda_launch_fill(const kiln_cuda_tensor *out, double value, void *stream) {
     const kiln_cuda_tensor *ops[1] = {out};
     iter<1> it;
     make_iter<1>(it, ops);
@@ -145,8 +145,8 @@ kiln_status KILN_CU(cuda_launch_fill)(const kiln_cuda_tensor *out, double value,
     }
 }
 
-kiln_status KILN_CU(cuda_launch_rand)(const kiln_cuda_tensor *out, uint64_t seed, uint64_t offset, int normal,
-                                      double a, double b, void *stream) {
+kiln_status kiln_cuda_launch_rand(const kiln_cuda_tensor *out, uint64_t seed, uint64_t offset, int normal,
+                                  double a, double b, void *stream) {
     int64_t n = 1;
     for (int i = 0; i < out->ndim; i++) n *= out->shape[i];
     if (n == 0) return KILN_STATUS_OK;

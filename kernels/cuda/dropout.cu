@@ -3,7 +3,7 @@
  * kernels/cpu/dropout.c, so a seed gives the CPU's mask (and the backward, the same
  * op on the gradient, re-derives it). One thread per element, any strides. */
 #include "common.cuh"
-#include "launch_blas.h"
+#include "launch_batch_norm_dropout.h"
 #include "../philox.h"
 
 namespace {
@@ -30,8 +30,8 @@ __global__ void dropout_kernel(iter<2> it, T *out, const T *x, double p, T scale
 
 } // namespace
 
-extern "C" kiln_status KILN_CU(cuda_launch_dropout)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, double p,
-                                                    uint64_t seed, uint64_t offset, void *stream) {
+extern "C" kiln_status kiln_cuda_launch_dropout(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, double p,
+                                                uint64_t seed, uint64_t offset, void *stream) {
     const kiln_cuda_tensor *ops[2] = {out, x};
     iter<2> it;
     make_iter<2>(it, ops);

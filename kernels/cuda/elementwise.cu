@@ -137,17 +137,17 @@ kiln_status run_where(const kiln_cuda_tensor *out, const kiln_cuda_tensor *cond,
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_unary)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, int kind, double a,
-                                       double b, void *stream) {
+kiln_status kiln_cuda_launch_unary(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, int kind, double a,
+                                   double b, void *stream) {
     const kiln_cuda_tensor *in[1] = {x};
     if (out->dtype == KILN_F32) return run_map<float, 1>("unary", out, in, unary_f<float>{kind, (float)a, (float)b}, stream);
     if (out->dtype == KILN_F64) return run_map<double, 1>("unary", out, in, unary_f<double>{kind, a, b}, stream);
     return bad_dtype("unary", out->dtype);
 }
 
-kiln_status KILN_CU(cuda_launch_unary_backward)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
-                                                const kiln_cuda_tensor *x, const kiln_cuda_tensor *y, int kind,
-                                                double a, double b, void *stream) {
+kiln_status kiln_cuda_launch_unary_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
+                                            const kiln_cuda_tensor *x, const kiln_cuda_tensor *y, int kind,
+                                            double a, double b, void *stream) {
     const kiln_cuda_tensor *in[3] = {g, x, y};
     if (out->dtype == KILN_F32)
         return run_map<float, 3>("unary_backward", out, in, unary_grad_f<float>{kind, (float)a, (float)b}, stream);
@@ -156,17 +156,17 @@ kiln_status KILN_CU(cuda_launch_unary_backward)(const kiln_cuda_tensor *out, con
     return bad_dtype("unary_backward", out->dtype);
 }
 
-kiln_status KILN_CU(cuda_launch_binary)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *a,
-                                        const kiln_cuda_tensor *b, int kind, void *stream) {
+kiln_status kiln_cuda_launch_binary(const kiln_cuda_tensor *out, const kiln_cuda_tensor *a,
+                                    const kiln_cuda_tensor *b, int kind, void *stream) {
     const kiln_cuda_tensor *in[2] = {a, b};
     if (out->dtype == KILN_F32) return run_map<float, 2>("binary", out, in, binary_f<float>{kind}, stream);
     if (out->dtype == KILN_F64) return run_map<double, 2>("binary", out, in, binary_f<double>{kind}, stream);
     return bad_dtype("binary", out->dtype);
 }
 
-kiln_status KILN_CU(cuda_launch_binary_backward)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
-                                                 const kiln_cuda_tensor *a, const kiln_cuda_tensor *b, int kind,
-                                                 int side, void *stream) {
+kiln_status kiln_cuda_launch_binary_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
+                                             const kiln_cuda_tensor *a, const kiln_cuda_tensor *b, int kind,
+                                             int side, void *stream) {
     const kiln_cuda_tensor *in[3] = {g, a, b};
     if (out->dtype == KILN_F32)
         return run_map<float, 3>("binary_backward", out, in, binary_grad_f<float>{kind, side}, stream);
@@ -175,8 +175,8 @@ kiln_status KILN_CU(cuda_launch_binary_backward)(const kiln_cuda_tensor *out, co
     return bad_dtype("binary_backward", out->dtype);
 }
 
-kiln_status KILN_CU(cuda_launch_where)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *cond,
-                                       const kiln_cuda_tensor *a, const kiln_cuda_tensor *b, void *stream) {
+kiln_status kiln_cuda_launch_where(const kiln_cuda_tensor *out, const kiln_cuda_tensor *cond,
+                                   const kiln_cuda_tensor *a, const kiln_cuda_tensor *b, void *stream) {
     if (out->dtype == KILN_F32) return run_where<float>(out, cond, a, b, stream);
     if (out->dtype == KILN_F64) return run_where<double>(out, cond, a, b, stream);
     return bad_dtype("where", out->dtype);

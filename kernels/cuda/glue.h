@@ -1,9 +1,9 @@
-/* Shared by the host glue files (kernels/cuda/glue*.c): kiln_cuda_<op> are the
+/* Shared by the host glue files (kernels/cuda/glue*.c, blas.c): kiln_cuda_<op> are the
  * registry's CUDA kernels (named in each op definition). Each turns the call's tensors into
  * kiln_cuda_tensor descriptors and calls the op's launcher on the device's stream.
- * Every glue file is built twice: into libkiln for CUDA builds, and with
- * KILN_CUDA_EMULATION into the emulation test library (symbols kiln_emu_cuda_<op>),
- * where the same code runs on CPU tensors and host memory. */
+ * Every glue*.c file is built twice: into libkiln for CUDA builds, and with
+ * KILN_CUDA_EMULATION into the emulation test library (whose build renames its
+ * symbols kiln_emu_cuda_<op>), where the same code runs on CPU tensors and host memory. */
 #ifndef KILN_CUDA_GLUE_H
 #define KILN_CUDA_GLUE_H
 
@@ -38,7 +38,13 @@ static inline void *stream_of(const kiln_tensor *t) {
 #endif
 }
 
-#define KILN_CUDA_GLUE(name) kiln_status KILN_CU(cuda_##name)(const kiln_op_call *call)
+/* glue helpers (kernels/cuda/glue_linear.c, also used by blas.c): whether t's leading
+ * axes fold into one row stride (*rs, elements; any value when there is one row); a
+ * contiguous copy of t made on t's stream, from the pool (the caller frees it). */
+bool kiln_cuda_fold_rows(const kiln_tensor *t, int64_t *rs);
+kiln_tensor *kiln_cuda_contiguous_scratch(const kiln_tensor *t);
 
+/* transitional: deleted once no file uses it */
+#define KILN_CUDA_GLUE(name) kiln_status kiln_cuda_##name(const kiln_op_call *call)
 
 #endif

@@ -15,30 +15,30 @@ extern "C" {
 
 /* ---- pooling (pooling.cu) ------------------------------------------------------------ */
 /* y (n, c, ho, wo) = the windows' maxima of x (n, c, h, w), torch's rules (kernels/cpu/pooling.c). */
-kiln_status KILN_CU(cuda_launch_max_pool2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                            const kiln_pool2d_attrs *at, void *stream);
+kiln_status kiln_cuda_launch_max_pool2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                        const kiln_pool2d_attrs *at, void *stream);
 /* Bytes of device scratch max_pool2d_backward needs (one int32 argmax per output). */
-size_t KILN_CU(cuda_max_pool2d_scratch_bytes)(const kiln_cuda_tensor *gy);
+size_t kiln_cuda_max_pool2d_scratch_bytes(const kiln_cuda_tensor *gy);
 /* dx (shape of x, contiguous) = gy routed to each window's first maximum. */
-kiln_status KILN_CU(cuda_launch_max_pool2d_backward)(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
-                                                     const kiln_cuda_tensor *x, const kiln_pool2d_attrs *at,
-                                                     void *scratch, void *stream);
-kiln_status KILN_CU(cuda_launch_avg_pool2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                            const kiln_pool2d_attrs *at, void *stream);
+kiln_status kiln_cuda_launch_max_pool2d_backward(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
+                                                 const kiln_cuda_tensor *x, const kiln_pool2d_attrs *at,
+                                                 void *scratch, void *stream);
+kiln_status kiln_cuda_launch_avg_pool2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                        const kiln_pool2d_attrs *at, void *stream);
 /* dx (contiguous; its shape is the forward input's) = gy spread over the windows. */
-kiln_status KILN_CU(cuda_launch_avg_pool2d_backward)(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
-                                                     const kiln_pool2d_attrs *at, void *stream);
+kiln_status kiln_cuda_launch_avg_pool2d_backward(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
+                                                 const kiln_pool2d_attrs *at, void *stream);
 
 /* ---- upsampling (upsample.cu) ------------------------------------------------------- */
-kiln_status KILN_CU(cuda_launch_upsample_nearest2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                                    const kiln_upsample2d_attrs *at, void *stream);
-kiln_status KILN_CU(cuda_launch_upsample_nearest2d_backward)(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
-                                                             const kiln_upsample2d_attrs *at, void *stream);
-kiln_status KILN_CU(cuda_launch_upsample_bilinear2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                                     const kiln_upsample2d_attrs *at, void *stream);
-kiln_status KILN_CU(cuda_launch_upsample_bilinear2d_backward)(const kiln_cuda_tensor *dx,
-                                                              const kiln_cuda_tensor *gy,
-                                                              const kiln_upsample2d_attrs *at, void *stream);
+kiln_status kiln_cuda_launch_upsample_nearest2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                                const kiln_upsample2d_attrs *at, void *stream);
+kiln_status kiln_cuda_launch_upsample_nearest2d_backward(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
+                                                         const kiln_upsample2d_attrs *at, void *stream);
+kiln_status kiln_cuda_launch_upsample_bilinear2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                                 const kiln_upsample2d_attrs *at, void *stream);
+kiln_status kiln_cuda_launch_upsample_bilinear2d_backward(const kiln_cuda_tensor *dx,
+                                                          const kiln_cuda_tensor *gy,
+                                                          const kiln_upsample2d_attrs *at, void *stream);
 
 /* ---- im2col / col2im and the bias epilogue (conv2d.cu) ------------------------------ */
 /* One conv2d seen from its forward side: input (cin, h, w) of one sample, weight
@@ -50,15 +50,15 @@ typedef struct {
 
 /* col (cin*kh*kw, ho*wo) = the input pixel each kernel tap sees at each output pixel
  * (0 in the padding), from the contiguous sample x (cin, h, w); f32 or f64. */
-kiln_status KILN_CU(cuda_launch_im2col)(kiln_dtype dt, const void *x, void *col, const kiln_cuda_conv_geom *g,
-                                        void *stream);
+kiln_status kiln_cuda_launch_im2col(kiln_dtype dt, const void *x, void *col, const kiln_cuda_conv_geom *g,
+                                    void *stream);
 /* The adjoint: x (cin, h, w) = the sum of the column entries of each pixel, written
  * (not accumulated), in the CPU's order. */
-kiln_status KILN_CU(cuda_launch_col2im)(kiln_dtype dt, const void *col, void *x, const kiln_cuda_conv_geom *g,
-                                        void *stream);
+kiln_status kiln_cuda_launch_col2im(kiln_dtype dt, const void *col, void *x, const kiln_cuda_conv_geom *g,
+                                    void *stream);
 /* y (n, c, l contiguous) += b[c] (b may be NULL), then max(y, 0) when relu. */
-kiln_status KILN_CU(cuda_launch_bias_act)(kiln_dtype dt, void *y, const void *b, int64_t n, int64_t c, int64_t l,
-                                          int relu, void *stream);
+kiln_status kiln_cuda_launch_bias_act(kiln_dtype dt, void *y, const void *b, int64_t n, int64_t c, int64_t l,
+                                      int relu, void *stream);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,7 @@
  * one piece that is a custom kernel. Deterministic: warp shuffles and a fixed-order
  * second pass, no atomics. */
 #include "common.cuh"
-#include "launch_blas.h"
+#include "launch_linear.h"
 
 namespace {
 using namespace kiln_cuda;
@@ -88,13 +88,13 @@ kiln_status run_bias(void *out, int64_t ostride, const void *g, int64_t rows, in
 
 extern "C" {
 
-size_t KILN_CU(cuda_bias_grad_scratch_bytes)(int64_t rows, int64_t cols) {
+size_t kiln_cuda_bias_grad_scratch_bytes(int64_t rows, int64_t cols) {
     int s = splits_for(rows, cols);
     return s > 1 ? (size_t)s * (size_t)cols * sizeof(double) : 0;
 }
 
-kiln_status KILN_CU(cuda_launch_bias_grad)(kiln_dtype dt, void *out, int64_t out_stride, const void *g, int64_t rows,
-                                           int64_t cols, int64_t rs, int64_t cs, void *scratch, void *stream) {
+kiln_status kiln_cuda_launch_bias_grad(kiln_dtype dt, void *out, int64_t out_stride, const void *g, int64_t rows,
+                                       int64_t cols, int64_t rs, int64_t cs, void *scratch, void *stream) {
     if (cols == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) return run_bias<float>(out, out_stride, g, rows, cols, rs, cs, scratch, stream);
     if (dt == KILN_F64) return run_bias<double>(out, out_stride, g, rows, cols, rs, cs, scratch, stream);

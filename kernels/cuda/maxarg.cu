@@ -5,7 +5,7 @@
  * max_backward writes every element of the gradient once (g where the index
  * matches, else 0): no memset pass, no scatter, no atomics. */
 #include "axis_plan.cuh"
-#include "launch_ops2.h"
+#include "launch_maxarg_concat.h"
 
 #include <stdlib.h>
 
@@ -118,8 +118,8 @@ template <typename T> kiln_status run_max_backward(const axis_plan<3> &p, const 
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_argmax)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, int axis,
-                                        void *stream) {
+kiln_status kiln_cuda_launch_argmax(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, int axis,
+                                    void *stream) {
     const kiln_cuda_tensor *ops[2] = {out, x};
     axis_plan<2> p;
     make_axis_plan<2>(p, ops, x, axis);
@@ -130,8 +130,8 @@ kiln_status KILN_CU(cuda_launch_argmax)(const kiln_cuda_tensor *out, const kiln_
     return bad_dtype("argmax", x->dtype);
 }
 
-kiln_status KILN_CU(cuda_launch_max)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x,
-                                     const kiln_cuda_tensor *idx, int axis, void *stream) {
+kiln_status kiln_cuda_launch_max(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x,
+                                 const kiln_cuda_tensor *idx, int axis, void *stream) {
     const kiln_cuda_tensor *ops[3] = {out, x, idx};
     axis_plan<3> p;
     make_axis_plan<3>(p, ops, x, axis);
@@ -144,8 +144,8 @@ kiln_status KILN_CU(cuda_launch_max)(const kiln_cuda_tensor *out, const kiln_cud
     }
 }
 
-kiln_status KILN_CU(cuda_launch_max_backward)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
-                                              const kiln_cuda_tensor *idx, int axis, void *stream) {
+kiln_status kiln_cuda_launch_max_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
+                                          const kiln_cuda_tensor *idx, int axis, void *stream) {
     const kiln_cuda_tensor *ops[3] = {out, g, idx};
     axis_plan<3> p;
     make_axis_plan<3>(p, ops, out, axis);

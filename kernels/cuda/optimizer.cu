@@ -3,7 +3,7 @@
  * each with the per-element math of kernels/optim_math.h, and the gradient-norm
  * reduction of clip_grad_norm (block partials, then a fixed-order fold: no atomics). */
 #include "common.cuh"
-#include "launch_blas.h"
+#include "launch_optimizer.h"
 
 namespace {
 using namespace kiln_cuda;
@@ -100,8 +100,8 @@ int64_t norm_parts(int64_t n) {
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_sgd)(kiln_dtype dt, void *p, const void *g, void *buf, int64_t n,
-                                     const kiln_sgd_hparams *h, void *stream) {
+kiln_status kiln_cuda_launch_sgd(kiln_dtype dt, void *p, const void *g, void *buf, int64_t n,
+                                 const kiln_sgd_hparams *h, void *stream) {
     if (n == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) {
         auto kernel = sgd_kernel<float>;
@@ -117,8 +117,8 @@ kiln_status KILN_CU(cuda_launch_sgd)(kiln_dtype dt, void *p, const void *g, void
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_adam)(kiln_dtype dt, void *p, const void *g, void *m, void *v, void *vmax, int64_t n,
-                                      const kiln_adam_hparams *h, void *stream) {
+kiln_status kiln_cuda_launch_adam(kiln_dtype dt, void *p, const void *g, void *m, void *v, void *vmax, int64_t n,
+                                  const kiln_adam_hparams *h, void *stream) {
     if (n == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) {
         auto kernel = adam_kernel<float>;
@@ -135,10 +135,10 @@ kiln_status KILN_CU(cuda_launch_adam)(kiln_dtype dt, void *p, const void *g, voi
     return KILN_STATUS_OK;
 }
 
-size_t KILN_CU(cuda_norm_scratch_bytes)(int64_t n) { return (size_t)norm_parts(n) * sizeof(double); }
+size_t kiln_cuda_norm_scratch_bytes(int64_t n) { return (size_t)norm_parts(n) * sizeof(double); }
 
-kiln_status KILN_CU(cuda_launch_norm)(kiln_dtype dt, const void *g, int64_t n, double norm_type, void *scratch,
-                                      double *result, void *stream) {
+kiln_status kiln_cuda_launch_norm(kiln_dtype dt, const void *g, int64_t n, double norm_type, void *scratch,
+                                  double *result, void *stream) {
     int mode = isinf(norm_type) ? 0 : norm_type == 2 ? 2 : 1;
     int64_t parts = norm_parts(n);
     if (dt == KILN_F32) {
@@ -158,7 +158,7 @@ kiln_status KILN_CU(cuda_launch_norm)(kiln_dtype dt, const void *g, int64_t n, d
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_scale)(kiln_dtype dt, void *g, int64_t n, double scale, void *stream) {
+kiln_status kiln_cuda_launch_scale(kiln_dtype dt, void *g, int64_t n, double scale, void *stream) {
     if (n == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) {
         auto kernel = scale_kernel<float>;
@@ -173,7 +173,7 @@ kiln_status KILN_CU(cuda_launch_scale)(kiln_dtype dt, void *g, int64_t n, double
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_clamp)(kiln_dtype dt, void *g, int64_t n, double lo, double hi, void *stream) {
+kiln_status kiln_cuda_launch_clamp(kiln_dtype dt, void *g, int64_t n, double lo, double hi, void *stream) {
     if (n == 0) return KILN_STATUS_OK;
     if (dt == KILN_F32) {
         auto kernel = clamp_kernel<float>;

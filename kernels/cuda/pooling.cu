@@ -177,8 +177,8 @@ template <typename T> __global__ void avg_pool_backward_kernel(pool_geom g, cons
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_max_pool2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                            const kiln_pool2d_attrs *at, void *stream) {
+kiln_status kiln_cuda_launch_max_pool2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                        const kiln_pool2d_attrs *at, void *stream) {
     kiln_status s = check_float("max_pool2d", y->dtype);
     if (s != KILN_STATUS_OK) return s;
     pool_geom g = make_geom(x, x->shape[2], x->shape[3], y->shape[2], y->shape[3], at);
@@ -194,13 +194,13 @@ kiln_status KILN_CU(cuda_launch_max_pool2d)(const kiln_cuda_tensor *y, const kil
     return KILN_STATUS_OK;
 }
 
-size_t KILN_CU(cuda_max_pool2d_scratch_bytes)(const kiln_cuda_tensor *gy) {
+size_t kiln_cuda_max_pool2d_scratch_bytes(const kiln_cuda_tensor *gy) {
     return (size_t)(gy->shape[0] * gy->shape[1] * gy->shape[2] * gy->shape[3]) * sizeof(int);
 }
 
-kiln_status KILN_CU(cuda_launch_max_pool2d_backward)(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
-                                                     const kiln_cuda_tensor *x, const kiln_pool2d_attrs *at,
-                                                     void *scratch, void *stream) {
+kiln_status kiln_cuda_launch_max_pool2d_backward(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
+                                                 const kiln_cuda_tensor *x, const kiln_pool2d_attrs *at,
+                                                 void *scratch, void *stream) {
     kiln_status s = check_float("max_pool2d_backward", dx->dtype);
     if (s != KILN_STATUS_OK) return s;
     if (x->shape[2] * x->shape[3] > 0x7fffffff)
@@ -230,8 +230,8 @@ kiln_status KILN_CU(cuda_launch_max_pool2d_backward)(const kiln_cuda_tensor *dx,
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_avg_pool2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                            const kiln_pool2d_attrs *at, void *stream) {
+kiln_status kiln_cuda_launch_avg_pool2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                        const kiln_pool2d_attrs *at, void *stream) {
     kiln_status s = check_float("avg_pool2d", y->dtype);
     if (s != KILN_STATUS_OK) return s;
     pool_geom g = make_geom(x, x->shape[2], x->shape[3], y->shape[2], y->shape[3], at);
@@ -247,8 +247,8 @@ kiln_status KILN_CU(cuda_launch_avg_pool2d)(const kiln_cuda_tensor *y, const kil
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_avg_pool2d_backward)(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
-                                                     const kiln_pool2d_attrs *at, void *stream) {
+kiln_status kiln_cuda_launch_avg_pool2d_backward(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
+                                                 const kiln_pool2d_attrs *at, void *stream) {
     kiln_status s = check_float("avg_pool2d_backward", dx->dtype);
     if (s != KILN_STATUS_OK) return s;
     pool_geom g = make_geom(gy, dx->shape[2], dx->shape[3], gy->shape[2], gy->shape[3], at);

@@ -142,7 +142,7 @@ kiln_status run_sum(const sum_plan &p, const kiln_cuda_tensor *out, const kiln_c
     const T *xin = (const T *)x->data;
     if (p.nred == 0) { /* an empty sum is 0 */
         kiln_cuda_tensor z = *out;
-        return KILN_CU(cuda_launch_fill)(&z, 0.0, stream);
+        return kiln_cuda_launch_fill(&z, 0.0, stream);
     }
     if (path == PER_THREAD) {
         auto kernel = sum_per_thread_kernel<T>;
@@ -170,7 +170,7 @@ kiln_status run_sum(const sum_plan &p, const kiln_cuda_tensor *out, const kiln_c
 
 extern "C" {
 
-size_t KILN_CU(cuda_sum_scratch_bytes)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, uint32_t mask) {
+size_t kiln_cuda_sum_scratch_bytes(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, uint32_t mask) {
     sum_plan p;
     make_plan(p, out, x, mask);
     sum_path path;
@@ -179,8 +179,8 @@ size_t KILN_CU(cuda_sum_scratch_bytes)(const kiln_cuda_tensor *out, const kiln_c
     return path == PER_BLOCK && splits > 1 ? (size_t)(p.nout * splits) * sizeof(double) : 0;
 }
 
-kiln_status KILN_CU(cuda_launch_sum)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, uint32_t mask,
-                                     void *scratch, void *stream) {
+kiln_status kiln_cuda_launch_sum(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, uint32_t mask,
+                                 void *scratch, void *stream) {
     sum_plan p;
     make_plan(p, out, x, mask);
     if (p.nout == 0) return KILN_STATUS_OK;

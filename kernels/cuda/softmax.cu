@@ -5,7 +5,7 @@
  * double, the CPU kernel's operations in its order per lane, so the thread path
  * matches kernels/cpu/softmax.c bit for bit and the warp path to rounding. */
 #include "axis_plan.cuh"
-#include "launch_ops2.h"
+#include "launch_softmax.h"
 
 namespace {
 using namespace kiln_cuda;
@@ -104,16 +104,16 @@ kiln_status run_bwd(const char *op, const kiln_cuda_tensor *out, const kiln_cuda
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_softmax)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, int axis, int log_,
-                                         void *stream) {
+kiln_status kiln_cuda_launch_softmax(const kiln_cuda_tensor *out, const kiln_cuda_tensor *x, int axis, int log_,
+                                     void *stream) {
     const char *op = log_ ? "log_softmax" : "softmax";
     if (out->dtype == KILN_F32) return run_fwd<float>(op, out, x, axis, log_, stream);
     if (out->dtype == KILN_F64) return run_fwd<double>(op, out, x, axis, log_, stream);
     return bad_dtype(op, out->dtype);
 }
 
-kiln_status KILN_CU(cuda_launch_softmax_backward)(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
-                                                  const kiln_cuda_tensor *y, int axis, int log_, void *stream) {
+kiln_status kiln_cuda_launch_softmax_backward(const kiln_cuda_tensor *out, const kiln_cuda_tensor *g,
+                                              const kiln_cuda_tensor *y, int axis, int log_, void *stream) {
     const char *op = log_ ? "log_softmax_backward" : "softmax_backward";
     if (out->dtype == KILN_F32) return run_bwd<float>(op, out, g, y, axis, log_, stream);
     if (out->dtype == KILN_F64) return run_bwd<double>(op, out, g, y, axis, log_, stream);

@@ -206,24 +206,24 @@ static kiln_status run(const char *op, int kind, const kiln_cuda_tensor *out, co
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_upsample_nearest2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                                    const kiln_upsample2d_attrs *at, void *stream) {
+kiln_status kiln_cuda_launch_upsample_nearest2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                                const kiln_upsample2d_attrs *at, void *stream) {
     return run("upsample_nearest2d", NEAREST, y, x, at, stream);
 }
 
-kiln_status KILN_CU(cuda_launch_upsample_nearest2d_backward)(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
-                                                             const kiln_upsample2d_attrs *at, void *stream) {
+kiln_status kiln_cuda_launch_upsample_nearest2d_backward(const kiln_cuda_tensor *dx, const kiln_cuda_tensor *gy,
+                                                         const kiln_upsample2d_attrs *at, void *stream) {
     return run("upsample_nearest2d_backward", NEAREST_BW, dx, gy, at, stream);
 }
 
-kiln_status KILN_CU(cuda_launch_upsample_bilinear2d)(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
-                                                     const kiln_upsample2d_attrs *at, void *stream) {
+kiln_status kiln_cuda_launch_upsample_bilinear2d(const kiln_cuda_tensor *y, const kiln_cuda_tensor *x,
+                                                 const kiln_upsample2d_attrs *at, void *stream) {
     return run("upsample_bilinear2d", BILINEAR, y, x, at, stream);
 }
 
-kiln_status KILN_CU(cuda_launch_upsample_bilinear2d_backward)(const kiln_cuda_tensor *dx,
-                                                              const kiln_cuda_tensor *gy,
-                                                              const kiln_upsample2d_attrs *at, void *stream) {
+kiln_status kiln_cuda_launch_upsample_bilinear2d_backward(const kiln_cuda_tensor *dx,
+                                                          const kiln_cuda_tensor *gy,
+                                                          const kiln_upsample2d_attrs *at, void *stream) {
     return run("upsample_bilinear2d_backward", BILINEAR_BW, dx, gy, at, stream);
 }
 

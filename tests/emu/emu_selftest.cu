@@ -103,6 +103,6 @@ int kiln_emu_selftest_misuse(int which, int *scratch) {
 /* The launch check of the kernel sources after a bad launch: a kiln error. */
 int kiln_emu_selftest_launch_check(int *scratch) {
     KILN_LAUNCH(count, 1, 4096, 0, 0, scratch);
-    return (int)KILN_CU(cuda_launch_check)("selftest", 0, __FILE__, __LINE__);
+    return (int)kiln_cuda_launch_check("selftest", 0, __FILE__, __LINE__);
 }
 }

@@ -9,7 +9,7 @@
 #include "emu/emu_compare.h"
 #include "../kernels/cpu/layers.h"
 
-TestSuite(cuda_emu_nn, .init = kiln_test_setup, .fini = kiln_test_teardown);
+TestSuite(cuda_emu_linear_batch_norm_dropout, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 extern const kiln_op_def kiln_op_batch_norm;
 extern const kiln_op_def kiln_op_batch_norm_backward;
@@ -17,11 +17,11 @@ extern const kiln_op_def kiln_op_batch_norm_stats;
 extern const kiln_op_def kiln_op_dropout;
 extern const kiln_op_def kiln_op_linear_backward;
 
-EC_EMU_KERNEL(linear_backward);
-EC_EMU_KERNEL(batch_norm_stats);
-EC_EMU_KERNEL(batch_norm);
-EC_EMU_KERNEL(batch_norm_backward);
-EC_EMU_KERNEL(dropout);
+kiln_status kiln_emu_cuda_linear_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_batch_norm_stats(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_batch_norm(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_batch_norm_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_dropout(const kiln_op_call *call);
 size_t kiln_emu_cuda_bias_grad_scratch_bytes(int64_t rows, int64_t cols);
 
 static double sum_rtol(kiln_dtype dt) { return dt == KILN_F64 ? 1e-12 : 1e-6; }
@@ -37,7 +37,7 @@ static void bias_case(kiln_tensor *g, kiln_dtype dt, ec_layout out_layout, const
            out_layout, false, 1e-12, sum_rtol(dt), what);
 }
 
-KT_TEST(cuda_emu_nn, linear_bias_gradient_every_layout) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, linear_bias_gradient_every_layout) {
     static const struct {
         const char *name;
         int ndim;
@@ -67,7 +67,7 @@ KT_TEST(cuda_emu_nn, linear_bias_gradient_every_layout) {
     }
 }
 
-KT_TEST(cuda_emu_nn, linear_bias_gradient_of_expanded_and_unfoldable_gradients) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, linear_bias_gradient_of_expanded_and_unfoldable_gradients) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         /* the gradient of a sum: one row expanded to [600, 40] (row stride 0) */
@@ -80,7 +80,7 @@ KT_TEST(cuda_emu_nn, linear_bias_gradient_of_expanded_and_unfoldable_gradients) 
     }
 }
 
-KT_TEST(cuda_emu_nn, linear_bias_gradient_paths_are_taken) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, linear_bias_gradient_paths_are_taken) {
     cr_expect_eq(kiln_emu_cuda_bias_grad_scratch_bytes(37, 45), 0);
     cr_expect_eq(kiln_emu_cuda_bias_grad_scratch_bytes(1000, 33), 3 * 33 * sizeof(double));
     cr_expect_gt(kiln_emu_cuda_bias_grad_scratch_bytes(700, 3), 0);
@@ -102,7 +102,7 @@ static const bn_case bn_cases[] = {
     {"[4, 3, 1, 1] one pixel", {4, 3, 1, 1}, EC_OFFSET},
 };
 
-KT_TEST(cuda_emu_nn, batch_norm_statistics) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, batch_norm_statistics) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) {
@@ -124,7 +124,7 @@ static kiln_tensor *chan(kiln_dtype dt, int64_t c, double lo, double hi, uint64_
     return ec_input(dt, 1, &c, seed & 1 ? EC_SLICED : EC_CONTIG, lo, hi, 0, seed);
 }
 
-KT_TEST(cuda_emu_nn, batch_norm_forward_is_exact) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, batch_norm_forward_is_exact) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) {
@@ -147,7 +147,7 @@ KT_TEST(cuda_emu_nn, batch_norm_forward_is_exact) {
     }
 }
 
-KT_TEST(cuda_emu_nn, batch_norm_backward_every_piece) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, batch_norm_backward_every_piece) {
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
         for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) {
@@ -195,7 +195,7 @@ KT_TEST(cuda_emu_nn, batch_norm_backward_every_piece) {
 
 /* ---- dropout ------------------------------------------------------------------------------ */
 
-KT_TEST(cuda_emu_nn, dropout_mask_matches_the_cpu_bit_for_bit) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, dropout_mask_matches_the_cpu_bit_for_bit) {
     static const struct {
         int ndim;
         int64_t shape[3];
@@ -221,7 +221,7 @@ KT_TEST(cuda_emu_nn, dropout_mask_matches_the_cpu_bit_for_bit) {
     }
 }
 
-KT_TEST(cuda_emu_nn, dropout_keeps_about_one_minus_p) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, dropout_keeps_about_one_minus_p) {
     /* a sanity check of the mask itself: 20003 draws at p = 0.3 keep 70% +- 1% */
     const int64_t n = 20003;
     kiln_tensor *x = kiln_tensor_full(1, &n, 1.0, KILN_F32, KILN_CPU), *y = kiln_tensor_zeros(1, &n, KILN_F32, KILN_CPU);
@@ -254,7 +254,7 @@ static void expect_same_bits(const kiln_tensor *a, const kiln_tensor *b, const c
     cr_expect(memcmp(kiln__ptr(a), kiln__ptr(b), n) == 0, "%s: this clone's bits differ from the SSE2 clone's", what);
 }
 
-KT_TEST(cuda_emu_nn, batch_norm_every_cpu_clone) {
+KT_TEST(cuda_emu_linear_batch_norm_dropout, batch_norm_every_cpu_clone) {
     static const char *const isas[3] = {"sse2", "avx2", "avx512"};
     const char *old = getenv("KILN_CPU_ISA");
     char *saved = old ? strdup(old) : NULL;

@@ -7,17 +7,17 @@
 #include "emu/emu_compare.h"
 #include "kernels/cpu/tensor_ops.h"
 
-TestSuite(cuda_emu_ops2, .init = kiln_test_setup, .fini = kiln_test_teardown);
+TestSuite(cuda_emu_maxarg_concat, .init = kiln_test_setup, .fini = kiln_test_teardown);
 
 extern const kiln_op_def kiln_op_argmax;
 extern const kiln_op_def kiln_op_concat;
 extern const kiln_op_def kiln_op_max;
 extern const kiln_op_def kiln_op_max_backward;
 
-EC_EMU_KERNEL(argmax);
-EC_EMU_KERNEL(max);
-EC_EMU_KERNEL(max_backward);
-EC_EMU_KERNEL(concat);
+kiln_status kiln_emu_cuda_argmax(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_max(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_max_backward(const kiln_op_call *call);
+kiln_status kiln_emu_cuda_concat(const kiln_op_call *call);
 
 typedef struct {
     const char *name;
@@ -54,7 +54,7 @@ static void keepdim(const ax_case *c, int64_t *ks) {
     for (int i = 0; i < c->ndim; i++) ks[i] = i == c->axis ? 1 : c->shape[i];
 }
 
-KT_TEST(cuda_emu_ops2, argmax_and_max_every_axis_and_layout) {
+KT_TEST(cuda_emu_maxarg_concat, argmax_and_max_every_axis_and_layout) {
     char what[200];
     for (int d = 0; d < 2; d++) {
         kiln_dtype dt = d ? KILN_F64 : KILN_F32;
@@ -88,7 +88,7 @@ KT_TEST(cuda_emu_ops2, argmax_and_max_every_axis_and_layout) {
     }
 }
 
-KT_TEST(cuda_emu_ops2, argmax_hand_checked) {
+KT_TEST(cuda_emu_maxarg_concat, argmax_hand_checked) {
     /* ties go to the first index; the first NaN beats everything; -0 ties +0 */
     kiln_tensor *x = KT_F32(2, KT_SHAPE(4, 3), {1, 3, 3, 2, NAN, NAN, -0.0, 0.0, -1, -INFINITY, -INFINITY, -INFINITY});
     kiln_tensor *o = kiln_tensor_zeros(2, (const int64_t[]){4, 1}, KILN_I64, KILN_CPU);
@@ -106,7 +106,7 @@ KT_TEST(cuda_emu_ops2, argmax_hand_checked) {
     KT_EXPECT(o2, 0, 0, {17});
 }
 
-KT_TEST(cuda_emu_ops2, max_backward_of_an_expanded_gradient) {
+KT_TEST(cuda_emu_maxarg_concat, max_backward_of_an_expanded_gradient) {
     /* the gradient of sum(max(x, 1)) is a stride-0 ones tensor */
     const ax_case c = {"NCHW channels, expanded g", 4, {2, 7, 3, 43}, 1, EC_CONTIG};
     int64_t ks[4];
@@ -126,7 +126,7 @@ KT_TEST(cuda_emu_ops2, max_backward_of_an_expanded_gradient) {
 }
 
 /* ---- concat ---------------------------------------------------------------------- */
-KT_TEST(cuda_emu_ops2, concat_every_dtype_axis_and_layout) {
+KT_TEST(cuda_emu_maxarg_concat, concat_every_dtype_axis_and_layout) {
     /* three inputs of sizes 5, 0 and 130 (or 7, 0, 3) along the axis, in different
      * layouts, into a contiguous and a transposed output */
     const kiln_dtype types[] = {KILN_F32, KILN_F64, KILN_I64, KILN_I32, KILN_U8, KILN_F16};
@@ -153,7 +153,7 @@ KT_TEST(cuda_emu_ops2, concat_every_dtype_axis_and_layout) {
             }
 }
 
-KT_TEST(cuda_emu_ops2, concat_of_expanded_and_permuted_inputs) {
+KT_TEST(cuda_emu_maxarg_concat, concat_of_expanded_and_permuted_inputs) {
     /* NCHW feature maps joined on channels (the U-Net skip): one an NHWC view, one
      * expanded from (1, 2, 1, 1) */
     const int64_t a[4] = {2, 3, 5, 43}, nhwc[4] = {2, 5, 43, 4}, small[4] = {1, 2, 1, 1}, bsh[4] = {2, 2, 5, 43};
