@@ -80,7 +80,7 @@ KILN_REGISTER const kiln_op_def kiln_op_rand = {
 
 static const char *const unary_names[KILN_UNARY_COUNT] = {
     "neg", "exp", "log", "sqrt", "abs", "pow", "clamp", "relu", "leaky_relu", "sigmoid", "tanh", "add_scalar",
-    "mul_scalar"};
+    "mul_scalar", "hardswish"};
 static const char *const binary_names[KILN_BINARY_COUNT] = {"add", "sub", "mul", "div", "maximum", "minimum"};
 
 static const char *unary_label(const void *attrs) {
@@ -115,6 +115,7 @@ kiln_tensor *kiln_relu(kiln_tensor *a) { return unary(KILN_UNARY_RELU, a, 0, 0);
 kiln_tensor *kiln_leaky_relu(kiln_tensor *a, double s) { return unary(KILN_UNARY_LEAKY_RELU, a, s, 0); }
 kiln_tensor *kiln_sigmoid(kiln_tensor *a) { return unary(KILN_UNARY_SIGMOID, a, 0, 0); }
 kiln_tensor *kiln_tanh(kiln_tensor *a) { return unary(KILN_UNARY_TANH, a, 0, 0); }
+kiln_tensor *kiln_hardswish(kiln_tensor *a) { return unary(KILN_UNARY_HARDSWISH, a, 0, 0); }
 kiln_tensor *kiln_add_scalar(kiln_tensor *a, double s) { return unary(KILN_UNARY_ADD_SCALAR, a, s, 0); }
 kiln_tensor *kiln_mul_scalar(kiln_tensor *a, double s) { return unary(KILN_UNARY_MUL_SCALAR, a, s, 0); }
 

@@ -1,5 +1,5 @@
-/* Float32 exp, log and log1p for the float loss paths (kernels/cpu/losses_*.c and their
- * CUDA twins): range reduction + polynomial, only float +,-,* , compares/selects and
+/* Float32 exp, log and log1p for the float loss paths (kernels/cpu/bce.c, cross_entropy_f32.c
+ * and their CUDA twins): range reduction + polynomial, only float +,-,* , compares/selects and
  * integer bit manipulation for 2^n. No libm, no branches, so gcc vectorises loops over
  * pixels with baseline SSE2 and a CUDA thread runs the very same operations in order.
  *

@@ -1,7 +1,8 @@
-/* conv2d: the front-end (checks, torch's output size and "same" padding), its
- * registry op and the two dedicated backward ops (input and weight gradients),
- * which a device can implement separately (cuDNN's data and filter gradients). */
+/* conv2d: the front-end (checks, torch's output size as kernels/conv2d_geometry.h has it,
+ * "same" padding), its registry op and the two dedicated backward ops (input and weight
+ * gradients), which a device can implement separately (cuDNN's data and filter gradients). */
 #include "conv_internal.h"
+#include "../kernels/conv2d_geometry.h"
 #include "../kernels/cpu/layers.h"
 
 static void conv2d_bw(kiln_node *n, kiln_tensor *g, kiln_tensor **gin);
@@ -153,7 +154,7 @@ bool kiln__conv2d_prepare(const char *op, kiln_tensor *x, kiln_tensor *w, kiln_t
                         (long long)p->dilation[i], (long long)padded, sx, (long long)total);
             return false;
         }
-        shape[2 + i] = (padded - span) / p->stride[i] + 1;
+        shape[2 + i] = kiln_conv_output_size(padded, span, p->stride[i]);
     }
     if (!kiln__check_extent(op, 4, shape, kiln_dtype_size(x->dtype))) return false;
     *attrs = at;

@@ -1,7 +1,7 @@
 /* conv_transpose2d: the gradient of conv2d with respect to its input, used as a
  * layer (the U-Net decoder's learned up-sampling). Its forward is conv2d's
- * backward-data; its backward is conv2d's forward (for x) and backward-filter (for
- * the weight), with the roles of input and output swapped. */
+ * backward_input pass; its backward is conv2d's forward (for x) and backward_weight
+ * (for the weight), with the roles of input and output swapped. */
 #include "conv_internal.h"
 #include "../kernels/cpu/layers.h"
 

@@ -1,6 +1,6 @@
 /* Attribute structs of the layer ops (conv, pooling, upsampling), resolved by the
- * front-ends in layers/ and read by the CPU kernels and, later, the CUDA ones.
- * Plain C, no kiln types: a .cu file can include it as it is. */
+ * front-ends in layers/ and read by the CPU and CUDA kernels (a convolution's through
+ * kernels/conv2d_geometry.h). Plain C, no kiln types: a .cu file can include it as it is. */
 #ifndef KILN_LAYERS_ATTRS_H
 #define KILN_LAYERS_ATTRS_H
 

@@ -4,6 +4,7 @@
  * dtypes, and class indices out of range are errors that say how to fix them. */
 #include "common.h"
 #include "../kernels/cpu/losses.h"
+#include "../kernels/cross_entropy_geometry.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -103,7 +104,7 @@ static bool check_ce(const char *op, bool log_probs, kiln_tensor *input, kiln_te
         kiln__error(KILN_STATUS_SHAPE, "%s: input is 0-d; it needs a class axis: (N,C), (N,C,d1,...) or (C)", op);
         return false;
     }
-    int cax = input->ndim == 1 ? 0 : 1;
+    int cax = kiln_ce_class_axis(input->ndim);
     int64_t C = input->shape[cax];
     kiln__shape_str(input->ndim, input->shape, b1, sizeof b1);
     if (C == 1) {
@@ -143,10 +144,8 @@ static bool check_ce(const char *op, bool log_probs, kiln_tensor *input, kiln_te
     }
     /* The two target forms: class indices shaped like input without the class
      * axis, or probabilities shaped like input. */
-    int pn = 0;
     int64_t pshape[KILN_MAX_DIMS];
-    for (int d = 0; d < input->ndim; d++)
-        if (d != cax) pshape[pn++] = input->shape[d];
+    int pn = kiln_ce_positions(input->ndim, input->shape, pshape);
     kiln__shape_str(pn, pshape, b3, sizeof b3);
     kiln__shape_str(target->ndim, target->shape, b2, sizeof b2);
     bool pos_shape = target->ndim == pn, full_shape = target->ndim == input->ndim;
@@ -205,10 +204,8 @@ static kiln_tensor *run_ce(const char *op, const kiln_op_def *def, bool log_prob
     kiln_cross_entropy_options o = opts ? *opts : kiln_cross_entropy_options_default();
     bool prob = false;
     if (!check_ce(op, log_probs, input, target, &o, &prob)) return NULL;
-    int cax = input->ndim == 1 ? 0 : 1, pn = 0;
     int64_t pshape[KILN_MAX_DIMS];
-    for (int d = 0; d < input->ndim; d++)
-        if (d != cax) pshape[pn++] = input->shape[d];
+    int pn = kiln_ce_positions(input->ndim, input->shape, pshape);
     kiln_ce_attrs at = {o.reduction, 0, prob, o.ignore_index, o.label_smoothing};
     kiln_tensor *in[3] = {input, target, o.weight};
     return kiln__run(def, 3, in, kiln__loss_new_out(input, pn, pshape, o.reduction), &at);

@@ -4,7 +4,7 @@
 #include "../core/internal.h"
 #include "../kernels/cpu/optim.h"
 #ifdef KILN_HAVE_CUDA
-#include "../kernels/cuda/launch_blas.h" /* kiln_cuda_norm_accumulate, kiln_cuda_scale, kiln_cuda_clamp */
+#include "../kernels/cuda/launch_optimizer.h" /* kiln_cuda_norm_accumulate, kiln_cuda_scale, kiln_cuda_clamp */
 #endif
 
 #include <math.h>

@@ -5,7 +5,7 @@
 #include "../core/internal.h"
 #include "../kernels/cpu/optim.h"
 #ifdef KILN_HAVE_CUDA
-#include "../kernels/cuda/launch_blas.h" /* kiln_cuda_sgd_update, kiln_cuda_adam_update */
+#include "../kernels/cuda/launch_optimizer.h" /* kiln_cuda_sgd_update, kiln_cuda_adam_update */
 #endif
 
 #include <errno.h>

@@ -261,7 +261,7 @@ KT_TEST(cuda_emu_layers, upsample_scale_factor_as_torch) {
 
 /* ---- im2col / col2im ------------------------------------------------------------------ */
 
-static void ref_im2col(const double *x, double *col, const kiln_cuda_conv_geom *g) {
+static void ref_im2col(const double *x, double *col, const kiln_conv_geometry *g) {
     int64_t L = g->ho * g->wo;
     for (int64_t c = 0; c < g->cin; c++)
         for (int64_t ki = 0; ki < g->kh; ki++)
@@ -276,7 +276,7 @@ static void ref_im2col(const double *x, double *col, const kiln_cuda_conv_geom *
 }
 
 /* The adjoint, adding in the CPU kernel's order (c, ki, kj, oh, ow). */
-static void ref_col2im(const double *col, double *x, const kiln_cuda_conv_geom *g) {
+static void ref_col2im(const double *col, double *x, const kiln_conv_geometry *g) {
     int64_t L = g->ho * g->wo;
     for (int64_t i = 0; i < g->cin * g->h * g->w; i++) x[i] = 0;
     for (int64_t c = 0; c < g->cin; c++)
@@ -301,8 +301,8 @@ KT_TEST(cuda_emu_layers, im2col_and_col2im) {
                {1, 23, 23, 5, 5, 3, 3, 2, 2, 1, 1, 0}};
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++)
         for (int d = 0; d < 2; d++) {
-            kiln_cuda_conv_geom g = {cfg[k].cin, cfg[k].h, cfg[k].w, 0, 0, cfg[k].kh, cfg[k].kw, cfg[k].sh,
-                                     cfg[k].sw, cfg[k].ph, cfg[k].pw, cfg[k].dh, cfg[k].dw};
+            kiln_conv_geometry g = {cfg[k].cin, cfg[k].h, cfg[k].w, 0, 0, cfg[k].kh, cfg[k].kw, cfg[k].sh,
+                                    cfg[k].sw, cfg[k].ph, cfg[k].pw, cfg[k].dh, cfg[k].dw};
             g.ho = (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1 + cfg[k].extra;
             g.wo = (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1 + cfg[k].extra;
             kiln_dtype dt = d ? KILN_F64 : KILN_F32;

@@ -1,4 +1,4 @@
-/* The CUDA loss kernels (kernels/cuda/losses.cu) through the emulator against the
+/* The CUDA loss kernels (kernels/cuda/bce.cu, cross_entropy.cu) through the emulator against the
  * CPU kernels: bce and bce_with_logits forward and backward for every input they
  * differentiate, with and without (expanded) weights and pos_weight, every
  * reduction, on contiguous, NHWC-permuted and transposed inputs; cross_entropy and
@@ -9,7 +9,8 @@
  * others with all options on (emulated launches are slow).
  * f32 cross_entropy on dense operands (contiguous x, target, g and out; not an (N,C)
  * row of 16+ classes) takes the float32 path on both sides (kernels/cpu/cross_entropy_f32.c,
- * ce32_* in losses.cu); cross_entropy_float_path runs it with dense g at every option,
+ * ce32_* in cross_entropy.cu; which calls, kernels/cross_entropy_geometry.h's plan says);
+ * cross_entropy_float_path runs it with dense g at every option,
  * at pixel counts that are not multiples of the CPU's 64-pixel blocks nor the 256-thread
  * CUDA blocks, and with C = 130 (the CPU computes exp again instead of keeping it); the
  * other cases (views, strided g, f64, (N,C) rows of 40, probabilities, nll_loss) keep

@@ -41,6 +41,10 @@ KILN_API kiln_tensor *kiln_relu(kiln_tensor *a);
 KILN_API kiln_tensor *kiln_leaky_relu(kiln_tensor *a, double negative_slope);
 KILN_API kiln_tensor *kiln_sigmoid(kiln_tensor *a);
 KILN_API kiln_tensor *kiln_tanh(kiln_tensor *a);
+/* x * relu6(x + 3) / 6 as torch.nn.functional.hardswish (NaN kept, -0 below -3); the
+ * gradient is 0 below -3, g (x/3 + 1/2) on [-3, 3] and g above, as torch's CUDA kernel
+ * (torch 1.13's vectorised CPU loop gives g, not 1.5 g, at exactly 3, and NaN at NaN). */
+KILN_API kiln_tensor *kiln_hardswish(kiln_tensor *a);
 /* cond ? a : b, element-wise; cond is any dtype, nonzero meaning true. */
 KILN_API kiln_tensor *kiln_where(kiln_tensor *cond, kiln_tensor *a, kiln_tensor *b);
 

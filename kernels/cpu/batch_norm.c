@@ -82,7 +82,9 @@ static KILN_ALWAYS_INLINE void sum_plane(const float *p, int64_t n, double m, in
         lanes[0] += d * d;
     }
 }
-KILN_ISA_CLONES(sum_plane, (const float *p, int64_t n, double m, int squares, double *lanes), (p, n, m, squares, lanes))
+KILN_ISA_DEFINE(sum_plane_base, sum_plane_avx2, sum_plane_avx512,
+                (const float *p, int64_t n, double m, int squares, double *lanes),
+                sum_plane(p, n, m, squares, lanes))
 
 /* la += Σg, lb += Σg·(x - m) */
 static KILN_ALWAYS_INLINE void grad_sums_plane(const float *g, const float *x, int64_t n, double m, double *la,
@@ -106,14 +108,17 @@ static KILN_ALWAYS_INLINE void grad_sums_plane(const float *g, const float *x, i
         lb[0] += gv * ((double)x[k] - m);
     }
 }
-KILN_ISA_CLONES(grad_sums_plane, (const float *g, const float *x, int64_t n, double m, double *la, double *lb),
-                (g, x, n, m, la, lb))
+KILN_ISA_DEFINE(grad_sums_plane_base, grad_sums_plane_avx2, grad_sums_plane_avx512,
+                (const float *g, const float *x, int64_t n, double m, double *la, double *lb),
+                grad_sums_plane(g, x, n, m, la, lb))
 
 /* q = x·scale + shift, in double */
 static KILN_ALWAYS_INLINE void affine_plane(const float *p, float *q, int64_t n, double scale, double shift) {
     for (int64_t k = 0; k < n; k++) q[k] = (float)(p[k] * scale + shift);
 }
-KILN_ISA_CLONES(affine_plane, (const float *p, float *q, int64_t n, double scale, double shift), (p, q, n, scale, shift))
+KILN_ISA_DEFINE(affine_plane_base, affine_plane_avx2, affine_plane_avx512,
+                (const float *p, float *q, int64_t n, double scale, double shift),
+                affine_plane(p, q, n, scale, shift))
 
 /* training dx = k·(g - mean(g) - x̂·mean(g·x̂)), x̂ = (x - m)·inv, in double */
 static KILN_ALWAYS_INLINE void dx_plane(const float *g, const float *x, float *q, int64_t n, double m, double inv,
@@ -123,8 +128,10 @@ static KILN_ALWAYS_INLINE void dx_plane(const float *g, const float *x, float *q
         q[e] = (float)(k * (g[e] - mg - xh * mgx));
     }
 }
-KILN_ISA_CLONES(dx_plane, (const float *g, const float *x, float *q, int64_t n, double m, double inv, double k,
-                           double mg, double mgx), (g, x, q, n, m, inv, k, mg, mgx))
+KILN_ISA_DEFINE(dx_plane_base, dx_plane_avx2, dx_plane_avx512,
+                (const float *g, const float *x, float *q, int64_t n, double m, double inv, double k, double mg,
+                 double mgx),
+                dx_plane(g, x, q, n, m, inv, k, mg, mgx))
 
 typedef void (*sum_plane_fn)(const float *, int64_t, double, int, double *);
 
@@ -135,14 +142,14 @@ static double dense_sum(sum_plane_fn fn, const bn_geom *x, int64_t c, double m, 
     return kiln_lanes_total(a);
 }
 
-KILN_CPU_KERNEL(batch_norm_stats) {
+kiln_status kiln_cpu_batch_norm_stats(const kiln_op_call *call) {
     bn_geom x = geom(call->in[0]);
     kiln_tensor *out = call->out;
     double cnt = (double)(x.n * x.h * x.w);
     char *o = kiln__ptr(out);
     size_t es = kiln_dtype_size(out->dtype);
     const bool dense = dense_f32(call->in[0]);
-    sum_plane_fn sum_fn = KILN_ISA_PICK(sum_plane);
+    sum_plane_fn sum_fn = KILN_ISA_SELECT(sum_plane_base, sum_plane_avx2, sum_plane_avx512);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double s = 0, s2 = 0;
@@ -164,12 +171,13 @@ KILN_CPU_KERNEL(batch_norm_stats) {
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(batch_norm) {
+kiln_status kiln_cpu_batch_norm(const kiln_op_call *call) {
     const kiln_batch_norm_attrs *at = call->attrs;
     bn_geom x = geom(call->in[0]), o = geom(call->out);
     const kiln_tensor *w = call->in[1], *b = call->in[2], *mean = call->in[3], *var = call->in[4];
     const bool dense = dense_f32(call->in[0]) && dense_f32(call->out);
-    void (*affine)(const float *, float *, int64_t, double, double) = KILN_ISA_PICK(affine_plane);
+    void (*affine)(const float *, float *, int64_t, double, double) =
+        KILN_ISA_SELECT(affine_plane_base, affine_plane_avx2, affine_plane_avx512);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);
@@ -188,7 +196,7 @@ KILN_CPU_KERNEL(batch_norm) {
  * the full gradient through the batch statistics, with the sums from a sixth input (a
  * which-3 result) when given, so a backward reads g and x twice, not four times; eval
  * mode: dx = g·w·invstd. */
-KILN_CPU_KERNEL(batch_norm_backward) {
+kiln_status kiln_cpu_batch_norm_backward(const kiln_op_call *call) {
     const kiln_batch_norm_attrs *at = call->attrs;
     bn_geom g = geom(call->in[0]), x = geom(call->in[1]);
     const kiln_tensor *w = call->in[2], *mean = call->in[3], *var = call->in[4];
@@ -203,9 +211,9 @@ KILN_CPU_KERNEL(batch_norm_backward) {
     const bool dense = dense_f32(call->in[0]) && dense_f32(call->in[1]) && (at->which != 0 || dense_f32(out));
     const bool need_sums = at->which != 0 || at->training;
     void (*grad_sums)(const float *, const float *, int64_t, double, double *, double *) =
-        KILN_ISA_PICK(grad_sums_plane);
+        KILN_ISA_SELECT(grad_sums_plane_base, grad_sums_plane_avx2, grad_sums_plane_avx512);
     void (*dx)(const float *, const float *, float *, int64_t, double, double, double, double, double) =
-        KILN_ISA_PICK(dx_plane);
+        KILN_ISA_SELECT(dx_plane_base, dx_plane_avx2, dx_plane_avx512);
 #pragma omp parallel for if (x.c > 1 && x.n * x.c * x.h * x.w > 32768)
     for (int64_t c = 0; c < x.c; c++) {
         double m = chan(mean, c, 0), inv = 1.0 / sqrt(chan(var, c, 1) + at->eps);

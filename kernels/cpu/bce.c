@@ -61,7 +61,7 @@ static inline int64_t walk_inner_stride(const walk *w, int k) { return w->nd ? w
             char *p[WALK_MAX_OPS];                                                      \
             walk_row(wp_, r_, p);                                                       \
             for (int64_t i_ = 0; i_ < inner_; i_++) {                                   \
-                __VA_ARGS__;                                                               \
+                __VA_ARGS__;                                                            \
                 for (int k_ = 0; k_ < wp_->nops; k_++) p[k_] += is_[k_];                \
             }                                                                           \
         }                                                                               \
@@ -74,14 +74,16 @@ static inline int64_t walk_inner_stride(const walk *w, int k) { return w->nd ? w
             *(T *)kiln__ptr(out) = (T)((reduction) == 1 ? (acc) / (double)(n) : (acc));     \
     } while (0)
 
-#define BCE_FORWARD(T, SFX)                                                                   \
+/* BCE: kiln_bce_f32 or _f64 (kernels/losses_math.h), as the macros below take the
+ * per-element functions of their T by name. */
+#define BCE_FORWARD(T, BCE)                                                                   \
     do {                                                                                      \
         kiln_tensor *ops[4] = {none ? call->out : NULL, x, call->in[1], call->in[2]};         \
         bool hw = call->in[2] != NULL;                                                        \
         walk w;                                                                               \
         walk_init(&w, x, 4, ops);                                                             \
         WALK(&w, {                                                                            \
-            T v = kiln_bce_##SFX(*(T *)p[1], *(T *)p[2]);                                     \
+            T v = BCE(*(T *)p[1], *(T *)p[2]);                                                \
             if (hw) v *= *(T *)p[3];                                                          \
             if (none) *(T *)p[0] = v;                                                         \
             else acc += v;                                                                    \
@@ -89,20 +91,20 @@ static inline int64_t walk_inner_stride(const walk *w, int k) { return w->nd ? w
         STORE_REDUCED(T, call->out, at->reduction, acc, n);                                   \
     } while (0)
 
-KILN_CPU_KERNEL(bce) {
+kiln_status kiln_cpu_bce(const kiln_op_call *call) {
     const kiln_bce_attrs *at = call->attrs;
     kiln_tensor *x = call->in[0];
     bool none = at->reduction == 0;
     int64_t n = kiln_tensor_numel(x);
     double acc = 0;
-    if (x->dtype == KILN_F32) BCE_FORWARD(float, f32);
-    else BCE_FORWARD(double, f64);
+    if (x->dtype == KILN_F32) BCE_FORWARD(float, kiln_bce_f32);
+    else BCE_FORWARD(double, kiln_bce_f64);
     return KILN_STATUS_OK;
 }
 
 /* g: 0-d (reduced) or the input's shape, maybe strided. torch 1.13's operation order:
  * input, g (p - y) / max(...) then * w, then / n ('mean'); target, -logit(p) * w / n * g. */
-#define BCE_BACKWARD(T, SFX)                                                                  \
+#define BCE_BACKWARD(T, BCE, GRAD_INPUT, GRAD_TARGET)                                         \
     do {                                                                                      \
         kiln_tensor *ops[5] = {call->out, call->in[0], x, call->in[2], call->in[3]};          \
         bool hw = call->in[3] != NULL, mean = at->reduction == 1;                             \
@@ -114,41 +116,41 @@ KILN_CPU_KERNEL(bce) {
             T wt_ = hw ? *(T *)p[4] : (T)1, v;                                                \
             switch (at->wrt) {                                                                \
             case KILN_LOSS_WRT_INPUT:                                                         \
-                v = kiln_bce_grad_input_##SFX(g_, p_, y_);                                    \
+                v = GRAD_INPUT(g_, p_, y_);                                                   \
                 if (hw) v = v * wt_;                                                          \
                 if (mean) v = v / nf;                                                         \
                 break;                                                                        \
             case KILN_LOSS_WRT_TARGET:                                                        \
-                v = kiln_bce_grad_target_##SFX(p_);                                           \
+                v = GRAD_TARGET(p_);                                                          \
                 if (hw) v = v * wt_;                                                          \
                 if (mean) v = v / nf;                                                         \
                 v = v * g_;                                                                   \
                 break;                                                                        \
-            default: v = (g_ * scale) * kiln_bce_##SFX(p_, y_); break;                        \
+            default: v = (g_ * scale) * BCE(p_, y_); break;                                   \
             }                                                                                 \
             *(T *)p[0] = v;                                                                   \
         });                                                                                   \
     } while (0)
 
-KILN_CPU_KERNEL(bce_backward) {
+kiln_status kiln_cpu_bce_backward(const kiln_op_call *call) {
     const kiln_bce_attrs *at = call->attrs;
     kiln_tensor *x = call->in[1];
     int64_t n = kiln_tensor_numel(x);
     double acc = 0;
     (void)acc;
-    if (x->dtype == KILN_F32) BCE_BACKWARD(float, f32);
-    else BCE_BACKWARD(double, f64);
+    if (x->dtype == KILN_F32) BCE_BACKWARD(float, kiln_bce_f32, kiln_bce_grad_input_f32, kiln_bce_grad_target_f32);
+    else BCE_BACKWARD(double, kiln_bce_f64, kiln_bce_grad_input_f64, kiln_bce_grad_target_f64);
     return KILN_STATUS_OK;
 }
 
-#define BCEL_FORWARD(T, SFX)                                                                  \
+#define BCEL_FORWARD(T, BCE_LOGITS)                                                           \
     do {                                                                                      \
         kiln_tensor *ops[5] = {none ? call->out : NULL, x, call->in[1], call->in[2], call->in[3]}; \
         bool hw = call->in[2] != NULL, hpw = call->in[3] != NULL;                             \
         walk w;                                                                               \
         walk_init(&w, x, 5, ops);                                                             \
         WALK(&w, {                                                                            \
-            T v = kiln_bce_logits_##SFX(*(T *)p[1], *(T *)p[2], hpw ? *(T *)p[4] : (T)1);     \
+            T v = BCE_LOGITS(*(T *)p[1], *(T *)p[2], hpw ? *(T *)p[4] : (T)1);                \
             if (hw) v *= *(T *)p[3];                                                          \
             if (none) *(T *)p[0] = v;                                                         \
             else acc += v;                                                                    \
@@ -166,13 +168,13 @@ static bool dense_pair(const kiln_tensor *x, const kiln_tensor *y) {
     return true;
 }
 
-#define BCEL_FORWARD_FLAT(T, SFX)                                                             \
+#define BCEL_FORWARD_FLAT(T, BCE_LOGITS)                                                      \
     do {                                                                                      \
         const T *xs = (const T *)kiln__ptr(x), *ys = (const T *)kiln__ptr(call->in[1]);       \
         T *os = none ? (T *)kiln__ptr(call->out) : NULL;                                      \
         _Pragma("omp parallel for schedule(static) reduction(+ : acc) if (n > 32768)")        \
         for (int64_t i = 0; i < n; i++) {                                                     \
-            T v = kiln_bce_logits_##SFX(xs[i], ys[i], (T)1);                                  \
+            T v = BCE_LOGITS(xs[i], ys[i], (T)1);                                             \
             if (none) os[i] = v;                                                              \
             else acc += v;                                                                    \
         }                                                                                     \
@@ -199,8 +201,9 @@ static KILN_ALWAYS_INLINE void bcel_fwd_block(const float *xs, const float *ys, 
     for (; i < len; i++) a[0] += (double)v[i];
     *acc += (a[0] + a[1]) + (a[2] + a[3]);
 }
-KILN_ISA_CLONES(bcel_fwd_block, (const float *xs, const float *ys, float *os, int64_t i0, int64_t len, double *acc),
-            (xs, ys, os, i0, len, acc))
+KILN_ISA_DEFINE(bcel_fwd_block_base, bcel_fwd_block_avx2, bcel_fwd_block_avx512,
+                (const float *xs, const float *ys, float *os, int64_t i0, int64_t len, double *acc),
+                bcel_fwd_block(xs, ys, os, i0, len, acc))
 
 /* The input gradient of elements [i0, i0 + len); g: one value (gstep 0) or dense. */
 static KILN_ALWAYS_INLINE void bcel_bwd_block(const float *gs, int64_t gstep, const float *xs, const float *ys, float *os,
@@ -208,14 +211,16 @@ static KILN_ALWAYS_INLINE void bcel_bwd_block(const float *gs, int64_t gstep, co
     for (int64_t i = i0; i < i0 + len; i++)
         os[i] = (gs[i * gstep] * scale) * ((float)1 * kiln_bce_logits_grad_input_f32(xs[i], ys[i], 1.0f));
 }
-KILN_ISA_CLONES(bcel_bwd_block, (const float *gs, int64_t gstep, const float *xs, const float *ys, float *os, float scale,
-                             int64_t i0, int64_t len),
-            (gs, gstep, xs, ys, os, scale, i0, len))
+KILN_ISA_DEFINE(bcel_bwd_block_base, bcel_bwd_block_avx2, bcel_bwd_block_avx512,
+                (const float *gs, int64_t gstep, const float *xs, const float *ys, float *os, float scale, int64_t i0,
+                 int64_t len),
+                bcel_bwd_block(gs, gstep, xs, ys, os, scale, i0, len))
 
 static double bcel_flat_f32(const float *xs, const float *ys, float *os, int64_t n) {
     double acc = 0;
     const int64_t nb = (n + BCEL_BLOCK - 1) / BCEL_BLOCK;
-    void (*blk)(const float *, const float *, float *, int64_t, int64_t, double *) = KILN_ISA_PICK(bcel_fwd_block);
+    void (*blk)(const float *, const float *, float *, int64_t, int64_t, double *) =
+        KILN_ISA_SELECT(bcel_fwd_block_base, bcel_fwd_block_avx2, bcel_fwd_block_avx512);
 #pragma omp parallel for schedule(static) reduction(+ : acc) if (n > 32768)
     for (int64_t b = 0; b < nb; b++) {
         int64_t i0 = b * BCEL_BLOCK, len = n - i0 < BCEL_BLOCK ? n - i0 : BCEL_BLOCK;
@@ -224,7 +229,7 @@ static double bcel_flat_f32(const float *xs, const float *ys, float *os, int64_t
     return acc;
 }
 
-KILN_CPU_KERNEL(bce_with_logits) {
+kiln_status kiln_cpu_bce_with_logits(const kiln_op_call *call) {
     const kiln_bce_attrs *at = call->attrs;
     kiln_tensor *x = call->in[0];
     bool none = at->reduction == 0;
@@ -235,15 +240,15 @@ KILN_CPU_KERNEL(bce_with_logits) {
             acc = bcel_flat_f32((const float *)kiln__ptr(x), (const float *)kiln__ptr(call->in[1]),
                                 none ? (float *)kiln__ptr(call->out) : NULL, n);
             STORE_REDUCED(float, call->out, at->reduction, acc, n);
-        } else BCEL_FORWARD_FLAT(double, f64);
+        } else BCEL_FORWARD_FLAT(double, kiln_bce_logits_f64);
         return KILN_STATUS_OK;
     }
-    if (x->dtype == KILN_F32) BCEL_FORWARD(float, f32);
-    else BCEL_FORWARD(double, f64);
+    if (x->dtype == KILN_F32) BCEL_FORWARD(float, kiln_bce_logits_f32);
+    else BCEL_FORWARD(double, kiln_bce_logits_f64);
     return KILN_STATUS_OK;
 }
 
-#define BCEL_BACKWARD(T, SFX)                                                                 \
+#define BCEL_BACKWARD(T, BCE_LOGITS, GRAD_INPUT, GRAD_TARGET, GRAD_POS_WEIGHT)                \
     do {                                                                                      \
         kiln_tensor *ops[6] = {call->out, call->in[0], x, call->in[2], call->in[3], call->in[4]}; \
         bool hw = call->in[3] != NULL, hpw = call->in[4] != NULL;                             \
@@ -254,17 +259,17 @@ KILN_CPU_KERNEL(bce_with_logits) {
             T x_ = *(T *)p[2], y_ = *(T *)p[3], g_ = *(T *)p[1] * scale;                      \
             T wt_ = hw ? *(T *)p[4] : (T)1, pw_ = hpw ? *(T *)p[5] : (T)1, v;                 \
             switch (at->wrt) {                                                                \
-            case KILN_LOSS_WRT_INPUT: v = wt_ * kiln_bce_logits_grad_input_##SFX(x_, y_, pw_); break; \
-            case KILN_LOSS_WRT_TARGET: v = wt_ * kiln_bce_logits_grad_target_##SFX(x_, pw_); break; \
-            case KILN_LOSS_WRT_WEIGHT: v = kiln_bce_logits_##SFX(x_, y_, pw_); break;         \
-            default: v = wt_ * kiln_bce_logits_grad_pos_weight_##SFX(x_, y_); break;          \
+            case KILN_LOSS_WRT_INPUT: v = wt_ * GRAD_INPUT(x_, y_, pw_); break;               \
+            case KILN_LOSS_WRT_TARGET: v = wt_ * GRAD_TARGET(x_, pw_); break;                 \
+            case KILN_LOSS_WRT_WEIGHT: v = BCE_LOGITS(x_, y_, pw_); break;                    \
+            default: v = wt_ * GRAD_POS_WEIGHT(x_, y_); break;                                \
             }                                                                                 \
             *(T *)p[0] = g_ * v;                                                              \
         });                                                                                   \
     } while (0)
 
 /* The input gradient without weights; g is 0-d (a reduced loss) or dense like x. */
-#define BCEL_BACKWARD_FLAT(T, SFX)                                                            \
+#define BCEL_BACKWARD_FLAT(T, GRAD_INPUT)                                                     \
     do {                                                                                      \
         T scale = (T)(at->reduction == 1 ? 1.0 / (double)n : 1.0);                            \
         const T *gs = (const T *)kiln__ptr(call->in[0]), *xs = (const T *)kiln__ptr(x),       \
@@ -274,11 +279,11 @@ KILN_CPU_KERNEL(bce_with_logits) {
         _Pragma("omp parallel for schedule(static) if (n > 32768)")                           \
         for (int64_t i = 0; i < n; i++) {                                                     \
             T g_ = gs[i * gstep] * scale;                                                     \
-            os[i] = g_ * ((T)1 * kiln_bce_logits_grad_input_##SFX(xs[i], ys[i], (T)1));       \
+            os[i] = g_ * ((T)1 * GRAD_INPUT(xs[i], ys[i], (T)1));                             \
         }                                                                                     \
     } while (0)
 
-KILN_CPU_KERNEL(bce_with_logits_backward) {
+kiln_status kiln_cpu_bce_with_logits_backward(const kiln_op_call *call) {
     const kiln_bce_attrs *at = call->attrs;
     kiln_tensor *x = call->in[1];
     int64_t n = kiln_tensor_numel(x);
@@ -293,16 +298,18 @@ KILN_CPU_KERNEL(bce_with_logits_backward) {
             float *os = (float *)kiln__ptr(call->out);
             const int64_t gstep = call->in[0]->ndim == 0 ? 0 : 1, nb = (n + BCEL_BLOCK - 1) / BCEL_BLOCK;
             void (*blk)(const float *, int64_t, const float *, const float *, float *, float, int64_t, int64_t) =
-                KILN_ISA_PICK(bcel_bwd_block);
+                KILN_ISA_SELECT(bcel_bwd_block_base, bcel_bwd_block_avx2, bcel_bwd_block_avx512);
 #pragma omp parallel for schedule(static) if (n > 32768)
             for (int64_t b = 0; b < nb; b++) {
                 int64_t i0 = b * BCEL_BLOCK;
                 blk(gs, gstep, xs, ys, os, scale, i0, n - i0 < BCEL_BLOCK ? n - i0 : BCEL_BLOCK);
             }
-        } else BCEL_BACKWARD_FLAT(double, f64);
+        } else BCEL_BACKWARD_FLAT(double, kiln_bce_logits_grad_input_f64);
         return KILN_STATUS_OK;
     }
-    if (x->dtype == KILN_F32) BCEL_BACKWARD(float, f32);
-    else BCEL_BACKWARD(double, f64);
+    if (x->dtype == KILN_F32) BCEL_BACKWARD(float, kiln_bce_logits_f32, kiln_bce_logits_grad_input_f32, kiln_bce_logits_grad_target_f32,
+                  kiln_bce_logits_grad_pos_weight_f32);
+    else BCEL_BACKWARD(double, kiln_bce_logits_f64, kiln_bce_logits_grad_input_f64, kiln_bce_logits_grad_target_f64,
+                  kiln_bce_logits_grad_pos_weight_f64);
     return KILN_STATUS_OK;
 }

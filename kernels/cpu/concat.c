@@ -3,7 +3,7 @@
  * copy moves raw elements: every dtype concatenates. */
 #include "tensor_ops.h"
 
-KILN_CPU_KERNEL(concat) {
+kiln_status kiln_cpu_concat(const kiln_op_call *call) {
     const kiln_axis_attrs *at = call->attrs;
     kiln_tensor *out = call->out;
     size_t es = kiln_dtype_size(out->dtype);

@@ -1,5 +1,6 @@
 /* CPU convolutions through oneDNN, the library PyTorch's CPU convolutions run on: f32
- * forward (+bias, +ReLU), backward-data and backward-weights primitives, built once per
+ * forward (+bias, +ReLU), backward-data and backward-weights primitives (kiln's
+ * backward_input and backward_weight passes), built once per
  * geometry and kept in a bounded cache. The switch (KILN_ONEDNN, kiln_cpu_set_onednn)
  * exists in every build; without oneDNN the im2col path runs. */
 #include "conv2d_onednn.h"
@@ -26,8 +27,8 @@ void kiln_cpu_set_onednn(bool on) { __atomic_store_n(&g_enabled, on ? 1 : 0, __A
 #ifndef KILN_HAVE_ONEDNN
 
 bool kiln_cpu_onednn_available(void) { return false; }
-bool kiln_cpu_conv_onednn(const kiln_op_call *call, kiln_conv_pass pass, const kiln_conv_geom *g, bool relu,
-                          kiln_status *st) {
+bool kiln_cpu_conv2d_onednn(const kiln_op_call *call, kiln_conv_pass pass, const kiln_conv_geometry *g,
+                            bool relu, kiln_status *st) {
     return false;
 }
 kiln_onednn_counters kiln__onednn_counters(void) { return (kiln_onednn_counters){0}; }
@@ -98,7 +99,7 @@ static void stream_give(dnnl_stream_t s) {
  * thread count a primitive was built for. All int64 so the key has no padding bytes
  * and compares with memcmp. */
 typedef struct {
-    kiln_conv_geom g;
+    kiln_conv_geometry g;
     int64_t pass, bias, relu, threads;
 } conv_key;
 
@@ -156,11 +157,6 @@ static void evict_one(void) {
     entry_free(e);
 }
 
-static const char *pass_name(kiln_conv_pass pass) {
-    return pass == KILN_CONV_FORWARD ? "forward" : pass == KILN_CONV_BACKWARD_DATA ? "backward-data"
-                                                                                   : "backward-weights";
-}
-
 /* A reorder between two layouts of one tensor, or NULL when they are the same. */
 static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *r) {
     *r = NULL;
@@ -185,7 +181,7 @@ static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_mem
  * Chunks of one sample (1 MiB) cost the U-Net-16 step about 25% more CPU time than
  * whole-batch runs; at 4 MiB its batch still runs whole. The chunk divides the batch,
  * so one primitive serves every chunk. */
-static int64_t chunk_samples(const kiln_conv_geom *g) {
+static int64_t chunk_samples(const kiln_conv_geometry *g) {
     const int64_t limit = 4 << 20;
     int64_t cin = (g->cin + 15) / 16 * 16, cout = (g->cout + 15) / 16 * 16; /* blocked layouts pad channels */
     int64_t a = cin * g->h * g->w, b = cout * g->ho * g->wo;
@@ -200,20 +196,17 @@ static int64_t chunk_samples(const kiln_conv_geom *g) {
 /* Fills e's primitive, layouts and reorders; any status but success leaves e->ok false. */
 static dnnl_status_t build(conv_entry *e) {
     const conv_key *k = &e->key;
-    const kiln_conv_geom *g = &k->g;
+    const kiln_conv_geometry *g = &k->g;
     dnnl_memory_desc_t src, wei, dst, bias, src_any, wei_any, dst_any;
     e->mb = chunk_samples(g);
     dnnl_dims_t sd = {e->mb, g->cin, g->h, g->w}, dd = {e->mb, g->cout, g->ho, g->wo}, bd = {g->cout};
-    dnnl_dims_t wd5 = {g->groups, g->cout / g->groups, g->cin / g->groups, g->kh, g->kw};
+    dnnl_dims_t wd5 = {g->groups, g->cout_g, g->cin_g, g->kh, g->kw};
     dnnl_dims_t wd4 = {g->cout, g->cin, g->kh, g->kw};
     bool grouped = g->groups > 1;
     /* oneDNN counts dilation from 0; its right padding is what makes the output size
      * exact (kiln's attrs carry only the top/left side), never below 0 */
-    dnnl_dims_t strides = {g->sh, g->sw}, dil = {g->dh - 1, g->dw - 1}, pl = {g->ph, g->pw}, pr;
-    pr[0] = (g->ho - 1) * g->sh + (g->kh - 1) * g->dh + 1 - g->h - g->ph;
-    pr[1] = (g->wo - 1) * g->sw + (g->kw - 1) * g->dw + 1 - g->w - g->pw;
-    for (int i = 0; i < 2; i++)
-        if (pr[i] < 0) pr[i] = 0;
+    dnnl_dims_t strides = {g->sh, g->sw}, dil = {g->dh - 1, g->dw - 1}, pl = {g->ph, g->pw};
+    dnnl_dims_t pr = {g->ph_end > 0 ? g->ph_end : 0, g->pw_end > 0 ? g->pw_end : 0};
     dnnl_primitive_desc_t hint = NULL, pd = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t post = NULL;
@@ -252,7 +245,7 @@ static dnnl_status_t build(conv_entry *e) {
     } else {
         /* the backward passes take a forward primitive descriptor as their hint */
         TRY(dnnl_primitive_desc_create(&hint, &fwd, NULL, g_engine, NULL));
-        if (k->pass == KILN_CONV_BACKWARD_DATA) {
+        if (k->pass == KILN_CONV_BACKWARD_INPUT) {
             TRY(dnnl_dilated_convolution_backward_data_desc_init(&bwd, dnnl_convolution_direct, &src_any, &wei_any,
                                                                  &dst_any, strides, dil, pl, pr));
             TRY(dnnl_primitive_desc_create(&pd, &bwd, attr, g_engine, hint));
@@ -348,7 +341,7 @@ static kiln_status dnnl_failed(const char *op, const char *what, dnnl_status_t s
                        "im2col path instead", op, what, (int)s);
 }
 
-/* Per-channel bias after a backward-data pass (conv_transpose2d's bias). */
+/* Per-channel bias after a backward_input pass (conv_transpose2d's bias). */
 static void add_bias(float *y, const float *b, int64_t n, int64_t c, int64_t l) {
 #pragma omp parallel for schedule(static) if (n * c * l > 65536)
     for (int64_t p = 0; p < n * c; p++) {
@@ -357,7 +350,7 @@ static void add_bias(float *y, const float *b, int64_t n, int64_t c, int64_t l) 
     }
 }
 
-/* dw += t over n floats (the backward-weights chunks after the first) */
+/* dw += t over n floats (the backward_weight chunks after the first) */
 static void accumulate(float *dw, const float *t, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) dw[i] += t[i];
@@ -365,7 +358,7 @@ static void accumulate(float *dw, const float *t, int64_t n) {
 
 static kiln_status execute(conv_entry *e, const kiln_op_call *call, kiln_tensor *const *ops, kiln_tensor *bias) {
     const char *op = call->op->name;
-    const kiln_conv_geom *g = &e->key.g;
+    const kiln_conv_geometry *g = &e->key.g;
     const kiln_conv_pass pass = (kiln_conv_pass)e->key.pass;
     kiln_device dev = call->out->device;
     dnnl_memory_t user[3] = {0}, inner[3] = {0}, part = NULL, mbias = NULL, mscratch = NULL;
@@ -377,9 +370,9 @@ static kiln_status execute(conv_entry *e, const kiln_op_call *call, kiln_tensor 
     const int64_t xs = g->cin * g->h * g->w, ys = g->cout * g->ho * g->wo;
     int64_t per[3] = {ys, 0, xs};
     if (pass == KILN_CONV_FORWARD) per[OP_A] = xs, per[OP_C] = ys;
-    if (pass == KILN_CONV_BACKWARD_WEIGHTS) per[OP_B] = xs, per[OP_C] = 0;
+    if (pass == KILN_CONV_BACKWARD_WEIGHT) per[OP_B] = xs, per[OP_C] = 0;
     const int64_t chunks = g->n / e->mb;
-    const bool summed = pass == KILN_CONV_BACKWARD_WEIGHTS && chunks > 1;
+    const bool summed = pass == KILN_CONV_BACKWARD_WEIGHT && chunks > 1;
     dnnl_stream_t stream = stream_take();
     if (!stream) return dnnl_failed(op, "stream creation", dnnl_out_of_memory);
     for (int i = 0; i < 3 && st == KILN_STATUS_OK && s == dnnl_success; i++) {
@@ -410,7 +403,7 @@ static kiln_status execute(conv_entry *e, const kiln_op_call *call, kiln_tensor 
                 s = dnnl_primitive_execute(e->reorder[i], stream, 2, a);
             }
         if (s == dnnl_success) {
-            what = pass_name(pass);
+            what = kiln_conv_pass_name(pass);
             dnnl_exec_arg_t a[5];
             int na = 0;
             for (int i = 0; i < 3; i++) a[na++] = (dnnl_exec_arg_t){e->arg[i], inner[i] ? inner[i] : user[i]};
@@ -433,7 +426,7 @@ static kiln_status execute(conv_entry *e, const kiln_op_call *call, kiln_tensor 
     }
     if (st == KILN_STATUS_OK && s == dnnl_success) s = dnnl_stream_wait(stream);
     if (st == KILN_STATUS_OK && s != dnnl_success) st = dnnl_failed(op, what, s);
-    if (st == KILN_STATUS_OK && bias && pass == KILN_CONV_BACKWARD_DATA)
+    if (st == KILN_STATUS_OK && bias && pass == KILN_CONV_BACKWARD_INPUT)
         add_bias((float *)kiln__ptr(ops[OP_C]), (const float *)kiln__ptr(bias), g->n, g->cin, g->h * g->w);
     for (int i = 0; i < 3; i++) {
         if (user[i]) dnnl_memory_destroy(user[i]);
@@ -449,8 +442,8 @@ static kiln_status execute(conv_entry *e, const kiln_op_call *call, kiln_tensor 
     return st;
 }
 
-bool kiln_cpu_conv_onednn(const kiln_op_call *call, kiln_conv_pass pass, const kiln_conv_geom *g, bool relu,
-                          kiln_status *st) {
+bool kiln_cpu_conv2d_onednn(const kiln_op_call *call, kiln_conv_pass pass, const kiln_conv_geometry *g,
+                            bool relu, kiln_status *st) {
     if (call->out->dtype != KILN_F32 || !kiln_cpu_onednn_enabled()) return false;
     /* empty tensors: nothing oneDNN needs to do that the im2col path does not do as well */
     if (g->n <= 0 || g->cin <= 0 || g->cout <= 0 || g->h <= 0 || g->w <= 0 || g->ho <= 0 || g->wo <= 0) return false;

@@ -1,23 +1,25 @@
-/* Prototypes of the CPU kernels, one per registry op (listed in core/ops/NAME.def). */
+/* Prototypes of the element-wise and reduction CPU kernels (elementwise.c, reduce.c; their
+ * ops are defined in core/elementwise.c and core/reduce.c); every CPU kernel header
+ * (layers.h, losses.h, tensor_ops.h, linalg.h) includes this one for kiln_op_call. */
 #ifndef KILN_CPU_KERNELS_H
 #define KILN_CPU_KERNELS_H
 
 #include "../../core/internal.h"
 #include "../../core/op_attrs.h"
 
-#define KILN_CPU_KERNEL(name) kiln_status kiln_cpu_##name(const kiln_op_call *call)
-
 /* element-wise (kernels/cpu/elementwise.c) */
-KILN_CPU_KERNEL(unary);           /* in: x */
-KILN_CPU_KERNEL(unary_backward);  /* in: g, x, y */
-KILN_CPU_KERNEL(binary);          /* in: a, b (broadcast to out) */
-KILN_CPU_KERNEL(binary_backward); /* in: g, a, b -> gradient of side, at the broadcast shape */
-KILN_CPU_KERNEL(where);           /* in: cond, a, b */
-KILN_CPU_KERNEL(copy);            /* in: x, any dtype and strides, broadcast to out; converts dtype */
-KILN_CPU_KERNEL(fill);
-KILN_CPU_KERNEL(rand);
+kiln_status kiln_cpu_unary(const kiln_op_call *call); /* in: x */
+kiln_status kiln_cpu_unary_backward(const kiln_op_call *call); /* in: g, x, y */
+kiln_status kiln_cpu_binary(const kiln_op_call *call); /* in: a, b (broadcast to out) */
+/* in: g, a, b -> gradient of side, at the broadcast shape */
+kiln_status kiln_cpu_binary_backward(const kiln_op_call *call);
+kiln_status kiln_cpu_where(const kiln_op_call *call); /* in: cond, a, b */
+/* in: x, any dtype and strides, broadcast to out; converts dtype */
+kiln_status kiln_cpu_copy(const kiln_op_call *call);
+kiln_status kiln_cpu_fill(const kiln_op_call *call);
+kiln_status kiln_cpu_rand(const kiln_op_call *call);
 
 /* reductions (kernels/cpu/reduce.c) */
-KILN_CPU_KERNEL(sum);             /* out has the keepdim shape */
+kiln_status kiln_cpu_sum(const kiln_op_call *call); /* out has the keepdim shape */
 
 #endif

@@ -3,48 +3,32 @@
  * max-subtracted log-sum-exp and the loss in the same pass; backward writes
  * softmax - target per position in one pass. Positions split over threads. This is
  * the general path, in double; dense f32 cross_entropy with index targets goes to the
- * float32 path (cross_entropy_f32.c). */
+ * float32 path (cross_entropy_f32.c), as the geometry's plan says. */
 #include "losses.h"
+#include "../cross_entropy_geometry.h"
 
 #include <math.h>
 #include <string.h>
 
-/* Geometry of one call: the position axes (every axis but the class axis) with
- * byte strides of each operand, and the class-axis strides. */
-typedef struct {
-    int P;
-    int64_t pshape[KILN_MAX_DIMS];
-    int64_t xs[KILN_MAX_DIMS], ts[KILN_MAX_DIMS], gs[KILN_MAX_DIMS], os[KILN_MAX_DIMS];
-    int64_t xcs, tcs, ocs, ws, C, npos;
-} ce_plan;
+static kiln_ce_operand operand(const kiln_tensor *t) {
+    kiln_ce_operand o = {t->ndim, t->shape, t->strides, (int64_t)kiln_dtype_size(t->dtype)};
+    return o;
+}
 
-/* x: (N,C,d..) or (C); target: position-shaped (indices) or x-shaped (probs);
+/* The geometry of one call (kernels/cross_entropy_geometry.h, CUDA's too), strides in
+ * bytes. x: (N,C,d..) or (C); target: position-shaped (indices) or x-shaped (probs);
  * g: NULL, 0-d or position-shaped; out: position-shaped, x-shaped or 0-d. */
-static void plan_init(ce_plan *p, const kiln_tensor *x, const kiln_tensor *t, int prob, const kiln_tensor *g,
-                      const kiln_tensor *w, const kiln_tensor *out) {
-    int cax = x->ndim == 1 ? 0 : 1;
-    p->C = x->shape[cax];
-    p->xcs = x->strides[cax];
-    p->tcs = prob ? t->strides[cax] : 0;
-    p->ws = w ? w->strides[0] : 0;
-    bool out_like_x = out->ndim == x->ndim;
-    p->ocs = out_like_x ? out->strides[cax] : 0;
-    p->P = 0;
-    p->npos = 1;
-    for (int d = 0; d < x->ndim; d++) {
-        if (d == cax) continue;
-        int j = p->P++, pd = d < cax ? d : d - 1; /* the axis in position-shaped tensors */
-        p->pshape[j] = x->shape[d];
-        p->xs[j] = x->strides[d];
-        p->ts[j] = prob ? t->strides[d] : t->strides[pd];
-        p->gs[j] = g && g->ndim ? g->strides[pd] : 0;
-        p->os[j] = out->ndim == 0 ? 0 : out_like_x ? out->strides[d] : out->strides[pd];
-        p->npos *= x->shape[d];
-    }
+static void plan_init(kiln_ce_geometry *p, const kiln_tensor *x, const kiln_tensor *t, const kiln_tensor *g,
+                      const kiln_tensor *w, const kiln_tensor *out, const kiln_ce_attrs *at, int log_probs) {
+    kiln_ce_operand xo = operand(x), to = operand(t), oo = operand(out), go, wo;
+    if (g) go = operand(g);
+    if (w) wo = operand(w);
+    kiln_ce_geometry_plan(p, &xo, &to, g ? &go : NULL, w ? &wo : NULL, &oo, at, x->dtype == KILN_F32, log_probs);
 }
 
 /* Byte offsets of position q in x, target, g and out. */
-static inline void plan_pos(const ce_plan *p, int64_t q, int64_t *xo, int64_t *to, int64_t *go, int64_t *oo) {
+static inline void plan_pos(const kiln_ce_geometry *p, int64_t q, int64_t *xo, int64_t *to, int64_t *go,
+                            int64_t *oo) {
     *xo = *to = *go = *oo = 0;
     for (int j = p->P - 1; j >= 0 && q; j--) {
         int64_t i = q % p->pshape[j];
@@ -63,7 +47,7 @@ typedef struct {
     int64_t xo, to, go, oo;
 } ce_cursor;
 
-static inline void cursor_set(const ce_plan *p, ce_cursor *c, int64_t q) {
+static inline void cursor_set(const kiln_ce_geometry *p, ce_cursor *c, int64_t q) {
     c->xo = c->to = c->go = c->oo = 0;
     for (int j = p->P - 1; j >= 0; j--) {
         int64_t i = q % p->pshape[j];
@@ -76,7 +60,7 @@ static inline void cursor_set(const ce_plan *p, ce_cursor *c, int64_t q) {
     }
 }
 
-static inline void cursor_next(const ce_plan *p, ce_cursor *c) {
+static inline void cursor_next(const kiln_ce_geometry *p, ce_cursor *c) {
     for (int j = p->P - 1; j >= 0; j--) {
         c->xo += p->xs[j];
         c->to += p->ts[j];
@@ -163,9 +147,9 @@ static inline void cursor_next(const ce_plan *p, ce_cursor *c) {
 static kiln_status ce_forward(const kiln_op_call *call, int log_probs) {
     const kiln_ce_attrs *at = call->attrs;
     const kiln_tensor *x = call->in[0], *t = call->in[1], *w = call->in[2];
-    if (!log_probs && kiln__ce_f32_applies(x, t, NULL, call->out, at)) return kiln__ce_f32_forward(call);
-    ce_plan pl;
-    plan_init(&pl, x, t, at->prob_target, NULL, w, call->out);
+    kiln_ce_geometry pl;
+    plan_init(&pl, x, t, NULL, w, call->out, at, log_probs);
+    if (pl.f32_path) return kiln__ce_f32_forward(call, &pl.f32);
     const char *xb = kiln__ptr(x), *tb = kiln__ptr(t), *wb = w ? kiln__ptr(w) : NULL;
     char *ob = kiln__ptr(call->out);
     bool none = at->reduction == 0;
@@ -180,12 +164,13 @@ static kiln_status ce_forward(const kiln_op_call *call, int log_probs) {
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(cross_entropy) { return ce_forward(call, 0); }
-KILN_CPU_KERNEL(nll_loss) { return ce_forward(call, 1); }
+kiln_status kiln_cpu_cross_entropy(const kiln_op_call *call) { return ce_forward(call, 0); }
+kiln_status kiln_cpu_nll_loss(const kiln_op_call *call) { return ce_forward(call, 1); }
 
 /* The divisor of 'mean': summed weights of the non-ignored targets (index
  * targets) or the number of positions (probability targets). */
-static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const char *tb, const char *wb, kiln_dtype dt) {
+static double mean_divisor(const kiln_ce_geometry *pl, const kiln_ce_attrs *at, const char *tb, const char *wb,
+                           kiln_dtype dt) {
     if (at->prob_target) return (double)pl->npos;
     double wsum = 0;
 #pragma omp parallel reduction(+ : wsum) if (pl->npos > 32768)
@@ -259,9 +244,9 @@ static double mean_divisor(const ce_plan *pl, const kiln_ce_attrs *at, const cha
 static kiln_status ce_backward(const kiln_op_call *call, int log_probs) {
     const kiln_ce_attrs *at = call->attrs;
     const kiln_tensor *g = call->in[0], *x = call->in[1], *t = call->in[2], *w = call->in[3];
-    if (!log_probs && kiln__ce_f32_applies(x, t, g, call->out, at)) return kiln__ce_f32_backward(call);
-    ce_plan pl;
-    plan_init(&pl, x, t, at->prob_target, g, w, call->out);
+    kiln_ce_geometry pl;
+    plan_init(&pl, x, t, g, w, call->out, at, log_probs);
+    if (pl.f32_path) return kiln__ce_f32_backward(call, &pl.f32);
     const char *gb = kiln__ptr(g), *xb = kiln__ptr(x), *tb = kiln__ptr(t), *wb = w ? kiln__ptr(w) : NULL;
     char *ob = kiln__ptr(call->out);
     double eps = at->label_smoothing, scale = 1, wall = 0;
@@ -278,8 +263,8 @@ static kiln_status ce_backward(const kiln_op_call *call, int log_probs) {
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(cross_entropy_backward) { return ce_backward(call, 0); }
-KILN_CPU_KERNEL(nll_loss_backward) { return ce_backward(call, 1); }
+kiln_status kiln_cpu_cross_entropy_backward(const kiln_op_call *call) { return ce_backward(call, 0); }
+kiln_status kiln_cpu_nll_loss_backward(const kiln_op_call *call) { return ce_backward(call, 1); }
 
 #define ONE_HOT(T)                                                                   \
     do {                                                                             \
@@ -293,11 +278,11 @@ KILN_CPU_KERNEL(nll_loss_backward) { return ce_backward(call, 1); }
     } while (0)
 
 /* out is contiguous (N,C,d..); the plan treats it as x and the target as indices. */
-KILN_CPU_KERNEL(one_hot) {
+kiln_status kiln_cpu_one_hot(const kiln_op_call *call) {
     const kiln_tensor *t = call->in[0];
     kiln_tensor *out = call->out;
-    ce_plan pl;
-    plan_init(&pl, out, t, 0, NULL, NULL, t);
+    kiln_ce_geometry pl;
+    plan_init(&pl, out, t, NULL, NULL, t, NULL, 0);
     const char *tb = kiln__ptr(t);
     char *ob = kiln__ptr(out);
     if (out->dtype == KILN_F32) {

@@ -5,7 +5,7 @@
 #include "../philox.h"
 #include "iter.h"
 
-KILN_CPU_KERNEL(dropout) {
+kiln_status kiln_cpu_dropout(const kiln_op_call *call) {
     const kiln_dropout_attrs *at = call->attrs;
     kiln_tensor *ops[2] = {call->out, call->in[0]};
     kiln_iter it;

@@ -6,36 +6,37 @@
 #include "../philox.h"
 #include "iter.h"
 
-#define KIND_LOOP_F(T, SFX, it, BODY_EXPR) KILN_ITER_FOR_EACH(it, *(T *)p[0] = BODY_EXPR)
+#define KIND_LOOP_F(T, it, BODY_EXPR) KILN_ITER_FOR_EACH(it, *(T *)p[0] = BODY_EXPR)
 
 /* Dense operands of one shape take flat loops over typed pointers. The common kinds get
- * a loop each, with the kind a constant, so the shared math function inlines to its one
- * case and the loop vectorises; the arithmetic is the same function either way. */
-#define UNARY_FLAT(T, SFX, o, x, n, kind, a, b)                                                  \
-    switch (kind) {                                                                              \
-    case KILN_UNARY_RELU: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_RELU, x[i], a, b)); break; \
-    case KILN_UNARY_NEG: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_NEG, x[i], a, b)); break; \
-    case KILN_UNARY_ADD_SCALAR: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_ADD_SCALAR, x[i], a, b)); break; \
-    case KILN_UNARY_MUL_SCALAR: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_MUL_SCALAR, x[i], a, b)); break; \
-    case KILN_UNARY_LEAKY_RELU: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_LEAKY_RELU, x[i], a, b)); break; \
-    case KILN_UNARY_CLAMP: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_CLAMP, x[i], a, b)); break; \
-    case KILN_UNARY_ABS: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_ABS, x[i], a, b)); break; \
-    case KILN_UNARY_SQRT: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(KILN_UNARY_SQRT, x[i], a, b)); break; \
-    default: KILN_FLAT_FOR(n, o[i] = kiln_unary_##SFX(kind, x[i], a, b));                        \
+ * a loop each, with the kind a constant, so the shared math function F (kiln_unary_f32,
+ * ..._f64; kernels/elementwise_math.h) inlines to its one case and the loop vectorises;
+ * the arithmetic is the same function either way. */
+#define UNARY_FLAT(F, o, x, n, kind, a, b)                                                            \
+    switch (kind) {                                                                                   \
+    case KILN_UNARY_RELU: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_RELU, x[i], a, b)); break;             \
+    case KILN_UNARY_NEG: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_NEG, x[i], a, b)); break;               \
+    case KILN_UNARY_ADD_SCALAR: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_ADD_SCALAR, x[i], a, b)); break; \
+    case KILN_UNARY_MUL_SCALAR: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_MUL_SCALAR, x[i], a, b)); break; \
+    case KILN_UNARY_LEAKY_RELU: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_LEAKY_RELU, x[i], a, b)); break; \
+    case KILN_UNARY_CLAMP: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_CLAMP, x[i], a, b)); break;           \
+    case KILN_UNARY_ABS: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_ABS, x[i], a, b)); break;               \
+    case KILN_UNARY_SQRT: KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_SQRT, x[i], a, b)); break;             \
+    default: KILN_FLAT_FOR(n, o[i] = F(kind, x[i], a, b));                                            \
     }
 
-#define UNARY_GRAD_FLAT(T, SFX, o, g, x, y, n, kind, a, b)                                       \
+#define UNARY_GRAD_FLAT(F, o, g, x, y, n, kind, a, b)                                            \
     switch (kind) {                                                                              \
     case KILN_UNARY_RELU:                                                                        \
-        KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(KILN_UNARY_RELU, g[i], x[i], y[i], a, b)); break; \
+        KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_RELU, g[i], x[i], y[i], a, b)); break;              \
     case KILN_UNARY_SIGMOID:                                                                     \
-        KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(KILN_UNARY_SIGMOID, g[i], x[i], y[i], a, b)); break; \
+        KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_SIGMOID, g[i], x[i], y[i], a, b)); break;           \
     case KILN_UNARY_MUL_SCALAR:                                                                  \
-        KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(KILN_UNARY_MUL_SCALAR, g[i], x[i], y[i], a, b)); break; \
-    default: KILN_FLAT_FOR(n, o[i] = kiln_unary_grad_##SFX(kind, g[i], x[i], y[i], a, b));       \
+        KILN_FLAT_FOR(n, o[i] = F(KILN_UNARY_MUL_SCALAR, g[i], x[i], y[i], a, b)); break;        \
+    default: KILN_FLAT_FOR(n, o[i] = F(kind, g[i], x[i], y[i], a, b));                           \
     }
 
-KILN_CPU_KERNEL(unary) {
+kiln_status kiln_cpu_unary(const kiln_op_call *call) {
     const kiln_unary_attrs *at = call->attrs;
     kiln_tensor *ops[2] = {call->out, call->in[0]};
     if (kiln_iter_flat(2, ops) && call->in[0]->dtype == call->out->dtype) {
@@ -43,11 +44,11 @@ KILN_CPU_KERNEL(unary) {
         if (call->out->dtype == KILN_F32) {
             float *o = (float *)kiln__ptr(call->out), a = (float)at->a, b = (float)at->b;
             const float *x = (const float *)kiln__ptr(call->in[0]);
-            UNARY_FLAT(float, f32, o, x, n, at->kind, a, b);
+            UNARY_FLAT(kiln_unary_f32, o, x, n, at->kind, a, b);
         } else {
             double *o = (double *)kiln__ptr(call->out), a = at->a, b = at->b;
             const double *x = (const double *)kiln__ptr(call->in[0]);
-            UNARY_FLAT(double, f64, o, x, n, at->kind, a, b);
+            UNARY_FLAT(kiln_unary_f64, o, x, n, at->kind, a, b);
         }
         return KILN_STATUS_OK;
     }
@@ -55,14 +56,14 @@ KILN_CPU_KERNEL(unary) {
     kiln_iter_init(&it, 2, ops);
     if (call->out->dtype == KILN_F32) {
         float a = (float)at->a, b = (float)at->b;
-        KIND_LOOP_F(float, f32, &it, kiln_unary_f32(at->kind, *(float *)p[1], a, b));
+        KIND_LOOP_F(float, &it, kiln_unary_f32(at->kind, *(float *)p[1], a, b));
     } else {
-        KIND_LOOP_F(double, f64, &it, kiln_unary_f64(at->kind, *(double *)p[1], at->a, at->b));
+        KIND_LOOP_F(double, &it, kiln_unary_f64(at->kind, *(double *)p[1], at->a, at->b));
     }
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(unary_backward) {
+kiln_status kiln_cpu_unary_backward(const kiln_op_call *call) {
     const kiln_unary_attrs *at = call->attrs;
     kiln_tensor *ops[4] = {call->out, call->in[0], call->in[1], call->in[2]};
     if (kiln_iter_flat(4, ops) && call->in[0]->dtype == call->out->dtype && call->in[1]->dtype == call->out->dtype &&
@@ -72,12 +73,12 @@ KILN_CPU_KERNEL(unary_backward) {
             float *o = (float *)kiln__ptr(call->out), a = (float)at->a, b = (float)at->b;
             const float *g = (const float *)kiln__ptr(call->in[0]), *x = (const float *)kiln__ptr(call->in[1]),
                         *y = (const float *)kiln__ptr(call->in[2]);
-            UNARY_GRAD_FLAT(float, f32, o, g, x, y, n, at->kind, a, b);
+            UNARY_GRAD_FLAT(kiln_unary_grad_f32, o, g, x, y, n, at->kind, a, b);
         } else {
             double *o = (double *)kiln__ptr(call->out), a = at->a, b = at->b;
             const double *g = (const double *)kiln__ptr(call->in[0]), *x = (const double *)kiln__ptr(call->in[1]),
                          *y = (const double *)kiln__ptr(call->in[2]);
-            UNARY_GRAD_FLAT(double, f64, o, g, x, y, n, at->kind, a, b);
+            UNARY_GRAD_FLAT(kiln_unary_grad_f64, o, g, x, y, n, at->kind, a, b);
         }
         return KILN_STATUS_OK;
     }
@@ -85,25 +86,25 @@ KILN_CPU_KERNEL(unary_backward) {
     kiln_iter_init(&it, 4, ops);
     if (call->out->dtype == KILN_F32) {
         float a = (float)at->a, b = (float)at->b;
-        KIND_LOOP_F(float, f32, &it,
+        KIND_LOOP_F(float, &it,
                     kiln_unary_grad_f32(at->kind, *(float *)p[1], *(float *)p[2], *(float *)p[3], a, b));
     } else {
-        KIND_LOOP_F(double, f64, &it,
+        KIND_LOOP_F(double, &it,
                     kiln_unary_grad_f64(at->kind, *(double *)p[1], *(double *)p[2], *(double *)p[3], at->a, at->b));
     }
     return KILN_STATUS_OK;
 }
 
-#define BINARY_FLAT(SFX, o, x, y, n, kind)                                                       \
-    switch (kind) {                                                                              \
-    case KILN_BINARY_ADD: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_ADD, x[i], y[i])); break; \
-    case KILN_BINARY_SUB: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_SUB, x[i], y[i])); break; \
-    case KILN_BINARY_MUL: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_MUL, x[i], y[i])); break; \
-    case KILN_BINARY_DIV: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(KILN_BINARY_DIV, x[i], y[i])); break; \
-    default: KILN_FLAT_FOR(n, o[i] = kiln_binary_##SFX(kind, x[i], y[i]));                       \
+#define BINARY_FLAT(F, o, x, y, n, kind)                                                  \
+    switch (kind) {                                                                       \
+    case KILN_BINARY_ADD: KILN_FLAT_FOR(n, o[i] = F(KILN_BINARY_ADD, x[i], y[i])); break; \
+    case KILN_BINARY_SUB: KILN_FLAT_FOR(n, o[i] = F(KILN_BINARY_SUB, x[i], y[i])); break; \
+    case KILN_BINARY_MUL: KILN_FLAT_FOR(n, o[i] = F(KILN_BINARY_MUL, x[i], y[i])); break; \
+    case KILN_BINARY_DIV: KILN_FLAT_FOR(n, o[i] = F(KILN_BINARY_DIV, x[i], y[i])); break; \
+    default: KILN_FLAT_FOR(n, o[i] = F(kind, x[i], y[i]));                                \
     }
 
-KILN_CPU_KERNEL(binary) {
+kiln_status kiln_cpu_binary(const kiln_op_call *call) {
     const kiln_binary_attrs *at = call->attrs;
     kiln_tensor *ops[3] = {call->out, call->in[0], call->in[1]};
     if (kiln_iter_flat(3, ops) && call->in[0]->dtype == call->out->dtype && call->in[1]->dtype == call->out->dtype) {
@@ -111,11 +112,11 @@ KILN_CPU_KERNEL(binary) {
         if (call->out->dtype == KILN_F32) {
             float *o = (float *)kiln__ptr(call->out);
             const float *x = (const float *)kiln__ptr(call->in[0]), *y = (const float *)kiln__ptr(call->in[1]);
-            BINARY_FLAT(f32, o, x, y, n, at->kind);
+            BINARY_FLAT(kiln_binary_f32, o, x, y, n, at->kind);
         } else {
             double *o = (double *)kiln__ptr(call->out);
             const double *x = (const double *)kiln__ptr(call->in[0]), *y = (const double *)kiln__ptr(call->in[1]);
-            BINARY_FLAT(f64, o, x, y, n, at->kind);
+            BINARY_FLAT(kiln_binary_f64, o, x, y, n, at->kind);
         }
         return KILN_STATUS_OK;
     }
@@ -123,26 +124,26 @@ KILN_CPU_KERNEL(binary) {
     kiln_iter_init(&it, 3, ops);
     if (call->out->dtype == KILN_F32) {
         switch (at->kind) { /* hoisted so the common ops vectorise */
-        case KILN_BINARY_ADD: KIND_LOOP_F(float, f32, &it, *(float *)p[1] + *(float *)p[2]); break;
-        case KILN_BINARY_MUL: KIND_LOOP_F(float, f32, &it, *(float *)p[1] * *(float *)p[2]); break;
-        default: KIND_LOOP_F(float, f32, &it, kiln_binary_f32(at->kind, *(float *)p[1], *(float *)p[2]));
+        case KILN_BINARY_ADD: KIND_LOOP_F(float, &it, *(float *)p[1] + *(float *)p[2]); break;
+        case KILN_BINARY_MUL: KIND_LOOP_F(float, &it, *(float *)p[1] * *(float *)p[2]); break;
+        default: KIND_LOOP_F(float, &it, kiln_binary_f32(at->kind, *(float *)p[1], *(float *)p[2]));
         }
     } else {
-        KIND_LOOP_F(double, f64, &it, kiln_binary_f64(at->kind, *(double *)p[1], *(double *)p[2]));
+        KIND_LOOP_F(double, &it, kiln_binary_f64(at->kind, *(double *)p[1], *(double *)p[2]));
     }
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(binary_backward) {
+kiln_status kiln_cpu_binary_backward(const kiln_op_call *call) {
     const kiln_binary_attrs *at = call->attrs;
     kiln_tensor *ops[4] = {call->out, call->in[0], call->in[1], call->in[2]};
     kiln_iter it;
     kiln_iter_init(&it, 4, ops);
     if (call->out->dtype == KILN_F32) {
-        KIND_LOOP_F(float, f32, &it,
+        KIND_LOOP_F(float, &it,
                     kiln_binary_grad_f32(at->kind, at->side, *(float *)p[1], *(float *)p[2], *(float *)p[3]));
     } else {
-        KIND_LOOP_F(double, f64, &it,
+        KIND_LOOP_F(double, &it,
                     kiln_binary_grad_f64(at->kind, at->side, *(double *)p[1], *(double *)p[2], *(double *)p[3]));
     }
     return KILN_STATUS_OK;
@@ -159,15 +160,15 @@ static inline int truth(const char *p, kiln_dtype dt) {
     }
 }
 
-KILN_CPU_KERNEL(where) {
+kiln_status kiln_cpu_where(const kiln_op_call *call) {
     kiln_tensor *ops[4] = {call->out, call->in[0], call->in[1], call->in[2]};
     kiln_dtype cdt = call->in[0]->dtype;
     kiln_iter it;
     kiln_iter_init(&it, 4, ops);
     if (call->out->dtype == KILN_F32)
-        KIND_LOOP_F(float, f32, &it, truth(p[1], cdt) ? *(float *)p[2] : *(float *)p[3]);
+        KIND_LOOP_F(float, &it, truth(p[1], cdt) ? *(float *)p[2] : *(float *)p[3]);
     else
-        KIND_LOOP_F(double, f64, &it, truth(p[1], cdt) ? *(double *)p[2] : *(double *)p[3]);
+        KIND_LOOP_F(double, &it, truth(p[1], cdt) ? *(double *)p[2] : *(double *)p[3]);
     return KILN_STATUS_OK;
 }
 
@@ -175,7 +176,7 @@ KILN_CPU_KERNEL(where) {
 static inline double load(const char *p, kiln_dtype dt) { return kiln_load_as_double(p, dt); }
 static inline void store(char *p, kiln_dtype dt, double v) { kiln_store_from_double(p, dt, v); }
 
-KILN_CPU_KERNEL(copy) {
+kiln_status kiln_cpu_copy(const kiln_op_call *call) {
     kiln_tensor *ops[2] = {call->out, call->in[0]};
     kiln_dtype od = call->out->dtype, id = call->in[0]->dtype;
     kiln_iter it;
@@ -199,7 +200,7 @@ KILN_CPU_KERNEL(copy) {
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(fill) {
+kiln_status kiln_cpu_fill(const kiln_op_call *call) {
     const kiln_fill_attrs *at = call->attrs;
     kiln_tensor *ops[1] = {call->out};
     kiln_iter it;
@@ -227,7 +228,7 @@ KILN_CPU_KERNEL(fill) {
 
 /* Element i of the output draws from Philox counter (offset + i): the same number
  * for the same (seed, offset, i) on every device, whatever the launch shape. */
-KILN_CPU_KERNEL(rand) {
+kiln_status kiln_cpu_rand(const kiln_op_call *call) {
     const kiln_rand_attrs *at = call->attrs;
     kiln_tensor *out = call->out;
     int64_t n = kiln_tensor_numel(out);

@@ -1,28 +1,33 @@
 /* Hot CPU loops compiled three times, for the baseline (SSE2: the build has no -march),
- * AVX2 and AVX-512, with the widest the CPU has picked at run time. No clone contracts
- * a*b+c into an FMA (gcc's avx2 target has no FMA; the AVX-512 clone turns contraction
- * off), and the loops keep each partial sum in its own lane, so every clone computes the
- * same bits as the others and as the emulated CUDA kernels (the tests run each clone). */
+ * AVX2 and AVX-512, the widest the CPU has picked at each call (isa.c). No clone contracts
+ * a*b+c into an FMA (gcc's avx2 target has no FMA; the AVX-512 clone turns contraction off),
+ * and the loops keep each partial sum in its own lane, so every clone computes the same bits
+ * as the others and as the emulated CUDA kernels. Not target_clones: its ifunc picks once,
+ * at load time, where KILN_CPU_ISA is read at each call so one test runs every clone, and
+ * its clones cannot take options of their own (prefer-vector-width=512, fp-contract=off;
+ * gcc's avx512f target brings FMA). */
 #ifndef KILN_CPU_ISA_H
 #define KILN_CPU_ISA_H
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
 #define KILN_ALWAYS_INLINE inline __attribute__((always_inline))
-/* name##_base, name##_avx2 and name##_avx512, each the always-inline `name` (args) */
-#define KILN_ISA_CLONES(name, params, args)                                                    \
-    static void name##_base params { name args; }                                              \
-    __attribute__((target("avx2"))) static void name##_avx2 params { name args; }              \
-    __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off")))   \
-    static void name##_avx512 params { name args; }
-#define KILN_ISA_PICK(name)                                                                    \
+/* Defines BASE, AVX2 and AVX512, void functions of the parameter list params whose body
+ * is call: the always-inline loop applied to those parameters. */
+#define KILN_ISA_DEFINE(BASE, AVX2, AVX512, params, call)                                      \
+    static void BASE params { call; }                                                          \
+    __attribute__((target("avx2"))) static void AVX2 params { call; }                          \
+    __attribute__((target("avx512f,prefer-vector-width=512"), optimize("fp-contract=off")))    \
+    static void AVX512 params { call; }
+/* The clone to run now, as kiln__cpu_isa says. */
+#define KILN_ISA_SELECT(BASE, AVX2, AVX512)                                                    \
     __extension__({                                                                            \
         int isa_ = kiln__cpu_isa();                                                            \
-        isa_ == 2 ? name##_avx512 : isa_ == 1 ? name##_avx2 : name##_base;                     \
+        isa_ == 2 ? AVX512 : isa_ == 1 ? AVX2 : BASE;                                          \
     })
-#else
+#else /* other compilers and CPUs: the baseline alone */
 #define KILN_ALWAYS_INLINE inline
-#define KILN_ISA_CLONES(name, params, args) static void name##_base params { name args; }
-#define KILN_ISA_PICK(name) name##_base
+#define KILN_ISA_DEFINE(BASE, AVX2, AVX512, params, call) static void BASE params { call; }
+#define KILN_ISA_SELECT(BASE, AVX2, AVX512) BASE
 #endif
 
 #include <stdint.h>

@@ -5,7 +5,7 @@
 #include <lapacke.h>
 #include <stdlib.h>
 
-KILN_CPU_KERNEL(eigh) {
+kiln_status kiln_cpu_eigh(const kiln_op_call *call) {
     kiln_tensor *a = call->in[0], *out = call->out;
     int64_t n = a->shape[0];
     kiln_tensor *vec = kiln__view(out, 2, (int64_t[]){n, n}, (int64_t[]){out->strides[0], out->strides[1]},

@@ -1,4 +1,4 @@
-/* Prototypes of the CPU linear-algebra kernels (LAPACK). */
+/* Prototype of the CPU linear-algebra kernel (linalg.c, LAPACK; the op: core/linalg.c). */
 #ifndef KILN_CPU_LINALG_H
 #define KILN_CPU_LINALG_H
 
@@ -6,6 +6,6 @@
 
 /* in: a (n, n) symmetric; out (n+1, n): row 0 eigenvalues ascending, rows 1.. the
  * eigenvector matrix with eigenvectors in its columns. */
-KILN_CPU_KERNEL(eigh);
+kiln_status kiln_cpu_eigh(const kiln_op_call *call);
 
 #endif

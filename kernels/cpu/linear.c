@@ -94,7 +94,7 @@ static bool fits_int(const char *op, int64_t a, int64_t b, int64_t c) {
     return false;
 }
 
-KILN_CPU_KERNEL(linear) {
+kiln_status kiln_cpu_linear(const kiln_op_call *call) {
     const kiln_tensor *x = call->in[0], *w = call->in[1], *b = call->nin > 2 ? call->in[2] : NULL;
     kiln_tensor *out = call->out;
     int64_t n = w->shape[0], k = w->shape[1], m = k ? kiln_tensor_numel(x) / k : kiln_tensor_numel(out) / (n ? n : 1);
@@ -161,7 +161,7 @@ static kiln_status bias_grad(const kiln_tensor *g, kiln_tensor *out) {
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(linear_backward) {
+kiln_status kiln_cpu_linear_backward(const kiln_op_call *call) {
     const kiln_linear_bw_attrs *at = call->attrs;
     if (at->which == 2) return bias_grad(call->in[0], call->out);
     const kiln_tensor *g = call->in[0], *other = call->in[1];

@@ -45,7 +45,7 @@ static void gemm(kiln_dtype dt, const gemm_operand *ga, const gemm_operand *gb, 
                     (const double *)b, (int)gb->ld, 0.0, (double *)c, (int)(N > 1 ? N : 1));
 }
 
-KILN_CPU_KERNEL(matmul) {
+kiln_status kiln_cpu_matmul(const kiln_op_call *call) {
     const kiln_tensor *a = call->in[0], *b = call->in[1];
     kiln_tensor *out = call->out;
     int nd = out->ndim, nb = nd - 2;

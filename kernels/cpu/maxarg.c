@@ -42,7 +42,7 @@ void kiln_axis_iter_init(kiln_axis_iter *ai, int nops, kiln_tensor *const *ops, 
         }                                                                     \
     } while (0)
 
-KILN_CPU_KERNEL(argmax) {
+kiln_status kiln_cpu_argmax(const kiln_op_call *call) {
     const kiln_axis_attrs *at = call->attrs;
     kiln_tensor *ops[2] = {call->out, call->in[0]};
     kiln_axis_iter ai;
@@ -54,7 +54,7 @@ KILN_CPU_KERNEL(argmax) {
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(max) {
+kiln_status kiln_cpu_max(const kiln_op_call *call) {
     const kiln_axis_attrs *at = call->attrs;
     kiln_tensor *ops[3] = {call->out, call->in[0], call->in[1]};
     kiln_axis_iter ai;
@@ -70,7 +70,7 @@ KILN_CPU_KERNEL(max) {
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(max_backward) {
+kiln_status kiln_cpu_max_backward(const kiln_op_call *call) {
     const kiln_axis_attrs *at = call->attrs;
     kiln_tensor *out = call->out;
     size_t es = kiln_dtype_size(out->dtype);

@@ -1,6 +1,7 @@
-/* CPU kernels of the optimizers and of gradient clipping: plain loops over one
- * contiguous span (a whole parameter arena when the parameters are adjacent, else one
- * parameter), parallelized with OpenMP over elements. f32 and f64. */
+/* CPU kernels of the optimizers and of gradient clipping (optimizer.c; used by
+ * optim/optimizer.c and optim/clip.c): plain loops over one contiguous span (a whole
+ * parameter arena when the parameters are adjacent, else one parameter), parallelized
+ * with OpenMP over elements. f32 and f64. */
 #ifndef KILN_CPU_OPTIM_H
 #define KILN_CPU_OPTIM_H
 

@@ -45,9 +45,10 @@ static window avg_window(const kiln_pool2d_attrs *at, int64_t h, int64_t w, int6
     return r;
 }
 
-#define DEFINE_POOL(T)                                                                              \
-    /* Index in the plane of the window's maximum, -1 for an empty window. */                      \
-    static int64_t argmax_##T(const T *x, int64_t w, window r, const kiln_pool2d_attrs *at, T *best) { \
+/* The pooling loops of one dtype T under the names given (max_pool_f32, ...). */
+#define DEFINE_POOL(T, ARGMAX, ARGMAX2X2, MAX_POOL, AVG_POOL)                                       \
+    /* Index in the plane of the window's maximum, -1 for an empty window. */                       \
+    static int64_t ARGMAX(const T *x, int64_t w, window r, const kiln_pool2d_attrs *at, T *best) {  \
         int64_t idx = -1;                                                                           \
         T m = -INFINITY;                                                                            \
         if (r.h0 < r.h1 && r.w0 < r.w1) idx = r.h0 * w + r.w0;                                      \
@@ -62,9 +63,9 @@ static window avg_window(const kiln_pool2d_attrs *at, int64_t h, int64_t w, int6
         *best = m;                                                                                  \
         return idx;                                                                                 \
     }                                                                                               \
-    /* The 2x2, stride-2, unpadded window (U-Net's down-sampling): the four taps in the        \
-     * general loop's order with its rules (NaN wins, the first maximum is kept). */              \
-    static inline int64_t argmax2x2_##T(const T *r0, int64_t w, T *best) {                         \
+    /* The 2x2, stride-2, unpadded window (U-Net's down-sampling): the four taps in the             \
+     * general loop's order with its rules (NaN wins, the first maximum is kept). */                \
+    static inline int64_t ARGMAX2X2(const T *r0, int64_t w, T *best) {                              \
         const T *r1 = r0 + w;                                                                       \
         T m = r0[0];                                                                                \
         int64_t i = 0;                                                                              \
@@ -74,8 +75,8 @@ static window avg_window(const kiln_pool2d_attrs *at, int64_t h, int64_t w, int6
         *best = m;                                                                                  \
         return i;                                                                                   \
     }                                                                                               \
-    /* gy NULL: forward into y; else scatter gy into the zeroed dx (passed as y). */               \
-    static void max_pool_##T(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,  \
+    /* gy NULL: forward into y; else scatter gy into the zeroed dx (passed as y). */                \
+    static void MAX_POOL(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,       \
                              int64_t ho, int64_t wo, const kiln_pool2d_attrs *at) {                 \
         const bool two = at->kernel[0] == 2 && at->kernel[1] == 2 && at->stride[0] == 2 &&          \
                          at->stride[1] == 2 && at->pad[0] == 0 && at->pad[1] == 0 &&                \
@@ -88,7 +89,7 @@ static window avg_window(const kiln_pool2d_attrs *at, int64_t h, int64_t w, int6
                     for (int64_t ow = 0; ow < wo; ow++) {                                           \
                         T m;                                                                        \
                         int64_t at0 = 2 * oh * w + 2 * ow, o = (p * ho + oh) * wo + ow;             \
-                        int64_t i = at0 + argmax2x2_##T(xp + at0, w, &m);                           \
+                        int64_t i = at0 + ARGMAX2X2(xp + at0, w, &m);                               \
                         if (!gy) y[o] = m;                                                          \
                         else y[p * h * w + i] += gy[o];                                             \
                     }                                                                               \
@@ -97,14 +98,14 @@ static window avg_window(const kiln_pool2d_attrs *at, int64_t h, int64_t w, int6
             for (int64_t oh = 0; oh < ho; oh++)                                                     \
                 for (int64_t ow = 0; ow < wo; ow++) {                                               \
                     T m;                                                                            \
-                    int64_t i = argmax_##T(xp, w, max_window(at, h, w, oh, ow), at, &m);            \
+                    int64_t i = ARGMAX(xp, w, max_window(at, h, w, oh, ow), at, &m);                \
                     if (!gy) y[(p * ho + oh) * wo + ow] = m;                                        \
                     else if (i >= 0) y[p * h * w + i] += gy[(p * ho + oh) * wo + ow];               \
                 }                                                                                   \
         }                                                                                           \
     }                                                                                               \
-    /* gy NULL: forward x -> y; else spread gy over the windows into the zeroed dx (as y). */      \
-    static void avg_pool_##T(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,  \
+    /* gy NULL: forward x -> y; else spread gy over the windows into the zeroed dx (as y). */       \
+    static void AVG_POOL(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,       \
                              int64_t ho, int64_t wo, const kiln_pool2d_attrs *at) {                 \
         _Pragma("omp parallel for schedule(static) if (planes > 1 && planes * ho * wo > 16384)")    \
         for (int64_t p = 0; p < planes; p++) {                                                      \
@@ -132,8 +133,8 @@ static window avg_window(const kiln_pool2d_attrs *at, int64_t h, int64_t w, int6
         }                                                                                           \
     }
 
-DEFINE_POOL(float)
-DEFINE_POOL(double)
+DEFINE_POOL(float, argmax_f32, argmax2x2_f32, max_pool_f32, avg_pool_f32)
+DEFINE_POOL(double, argmax_f64, argmax2x2_f64, max_pool_f64, avg_pool_f64)
 
 typedef enum { MAX_POOL, AVG_POOL } pool_kind;
 
@@ -153,18 +154,18 @@ static kiln_status run_pool(const kiln_op_call *call, pool_kind kind, kiln_tenso
     void *px = kiln__ptr(x), *py = kiln__ptr(call->out), *pg = gy ? kiln__ptr(gy) : NULL;
     if (gy) memset(py, 0, (size_t)kiln_tensor_numel(call->out) * kiln_dtype_size(call->out->dtype));
     if (call->out->dtype == KILN_F32) {
-        if (kind == MAX_POOL) max_pool_float(px, py, pg, planes, h, w, ho, wo, at);
-        else avg_pool_float(px, py, pg, planes, h, w, ho, wo, at);
+        if (kind == MAX_POOL) max_pool_f32(px, py, pg, planes, h, w, ho, wo, at);
+        else avg_pool_f32(px, py, pg, planes, h, w, ho, wo, at);
     } else {
-        if (kind == MAX_POOL) max_pool_double(px, py, pg, planes, h, w, ho, wo, at);
-        else avg_pool_double(px, py, pg, planes, h, w, ho, wo, at);
+        if (kind == MAX_POOL) max_pool_f64(px, py, pg, planes, h, w, ho, wo, at);
+        else avg_pool_f64(px, py, pg, planes, h, w, ho, wo, at);
     }
     if (gy && gy != gyin) kiln_tensor_free(gy);
     if (x != xin) kiln_tensor_free(x);
     return KILN_STATUS_OK;
 }
 
-KILN_CPU_KERNEL(max_pool2d) { return run_pool(call, MAX_POOL, call->in[0], NULL); }
-KILN_CPU_KERNEL(max_pool2d_backward) { return run_pool(call, MAX_POOL, call->in[1], call->in[0]); }
-KILN_CPU_KERNEL(avg_pool2d) { return run_pool(call, AVG_POOL, call->in[0], NULL); }
-KILN_CPU_KERNEL(avg_pool2d_backward) { return run_pool(call, AVG_POOL, call->in[1], call->in[0]); }
+kiln_status kiln_cpu_max_pool2d(const kiln_op_call *call) { return run_pool(call, MAX_POOL, call->in[0], NULL); }
+kiln_status kiln_cpu_max_pool2d_backward(const kiln_op_call *call) { return run_pool(call, MAX_POOL, call->in[1], call->in[0]); }
+kiln_status kiln_cpu_avg_pool2d(const kiln_op_call *call) { return run_pool(call, AVG_POOL, call->in[0], NULL); }
+kiln_status kiln_cpu_avg_pool2d_backward(const kiln_op_call *call) { return run_pool(call, AVG_POOL, call->in[1], call->in[0]); }

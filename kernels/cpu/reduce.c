@@ -32,7 +32,8 @@ static void plan(reduce_plan *p, const kiln_tensor *in, const kiln_tensor *out, 
 /* float32 runs of 16 or more contiguous elements (a conv bias gradient's rows) are summed
  * in eight double lanes (isa.h): vectorised, the same bits in every clone */
 static KILN_ALWAYS_INLINE void sum_row(const float *p, int64_t n, double *lanes) { kiln_lanes_add(lanes, p, n); }
-KILN_ISA_CLONES(sum_row, (const float *p, int64_t n, double *lanes), (p, n, lanes))
+KILN_ISA_DEFINE(sum_row_base, sum_row_avx2, sum_row_avx512, (const float *p, int64_t n, double *lanes),
+                sum_row(p, n, lanes))
 
 #define SUM_KERNEL(T)                                                                          \
     do {                                                                                       \
@@ -71,7 +72,7 @@ KILN_ISA_CLONES(sum_row, (const float *p, int64_t n, double *lanes), (p, n, lane
         }                                                                                      \
     } while (0)
 
-KILN_CPU_KERNEL(sum) {
+kiln_status kiln_cpu_sum(const kiln_op_call *call) {
     const kiln_reduce_attrs *at = call->attrs;
     const kiln_tensor *in = call->in[0];
     kiln_tensor *out = call->out;
@@ -96,7 +97,7 @@ KILN_CPU_KERNEL(sum) {
         }
         return KILN_STATUS_OK;
     }
-    void (*row_sum)(const float *, int64_t, double *) = KILN_ISA_PICK(sum_row);
+    void (*row_sum)(const float *, int64_t, double *) = KILN_ISA_SELECT(sum_row_base, sum_row_avx2, sum_row_avx512);
     if (in->dtype == KILN_F32) SUM_KERNEL(float);
     else SUM_KERNEL(double);
     return KILN_STATUS_OK;

@@ -43,10 +43,11 @@ static inline double nanmax(double a, double b) { return (a >= b || isnan(a)) ? 
 
 #define AT(k, c, j) (p[k] + (c) * lp->ai.astride[k] + (j) * lp->istride[k])
 
-/* One block of w lines. Forward: p[0] = y, p[1] = x. Backward: p[0] = dx, p[1] = g,
- * p[2] = y, with softmax dx = y * (g - sum(g * y)) and log_softmax dx = g - exp(y) * sum(g). */
-#define DEFINE_BLOCKS(T, SFX)                                                                  \
-    static void fwd_##SFX(const line_plan *lp, char **p, int64_t w, int log_) {                \
+/* One block of w lines of dtype T, forward (FWD) and backward (BWD). Forward: p[0] = y,
+ * p[1] = x. Backward: p[0] = dx, p[1] = g, p[2] = y, with softmax dx = y * (g - sum(g * y))
+ * and log_softmax dx = g - exp(y) * sum(g). */
+#define DEFINE_BLOCKS(T, FWD, BWD)                                                             \
+    static void FWD(const line_plan *lp, char **p, int64_t w, int log_) {                      \
         double m[BLOCK], s[BLOCK];                                                             \
         int64_t L = lp->ai.len;                                                                \
         for (int64_t j = 0; j < w; j++) {                                                      \
@@ -61,8 +62,8 @@ static inline double nanmax(double a, double b) { return (a >= b || isnan(a)) ? 
                 s[j] += e;                                                                     \
                 if (!log_) *(T *)AT(0, c, j) = (T)e;                                           \
             }                                                                                  \
-        /* log_softmax = (x - max) - log(sum): x - max is exact where it matters, and     \
-         * x - (max + log(sum)) loses log(sum) to max's rounding (all of it above 2^53) */ \
+        /* log_softmax = (x - max) - log(sum): x - max is exact where it matters, and          \
+         * x - (max + log(sum)) loses log(sum) to max's rounding (all of it above 2^53) */     \
         for (int64_t j = 0; j < w; j++) s[j] = log_ ? log(s[j]) : 1.0 / s[j];                  \
         for (int64_t c = 0; c < L; c++)                                                        \
             for (int64_t j = 0; j < w; j++) {                                                  \
@@ -71,7 +72,7 @@ static inline double nanmax(double a, double b) { return (a >= b || isnan(a)) ? 
                           : (T)((double)*o * s[j]);                                            \
             }                                                                                  \
     }                                                                                          \
-    static void bwd_##SFX(const line_plan *lp, char **p, int64_t w, int log_) {                \
+    static void BWD(const line_plan *lp, char **p, int64_t w, int log_) {                      \
         double s[BLOCK];                                                                       \
         int64_t L = lp->ai.len;                                                                \
         for (int64_t j = 0; j < w; j++) s[j] = 0;                                              \
@@ -87,8 +88,8 @@ static inline double nanmax(double a, double b) { return (a >= b || isnan(a)) ? 
             }                                                                                  \
     }
 
-DEFINE_BLOCKS(float, f32)
-DEFINE_BLOCKS(double, f64)
+DEFINE_BLOCKS(float, fwd_f32, bwd_f32)
+DEFINE_BLOCKS(double, fwd_f64, bwd_f64)
 
 typedef void (*block_fn)(const line_plan *lp, char **p, int64_t w, int log_);
 
@@ -120,7 +121,7 @@ static kiln_status backward(const kiln_op_call *call, int log_) {
     return run_blocks(3, ops, at->axis, 2, call->out->dtype == KILN_F32 ? bwd_f32 : bwd_f64, log_);
 }
 
-KILN_CPU_KERNEL(softmax) { return forward(call, 0); }
-KILN_CPU_KERNEL(log_softmax) { return forward(call, 1); }
-KILN_CPU_KERNEL(softmax_backward) { return backward(call, 0); }
-KILN_CPU_KERNEL(log_softmax_backward) { return backward(call, 1); }
+kiln_status kiln_cpu_softmax(const kiln_op_call *call) { return forward(call, 0); }
+kiln_status kiln_cpu_log_softmax(const kiln_op_call *call) { return forward(call, 1); }
+kiln_status kiln_cpu_softmax_backward(const kiln_op_call *call) { return backward(call, 0); }
+kiln_status kiln_cpu_log_softmax_backward(const kiln_op_call *call) { return backward(call, 1); }

@@ -1,6 +1,6 @@
-/* Prototypes of the CPU kernels of the tensor_ops area (max/argmax, softmax,
- * matmul, concat; defined in core/), and the axis walker they
- * share. Operand order and attrs are the contract the CUDA kernels follow too. */
+/* Prototypes of the CPU kernels maxarg.c, softmax.c, matmul.c and concat.c (the ops are
+ * defined in core/ under the same names), and the axis walker they share (maxarg.c).
+ * Operand order and attrs are the contract the CUDA kernels follow too. */
 #ifndef KILN_CPU_TENSOR_OPS_H
 #define KILN_CPU_TENSOR_OPS_H
 
@@ -11,26 +11,29 @@
  * already normalised to 0..ndim-1; matmul takes none. */
 
 /* max / argmax (kernels/cpu/maxarg.c); out and idx have the keepdim shape */
-KILN_CPU_KERNEL(argmax);       /* in: x (f32/f64)        -> out I64: first maximal index, NaN counting as max */
-KILN_CPU_KERNEL(max);          /* in: x, idx (from argmax) -> out: x gathered at idx */
-KILN_CPU_KERNEL(max_backward); /* in: g (keepdim), idx   -> out shaped like x: g scattered at idx, 0 elsewhere */
+/* in: x (f32/f64) -> out I64: first maximal index, NaN counting as max */
+kiln_status kiln_cpu_argmax(const kiln_op_call *call);
+/* in: x, idx (from argmax) -> out: x gathered at idx */
+kiln_status kiln_cpu_max(const kiln_op_call *call);
+/* in: g (keepdim), idx -> out shaped like x: g scattered at idx, 0 elsewhere */
+kiln_status kiln_cpu_max_backward(const kiln_op_call *call);
 
 /* softmax (kernels/cpu/softmax.c); every operand has x's shape */
-KILN_CPU_KERNEL(softmax);              /* in: x -> exp(x - max) / sum */
-KILN_CPU_KERNEL(log_softmax);          /* in: x -> x - max - log(sum exp(x - max)) */
-KILN_CPU_KERNEL(softmax_backward);     /* in: g, y -> y * (g - sum(g * y)) */
-KILN_CPU_KERNEL(log_softmax_backward); /* in: g, y -> g - exp(y) * sum(g) */
+kiln_status kiln_cpu_softmax(const kiln_op_call *call);              /* in: x -> exp(x - max) / sum */
+kiln_status kiln_cpu_log_softmax(const kiln_op_call *call);          /* in: x -> x - max - log(sum exp(x - max)) */
+kiln_status kiln_cpu_softmax_backward(const kiln_op_call *call);     /* in: g, y -> y * (g - sum(g * y)) */
+kiln_status kiln_cpu_log_softmax_backward(const kiln_op_call *call); /* in: g, y -> g - exp(y) * sum(g) */
 
 /* matmul (kernels/cpu/matmul.c): in: a (.., M, K), b (.., K, N) with batch dims
  * broadcastable to out (.., M, N); the last two dims of a and b must each be
  * row-major or column-major with a positive leading dimension (the front-end makes
  * other layouts contiguous). */
-KILN_CPU_KERNEL(matmul);
+kiln_status kiln_cpu_matmul(const kiln_op_call *call);
 /* True when the last two dims of t are a layout the matmul kernel hands to GEMM as is. */
 bool kiln__matmul_gemm_ok(const kiln_tensor *t);
 
 /* concat (kernels/cpu/concat.c): in: n tensors, equal but along axis -> out */
-KILN_CPU_KERNEL(concat);
+kiln_status kiln_cpu_concat(const kiln_op_call *call);
 
 /* Walks every position of a tensor but one axis: `it` iterates the kept positions
  * (the axis collapsed to size 1), and along the axis operand k advances by

@@ -3,53 +3,17 @@
  * once with torch's formulas, then threads take whole (n, c) planes, so backward
  * scatters never collide. */
 #include "layers.h"
+#include "../upsample_geometry.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-/* The source-index scale of nearest as torch 1.13 rounds it: in the tensor's dtype,
- * 1/factor (a factor given) or in/out. */
-static double nearest_scale(const kiln_upsample2d_attrs *at, int axis, int64_t in, int64_t out, bool f64) {
-    if (f64) return at->scale[axis];
-    return at->factor[axis] ? (double)(float)at->scale[axis] : (double)((float)in / (float)out);
-}
+typedef kiln_upsample_taps taps; /* kernels/upsample_geometry.h, shared with CUDA */
 
-/* torch 1.13's nearest source index on NCHW input (its generic CPU kernel, and its CUDA
- * kernel): floor(dst * scale) with the product in the dtype, taken through float,
- * clamped to the last pixel. No shortcut for equal or doubled sizes: with a scale factor
- * given, 1.2 on a 3-wide axis samples 0, 0, 1, not 0, 1, 2. (torch's CPU backward, and its
- * forward on channels-last or one-channel input, take nearest_idx's shortcuts instead;
- * kiln's backward is the adjoint of this forward.) */
-static int64_t nearest_src(int64_t dst, int64_t in, double scale, bool f64) {
-    float src = f64 ? (float)(scale * (double)dst) : (float)dst * (float)scale;
-    int64_t i = (int64_t)floorf(src);
-    return i < in - 1 ? i : in - 1;
-}
-
-/* Bilinear taps along one axis: i0 and i0 + step with weights l0, l1. */
-typedef struct {
-    int64_t i0, step;
-    double l0, l1;
-} taps;
-
-/* torch's compute_source_index_and_lambda: an axis whose size does not change is
- * copied (whatever the scale factor said), else the half-pixel (or corner) source. */
-static taps linear_taps(int64_t dst, int64_t in, int64_t out, double scale, bool align_corners) {
-    if (out == in) return (taps){dst, 0, 1.0, 0.0};
-    double src = align_corners ? scale * (double)dst : scale * ((double)dst + 0.5) - 0.5;
-    if (src < 0) src = 0;
-    taps t;
-    t.i0 = (int64_t)src;
-    if (t.i0 > in - 1) t.i0 = in - 1;
-    t.step = t.i0 < in - 1 ? 1 : 0;
-    t.l1 = src - (double)t.i0;
-    t.l0 = 1.0 - t.l1;
-    return t;
-}
-
-#define DEFINE_UPSAMPLE(T)                                                                        \
+/* The upsampling loops of one dtype T under the names given (nearest_f32, ...). */
+#define DEFINE_UPSAMPLE(T, NEAREST, BILINEAR)                                                     \
     /* gy NULL: y = x sampled; else dx (passed as y, zeroed) += gy at the sources. */             \
-    static void nearest_##T(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,  \
+    static void NEAREST(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,      \
                             int64_t ho, int64_t wo, const int64_t *sh, const int64_t *sw) {       \
         _Pragma("omp parallel for schedule(static) if (planes > 1 && planes * ho * wo > 32768)")  \
         for (int64_t p = 0; p < planes; p++)                                                      \
@@ -61,7 +25,7 @@ static taps linear_taps(int64_t dst, int64_t in, int64_t out, double scale, bool
                     for (int64_t ow = 0; ow < wo; ow++) y[o + ow] = x[i + sw[ow]];                \
             }                                                                                     \
     }                                                                                             \
-    static void bilinear_##T(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w, \
+    static void BILINEAR(const T *x, T *y, const T *gy, int64_t planes, int64_t h, int64_t w,     \
                              int64_t ho, int64_t wo, const taps *th, const taps *tw) {            \
         _Pragma("omp parallel for schedule(static) if (planes > 1 && planes * ho * wo > 16384)")  \
         for (int64_t p = 0; p < planes; p++)                                                      \
@@ -85,8 +49,8 @@ static taps linear_taps(int64_t dst, int64_t in, int64_t out, double scale, bool
             }                                                                                     \
     }
 
-DEFINE_UPSAMPLE(float)
-DEFINE_UPSAMPLE(double)
+DEFINE_UPSAMPLE(float, nearest_f32, bilinear_f32)
+DEFINE_UPSAMPLE(double, nearest_f64, bilinear_f64)
 
 /* xin: the forward input (for its shape, and its values in the forward pass);
  * gyin: the output gradient, NULL for the forward pass. */
@@ -107,23 +71,24 @@ static kiln_status run_upsample(const kiln_op_call *call, bool bilinear, kiln_te
     }
     void *ph = idx, *pw = idx + (size_t)ho * each;
     bool f64 = call->out->dtype == KILN_F64;
-    double nsh = nearest_scale(at, 0, h, ho, f64), nsw = nearest_scale(at, 1, w, wo, f64);
+    double nsh = kiln_upsample_nearest_scale(at, 0, h, ho, f64),
+           nsw = kiln_upsample_nearest_scale(at, 1, w, wo, f64);
     for (int64_t i = 0; i < ho; i++) {
-        if (bilinear) ((taps *)ph)[i] = linear_taps(i, h, ho, at->scale[0], at->align_corners);
-        else ((int64_t *)ph)[i] = nearest_src(i, h, nsh, f64);
+        if (bilinear) ((taps *)ph)[i] = kiln_upsample_linear_taps(i, h, ho, at->scale[0], at->align_corners);
+        else ((int64_t *)ph)[i] = kiln_upsample_nearest_src(i, h, nsh, f64);
     }
     for (int64_t i = 0; i < wo; i++) {
-        if (bilinear) ((taps *)pw)[i] = linear_taps(i, w, wo, at->scale[1], at->align_corners);
-        else ((int64_t *)pw)[i] = nearest_src(i, w, nsw, f64);
+        if (bilinear) ((taps *)pw)[i] = kiln_upsample_linear_taps(i, w, wo, at->scale[1], at->align_corners);
+        else ((int64_t *)pw)[i] = kiln_upsample_nearest_src(i, w, nsw, f64);
     }
     void *px = gy ? NULL : kiln__ptr(x), *py = kiln__ptr(call->out), *pg = gy ? kiln__ptr(gy) : NULL;
     if (gy) memset(py, 0, (size_t)kiln_tensor_numel(call->out) * kiln_dtype_size(call->out->dtype));
     if (call->out->dtype == KILN_F32) {
-        if (bilinear) bilinear_float(px, py, pg, planes, h, w, ho, wo, ph, pw);
-        else nearest_float(px, py, pg, planes, h, w, ho, wo, ph, pw);
+        if (bilinear) bilinear_f32(px, py, pg, planes, h, w, ho, wo, ph, pw);
+        else nearest_f32(px, py, pg, planes, h, w, ho, wo, ph, pw);
     } else {
-        if (bilinear) bilinear_double(px, py, pg, planes, h, w, ho, wo, ph, pw);
-        else nearest_double(px, py, pg, planes, h, w, ho, wo, ph, pw);
+        if (bilinear) bilinear_f64(px, py, pg, planes, h, w, ho, wo, ph, pw);
+        else nearest_f64(px, py, pg, planes, h, w, ho, wo, ph, pw);
     }
 done:
     free(idx);
@@ -132,7 +97,7 @@ done:
     return st;
 }
 
-KILN_CPU_KERNEL(upsample_nearest2d) { return run_upsample(call, false, call->in[0], NULL); }
-KILN_CPU_KERNEL(upsample_nearest2d_backward) { return run_upsample(call, false, call->in[1], call->in[0]); }
-KILN_CPU_KERNEL(upsample_bilinear2d) { return run_upsample(call, true, call->in[0], NULL); }
-KILN_CPU_KERNEL(upsample_bilinear2d_backward) { return run_upsample(call, true, call->in[1], call->in[0]); }
+kiln_status kiln_cpu_upsample_nearest2d(const kiln_op_call *call) { return run_upsample(call, false, call->in[0], NULL); }
+kiln_status kiln_cpu_upsample_nearest2d_backward(const kiln_op_call *call) { return run_upsample(call, false, call->in[1], call->in[0]); }
+kiln_status kiln_cpu_upsample_bilinear2d(const kiln_op_call *call) { return run_upsample(call, true, call->in[0], NULL); }
+kiln_status kiln_cpu_upsample_bilinear2d_backward(const kiln_op_call *call) { return run_upsample(call, true, call->in[1], call->in[0]); }

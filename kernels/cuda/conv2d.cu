@@ -1,7 +1,8 @@
 /* CUDA im2col / col2im for the convolution fallback (cuBLAS GEMMs on the columns,
  * kernels/cuda/conv2d_cudnn.c) and the bias (+ReLU) epilogue. col2im gathers: a thread
  * per input pixel adds its kernel taps in the CPU's (ki, kj) order, so no atomics
- * and the CPU's sums bit for bit (kernels/cpu/conv2d.c). */
+ * and the CPU's sums bit for bit (kernels/cpu/conv2d.c). The geometry is
+ * kernels/conv2d_geometry.h's, planned by the caller as on the CPU. */
 #include "common.cuh"
 #include "launch_layers.h"
 
@@ -9,7 +10,7 @@ namespace {
 using namespace kiln_cuda;
 
 /* One thread per column element (c, ki, kj, oh, ow), grid-stride. */
-template <typename T> __global__ void im2col_kernel(kiln_cuda_conv_geom g, const T *x, T *col) {
+template <typename T> __global__ void im2col_kernel(kiln_conv_geometry g, const T *x, T *col) {
     int64_t L = g.ho * g.wo, total = g.cin * g.kh * g.kw * L, step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         int64_t l = i % L, r = i / L;
@@ -21,7 +22,7 @@ template <typename T> __global__ void im2col_kernel(kiln_cuda_conv_geom g, const
 }
 
 /* One thread per input pixel (c, ih, iw): the column entries that read it. */
-template <typename T> __global__ void col2im_kernel(kiln_cuda_conv_geom g, const T *col, T *x) {
+template <typename T> __global__ void col2im_kernel(kiln_conv_geometry g, const T *col, T *x) {
     int64_t L = g.ho * g.wo, total = g.cin * g.h * g.w, step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         int64_t iw = i % g.w, t = i / g.w, ih = t % g.h, c = t / g.h;
@@ -55,8 +56,8 @@ template <typename T> __global__ void bias_act_kernel(T *y, const T *b, int64_t 
 
 extern "C" {
 
-kiln_status KILN_CU(cuda_launch_im2col)(kiln_dtype dt, const void *x, void *col, const kiln_cuda_conv_geom *g,
-                                        void *stream) {
+kiln_status kiln_cuda_launch_im2col(kiln_dtype dt, const void *x, void *col, const kiln_conv_geometry *g,
+                                    void *stream) {
     kiln_status s = check_float("im2col", dt);
     if (s != KILN_STATUS_OK) return s;
     int64_t work = g->cin * g->kh * g->kw * g->ho * g->wo;
@@ -71,8 +72,8 @@ kiln_status KILN_CU(cuda_launch_im2col)(kiln_dtype dt, const void *x, void *col,
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_col2im)(kiln_dtype dt, const void *col, void *x, const kiln_cuda_conv_geom *g,
-                                        void *stream) {
+kiln_status kiln_cuda_launch_col2im(kiln_dtype dt, const void *col, void *x, const kiln_conv_geometry *g,
+                                    void *stream) {
     kiln_status s = check_float("col2im", dt);
     if (s != KILN_STATUS_OK) return s;
     int64_t work = g->cin * g->h * g->w;
@@ -87,8 +88,8 @@ kiln_status KILN_CU(cuda_launch_col2im)(kiln_dtype dt, const void *col, void *x,
     return KILN_STATUS_OK;
 }
 
-kiln_status KILN_CU(cuda_launch_bias_act)(kiln_dtype dt, void *y, const void *b, int64_t n, int64_t c, int64_t l,
-                                          int relu, void *stream) {
+kiln_status kiln_cuda_launch_bias_act(kiln_dtype dt, void *y, const void *b, int64_t n, int64_t c, int64_t l,
+                                      int relu, void *stream) {
     kiln_status s = check_float("conv bias", dt);
     if (s != KILN_STATUS_OK) return s;
     int64_t work = n * c * l;

@@ -1,9 +1,10 @@
-/* conv2d (forward, backward-data, backward-filter), conv_transpose2d and the fused
- * conv+bias+ReLU on CUDA: cuDNN 9's graph (backend) API with execution plans cached
- * per key, a per-device growable workspace from the pool, heuristics or autotuning,
- * TF32 and deterministic filtering; im2col + cuBLAS where cuDNN is absent or says
- * not-supported. cuDNN is loaded with dlopen, so a machine without it still runs.
- * Host code of CUDA builds only (not part of the emulation library). */
+/* conv2d (forward, backward_input, backward_weight: cuDNN's forward, backward-data and
+ * backward-filter), conv_transpose2d and the fused conv+bias+ReLU on CUDA: cuDNN 9's
+ * graph (backend) API with execution plans cached per key, a per-device growable
+ * workspace from the pool, heuristics or autotuning, TF32 and deterministic filtering;
+ * im2col + cuBLAS where cuDNN is absent or says not-supported. cuDNN is loaded with
+ * dlopen, so a machine without it still runs. The geometry is kernels/conv2d_geometry.h's,
+ * as on the CPU. Host code of CUDA builds only (not part of the emulation library). */
 #include "glue.h"
 #include "launch_layers.h"
 #include "../../layers/conv_plans.h"
@@ -45,12 +46,10 @@ static int g_logged_absent, g_logged_unsupported, g_logged_disabled;
 
 /* ---- the problem ------------------------------------------------------------------------- */
 
-typedef enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_FILTER } conv_pass;
-
 /* One convolution in forward roles: x (n, cin, h, w), w (cout, cin/g, kh, kw),
  * y (n, cout, ho, wo); the pass says which of them is written. */
 typedef struct {
-    conv_pass pass;
+    kiln_conv_pass pass;
     kiln_dtype dt;
     int device;
     kiln_tensor *x, *w, *y;
@@ -58,10 +57,11 @@ typedef struct {
     bool relu;         /* ReLU after the bias (conv2d_bias_act) */
     bool try_fused;    /* one cuDNN plan for conv + bias + ReLU */
     const kiln_conv2d_attrs *at;
+    kiln_conv_geometry g; /* planned by run_conv */
 } conv_problem;
 
 static kiln_tensor *written(const conv_problem *p) {
-    return p->pass == PASS_FWD ? p->y : p->pass == PASS_BWD_DATA ? p->x : p->w;
+    return p->pass == KILN_CONV_FORWARD ? p->y : p->pass == KILN_CONV_BACKWARD_INPUT ? p->x : p->w;
 }
 
 /* ---- cuBLAS (a private handle per device) ------------------------------------------------ */
@@ -118,52 +118,44 @@ static kiln_status gemm_rm(cublasHandle_t h, kiln_dtype dt, bool ta, bool tb, in
 
 /* ---- the im2col + cuBLAS path --------------------------------------------------------------- */
 
-static bool pointwise(const kiln_cuda_conv_geom *g) {
-    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 && g->ho == g->h &&
-           g->wo == g->w;
-}
-
 /* x, w, y contiguous; writes the pass's tensor (bias and ReLU are the caller's). */
 static kiln_status run_fallback(const conv_problem *p, void *stream) {
     const kiln_tensor *x = p->x, *w = p->w, *y = p->y;
-    kiln_cuda_conv_geom g = {x->shape[1], x->shape[2], x->shape[3], y->shape[2], y->shape[3], w->shape[2],
-                             w->shape[3], p->at->stride[0], p->at->stride[1], p->at->pad[0], p->at->pad[1],
-                             p->at->dilation[0], p->at->dilation[1]};
-    int64_t n = x->shape[0], cout = y->shape[1], groups = p->at->groups;
-    int64_t cin_g = g.cin / groups, cout_g = cout / groups, K = cin_g * g.kh * g.kw, L = g.ho * g.wo;
+    const kiln_conv_geometry *g = &p->g;
+    int64_t n = g->n, cout = g->cout, groups = g->groups, cout_g = g->cout_g, K = g->K, L = g->L;
     size_t es = kiln_dtype_size(p->dt);
     cublasHandle_t h = NULL;
     kiln_status st = blas_handle(p->device, stream, &h);
     if (st != KILN_STATUS_OK) return st;
-    if (p->pass == PASS_BWD_FILTER && (n == 0 || L == 0)) {
+    if (p->pass == KILN_CONV_BACKWARD_WEIGHT && (n == 0 || L == 0)) {
         KILN_CUDA_CHECK(cudaMemsetAsync(kiln__ptr(w), 0, (size_t)kiln_tensor_numel(w) * es, (cudaStream_t)stream));
         return KILN_STATUS_OK;
     }
-    bool direct = pointwise(&g);
+    bool direct = g->pointwise;
     kiln_tensor *col = NULL;
-    if (!direct && g.cin * g.kh * g.kw * L > 0) {
-        int64_t bytes = g.cin * g.kh * g.kw * L * (int64_t)es;
+    if (!direct && g->col > 0) {
+        int64_t bytes = g->col * (int64_t)es;
         col = kiln__new(1, &bytes, KILN_U8, x->device); /* from the pool, reused in stream order */
         if (!col) return kiln_last_status();
     }
     char *px = kiln__ptr(x), *pw = kiln__ptr(w), *py = kiln__ptr(y), *pc = col ? kiln__ptr(col) : NULL;
-    int64_t xs = g.cin * g.h * g.w * (int64_t)es, ys = cout * L * (int64_t)es;
+    int64_t xs = g->cin * g->h * g->w * (int64_t)es, ys = cout * L * (int64_t)es;
     for (int64_t i = 0; i < n && st == KILN_STATUS_OK; i++) {
         char *xn = px + i * xs, *yn = py + i * ys, *cn = direct ? xn : pc;
         switch (p->pass) {
-        case PASS_FWD: /* y_n[g] = W[g] · col_n[g] */
-            if (!direct) st = KILN_CU(cuda_launch_im2col)(p->dt, xn, pc, &g, stream);
+        case KILN_CONV_FORWARD: /* y_n[g] = W[g] · col_n[g] */
+            if (!direct) st = kiln_cuda_launch_im2col(p->dt, xn, pc, g, stream);
             if (st == KILN_STATUS_OK)
                 st = gemm_rm(h, p->dt, false, false, cout_g, L, K, pw, K, cout_g * K, cn, L, K * L, 0.0, yn, L,
                              cout_g * L, groups);
             break;
-        case PASS_BWD_DATA: /* dx_n = col2im(W[g]ᵀ · dy_n[g]) */
+        case KILN_CONV_BACKWARD_INPUT: /* dx_n = col2im(W[g]ᵀ · dy_n[g]) */
             st = gemm_rm(h, p->dt, true, false, K, L, cout_g, pw, K, cout_g * K, yn, L, cout_g * L, 0.0, cn, L, K * L,
                          groups);
-            if (st == KILN_STATUS_OK && !direct) st = KILN_CU(cuda_launch_col2im)(p->dt, pc, xn, &g, stream);
+            if (st == KILN_STATUS_OK && !direct) st = kiln_cuda_launch_col2im(p->dt, pc, xn, g, stream);
             break;
-        case PASS_BWD_FILTER: /* dW[g] += dy_n[g] · col_n[g]ᵀ */
-            if (!direct) st = KILN_CU(cuda_launch_im2col)(p->dt, xn, pc, &g, stream);
+        case KILN_CONV_BACKWARD_WEIGHT: /* dW[g] += dy_n[g] · col_n[g]ᵀ */
+            if (!direct) st = kiln_cuda_launch_im2col(p->dt, xn, pc, g, stream);
             if (st == KILN_STATUS_OK)
                 st = gemm_rm(h, p->dt, false, true, cout_g, K, L, yn, L, cout_g * L, cn, L, K * L, i ? 1.0 : 0.0, pw, K,
                              cout_g * K, groups);
@@ -387,12 +379,12 @@ static int64_t alignment(const kiln_tensor *t) {
     return (p & 15u) == 0 ? 16 : (int64_t)kiln_dtype_size(t->dtype);
 }
 
-/* The bottom/right padding that gives the output size at this top/left padding:
- * the same as the top when that fits (what most engines support), else the least
- * that does; false when only a negative one would (cuDNN cannot express it). */
-static bool post_padding(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pre, int64_t dil, int64_t *post) {
-    int64_t span = dil * (k - 1) + 1;
-    int64_t lo = (out - 1) * stride + span - in - pre, hi = lo + stride - 1;
+/* The bottom/right padding that gives the output size at this top/left padding (lo:
+ * the least that does, the geometry's ph_end/pw_end): the same as the top when that
+ * fits (what most engines support), else the least that does; false when only a
+ * negative one would (cuDNN cannot express it). */
+static bool post_padding(int64_t lo, int64_t stride, int64_t pre, int64_t *post) {
+    int64_t hi = lo + stride - 1;
     if (pre >= lo && pre <= hi) *post = pre;
     else if (lo >= 0) *post = lo;
     else if (hi >= 0) *post = 0;
@@ -415,14 +407,12 @@ static bool make_key(const conv_problem *p, bool fused, plan_key *k) {
         k->align[i] = alignment(t[i]);
     }
     k->align[3] = fused && p->bias ? alignment(p->bias) : 0;
-    for (int i = 0; i < 2; i++) {
-        k->pre[i] = p->at->pad[i];
-        k->stride[i] = p->at->stride[i];
-        k->dilation[i] = p->at->dilation[i];
-        if (!post_padding(p->x->shape[2 + i], p->y->shape[2 + i], p->w->shape[2 + i], p->at->stride[i],
-                          p->at->pad[i], p->at->dilation[i], &k->post[i]))
-            return false;
-    }
+    const kiln_conv_geometry *g = &p->g;
+    k->pre[0] = g->ph, k->pre[1] = g->pw;
+    k->stride[0] = g->sh, k->stride[1] = g->sw;
+    k->dilation[0] = g->dh, k->dilation[1] = g->dw;
+    if (!post_padding(g->ph_end, g->sh, g->ph, &k->post[0]) || !post_padding(g->pw_end, g->sw, g->pw, &k->post[1]))
+        return false;
     k->workspace_limit = (int64_t)kiln__conv_workspace_limit();
     return true;
 }
@@ -492,8 +482,8 @@ static build_result make_graph(const plan_key *k, cudnnHandle_t handle, desc_bag
     const void *alpha = k->dtype == KILN_F32 ? (const void *)&af : (const void *)&ad;
     const void *beta = k->dtype == KILN_F32 ? (const void *)&bf : (const void *)&bd;
     cudnnBackendDescriptor_t op;
-    switch ((conv_pass)k->pass) {
-    case PASS_FWD: {
+    switch ((kiln_conv_pass)k->pass) {
+    case KILN_CONV_FORWARD: {
         cudnnBackendDescriptor_t out = ty;
         if (k->fused) /* the convolution writes a virtual tensor that bias and ReLU consume */
             DNN_BUILD(make_tensor(bag, &out, UID_CONV_OUT, CUDNN_DATA_FLOAT, k->dims[2], k->strides[2], 16, true));
@@ -520,7 +510,7 @@ static build_result make_graph(const plan_key *k, cudnnHandle_t handle, desc_bag
         }
         break;
     }
-    case PASS_BWD_DATA:
+    case KILN_CONV_BACKWARD_INPUT:
         DNN_BUILD(bag_new(bag, CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR, &op));
         DNN_BUILD(SET(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tx));
         DNN_BUILD(SET(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tw));
@@ -531,7 +521,7 @@ static build_result make_graph(const plan_key *k, cudnnHandle_t handle, desc_bag
         DNN_BUILD(dnn.BackendFinalize(op));
         ops[0] = op;
         break;
-    case PASS_BWD_FILTER:
+    case KILN_CONV_BACKWARD_WEIGHT:
         DNN_BUILD(bag_new(bag, CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR, &op));
         DNN_BUILD(SET(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tx));
         DNN_BUILD(SET(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tw));
@@ -728,9 +718,9 @@ static kiln_status dnn_handle(int dev, void *stream, cudnnHandle_t *out) {
 }
 
 static void describe_key(const plan_key *k, char *buf, size_t n) {
-    static const char *passes[3] = {"forward", "backward-data", "backward-filter"};
     snprintf(buf, n, "%s%s %s x(%lld,%lld,%lld,%lld) w(%lld,%lld,%lld,%lld) y(%lld,%lld,%lld,%lld) stride %lldx%lld "
-             "pad %lld/%lld,%lld/%lld dilation %lldx%lld", passes[k->pass], k->fused ? "+bias+relu" : "",
+             "pad %lld/%lld,%lld/%lld dilation %lldx%lld", kiln_conv_pass_name((kiln_conv_pass)k->pass),
+             k->fused ? "+bias+relu" : "",
              k->dtype == KILN_F32 ? "float32" : "float64", (long long)k->dims[0][0], (long long)k->dims[0][1],
              (long long)k->dims[0][2], (long long)k->dims[0][3], (long long)k->dims[1][0], (long long)k->dims[1][1],
              (long long)k->dims[1][2], (long long)k->dims[1][3], (long long)k->dims[2][0], (long long)k->dims[2][1],
@@ -867,6 +857,7 @@ static kiln_status dense_input(kiln_tensor **t, bool contiguous_only, kiln_tenso
 
 static kiln_status run_conv(conv_problem p) {
     kiln_tensor *out = written(&p);
+    p.g = kiln_conv_geometry_plan(p.x->shape, p.w->shape, p.y->shape, p.at);
     void *stream = stream_of(out);
     p.device = out->device.index;
     p.dt = out->dtype;
@@ -908,42 +899,44 @@ static kiln_status run_conv(conv_problem p) {
         if (st == KILN_STATUS_OK) kiln__conv_stat_add(KILN_CONV_STAT_FALLBACK_RUN, 1);
     }
     if (st == KILN_STATUS_OK && !fused_ran && (p.bias || p.relu))
-        st = KILN_CU(cuda_launch_bias_act)(p.dt, kiln__ptr(out), p.bias ? kiln__ptr(p.bias) : NULL, out->shape[0],
-                                           out->shape[1], out->shape[2] * out->shape[3], p.relu, stream);
+        st = kiln_cuda_launch_bias_act(p.dt, kiln__ptr(out), p.bias ? kiln__ptr(p.bias) : NULL, out->shape[0],
+                                       out->shape[1], out->shape[2] * out->shape[3], p.relu, stream);
     for (int i = 0; i < 4; i++)
         if (owned[i]) kiln_tensor_free(owned[i]);
     return st;
 }
 
-KILN_CUDA_GLUE(conv2d) {
-    conv_problem p = {PASS_FWD, KILN_F32, 0, call->in[0], call->in[1], call->out,
-                      call->nin > 2 ? call->in[2] : NULL, false, false, call->attrs};
+kiln_status kiln_cuda_conv2d(const kiln_op_call *call) {
+    conv_problem p = {.pass = KILN_CONV_FORWARD, .x = call->in[0], .w = call->in[1], .y = call->out,
+                      .bias = call->nin > 2 ? call->in[2] : NULL, .at = call->attrs};
     return run_conv(p);
 }
 
-KILN_CUDA_GLUE(conv2d_backward_input) {
+kiln_status kiln_cuda_conv2d_backward_input(const kiln_op_call *call) {
     /* in: gy, w; out: dx */
-    conv_problem p = {PASS_BWD_DATA, KILN_F32, 0, call->out, call->in[1], call->in[0], NULL, false, false, call->attrs};
+    conv_problem p = {.pass = KILN_CONV_BACKWARD_INPUT, .x = call->out, .w = call->in[1], .y = call->in[0],
+                      .at = call->attrs};
     return run_conv(p);
 }
 
-KILN_CUDA_GLUE(conv2d_backward_weight) {
+kiln_status kiln_cuda_conv2d_backward_weight(const kiln_op_call *call) {
     /* in: gy, x; out: dw */
-    conv_problem p = {PASS_BWD_FILTER, KILN_F32, 0, call->in[1], call->out, call->in[0], NULL, false, false,
-                      call->attrs};
+    conv_problem p = {.pass = KILN_CONV_BACKWARD_WEIGHT, .x = call->in[1], .w = call->out, .y = call->in[0],
+                      .at = call->attrs};
     return run_conv(p);
 }
 
-KILN_CUDA_GLUE(conv_transpose2d) {
+kiln_status kiln_cuda_conv_transpose2d(const kiln_op_call *call) {
     /* x is the conv's output gradient, the result its input gradient, plus the bias */
-    conv_problem p = {PASS_BWD_DATA, KILN_F32, 0, call->out, call->in[1], call->in[0],
-                      call->nin > 2 ? call->in[2] : NULL, false, false, call->attrs};
+    conv_problem p = {.pass = KILN_CONV_BACKWARD_INPUT, .x = call->out, .w = call->in[1], .y = call->in[0],
+                      .bias = call->nin > 2 ? call->in[2] : NULL, .at = call->attrs};
     return run_conv(p);
 }
 
-KILN_CUDA_GLUE(conv2d_bias_act) {
+kiln_status kiln_cuda_conv2d_bias_act(const kiln_op_call *call) {
     const kiln_conv2d_bias_act_attrs *at = call->attrs;
-    conv_problem p = {PASS_FWD, KILN_F32, 0, call->in[0], call->in[1], call->out,
-                      call->nin > 2 ? call->in[2] : NULL, at->relu != 0, true, &at->conv};
+    conv_problem p = {.pass = KILN_CONV_FORWARD, .x = call->in[0], .w = call->in[1], .y = call->out,
+                      .bias = call->nin > 2 ? call->in[2] : NULL, .relu = at->relu != 0, .try_fused = true,
+                      .at = &at->conv};
     return run_conv(p);
 }

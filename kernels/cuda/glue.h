@@ -44,7 +44,4 @@ static inline void *stream_of(const kiln_tensor *t) {
 bool kiln_cuda_fold_rows(const kiln_tensor *t, int64_t *rs);
 kiln_tensor *kiln_cuda_contiguous_scratch(const kiln_tensor *t);
 
-/* transitional: deleted once no file uses it */
-#define KILN_CUDA_GLUE(name) kiln_status kiln_cuda_##name(const kiln_op_call *call)
-
 #endif

@@ -15,9 +15,6 @@
 extern "C" {
 #endif
 
-/* transitional: deleted once no file uses it */
-#define KILN_CU(name) kiln_##name
-
 /* A strided tensor: element 0, its dtype, shape and strides in elements (0 on
  * expanded axes). Inputs are broadcast to the output's shape by the launchers. */
 typedef struct {

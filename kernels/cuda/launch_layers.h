@@ -7,6 +7,7 @@
 #define KILN_CUDA_LAUNCH_LAYERS_H
 
 #include "launch.h"
+#include "../conv2d_geometry.h"
 #include "../../layers/layers_attrs.h"
 
 #ifdef __cplusplus
@@ -41,20 +42,15 @@ kiln_status kiln_cuda_launch_upsample_bilinear2d_backward(const kiln_cuda_tensor
                                                           const kiln_upsample2d_attrs *at, void *stream);
 
 /* ---- im2col / col2im and the bias epilogue (conv2d.cu) ------------------------------ */
-/* One conv2d seen from its forward side: input (cin, h, w) of one sample, weight
- * (cout, cin/groups, kh, kw), output (cout, ho, wo); pad is top/left. */
-typedef struct {
-    int64_t cin, h, w, ho, wo, kh, kw;
-    int64_t sh, sw, ph, pw, dh, dw;
-} kiln_cuda_conv_geom;
+/* g: kernels/conv2d_geometry.h's; these read only its first thirteen fields, one sample's. */
 
 /* col (cin*kh*kw, ho*wo) = the input pixel each kernel tap sees at each output pixel
  * (0 in the padding), from the contiguous sample x (cin, h, w); f32 or f64. */
-kiln_status kiln_cuda_launch_im2col(kiln_dtype dt, const void *x, void *col, const kiln_cuda_conv_geom *g,
+kiln_status kiln_cuda_launch_im2col(kiln_dtype dt, const void *x, void *col, const kiln_conv_geometry *g,
                                     void *stream);
 /* The adjoint: x (cin, h, w) = the sum of the column entries of each pixel, written
  * (not accumulated), in the CPU's order. */
-kiln_status kiln_cuda_launch_col2im(kiln_dtype dt, const void *col, void *x, const kiln_cuda_conv_geom *g,
+kiln_status kiln_cuda_launch_col2im(kiln_dtype dt, const void *col, void *x, const kiln_conv_geometry *g,
                                     void *stream);
 /* y (n, c, l contiguous) += b[c] (b may be NULL), then max(y, 0) when relu. */
 kiln_status kiln_cuda_launch_bias_act(kiln_dtype dt, void *y, const void *b, int64_t n, int64_t c, int64_t l,

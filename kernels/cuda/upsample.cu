@@ -5,6 +5,7 @@
  * gradients in the CPU's order: no atomics, and the CPU's sums bit for bit. */
 #include "common.cuh"
 #include "launch_layers.h"
+#include "../upsample_geometry.h"
 
 namespace {
 using namespace kiln_cuda;
@@ -16,12 +17,6 @@ struct up_geom {
     double nscale_h, nscale_w; /* nearest: the scale as torch rounds it for the dtype */
     int align_corners;
 };
-
-/* As the CPU's nearest_scale: 1/factor or in/out in the dtype. */
-static double nearest_scale(const kiln_upsample2d_attrs *at, int axis, int64_t in, int64_t out, bool f64) {
-    if (f64) return at->scale[axis];
-    return at->factor[axis] ? (double)(float)at->scale[axis] : (double)((float)in / (float)out);
-}
 
 static up_geom make_geom(const kiln_cuda_tensor *in, int64_t h, int64_t w, int64_t ho, int64_t wo,
                          const kiln_upsample2d_attrs *at, bool f64) {
@@ -35,19 +30,15 @@ static up_geom make_geom(const kiln_cuda_tensor *in, int64_t h, int64_t w, int64
     for (int i = 0; i < 4; i++) g.xs[i] = in->strides[i];
     g.scale_h = at->scale[0];
     g.scale_w = at->scale[1];
-    g.nscale_h = nearest_scale(at, 0, h, ho, f64);
-    g.nscale_w = nearest_scale(at, 1, w, wo, f64);
+    g.nscale_h = kiln_upsample_nearest_scale(at, 0, h, ho, f64);
+    g.nscale_w = kiln_upsample_nearest_scale(at, 1, w, wo, f64);
     g.align_corners = at->align_corners;
     return g;
 }
 
-/* torch 1.13's nearest source index on NCHW (the CPU's nearest_src): floor(dst * scale),
- * the product in T, taken through float; no shortcut for equal or doubled sizes. */
-__device__ __forceinline__ float nearest_pos(float scale, int64_t dst) { return __fmul_rn((float)dst, scale); }
-__device__ __forceinline__ float nearest_pos(double scale, int64_t dst) { return (float)__dmul_rn(scale, (double)dst); }
+/* nearest's source index (kernels/upsample_geometry.h) in T's arithmetic */
 template <typename T> __device__ __forceinline__ int64_t nearest_src(int64_t dst, int64_t in, double scale) {
-    int64_t i = (int64_t)floorf(nearest_pos((T)scale, dst));
-    return i < in - 1 ? i : in - 1;
+    return kiln_upsample_nearest_src(dst, in, scale, sizeof(T) == sizeof(double));
 }
 
 /* The first output index in [0, out) whose source is >= v (out when none). */
@@ -62,36 +53,14 @@ __device__ __forceinline__ int64_t nearest_lower_bound(int64_t v, int64_t in, in
     return lo;
 }
 
-struct taps {
-    int64_t i0, step;
-    double l0, l1;
-};
-
-/* Bilinear taps along one axis, rounded exactly as the CPU rounds them (no FMA); an axis
- * whose size does not change is copied, as torch's compute_source_index_and_lambda. */
-__device__ __forceinline__ taps linear_taps(int64_t dst, int64_t in, int64_t out, double scale, int align_corners) {
-    if (out == in) {
-        taps c = {dst, 0, 1.0, 0.0};
-        return c;
-    }
-    double d = (double)dst;
-    double src = align_corners ? __dmul_rn(scale, d) : __dadd_rn(__dmul_rn(scale, __dadd_rn(d, 0.5)), -0.5);
-    if (src < 0) src = 0;
-    taps t;
-    t.i0 = (int64_t)src;
-    if (t.i0 > in - 1) t.i0 = in - 1;
-    t.step = t.i0 < in - 1 ? 1 : 0;
-    t.l1 = src - (double)t.i0;
-    t.l0 = 1.0 - t.l1;
-    return t;
-}
+typedef kiln_upsample_taps taps; /* kernels/upsample_geometry.h, shared with the CPU */
 
 /* The first output index whose first tap is >= v (out when none). */
 __device__ __forceinline__ int64_t linear_lower_bound(int64_t v, int64_t in, int64_t out, double scale, int align) {
     int64_t lo = 0, hi = out;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (linear_taps(mid, in, out, scale, align).i0 < v) lo = mid + 1;
+        if (kiln_upsample_linear_taps(mid, in, out, scale, align).i0 < v) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -129,8 +98,8 @@ template <typename T> __global__ void bilinear_kernel(up_geom g, const T *x, T *
     int64_t total = g.n * g.c * g.ho * g.wo, step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += step) {
         int64_t ow = o % g.wo, t = o / g.wo, oh = t % g.ho, p = t / g.ho;
-        taps a = linear_taps(oh, g.h, g.ho, g.scale_h, g.align_corners);
-        taps b = linear_taps(ow, g.w, g.wo, g.scale_w, g.align_corners);
+        taps a = kiln_upsample_linear_taps(oh, g.h, g.ho, g.scale_h, g.align_corners);
+        taps b = kiln_upsample_linear_taps(ow, g.w, g.wo, g.scale_w, g.align_corners);
         const T *xp = x + (p / g.c) * g.xs[0] + (p % g.c) * g.xs[1];
         const T *r0 = xp + a.i0 * g.xs[2], *r1 = xp + (a.i0 + a.step) * g.xs[2];
         int64_t c0 = b.i0 * g.xs[3], c1 = (b.i0 + b.step) * g.xs[3];
@@ -153,10 +122,10 @@ template <typename T> __global__ void bilinear_backward_kernel(up_geom g, const 
         const T *gp = gy + (p / g.c) * g.xs[0] + (p % g.c) * g.xs[1];
         T acc = 0;
         for (int64_t oh = oh0; oh < oh1; oh++) {
-            taps a = linear_taps(oh, g.h, g.ho, g.scale_h, g.align_corners);
+            taps a = kiln_upsample_linear_taps(oh, g.h, g.ho, g.scale_h, g.align_corners);
             bool row0 = a.i0 == ih, row1 = a.i0 + a.step == ih;
             for (int64_t ow = ow0; ow < ow1; ow++) {
-                taps b = linear_taps(ow, g.w, g.wo, g.scale_w, g.align_corners);
+                taps b = kiln_upsample_linear_taps(ow, g.w, g.wo, g.scale_w, g.align_corners);
                 bool col0 = b.i0 == iw, col1 = b.i0 + b.step == iw;
                 double gv = (double)gp[oh * g.xs[2] + ow * g.xs[3]];
                 if (row0 && col0) acc += (T)__dmul_rn(__dmul_rn(gv, a.l0), b.l0);

@@ -16,10 +16,7 @@ from ._types import (bfloat16, default_device, device, dtype, float16, float32, 
 from .tensor import (Tensor, arange, empty, empty_like, from_numpy, full, full_like, get_rng_state, is_anomaly_enabled,
                      is_grad_enabled, manual_seed, no_grad, ones, ones_like, rand, rand_like, randn, randn_like,
                      scope, set_anomaly_enabled, set_rng_state, tensor, zeros, zeros_like)
-from .ops import (abs, add, argmax, argmin, broadcast_to, cat, clamp, clip, clone, concat, contiguous, detach, div,
-                  exp, expand, flatten, leaky_relu, log, log_softmax, matmul, max, maximum, mean, min, minimum, mul,
-                  neg, permute, pow, relu, reshape, sigmoid, slice, softmax, sqrt, squeeze, stack, sub, sum,
-                  swapaxes, tanh, transpose, unsqueeze, view, where)
+from .ops import *  # noqa: F401,F403 (the names in kiln.ops.__all__)
 from ._dlpack import from_dlpack, to_dlpack
 from .memory import (empty_cache, memory_stats, reset_peak_memory_stats, set_memory_limit)
 from . import cuda

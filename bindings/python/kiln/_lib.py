@@ -98,31 +98,4 @@ grad_enabled = declare("kiln_grad_enabled", c_bool)
 set_anomaly_mode = declare("kiln_set_anomaly_mode", None, c_bool)
 anomaly_mode = declare("kiln_anomaly_mode", c_bool)
 
-# ---- ops (include/kiln/ops.h) ---------------------------------------------------
-PINT = POINTER(c_int)
-binary = {n: declare("kiln_" + n, T, T, T) for n in ("add", "sub", "mul", "div", "maximum", "minimum", "matmul")}
-unary = {n: declare("kiln_" + n, T, T) for n in ("neg", "exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh",
-                                                 "sum_all", "mean_all")}
-add_scalar = declare("kiln_add_scalar", T, T, c_double)
-mul_scalar = declare("kiln_mul_scalar", T, T, c_double)
-pow_scalar = declare("kiln_pow_scalar", T, T, c_double)
-clamp = declare("kiln_clamp", T, T, c_double, c_double)
-leaky_relu = declare("kiln_leaky_relu", T, T, c_double)
-where = declare("kiln_where", T, T, T, T)
-sum = declare("kiln_sum", T, T, c_int, PINT, c_bool)
-mean = declare("kiln_mean", T, T, c_int, PINT, c_bool)
-max = declare("kiln_max", T, T, c_int, c_bool)
-argmax = declare("kiln_argmax", T, T, c_int, c_bool)
-softmax = declare("kiln_softmax", T, T, c_int)
-log_softmax = declare("kiln_log_softmax", T, T, c_int)
-reshape = declare("kiln_reshape", T, T, c_int, P64)
-permute = declare("kiln_permute", T, T, PINT)
-transpose = declare("kiln_transpose", T, T, c_int, c_int)
-slice = declare("kiln_slice", T, T, c_int, c_int64, c_int64, c_int64)
-expand = declare("kiln_expand", T, T, c_int, P64)
-squeeze = declare("kiln_squeeze", T, T, c_int)
-unsqueeze = declare("kiln_unsqueeze", T, T, c_int)
-flatten = declare("kiln_flatten", T, T, c_int, c_int)
-concat = declare("kiln_concat", T, c_int, POINTER(c_void_p), c_int)
-ALL_AXES = 0x7FFFFFFF
-MAX_DIMS = 8
+MAX_DIMS = 8  # KILN_MAX_DIMS (include/kiln/core.h)

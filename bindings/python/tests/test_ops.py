@@ -188,3 +188,30 @@ def test_float64_lists_keep_every_digit():
     # list of floats becomes float32, as torch's default
     assert kiln.tensor([1e-13, 0.9999999], dtype="float64").numpy().tolist() == [1e-13, 0.9999999]
     assert kiln.tensor([0.1]).dtype == kiln.float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_hardswish_matches_torch(dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-6, 6, size=(5, 37)).astype(dtype)
+    g = rng.uniform(-1, 1, size=x.shape).astype(dtype)
+    kx = kiln.tensor(x, requires_grad=True)
+    ky = kiln.hardswish(kx)
+    ky.backward(kiln.tensor(g))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.hardswish(tx)
+    ty.backward(torch.tensor(g))
+    tol = 1e-6 if dtype == "float32" else 1e-15
+    np.testing.assert_allclose(ky.numpy(), ty.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(kx.grad.numpy(), tx.grad.numpy(), rtol=tol, atol=tol)
+    # At the kink x = 3 and at NaN kiln takes torch's CUDA / scalar-loop rule, which a
+    # one-element CPU tensor also runs (1.5 g at 3; g at NaN); -0 below -3 as torch.
+    for v, slope in ((3.0, 1.5), (float("nan"), 1.0), (-3.0, -0.5)):
+        kv = kiln.tensor([v], requires_grad=True)
+        kiln.hardswish(kv).sum().backward()
+        tv = torch.tensor([v], dtype=torch.float64, requires_grad=True)
+        torch.nn.functional.hardswish(tv).sum().backward()
+        assert kv.grad.numpy()[0] == tv.grad.numpy()[0] == slope
+    below = kiln.hardswish(kiln.tensor([-4.0])).numpy()[0]
+    assert below == 0 and math.copysign(1, below) == -1
