@@ -5,19 +5,20 @@
 #include "conv_plans.h"
 #include "../kernels/cpu/layers.h"
 
-static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call);
+static kiln_status kiln_cpu_conv2d_bias_act(const kiln_op_call *call);
 
 /* the CUDA kernels (kernels/cuda/), linked in CUDA builds */
 kiln_status kiln_cuda_conv2d_bias_act(const kiln_op_call *call);
 KILN_REGISTER const kiln_op_def kiln_op_conv2d_bias_act = {
     .name = "conv2d_bias_act",
-    .cpu = cpu_conv2d_bias_act,
+    .cpu = kiln_cpu_conv2d_bias_act,
     .cuda = KILN_CUDA_KERNEL(kiln_cuda_conv2d_bias_act),
     .not_differentiable = true,
     .attrs_size = sizeof(kiln_conv2d_bias_act_attrs)};
 
-/* The CPU kernel: conv2d's (with its bias), then ReLU (fused on oneDNN). */
-static kiln_status cpu_conv2d_bias_act(const kiln_op_call *call) {
+/* The CPU kernel, here beside its op because it only composes conv2d's kernels: conv2d's
+ * (with its bias), then ReLU (fused on oneDNN). */
+static kiln_status kiln_cpu_conv2d_bias_act(const kiln_op_call *call) {
     const kiln_conv2d_bias_act_attrs *at = call->attrs;
     kiln_op_call conv = {&kiln_op_conv2d, call->nin, call->in, call->out, &at->conv};
     return at->relu ? kiln_cpu_conv2d_relu(&conv) : kiln_cpu_conv2d(&conv);
