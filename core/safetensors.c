@@ -5,16 +5,14 @@
  * validates the whole table before any tensor is touched. The JSON itself is
  * jansson's (strict RFC 8259, UTF-8 checked, duplicate keys rejected). */
 #include "internal.h"
+#include "atomic_file.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -664,106 +662,7 @@ static kiln_status write_tensor(FILE *out, const save_item *it) {
     return st;
 }
 
-/* ---- replacing a file --------------------------------------------------------------- */
-
-#define TMP_INFIX ".tmp."
-/* A temporary file this much older than its last write is no live save's (see below). */
-#define STALE_TMP_SECONDS 60
-#define MAX_LINKS 40
-
-/* The file a save to path replaces: path with every symbolic link at its last
- * component followed (a relative link from its own directory; a dangling one names
- * the file to create). malloc'd, or NULL and errno (ELOOP after MAX_LINKS links). */
-static char *resolve_target(const char *path) {
-    char *cur = strdup(path);
-    for (int hops = 0; cur; hops++) {
-        struct stat st;
-        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) return cur; /* a file, or one to create */
-        char link[PATH_MAX];
-        ssize_t k = hops < MAX_LINKS ? readlink(cur, link, sizeof link - 1) : (errno = ELOOP, -1);
-        if (k <= 0 || k == (ssize_t)sizeof link - 1) {
-            int e = k == 0 ? ENOENT : k > 0 ? ENAMETOOLONG : errno;
-            free(cur);
-            errno = e;
-            return NULL;
-        }
-        link[k] = '\0';
-        const char *slash = strrchr(cur, '/');
-        size_t dirlen = link[0] == '/' || !slash ? 0 : (size_t)(slash - cur) + 1;
-        char *next = malloc(dirlen + (size_t)k + 1);
-        if (next) {
-            memcpy(next, cur, dirlen);
-            memcpy(next + dirlen, link, (size_t)k + 1);
-        }
-        free(cur);
-        cur = next;
-    }
-    errno = ENOMEM;
-    return NULL;
-}
-
-/* The new file gets the replaced one's permission bits and, where the system allows
- * it, owner and group (best effort: a file new to path gets 0644). */
-static void keep_mode(int fd, const char *target) {
-    struct stat st;
-    if (stat(target, &st) != 0 || !S_ISREG(st.st_mode)) {
-        fchmod(fd, 0644);
-        return;
-    }
-    struct stat mine;
-    if (fstat(fd, &mine) == 0 && (mine.st_uid != st.st_uid || mine.st_gid != st.st_gid) &&
-        fchown(fd, st.st_uid, st.st_gid) != 0 && mine.st_gid != st.st_gid)
-        (void)!fchown(fd, (uid_t)-1, st.st_gid);
-    fchmod(fd, st.st_mode & 07777); /* after fchown, which may clear set-id bits */
-}
-
-static bool tmp_suffix(const char *s) {
-    for (int k = 0; k < 6; k++)
-        if (!((s[k] >= 'a' && s[k] <= 'z') || (s[k] >= 'A' && s[k] <= 'Z') || (s[k] >= '0' && s[k] <= '9')))
-            return false;
-    return s[6] == '\0';
-}
-
-/* Removes the temporary files an earlier save of target left when it was killed:
- * names exactly "<base>.tmp." plus mkstemp's 6 letters or digits, beside target.
- * Such a file is stale when it is a regular file of this user (no links followed),
- * unmodified for STALE_TMP_SECONDS and unlocked: a save holds an flock on its
- * temporary file until the rename, and the kernel releases it when the writer dies
- * however it dies, so a live save's file is never taken; the age covers the instant
- * between mkstemp and flock and writers that take no lock (older kiln versions), and
- * a writer's mtime moves on every buffered write. Best effort: errors are ignored. */
-static void remove_stale_temps(const char *target) {
-    const char *slash = strrchr(target, '/'), *base = slash ? slash + 1 : target;
-    if (!base[0]) return; /* a directory: no save of it succeeds, nothing to clean */
-    char *dir = slash ? strndup(target, slash == target ? 1 : (size_t)(slash - target)) : strdup(".");
-    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    free(dir);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-    if (!d) {
-        if (dfd >= 0) close(dfd);
-        return;
-    }
-    size_t bl = strlen(base), il = strlen(TMP_INFIX);
-    time_t now = time(NULL);
-    uid_t me = geteuid();
-    for (struct dirent *e; (e = readdir(d));) {
-        const char *name = e->d_name;
-        if (strncmp(name, base, bl) || strncmp(name + bl, TMP_INFIX, il) || !tmp_suffix(name + bl + il)) continue;
-        struct stat st, now_st;
-        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_uid != me ||
-            !(now - st.st_mtime >= STALE_TMP_SECONDS))
-            continue;
-        int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        if (fd < 0) continue;
-        /* the name still is that file, and no live writer holds it */
-        if (fstat(fd, &now_st) == 0 && now_st.st_ino == st.st_ino && now_st.st_dev == st.st_dev &&
-            flock(fd, LOCK_EX | LOCK_NB) == 0 && fstatat(dfd, name, &now_st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            now_st.st_ino == st.st_ino && now_st.st_dev == st.st_dev)
-            unlinkat(dfd, name, 0);
-        close(fd);
-    }
-    closedir(d);
-}
+/* ---- saving ----------------------------------------------------------------------------- */
 
 kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *tensors, int n,
                                   const kiln_metadata_entry *meta, int nmeta) {
@@ -809,101 +708,27 @@ kiln_status kiln_safetensors_save(const char *path, const kiln_named_tensor *ten
         return kiln__error(KILN_STATUS_OOM, "%s: out of host memory for the header", op);
     }
 
-    /* Write through a symbolic link: replace the file it points to, beside it. */
-    char *target = resolve_target(path);
-    if (!target) {
-        int err = errno;
-        free(items);
-        free(header);
-        return err == ENOMEM ? kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op)
-                             : kiln__error(KILN_STATUS_IO, "%s: cannot follow the symbolic link '%s': %s; nothing "
-                                           "written", op, path, strerror(err));
-    }
-    remove_stale_temps(target);
-    /* The temporary file lives beside the target so that rename() is atomic. */
-    size_t plen = strlen(target);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
-        free(target);
-        free(items);
-        free(header);
-        return kiln__error(KILN_STATUS_OOM, "%s: out of host memory", op);
-    }
-    snprintf(tmp, plen + 16, "%s" TMP_INFIX "XXXXXX", target);
-    int fd = mkstemp(tmp), lockfd = -1;
-    FILE *out = NULL;
-    const char *stage = "create a temporary file";
-    int err = 0;
-    if (fd < 0) {
-        err = errno;
-        goto fail;
-    }
-    /* Held until the rename (through a duplicate, as fclose comes first): the lock
-     * tells another save's clean-up that this file's writer is alive. */
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0) lockfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    keep_mode(fd, target);
-    if (!(out = fdopen(fd, "wb"))) {
-        err = errno;
-        close(fd);
-        goto fail;
-    }
-    stage = "write";
-    unsigned char lenb[8];
-    for (int k = 0; k < 8; k++) lenb[k] = (unsigned char)((uint64_t)hl >> (8 * k));
-    errno = 0;
-    if (fwrite(lenb, 1, 8, out) != 8 || fwrite(header, 1, hl, out) != hl) goto fail_errno;
-    for (int i = 0; i < n; i++) {
-        kiln_status ws = write_tensor(out, &items[i]);
-        if (ws == KILN_STATUS_IO) goto fail_errno;
-        if (ws != KILN_STATUS_OK) {
-            fclose(out);
-            unlink(tmp);
-            if (lockfd >= 0) close(lockfd);
-            free(tmp);
-            free(target);
-            free(items);
-            free(header);
-            return ws;
+    /* Replace the file atomically (core/atomic_file.c): through a symbolic link, beside
+     * the target, permission bits kept, stale temporaries of killed saves removed. */
+    kiln__atomic_file af;
+    st = kiln__atomic_begin(&af, op, path);
+    if (st == KILN_STATUS_OK) {
+        unsigned char lenb[8];
+        for (int k = 0; k < 8; k++) lenb[k] = (unsigned char)((uint64_t)hl >> (8 * k));
+        errno = 0;
+        kiln_status ws = fwrite(lenb, 1, 8, af.f) != 8 || fwrite(header, 1, hl, af.f) != hl ? KILN_STATUS_IO
+                                                                                            : KILN_STATUS_OK;
+        for (int i = 0; i < n && ws == KILN_STATUS_OK; i++) ws = write_tensor(af.f, &items[i]);
+        if (ws == KILN_STATUS_IO) {
+            int err = errno ? errno : EIO;
+            st = kiln__error(KILN_STATUS_IO, "%s: cannot write '%s': %s; the previous file, if any, is untouched",
+                             op, af.target, strerror(err));
+        } else {
+            st = ws; /* write_tensor's own error (a tensor that cannot be read back), or OK */
         }
+        if (st == KILN_STATUS_OK) st = kiln__atomic_commit(&af, op);
+        else kiln__atomic_abort(&af);
     }
-    if (fflush(out) != 0) goto fail_errno;
-    stage = "fsync";
-    if (fsync(fileno(out)) != 0) goto fail_errno;
-    stage = "close";
-    FILE *o2 = out;
-    out = NULL;
-    if (fclose(o2) != 0) goto fail_errno;
-    stage = "rename the temporary file over";
-    if (rename(tmp, target) != 0) goto fail_errno;
-    if (lockfd >= 0) close(lockfd);
-    /* Make the rename itself durable: fsync the directory (best effort). */
-    {
-        char *dir = strdup(target), *slash = dir ? strrchr(dir, '/') : NULL;
-        if (dir) {
-            const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
-            int dfd = open(d, O_RDONLY | O_DIRECTORY);
-            if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-            }
-            free(dir);
-        }
-    }
-    free(tmp);
-    free(target);
-    free(items);
-    free(header);
-    return KILN_STATUS_OK;
-fail_errno:
-    err = errno ? errno : EIO;
-fail:
-    if (out) fclose(out);
-    if (fd >= 0) unlink(tmp);
-    if (lockfd >= 0) close(lockfd);
-    st = kiln__error(KILN_STATUS_IO, "%s: cannot %s '%s': %s; the previous file, if any, is untouched", op, stage,
-                     fd >= 0 ? target : tmp, strerror(err));
-    free(tmp);
-    free(target);
     free(items);
     free(header);
     return st;

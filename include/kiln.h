@@ -12,5 +12,6 @@
 #include "kiln/checkpoint.h"
 #include "kiln/cuda.h"
 #include "kiln/abi.h"
+#include "kiln/image.h"
 
 #endif

@@ -12,7 +12,8 @@ need=(
   "libopenblas-openmp-dev:CPU matrix products (OpenBLAS's OpenMP build, so BLAS and kiln share one thread pool; it installs beside the pthread build and leaves the system default alone)"
   "liblapacke-dev:CPU eigen-decomposition (LAPACK)"
   "libdnnl-dev:CPU convolutions (oneDNN, the library PyTorch's CPU convolutions run on; without it they run as im2col + OpenBLAS, slower)"
-  "libpng-dev:PNG images in and out"
+  "libpng-dev:PNG images in and out (kiln_image_read/kiln_image_write)"
+  "libjpeg62-turbo-dev:JPEG images in and out (libjpeg-turbo; kiln_image_read/kiln_image_write)"
   "libjansson-dev:safetensors checkpoint headers (JSON)"
 )
 # KILN_SETUP_DEMO=1 (make demo, make install): the library and car_mask only

@@ -2,7 +2,8 @@
  * small valid files from kiln's own writers, one directory per harness under OUTDIR:
  * safetensors/ (every dtype, empty and 0-d tensors, a strided source, metadata),
  * checkpoint/ (the harness's model with and without its Adam state, before and after
- * training), png/ (gray and RGB, odd sizes), idx/ (images and labels, plain and gzip). */
+ * training), png/ (gray and RGB, odd sizes), idx/ (images and labels, plain and gzip),
+ * image/ (kiln_image_write's PNGs and JPEGs). */
 #include "fuzz_common.h"
 
 #include <kx.h>
@@ -104,6 +105,21 @@ static void png_seeds(void) {
     ok(kx_png_write_u8(out_path("png", "gray_1x64.png"), px, 1, 1, 64), "gray_1x64");
 }
 
+/* kiln_image_write's PNGs (gray, RGB, RGBA) and JPEGs (gray, RGB at two qualities:
+ * 4:2:0 below 90, 4:4:4 from 90), for the image harness. */
+static void image_seeds(void) {
+    const struct {
+        const char *name;
+        int64_t c, h, w;
+        int quality;
+    } s[] = {{"gray_5x3.png", 1, 3, 5, 0},  {"rgb_17x9.png", 3, 9, 17, 0},   {"rgba_4x4.png", 4, 4, 4, 0},
+             {"gray_9x9.jpg", 1, 9, 9, 80}, {"rgb_17x9_q75.jpg", 3, 9, 17, 75}, {"rgb_8x8_q95.jpg", 3, 8, 8, 95},
+             {"rgb_1x1.jpg", 3, 1, 1, 50}};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
+        ok(kiln_image_write(out_path("image", s[i].name), ramp(KILN_U8, 3, (const int64_t[]){s[i].c, s[i].h, s[i].w}),
+                            s[i].quality), s[i].name);
+}
+
 static void idx_write(const char *name, bool gz, const uint8_t *hdr, size_t nh, const uint8_t *body, size_t nb) {
     const char *p = out_path("idx", name);
     if (gz) {
@@ -149,6 +165,7 @@ int main(int argc, char **argv) {
     checkpoint_seeds();
     png_seeds();
     idx_seeds();
+    image_seeds();
     kiln_scope_end(s);
     kiln_shutdown();
     printf("gen_corpus: %d kiln-made seeds in %s\n", g_written, g_out);

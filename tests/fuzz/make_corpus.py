@@ -18,7 +18,7 @@ import subprocess
 import sys
 import zlib
 
-HARNESSES = ("safetensors", "checkpoint", "png", "idx")
+HARNESSES = ("safetensors", "checkpoint", "png", "idx", "image")
 
 
 def write(out, harness, name, data):
@@ -226,6 +226,19 @@ def crafted_idx(out):
     w("labels_1.gz", gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, 1) + b"\x05", 9, mtime=0))
 
 
+# ---- images (kiln_image_read: PNG and JPEG) ------------------------------------------------
+
+def image_seeds(out):
+    """Every PNG seed above, and the committed Pillow fixtures (tests/fixtures/gen_images.py):
+    baseline, progressive and gray JPEGs, palette, 16-bit and alpha PNGs."""
+    for name in os.listdir(os.path.join(out, "png")):
+        shutil.copy(os.path.join(out, "png", name), os.path.join(out, "image", "png_" + name))
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "images")
+    if os.path.isdir(fixtures):
+        for name in sorted(os.listdir(fixtures)):
+            shutil.copy(os.path.join(fixtures, name), os.path.join(out, "image", "fixture_" + name))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gen", required=True, help="the kiln_fuzz_gen_corpus program")
@@ -238,6 +251,7 @@ def main():
     crafted_safetensors(a.out)
     crafted_png(a.out)
     crafted_idx(a.out)
+    image_seeds(a.out)
     pkg = package_safetensors(a.out)
     # always one seed written by the package: the committed PyTorch fixture
     # (tests/fixtures/gen_checkpoint.py, safetensors.torch.save_file)

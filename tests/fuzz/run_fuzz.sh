@@ -7,7 +7,7 @@
 # clang's source-based coverage and reports the line coverage of the parsers over the
 # working corpora. Crashes, leaks, timeouts and OOMs land in fuzz-work/<harness>/artifacts/;
 # the script exits non-zero when any harness found one.
-#   FUZZ_SECONDS=60  FUZZ_HARNESSES="safetensors checkpoint png idx"  FUZZ_PARALLEL=1 (harnesses at once)
+#   FUZZ_SECONDS=60  FUZZ_HARNESSES="safetensors checkpoint png idx image"  FUZZ_PARALLEL=1 (harnesses at once)
 #   FUZZ_JOBS=2 (build)  FUZZ_ARGS="..." (more libFuzzer flags)  FUZZ_COVERAGE=0|1
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +16,7 @@ SECS=${FUZZ_SECONDS:-60}
 BUILD=${FUZZ_BUILD:-build-fuzz}
 JOBS=${FUZZ_JOBS:-2}
 PAR=${FUZZ_PARALLEL:-1}
-HARNESSES=${FUZZ_HARNESSES:-safetensors checkpoint png idx}
+HARNESSES=${FUZZ_HARNESSES:-safetensors checkpoint png idx image}
 WORK=$BUILD/fuzz-work
 PY=${PYTHON:-python3}
 if [ -z "${FUZZ_COVERAGE:-}" ]; then
@@ -74,7 +74,7 @@ done
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 printf '%-12s %12s %8s %8s %8s %s\n' harness executions cov ft corpus result
 for h in $HARNESSES; do cat "$WORK/$h/summary"; done
-echo "(cov: libFuzzer's covered edges in kiln's own code, ft: its features; libpng, zlib and jansson are Debian's, uninstrumented)"
+echo "(cov: libFuzzer's covered edges in kiln's own code, ft: its features; libpng, libjpeg, zlib and jansson are Debian's, uninstrumented)"
 
 if [ "$FUZZ_COVERAGE" = 1 ]; then
   CB=$BUILD-cov
@@ -84,7 +84,8 @@ if [ "$FUZZ_COVERAGE" = 1 ]; then
   for h in $HARNESSES; do rtargets+=("fuzz_${h}_replay"); done
   cmake --build "$CB" -j "$JOBS" --target "${rtargets[@]}" -- --no-print-directory >/dev/null
   declare -A srcs=([safetensors]="core/safetensors.c" [checkpoint]="optim/checkpoint.c core/safetensors.c"
-                   [png]="examples/support/png_io.c" [idx]="examples/support/idx.c")
+                   [png]="examples/support/png_io.c" [idx]="examples/support/idx.c"
+                   [image]="core/image.c core/image_png.c core/image_jpeg.c")
   printf '%-12s %-28s %s\n' harness file "lines covered"
   for h in $HARNESSES; do
     rm -rf "$CB/prof/$h" && mkdir -p "$CB/prof/$h"

@@ -6,7 +6,7 @@ and wrapping results with kiln._runtime.call (the runtime: library, errors, stru
 checks, tensor handles; the Tensor class is kiln/tensor.py): layers (conv2d, pooling, interpolate),
 nn (functional linear/batch_norm/dropout, init, Module and the built-in modules),
 losses, metrics, optim (optimizers, schedules, clipping), checkpoint (safetensors
-and training checkpoints), and examples (the scene generator of the C examples).
+and training checkpoints), image (PNG and JPEG files), and examples (the scene generator of the C examples).
 """
 from . import _lib
 from ._errors import (AnomalyError, BackendError, DeviceError, DTypeError, FormatError, InvalidArgumentError,
@@ -28,6 +28,7 @@ from .losses import (bce, bce_with_logits, binary_cross_entropy, binary_cross_en
 from . import losses, metrics, optim, checkpoint
 from .metrics import BinaryMetrics, ConfusionMatrix
 from .checkpoint import load_checkpoint, load_file, save_checkpoint, save_file
+from .image import image_read, image_read_size, image_write
 from . import examples  # loads libkiln_examples.so on first use only
 
 float_ = float32
