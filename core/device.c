@@ -2,8 +2,8 @@
  * specifics live in core/cuda_device.c, built only with KILN_CUDA. */
 #include "internal.h"
 #include "cuda_device.h"
+#include "threads.h"
 
-#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/sysinfo.h>
@@ -107,6 +107,7 @@ static size_t cpu_capacity(void) {
 }
 
 static void make_cpu_pool(void) {
+    kiln__threads_link(); /* keeps core/threads.o (thread defaults) in static programs */
     g_cpu_pool = kiln_pool_create((kiln_pool_backend){cpu_alloc, cpu_free, NULL, "cpu", cpu_capacity()});
 }
 
@@ -203,13 +204,3 @@ bool kiln_tf32(void) { return g_tf32; }
 void kiln_set_deterministic(bool on) { g_deterministic = on; }
 bool kiln_deterministic(void) { return g_deterministic; }
 
-/* ---- CPU threads ---------------------------------------------------------------- */
-
-kiln_status kiln_set_num_threads(int n) {
-    if (n < 1)
-        return kiln__error(KILN_STATUS_INVALID_ARGUMENT, "kiln_set_num_threads: %d threads; give 1 or more", n);
-    omp_set_num_threads(n);
-    return KILN_STATUS_OK;
-}
-
-int kiln_get_num_threads(void) { return omp_get_max_threads(); }

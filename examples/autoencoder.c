@@ -204,6 +204,7 @@ static void free_code_stats(code_stats *s) {
 enum { MAX_EPOCHS = 1000, MAX_BATCH = 4096, MAX_LATENT = 784 };
 
 int main(int argc, char **argv) {
+    kiln_prefer_passive_wait(argv); /* idle threads sleep on shared cores (include/kiln/core.h) */
     kx_common_args a;
     kx_common_defaults(&a);
     a.batch = 128;

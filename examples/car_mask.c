@@ -477,6 +477,7 @@ done:;
 }
 
 int main(int argc, char **argv) {
+    kiln_prefer_passive_wait(argv); /* idle threads sleep on shared cores (include/kiln/core.h) */
     options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16,
                  .max_pixels = 4 << 20};
     kx_common_defaults(&o.c);

@@ -76,6 +76,7 @@ static bool check(FILE *f, const char *what, double diff, kiln_tensor *ref, doub
 }
 
 int main(int argc, char **argv) {
+    kiln_prefer_passive_wait(argv); /* idle threads sleep on shared cores (include/kiln/core.h) */
     kiln_device device = kx_args_default_device();
     int B = 16, in = 64, out = 10;
     int64_t seed = 0;

@@ -101,6 +101,7 @@ static kiln_status evaluate(kiln_module *model, const kx_fashion_mnist_split *d,
 enum { MAX_EPOCHS = 1000, MAX_BATCH = 4096, MAX_WIDTH = 256 };
 
 int main(int argc, char **argv) {
+    kiln_prefer_passive_wait(argv); /* idle threads sleep on shared cores (include/kiln/core.h) */
     kx_common_args a;
     kx_common_defaults(&a);
     a.batch = 64;

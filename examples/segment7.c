@@ -93,6 +93,7 @@ static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *ima
 }
 
 int main(int argc, char **argv) {
+    kiln_prefer_passive_wait(argv); /* idle threads sleep on shared cores (include/kiln/core.h) */
     double t_start = kx_now_seconds();
     options o = {.lr = 1e-2, .lr_decay = 0.8, .train_scenes = 192, .heldout_scenes = 16, .weights = "sqrt_inverse"};
     kx_common_defaults(&o.c);

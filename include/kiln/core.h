@@ -96,9 +96,25 @@ KILN_API kiln_device kiln_default_device(void);
 
 /* ---- the CPU backend: threads, oneDNN ----------------------------------------- */
 /* The number of threads kiln's CPU kernels use (OpenMP; OpenBLAS and oneDNN share that
- * pool). n >= 1 sets it; kiln_get_num_threads() reports the current value. */
+ * pool). By default: $KILN_NUM_THREADS, else $OMP_NUM_THREADS, else the CPUs this process
+ * may run on (its sched_getaffinity mask, so `taskset -c 0` means one thread), set when
+ * the library loads; a KILN_NUM_THREADS that is not 1..1024 is reported on stderr and
+ * ignored. kiln_set_num_threads(n), 1 <= n <= 1024, sets it for the calling thread's later
+ * parallel regions (INVALID_ARGUMENT otherwise); kiln_get_num_threads() reports it.
+ * See docs/benchmarks.md, "Threads". */
 KILN_API kiln_status kiln_set_num_threads(int n);
 KILN_API int kiln_get_num_threads(void);
+/* Idle OpenMP threads spin for a while (libgomp's default), which on cores shared with
+ * other work slows every parallel region several times over (docs/benchmarks.md: a
+ * car_mask step 6.7x slower with a busy process on one of two cores). libgomp reads
+ * OMP_WAIT_POLICY only at its own start-up, before main, so kiln cannot change it at run
+ * time. Called first thing in main, kiln_prefer_passive_wait(argv) starts the program over
+ * once (exec of itself, same argv) with OMP_WAIT_POLICY=passive, when neither it nor
+ * GOMP_SPINCOUNT is set and more than one thread runs; otherwise, under valgrind, in a
+ * set-uid program, or if the exec fails, it returns and the program runs on. kiln's
+ * example programs call it; a program whose start-up must not run twice, or Python, sets
+ * OMP_WAIT_POLICY=passive in its environment instead. */
+KILN_API void kiln_prefer_passive_wait(char **argv);
 
 /* On the CPU, f32 convolutions (conv2d forward and both backward passes,
  * conv_transpose2d, conv2d_bias_relu) run as cached oneDNN primitives when kiln was

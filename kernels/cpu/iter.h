@@ -11,9 +11,15 @@
 
 #define KILN_ITER_MAX_OPS 4
 
-/* Element count above which an element-wise loop runs on the OpenMP threads. Waking
- * sleeping threads (OMP_WAIT_POLICY=passive, the setting for shared machines) costs tens
- * of microseconds, so cheap loops stay on one thread below about 100k elements. */
+/* Element count above which an element-wise loop runs on the OpenMP threads: where the
+ * cheapest loop (an f32 add) pays for waking the sleeping threads (OMP_WAIT_POLICY=passive,
+ * kiln's default, core/threads.c). Measured 2026-12-06 on the 2-core Xeon of
+ * docs/benchmarks.md (load ~3 from other work, medians of 201 regions): a 2-thread region
+ * costs about 9-10 us more than the loop itself (4096 elements: 9.7 us against 0.6 us on
+ * one thread), and the add runs at about 0.14 ns an element, so two threads break even
+ * near 128k elements (131072: 18.5 us on one thread, 30.6 us on two under that load; at
+ * 1M: 170 us against 191 us: memory-bound, a busy second core buys little). Below this
+ * the loop stays on the calling thread; the other loops use the same grain. */
 #define KILN_CPU_PAR_MIN 131072
 
 typedef struct {
