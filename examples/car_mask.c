@@ -6,7 +6,9 @@
  *                                  writes a grid, a plot, a checkpoint and model.safetensors
  *                                  (the weights alone, for torch) into --out
  *   car_mask --epochs 30 --resume out/car_mask/car_mask.safetensors  continue that run exactly
+ *   car_mask --data DIR [--val-fraction 0.2]    train on your own images/ and masks/ (see the README)
  *   car_mask --predict in.png --checkpoint out/car_mask/model.safetensors   writes out/car_mask/mask.png
+ *   car_mask --predict DIR --checkpoint ...     one OUT/NAME.png per image of DIR, any size (tiled)
  *   car_mask --bench-steps 20 --batch 8 --size 128 --json            median training-step time
  */
 #include <kiln.h>
@@ -17,6 +19,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct {
     kx_common_args c;
@@ -26,6 +29,10 @@ typedef struct {
     const char *resume, *predict, *checkpoint;
     int bench_steps;
     int64_t max_pixels; /* --predict: the largest image it segments */
+    int tile;           /* --predict: the tile side */
+    double val_fraction; /* --data: the share held out */
+    int crops;           /* --data: random crops of each image an epoch (0: enough to cover it) */
+    kx_folder *folder;  /* --data: the images and masks, split */
 } options;
 
 /* Per-epoch results; a checkpoint carries them so a resumed run reports its whole history. */
@@ -90,6 +97,96 @@ static kiln_status evaluate(const options *o, kiln_module *net, kiln_tensor *ima
     kiln_no_grad_end();
     kiln_module_train(net, true);
     *loss = sum / n;
+    return st;
+}
+
+/* ---- your own data: held-out metrics over whole images, tile by tile ---------------------
+ * The held-out images are segmented exactly as --predict does (tiles of the training
+ * size, overlapping by a quarter, blended), and the loss and metrics are taken over
+ * every pixel of them, band by band as the tiles finish. */
+
+typedef struct {
+    const options *o;
+    kiln_module *net;
+    const uint8_t *labels; /* the image's H x W mask */
+    kiln_binary_metrics *bm;
+    double loss_sum;       /* the loss summed over pixels */
+    uint8_t *mask;         /* --predict: the H x W output, 255 on cars */
+} tiles_ctx;
+
+static kiln_tensor *tile_forward(void *ctx, kiln_tensor *x) { return kiln_module_forward(((tiles_ctx *)ctx)->net, x); }
+
+static kiln_status heldout_rows(void *ctx, int y0, int nrows, int W, const float *scores, size_t plane) {
+    (void)plane; /* one channel */
+    tiles_ctx *t = ctx;
+    size_t n = (size_t)nrows * W;
+    float *y = malloc(n * sizeof *y);
+    if (!y) return kiln_set_error(KILN_STATUS_OOM, "out of memory");
+    for (size_t i = 0; i < n; i++) y[i] = t->labels[(size_t)y0 * W + i] ? 1.0f : 0.0f;
+    kiln_scope *s = kiln_scope_begin();
+    int64_t shape[4] = {1, 1, nrows, W};
+    kiln_tensor *logits = kiln_tensor_from_host(scores, 4, shape, KILN_F32, t->o->c.device);
+    kiln_tensor *target = kiln_tensor_from_host(y, 4, shape, KILN_F32, t->o->c.device);
+    kiln_tensor *l = mask_loss(t->o, logits, target);
+    kiln_status st = l ? kiln_binary_metrics_update(t->bm, logits, target) : kiln_last_status();
+    if (!st) t->loss_sum += kiln_tensor_item(l) * (double)n;
+    kiln_scope_end(s);
+    free(y);
+    return st;
+}
+
+static kiln_status evaluate_folder(const options *o, kiln_module *net, const kx_mask_format *fmt, double *loss,
+                                   kiln_binary_metrics *bm) {
+    const kx_folder *f = o->folder;
+    tiles_ctx t = {.o = o, .net = net, .bm = bm};
+    double pixels = 0;
+    kiln_binary_metrics_reset(bm);
+    kiln_module_train(net, false);
+    kiln_no_grad_begin();
+    kiln_status st = KILN_STATUS_OK;
+    for (int64_t k = 0; k < f->nheldout && !st; k++) {
+        const kx_folder_item *it = &f->items[f->heldout[k]];
+        uint8_t *rgb = NULL, *lab = NULL;
+        st = kx_folder_read(f, f->heldout[k], fmt, &rgb, &lab);
+        t.labels = lab;
+        if (!st) st = kx_tiles_run(rgb, it->h, it->w, o->c.size, o->c.size / 4, 8, 1, o->c.device, tile_forward, &t,
+                                   heldout_rows, &t);
+        pixels += (double)it->h * it->w;
+        free(rgb);
+        free(lab);
+    }
+    kiln_no_grad_end();
+    kiln_module_train(net, true);
+    *loss = t.loss_sum / pixels;
+    return st;
+}
+
+/* The first n held-out images' centre crops of the training size, for the picture grid. */
+static kiln_status heldout_crops(const options *o, const kx_mask_format *fmt, int n, kiln_tensor **images,
+                                 kiln_tensor **masks) {
+    const kx_folder *f = o->folder;
+    int S = o->c.size;
+    size_t SS = (size_t)S * S;
+    n = f->nheldout < n ? (int)f->nheldout : n;
+    kx_batch b = {.n = n, .size = S, .images = malloc((size_t)n * 3 * SS * sizeof(float)), .labels = malloc((size_t)n * SS)};
+    uint8_t *crop = malloc(3 * SS);
+    kiln_status st = b.images && b.labels && crop ? KILN_STATUS_OK : kiln_set_error(KILN_STATUS_OOM, "out of memory");
+    for (int k = 0; k < n && !st; k++) {
+        const kx_folder_item *it = &f->items[f->heldout[k]];
+        uint8_t *rgb = NULL, *lab = NULL;
+        st = kx_folder_read(f, f->heldout[k], fmt, &rgb, &lab);
+        kx_augment a = {.y0 = (it->h - S) / 2, .x0 = (it->w - S) / 2};
+        if (!st) {
+            kx_augment_apply(&a, rgb, 3, it->h, it->w, S, crop);
+            kx_augment_apply(&a, lab, 1, it->h, it->w, S, b.labels + k * SS);
+            for (size_t i = 0; i < 3 * SS; i++) b.images[k * 3 * SS + i] = crop[i] / 255.0f;
+        }
+        free(rgb);
+        free(lab);
+    }
+    if (!st && !(*images = kx_batch_images(&b, KILN_CPU))) st = kiln_last_status();
+    if (!st && !(*masks = kx_batch_masks(&b, KILN_CPU))) st = kiln_last_status();
+    free(b.images), free(b.labels), free(crop);
     return st;
 }
 
@@ -212,52 +309,94 @@ static kiln_status write_pictures(const options *o, kiln_module *net, kiln_tenso
     return st;
 }
 
-/* ---- inference on one PNG ------------------------------------------------------------------- */
+/* ---- inference: an image or a folder of them, any size, tile by tile ----------------------- */
 
-/* Writes OUT/mask.png (a fixed name: --out is a directory in every mode). */
+static kiln_status mask_rows(void *ctx, int y0, int nrows, int W, const float *scores, size_t plane) {
+    (void)plane;
+    uint8_t *m = ((tiles_ctx *)ctx)->mask + (size_t)y0 * W;
+    /* a car where sigmoid(logit) > 0.5, i.e. logit > 0: white on black */
+    for (size_t i = 0; i < (size_t)nrows * W; i++) m[i] = scores[i] > 0 ? 255 : 0;
+    return KILN_STATUS_OK;
+}
+
+/* Segments one image into a mask PNG at out_path; its size in *H, *W. The image is held
+ * as bytes (3 a pixel) and the mask (1 a pixel); the network sees one tile at a time. */
+static kiln_status check_size(const options *o, const char *in, int64_t *hp, int64_t *wp) {
+    int64_t h = 0, w = 0;
+    kiln_status st = kiln_image_read_size(in, NULL, &h, &w);
+    if (!st && h * w > o->max_pixels)
+        st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "'%s' is %lldx%lld = %lld pixels, above --max-pixels %lld; "
+                            "raise --max-pixels (--predict holds the image and its mask, 4 bytes a pixel, and runs "
+                            "the U-Net one --tile at a time)", in, (long long)w, (long long)h, (long long)(h * w),
+                            (long long)o->max_pixels);
+    if (hp) *hp = h, *wp = w;
+    return st;
+}
+
+static kiln_status predict_one(const options *o, kiln_module *net, const char *in, const char *out_path, int *H, int *W) {
+    int64_t h = 0, w = 0;
+    kiln_status st = check_size(o, in, &h, &w);
+    if (st) return st;
+    *H = (int)h, *W = (int)w;
+    kiln_scope *s = kiln_scope_begin();
+    kiln_tensor *img = kiln_image_read(in, 3, KILN_U8, KILN_CPU);
+    tiles_ctx t = {.o = o, .net = net, .mask = malloc((size_t)h * w)};
+    if (!img) st = kiln_last_status();
+    else if (!t.mask) st = kiln_set_error(KILN_STATUS_OOM, "out of memory for the mask of '%s'", in);
+    if (!st) st = kx_tiles_run(kiln_tensor_data(img), *H, *W, o->tile, o->tile / 4, 8, 1, o->c.device, tile_forward, &t,
+                               mask_rows, &t);
+    kiln_scope_end(s);
+    if (!st) st = kx_png_write_u8(out_path, t.mask, 1, *H, *W);
+    free(t.mask);
+    return st;
+}
+
+/* Writes OUT/mask.png for an image, or OUT/NAME.png for each image of a directory (a
+ * fixed name: --out is a directory in every mode). */
 static kiln_status predict(const options *o) {
     char mask_path[4096];
-    int C = 0, H = 0, W = 0;
-    float *rgb = NULL, *pad = NULL;
+    int H = 0, W = 0;
     kiln_module *net = NULL;
-    /* The image first: a bad or huge input fails before the model is built. The U-Net's
-     * activations take about 2 KB a pixel, so the size is checked from the header. */
-    kiln_status st = kx_png_read_size(o->predict, &C, &H, &W);
+    char **inputs = NULL;
+    int64_t ninputs = 0;
+    struct stat sb;
+    bool is_dir = stat(o->predict, &sb) == 0 && S_ISDIR(sb.st_mode);
+    /* the inputs first: a missing or bad one fails before the model is built */
+    kiln_status st = is_dir ? kx_list_images(o->predict, &inputs, &ninputs) : check_size(o, o->predict, NULL, NULL);
+    for (int64_t i = 0; i < ninputs && !st; i++) st = check_size(o, inputs[i], NULL, NULL);
+    if (!st && is_dir && ninputs == 0)
+        st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict '%s' is a directory without a .png or .jpg image",
+                            o->predict);
+    /* two inputs of one NAME (a.png, a.jpg) would write one OUT/NAME.png */
+    for (int64_t i = 1; i < ninputs && !st; i++) {
+        const char *a = strrchr(inputs[i - 1], '/') + 1, *b = strrchr(inputs[i], '/') + 1;
+        const char *da = strrchr(a, '.'), *db = strrchr(b, '.');
+        if (da - a == db - b && !strncmp(a, b, (size_t)(da - a)))
+            st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict: '%s' and '%s' would both write %s/%.*s.png",
+                                inputs[i - 1], inputs[i], o->c.out, (int)(da - a), a);
+    }
     if (!st) st = kx_out_dir(o->c.out);
     if (!st) st = kx_path_join(mask_path, sizeof mask_path, o->c.out, "mask.png");
-    if (!st && (int64_t)H * W > o->max_pixels)
-        st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "'%s' is %dx%d = %lld pixels, above --max-pixels %lld (the "
-                            "U-Net needs about 2 KB of memory a pixel); raise --max-pixels or give a smaller image",
-                            o->predict, W, H, (long long)H * W, (long long)o->max_pixels);
-    if (!st) st = kx_png_read_f32(o->predict, 3, &rgb, &C, &H, &W);
     if (!st) {
         net = unet_create(3, 1, 16, KILN_F32);
         st = net ? kiln_module_to(net, o->c.device) : kiln_last_status();
     }
     if (!st) st = kiln_checkpoint_load(o->checkpoint, net, NULL, true);
-    /* The U-Net halves the image three times: pad each side up to a multiple of 8 by
-     * repeating the edge pixels, then crop the prediction back. */
-    int Hp = (H + 7) / 8 * 8, Wp = (W + 7) / 8 * 8;
-    if (!st && !(pad = malloc((size_t)3 * Hp * Wp * sizeof *pad)))
-        st = kiln_set_error(KILN_STATUS_OOM, "out of memory for a %dx%d image", W, H);
-    if (!st) {
-        for (int c = 0; c < 3; c++)
-            for (int y = 0; y < Hp; y++)
-                for (int x = 0; x < Wp; x++)
-                    pad[((size_t)c * Hp + y) * Wp + x] = rgb[((size_t)c * H + (y < H ? y : H - 1)) * W + (x < W ? x : W - 1)];
-        kiln_module_train(net, false); /* batch norm with its running statistics */
-        kiln_no_grad_begin();
-        kiln_scope *s = kiln_scope_begin();
-        kiln_tensor *x = kiln_tensor_from_host(pad, 4, (int64_t[]){1, 3, Hp, Wp}, KILN_F32, o->c.device);
-        kiln_tensor *logits = kiln_slice(kiln_slice(kiln_module_forward(net, x), 2, 0, H, 1), 3, 0, W, 1);
-        /* a car where sigmoid(logit) > 0.5, i.e. logit > 0 (relu(logit) != 0): white on black */
-        kiln_tensor *one = kiln_tensor_full(0, NULL, 1, KILN_F32, o->c.device), *zero = kiln_mul_scalar(one, 0);
-        kiln_tensor *mask = kiln_where(kiln_relu(logits), one, zero);
-        st = mask ? kx_png_write_tensor(mask_path, kiln_squeeze(mask, 0)) : kiln_last_status();
-        kiln_scope_end(s);
-        kiln_no_grad_end();
+    if (!st) kiln_module_train(net, false); /* batch norm with its running statistics */
+    kiln_no_grad_begin();
+    double t0 = kx_now_seconds();
+    if (!st && !is_dir) st = predict_one(o, net, o->predict, mask_path, &H, &W);
+    for (int64_t i = 0; i < ninputs && !st; i++) {
+        char name[1024], out[4096];
+        const char *b = strrchr(inputs[i], '/') + 1, *dot = strrchr(b, '.');
+        snprintf(name, sizeof name, "%.*s.png", (int)(dot - b), b);
+        st = kx_path_join(out, sizeof out, o->c.out, name);
+        if (!st) st = predict_one(o, net, inputs[i], out, &H, &W);
+        if (!st && !o->c.json) printf("car_mask: wrote %s (%dx%d) from %s\n", out, W, H, inputs[i]);
+        if (st) kx_error_prefix("'%s'", inputs[i]);
     }
-    if (!st && !o->c.json) printf("car_mask: wrote %s (%dx%d) from %s\n", mask_path, W, H, o->predict);
+    kiln_no_grad_end();
+    if (!st && !o->c.json && !is_dir) printf("car_mask: wrote %s (%dx%d) from %s\n", mask_path, W, H, o->predict);
     if (!st && o->c.json) {
         kx_json j;
         kx_json_begin(&j);
@@ -265,13 +404,19 @@ static kiln_status predict(const options *o) {
         kx_json_string(&j, "mode", "predict");
         kx_json_int(&j, "threads", kiln_get_num_threads());
         kx_json_string(&j, "input", o->predict);
-        kx_json_string(&j, "mask", mask_path);
-        kx_json_int(&j, "width", W);
-        kx_json_int(&j, "height", H);
+        kx_json_int(&j, "tile", o->tile);
+        if (is_dir) {
+            kx_json_int(&j, "images", ninputs);
+            kx_json_string(&j, "masks_dir", o->c.out);
+        } else {
+            kx_json_string(&j, "mask", mask_path);
+            kx_json_int(&j, "width", W);
+            kx_json_int(&j, "height", H);
+        }
+        kx_json_number(&j, "wall_s", kx_now_seconds() - t0);
         kx_json_print(&j, stdout);
     }
-    free(rgb);
-    free(pad);
+    kx_paths_free(inputs, ninputs);
     if (net) kiln_module_free(net);
     return st;
 }
@@ -343,8 +488,14 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     char devname[32], ckpt[4096], grid[4096], plot[4096], weights[4096];
     kiln_device_name(dev, devname, sizeof devname);
     kiln_tensor *train_x, *train_y, *test_x, *test_y;
-    int steps = o->train_scenes / o->c.batch; /* per epoch; a last partial batch is dropped */
+    const kx_folder *f = o->folder;
+    const kx_mask_format fmt = {.kind = KX_MASK_BINARY, .nclasses = 2};
+    kx_loader *loader = NULL;
+    /* per epoch; a last partial batch is dropped */
+    int crops = f ? (o->crops > 0 ? o->crops : kx_folder_crops(f, o->c.size)) : 1;
+    int steps = (int)((f ? f->ntrain * crops : o->train_scenes) / o->c.batch);
     int *order = malloc((size_t)o->train_scenes * sizeof *order);
+    train_x = train_y = test_x = test_y = NULL;
     kiln_binary_metrics *bm = kiln_binary_metrics_create(0.5, KILN_SCORES_LOGITS);
     static history h;
     kx_train_log *tlog = NULL;
@@ -353,26 +504,45 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     if (!st) st = kx_path_join(ckpt, sizeof ckpt, o->c.out, "car_mask.safetensors");
     if (!st) st = kx_path_join(grid, sizeof grid, o->c.out, "car_mask_grid.png");
     if (!st) st = kx_path_join(plot, sizeof plot, o->c.out, "car_mask_plot.png");
-    /* Data: scenes rendered once on the CPU; train and held-out come from disjoint seeds. */
-    if (!st) st = kx_scene_batch(KX_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->train_scenes, o->c.size, o->c.size,
+    /* Data: scenes rendered once on the CPU; train and held-out come from disjoint seeds.
+     * Or the user's folder: decoded batch by batch on the loader thread. */
+    if (!st && !f) st = kx_scene_batch(KX_SCENE_TRAIN, (uint64_t)o->c.seed, 0, o->train_scenes, o->c.size, o->c.size,
                                  KILN_CPU, &train_x, &train_y, NULL);
-    if (!st) st = kx_scene_batch(KX_SCENE_HELDOUT, (uint64_t)o->c.seed, 0, o->heldout_scenes, o->c.size, o->c.size,
+    if (!st && !f) st = kx_scene_batch(KX_SCENE_HELDOUT, (uint64_t)o->c.seed, 0, o->heldout_scenes, o->c.size, o->c.size,
                                  KILN_CPU, &test_x, &test_y, NULL);
     if (!st && !o->resume) {
         /* Cars cover a few percent of the pixels. Starting the output bias at the prior's
          * logit, log(p / (1 - p)), skips the first hundred steps a network otherwise
          * spends learning "mostly not a car" (as in the focal-loss paper). */
-        double p = kiln_tensor_item(kiln_mean_all(train_y));
+        double p = 0;
+        if (!f) p = kiln_tensor_item(kiln_mean_all(train_y));
+        for (int64_t k = 0, n = f && f->ntrain < 16 ? f->ntrain : 16; f && k < n && !st; k++) {
+            uint8_t *lab = NULL; /* the prior from (up to) 16 training masks */
+            const kx_folder_item *it = &f->items[f->train[k]];
+            st = kx_folder_read(f, f->train[k], &fmt, NULL, &lab);
+            size_t cars = 0, npx = (size_t)it->h * it->w;
+            for (size_t i = 0; !st && i < npx; i++) cars += lab[i];
+            if (!st) p += (double)cars / (double)npx / (double)n;
+            free(lab);
+        }
         p = p > 1e-4 ? p : 1e-4;
-        st = kiln_init_constant(kiln_module_get(net, "head.bias"), log(p / (1 - p)));
+        if (!st) st = kiln_init_constant(kiln_module_get(net, "head.bias"), log(p / (1 - p)));
     }
     if (!st && o->resume) st = load_checkpoint(o->resume, o, net, opt, &h);
     /* OUT/steps.csv and OUT/epochs.csv (a resumed run keeps the rows of its epochs) and,
      * with --log-dir, TensorBoard's events */
     if (!st && !(tlog = kx_train_log_open(o->c.out, o->c.log_dir, NHIST - 2, hist_keys + 2, h.n)))
         st = kiln_last_status();
+    if (!st && f && !(loader = kx_loader_start(f, &fmt, o->c.batch, o->c.size, crops, (uint64_t)o->c.seed, h.n, o->c.epochs)))
+        st = kiln_last_status();
+    if (!st && f) st = heldout_crops(o, &fmt, 4, &test_x, &test_y);
     if (st) goto done;
-    if (!o->c.json)
+    if (!o->c.json && f)
+        printf("car_mask: U-Net-16 (%lld parameters) on %s, %s: %lld training + %lld held-out images, crops of %dx%d, "
+               "batch %d, %s, Adam lr %g decayed by %g an epoch%s\n", (long long)kiln_module_parameter_count(net),
+               devname, f->dir, (long long)f->ntrain, (long long)f->nheldout, o->c.size, o->c.size, o->c.batch, o->loss,
+               o->lr, o->lr_decay, o->resume ? " (resumed)" : "");
+    if (!o->c.json && !f)
         printf("car_mask: U-Net-16 (%lld parameters) on %s, %d+%d scenes of %dx%d, batch %d, %s, Adam lr %g decayed by %g an epoch%s\n",
                (long long)kiln_module_parameter_count(net), devname, o->train_scenes, o->heldout_scenes, o->c.size,
                o->c.size, o->c.batch, o->loss, o->lr, o->lr_decay, o->resume ? " (resumed)" : "");
@@ -394,9 +564,16 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
              * is freed at its end. */
             double t_step = kx_now_seconds();
             kiln_scope *s = kiln_scope_begin();
-            st = train_step(o, net, opt, gather(train_x, order, i * o->c.batch, o->c.batch, dev),
-                            gather(train_y, order, i * o->c.batch, o->c.batch, dev), &l, epoch + 1, i + 1, steps,
-                            kiln_schedule_lr(&sched, epoch));
+            kiln_tensor *x, *y;
+            const kx_batch *b = NULL;
+            if (f) { /* made on the loader thread while the last step trained */
+                st = kx_loader_next(loader, &b);
+                x = b ? kx_batch_images(b, dev) : NULL, y = b ? kx_batch_masks(b, dev) : NULL;
+            } else {
+                x = gather(train_x, order, i * o->c.batch, o->c.batch, dev);
+                y = gather(train_y, order, i * o->c.batch, o->c.batch, dev);
+            }
+            if (!st) st = train_step(o, net, opt, x, y, &l, epoch + 1, i + 1, steps, kiln_schedule_lr(&sched, epoch));
             kiln_scope_end(s);
             sum += l;
             /* reading the loss waited for the device, so this is the step's whole time */
@@ -406,7 +583,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
             kx_progress_update(&p, (int64_t)(epoch - first_epoch) * steps + i + 1, l);
         }
         double test_loss = NAN;
-        if (!st) st = evaluate(o, net, test_x, test_y, &test_loss, bm);
+        if (!st) st = f ? evaluate_folder(o, net, &fmt, &test_loss, bm) : evaluate(o, net, test_x, test_y, &test_loss, bm);
         if (st) break;
         double row[NHIST] = {sum / steps, test_loss, kiln_binary_metrics_pixel_accuracy(bm), kiln_binary_metrics_iou(bm),
                              kiln_binary_metrics_dice(bm)};
@@ -426,7 +603,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kx_progress_finish(&p);
     if (h.n == 0) { /* --epochs 0: the untrained model's metrics alone */
         history none = {0};
-        st = evaluate(o, net, test_x, test_y, &h.v[1][0], bm);
+        st = f ? evaluate_folder(o, net, &fmt, &h.v[1][0], bm) : evaluate(o, net, test_x, test_y, &h.v[1][0], bm);
         h.v[0][0] = NAN, h.v[2][0] = kiln_binary_metrics_pixel_accuracy(bm);
         h.v[3][0] = kiln_binary_metrics_iou(bm), h.v[4][0] = kiln_binary_metrics_dice(bm);
         if (!st) st = save_checkpoint(ckpt, o, net, opt, &none);
@@ -452,8 +629,16 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kx_json_int(&j, "resumed_from_epoch", first_epoch);
     kx_json_int(&j, "size", o->c.size);
     kx_json_int(&j, "batch", o->c.batch);
-    kx_json_int(&j, "train_scenes", o->train_scenes);
-    kx_json_int(&j, "heldout_scenes", o->heldout_scenes);
+    if (f) {
+        kx_json_string(&j, "data", f->dir);
+        kx_json_int(&j, "train_images", f->ntrain);
+        kx_json_int(&j, "heldout_images", f->nheldout);
+        kx_json_number(&j, "val_fraction", o->val_fraction);
+        kx_json_int(&j, "crops_per_image", crops);
+    } else {
+        kx_json_int(&j, "train_scenes", o->train_scenes);
+        kx_json_int(&j, "heldout_scenes", o->heldout_scenes);
+    }
     kx_json_number(&j, "lr", o->lr);
     kx_json_number(&j, "lr_decay", o->lr_decay);
     kx_json_int(&j, "parameters", kiln_module_parameter_count(net));
@@ -469,6 +654,7 @@ static kiln_status train(options *o, kiln_module *net, kiln_optimizer *opt) {
     kx_json_number(&j, "wall_s", kx_now_seconds() - t_start);
     kx_json_print(&j, stdout);
 done:;
+    kx_loader_free(loader);
     kiln_status lst = kx_train_log_close(tlog);
     if (!st) st = lst;
     free(order);
@@ -479,7 +665,7 @@ done:;
 int main(int argc, char **argv) {
     kiln_prefer_passive_wait(argv); /* idle threads sleep on shared cores (include/kiln/core.h) */
     options o = {.loss = "bce_with_logits", .lr = 1e-2, .lr_decay = 0.85, .train_scenes = 192, .heldout_scenes = 16,
-                 .max_pixels = 4 << 20};
+                 .max_pixels = 64 << 20, .tile = 256, .val_fraction = 0.2};
     kx_common_defaults(&o.c);
     o.c.size = 64, o.c.batch = 8, o.c.epochs = 16; /* the demo: see the README's results */
     o.c.out = "out/car_mask";
@@ -492,17 +678,27 @@ int main(int argc, char **argv) {
         {"heldout-scenes", KX_ARG_INT, &o.heldout_scenes, "held-out scenes for the metrics", NULL, 1,
          100000},
         {"resume", KX_ARG_STRING, &o.resume, "continue the run saved in this checkpoint (same options)", NULL},
-        {"predict", KX_ARG_STRING, &o.predict, "segment this PNG with --checkpoint's model; writes OUT/mask.png", NULL},
+        {"val-fraction", KX_ARG_DOUBLE, &o.val_fraction, "--data: the share of the images held out for the metrics "
+         "(a split seeded by --seed)", NULL, 0.01, 0.9},
+        {"crops", KX_ARG_INT, &o.crops, "--data: random crops of each training image an epoch (default 0: the "
+         "image area / --size^2, so an epoch covers about every pixel)", NULL, 0, 1024},
+        {"predict", KX_ARG_STRING, &o.predict, "segment this image (PNG or JPEG, any size) with --checkpoint's model, "
+         "writing OUT/mask.png, or each image of this directory, writing OUT/NAME.png", NULL},
         {"checkpoint", KX_ARG_STRING, &o.checkpoint, "--predict: the weights (model.safetensors or a training checkpoint)", NULL},
         {"max-pixels", KX_ARG_I64, &o.max_pixels, "--predict: the largest image, in pixels", NULL, 64,
-         (double)KX_PNG_DEFAULT_MAX_PIXELS},
+         (double)KILN_IMAGE_DEFAULT_MAX_PIXELS},
+        {"tile", KX_ARG_INT, &o.tile, "--predict: the side of the tiles the U-Net runs on (a multiple of 8; they "
+         "overlap by a quarter)", NULL, 16, 4096},
         {"bench-steps", KX_ARG_INT, &o.bench_steps, "time this many training steps, print the median", NULL, 0, 100000},
     };
     int nargs = (int)(sizeof table / sizeof *table);
     kx_args_set_range(nargs, table, "epochs", 0, MAX_EPOCHS);
     kx_args_set_range(nargs, table, "batch", 1, 1024);
     kx_args_set_range(nargs, table, "size", 8, 1024);
-    kx_args_refuse(nargs, table, "data", "to car_mask (its scenes are synthetic)");
+    for (int i = 0; i < nargs; i++)
+        if (!strcmp(table[i].name, "data"))
+            table[i].help = "train on DIR/images/NAME.png|jpg and DIR/masks/NAME.png (nonzero = car) instead of the "
+                            "synthetic scenes";
     const char *about = "Trains U-Net-16 to find the cars in synthetic aerial scenes (sigmoid + BCE, Adam).";
     kx_args_result r = kx_args_parse(argc, argv, about, nargs, table);
     if (r == KX_ARGS_HELP) return 0;
@@ -512,12 +708,22 @@ int main(int argc, char **argv) {
     if (o.predict)
         bad = kx_args_not_for(argc, argv, nargs, table,
                               "epochs|batch|size|seed|loss|lr|lr-decay|train-scenes|heldout-scenes|resume|bench-steps|"
-                              "export-weights|log-dir", "with --predict (it trains nothing; the image sets the size)");
+                              "export-weights|log-dir|data|val-fraction|crops", "with --predict (it trains nothing; the image "
+                              "sets the size)");
     if (!bad && o.predict && !o.checkpoint)
         bad = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict needs --checkpoint FILE (model.safetensors or a "
                              "training checkpoint)");
     if (!bad && !o.predict)
-        bad = kx_args_not_for(argc, argv, nargs, table, "checkpoint|max-pixels", "without --predict");
+        bad = kx_args_not_for(argc, argv, nargs, table, "checkpoint|max-pixels|tile", "without --predict");
+    if (!bad && o.c.data)
+        bad = kx_args_not_for(argc, argv, nargs, table, "train-scenes|heldout-scenes|bench-steps",
+                              "with --data (the folder's images are the data)");
+    if (!bad && o.c.data)
+        bad = kx_args_not_for(argc, argv, nargs, table, "resume", "with --data (not yet: resume trains on scenes only)");
+    if (!bad && !o.c.data) bad = kx_args_not_for(argc, argv, nargs, table, "val-fraction|crops", "without --data");
+    if (!bad && o.predict && o.tile % 8)
+        bad = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--tile %d is not a multiple of 8 (the U-Net halves it three "
+                             "times)", o.tile);
     if (!bad && o.bench_steps > 0)
         bad = kx_args_not_for(argc, argv, nargs, table, "epochs|resume|heldout-scenes|out|export-weights|log-dir",
                               "with --bench-steps (it times steps on one batch and writes nothing)");
@@ -527,6 +733,15 @@ int main(int argc, char **argv) {
     if (!bad && !o.predict) bad = kx_scene_args_check(&o.c, o.lr, o.lr_decay, o.train_scenes, o.heldout_scenes, 16);
     if (bad) return kx_args_exit("car_mask");
     if (o.predict) return predict(&o) ? fail("--predict") : (kiln_shutdown(), 0);
+    /* --data: the folder scanned, paired, checked and split before anything is built */
+    if (o.c.data && kx_folder_open(o.c.data, o.val_fraction, (uint64_t)o.c.seed, o.c.size, &o.folder))
+        return fail("--data");
+    if (o.folder && o.folder->ntrain * (o.crops ? o.crops : kx_folder_crops(o.folder, o.c.size)) < o.c.batch) {
+        kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--data '%s': %lld training images, fewer than --batch %d: lower "
+                       "--batch or add images", o.c.data, (long long)o.folder->ntrain, o.c.batch);
+        kx_folder_free(o.folder);
+        return fail("--data");
+    }
 
     /* The model, and Adam over its parameters (kept in one contiguous arena). */
     kiln_manual_seed((uint64_t)o.c.seed);
@@ -538,6 +753,7 @@ int main(int argc, char **argv) {
     if (!st) st = o.bench_steps > 0 ? bench(&o, net, opt) : train(&o, net, opt);
     if (opt) kiln_optimizer_free(opt);
     if (net) kiln_module_free(net);
+    kx_folder_free(o.folder);
     if (st) return fail(o.bench_steps > 0 ? "--bench-steps" : "training");
     kiln_shutdown();
     return 0;

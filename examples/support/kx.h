@@ -90,6 +90,148 @@ kiln_tensor *kx_png_read_tensor(const char *path, int want_channels, kiln_device
 /* Writes a (C,H,W) or (H,W) f32 tensor (C = 1 or 3, values in [0,1]) on any device. */
 kiln_status kx_png_write_tensor(const char *path, kiln_tensor *t);
 
+/* ---- your own data: a folder of images and masks (folder_data.c) --------------------
+ * DIR/images/NAME.png|.jpg|.jpeg and DIR/masks/NAME.png, paired by NAME. Strict, so a
+ * dataset is never silently half used: an image without a mask (or a mask without an
+ * image), two images of one NAME, a mask that is not a PNG (JPEG's lossy compression
+ * changes label values), a file of another extension, or a mask whose size is not its
+ * image's is an error naming the file and the fix. Names starting with '.' and
+ * subdirectories are skipped. Images are read with kiln_image_read (PNG or JPEG by
+ * content). */
+
+enum { KX_MAX_CLASSES = 16 };
+
+typedef enum {
+    KX_MASK_BINARY = 0, /* any nonzero colour channel is 1 (a car), zero is 0 */
+    KX_MASK_INDEX,      /* gray values are class indices 0..nclasses-1 */
+    KX_MASK_PALETTE,    /* RGB colours, each one class (kx_palette_read) */
+} kx_mask_kind;
+
+typedef struct {
+    kx_mask_kind kind;
+    int nclasses;                        /* INDEX, PALETTE: the model's classes (BINARY: 2) */
+    int ncolours;                        /* PALETTE: entries of colour[] and name[] (class = entry) */
+    uint8_t colour[KX_MAX_CLASSES][3];
+    char name[KX_MAX_CLASSES][32];
+} kx_mask_format;
+
+/* A palette file: a JSON array whose entry i is class i, either [r, g, b] or
+ * {"name": "road", "color": [r, g, b]} ("colour" also read), at most nclasses entries,
+ * each colour distinct, components integers 0..255. KILN_STATUS_FORMAT naming the file
+ * and the entry for anything else. */
+kiln_status kx_palette_read(const char *path, int nclasses, kx_mask_format *fmt);
+/* One mask of `n` pixels, HWC u8 as kiln_image_read gives it with `channels` (1, 3 or 4;
+ * a 4th channel, alpha, is ignored), into class labels; an error naming `what` (the
+ * file), the first bad pixel (x, y of a W wide image) and its value otherwise. */
+kiln_status kx_mask_decode(const kx_mask_format *fmt, const uint8_t *chw, int channels, int H, int W,
+                           uint8_t *labels, const char *what);
+
+typedef struct {
+    char *name;       /* NAME, without the extension */
+    char *image;      /* DIR/images/NAME.ext */
+    char *mask;       /* DIR/masks/NAME.png */
+    int h, w;         /* from the image's header; the mask's matches */
+} kx_folder_item;
+
+typedef struct {
+    char *dir;
+    int64_t n;
+    kx_folder_item *items;       /* sorted by name */
+    int64_t ntrain, nheldout;
+    int64_t *train, *heldout;    /* indices into items, each list sorted */
+} kx_folder;
+
+/* Scans and checks DIR (the rules above; every image at least min_side on each side, so
+ * a crop of the training size fits) and splits it: round(n * heldout_fraction) images,
+ * at least 1, are held out, picked by a shuffle seeded by `seed` over the sorted names,
+ * so the split depends on the seed and the names alone, never on the directory's order.
+ * Both parts must be non-empty. */
+kiln_status kx_folder_open(const char *dir, double heldout_fraction, uint64_t seed, int min_side, kx_folder **out);
+void kx_folder_free(kx_folder *f);
+/* Decodes item i: *rgb (malloc'd, 3 x H x W u8, CHW) and *labels (malloc'd H x W, per
+ * fmt). Either pointer may be NULL. Uses kiln's scopes of the calling thread. */
+kiln_status kx_folder_read(const kx_folder *f, int64_t i, const kx_mask_format *fmt, uint8_t **rgb,
+                           uint8_t **labels);
+
+/* A training sample's augmentation: a size x size crop at (y0, x0), then a rotation by
+ * rot90 quarter turns counter-clockwise (numpy's rot90), then a left-right flip
+ * (flip_h) and an up-down flip (flip_v): the 8 symmetries of the square, each as likely. */
+typedef struct {
+    int y0, x0, rot90;
+    bool flip_h, flip_v;
+} kx_augment;
+
+/* The augmentation of item `item` in epoch `epoch`: a function of (seed, epoch, item)
+ * alone, so it does not depend on which thread or in which order batches are made. */
+kx_augment kx_augment_draw(uint64_t seed, int epoch, int64_t item, int H, int W, int size);
+/* dst (C x size x size) = the augmented crop of src (C x H x W), u8, CHW; the same a on
+ * an image and its mask transforms both alike. */
+void kx_augment_apply(const kx_augment *a, const uint8_t *src, int C, int H, int W, int size, uint8_t *dst);
+
+/* A training batch on the host, as the loader thread fills it. */
+typedef struct {
+    int n, size;
+    float *images;    /* n x 3 x size x size, value / 255 */
+    uint8_t *labels;  /* n x size x size class labels (0/1 for binary masks) */
+    int epoch;        /* 0-based */
+    int64_t step;     /* 0-based, within the epoch */
+} kx_batch;
+
+/* Crops an image gives an epoch so that an epoch covers about every training pixel once:
+ * the mean training image area / size^2, rounded, at least 1. */
+int kx_folder_crops(const kx_folder *f, int size);
+/* A thread that decodes and augments the training batches of epochs first_epoch ..
+ * epochs-1 while the caller trains, one batch ahead. An epoch is `crops` random crops of
+ * each training image (ntrain * crops / batch batches, a last partial one dropped), in
+ * kx_epoch_shuffle's order for (seed, epoch).
+ * The sequence is the same for a seed whatever the timing. NULL on failure (recorded). */
+typedef struct kx_loader kx_loader;
+kx_loader *kx_loader_start(const kx_folder *f, const kx_mask_format *fmt, int batch, int size, int crops,
+                           uint64_t seed, int first_epoch, int epochs);
+/* The next batch (valid until the next call or kx_loader_free); waits for it. An error
+ * of the thread (a file that fails to decode) is returned here, with its message, and
+ * every later call returns it too. */
+kiln_status kx_loader_next(kx_loader *l, const kx_batch **b);
+/* Stops the thread (it finishes the image in hand), joins it and frees. NULL is fine. */
+void kx_loader_free(kx_loader *l);
+/* A batch as tensors on dev, in the current scope: images (n,3,S,S) f32, masks (n,1,S,S)
+ * f32 0/1 (for BCE), labels (n,S,S) i64 (for cross-entropy). */
+kiln_tensor *kx_batch_images(const kx_batch *b, kiln_device dev);
+kiln_tensor *kx_batch_masks(const kx_batch *b, kiln_device dev);
+kiln_tensor *kx_batch_labels(const kx_batch *b, kiln_device dev);
+/* The image files (.png, .jpg, .jpeg; not starting with '.') of a directory, sorted:
+ * *paths is malloc'd, each entry too (kx_paths_free). */
+kiln_status kx_list_images(const char *dir, char ***paths, int64_t *n);
+void kx_paths_free(char **paths, int64_t n);
+
+/* ---- tiled prediction (tiles.c) ------------------------------------------------------
+ * A fully convolutional net run on an image of any size, tile by tile: overlapping
+ * tiles of `tile` pixels (a multiple of `align`; the last tile of a row or column is
+ * moved back to end at the image's edge), each weighted by a window that is 1 inside
+ * and ramps linearly to ~0 over `overlap` pixels at each side that meets another tile,
+ * and the scores normalised by the summed weights (so they form a convex combination:
+ * no seam, and a constant net gives the constant). An axis no longer than the tile is
+ * one tile padded to a multiple of align by repeating the edge pixels, with weight 1,
+ * so an image that fits a tile gives exactly a direct forward of the padded image.
+ * Memory: one tile's forward at a time, and a band of tile rows of scores. */
+
+/* Start positions of the tiles along an axis of length L (tile > overlap >= 0): count
+ * returned, at most cap written. */
+int kx_tiles_positions(int L, int tile, int overlap, int *pos, int cap);
+/* The window's weight at offset i of a tile of length t; first/last: the tile begins or
+ * ends the axis (no ramp on that side); single: the only tile of its axis (1). */
+float kx_tiles_weight(int i, int t, int overlap, bool first, bool last);
+
+/* (1,3,h,w) f32 -> (1,C,h,w) scores, in the current scope (kx_tiles_run opens one a tile). */
+typedef kiln_tensor *(*kx_tile_forward)(void *ctx, kiln_tensor *x);
+/* Rows y0 .. y0+nrows-1 are final: scores of class c, row r at
+ * scores[c * plane + r * W + x]. */
+typedef kiln_status (*kx_tile_rows)(void *ctx, int y0, int nrows, int W, const float *scores, size_t plane);
+
+/* rgb: 3 x H x W u8 (CHW), fed to the net as value / 255 on dev; C: the net's channels. */
+kiln_status kx_tiles_run(const uint8_t *rgb, int H, int W, int tile, int overlap, int align, int C, kiln_device dev,
+                         kx_tile_forward forward, void *fctx, kx_tile_rows rows, void *rctx);
+
 /* ---- canvases, grids and plots ------------------------------------------------------ */
 
 /* An RGB image in memory (HWC bytes) to draw on. */
