@@ -351,74 +351,29 @@ static kiln_status predict_one(const options *o, kiln_module *net, const char *i
     return st;
 }
 
+/* --predict through kx_predict_run: the size check, the net, one image. */
+static kiln_status predict_check(void *ctx, const char *path) { return check_size(ctx, path, NULL, NULL); }
+
+static kiln_status predict_load(void *ctx, kiln_module **net) {
+    const options *o = ctx;
+    *net = unet_create(3, 1, 16, KILN_F32);
+    kiln_status st = *net ? kiln_module_to(*net, o->c.device) : kiln_last_status();
+    if (!st) st = kiln_checkpoint_load(o->checkpoint, *net, NULL, true);
+    if (!st) kiln_module_train(*net, false); /* batch norm with its running statistics */
+    return st;
+}
+
+static kiln_status predict_image(void *ctx, kiln_module *net, const char *in, const char *out, int *H, int *W) {
+    return predict_one(ctx, net, in, out, H, W);
+}
+
 /* Writes OUT/mask.png for an image, or OUT/NAME.png for each image of a directory (a
  * fixed name: --out is a directory in every mode). */
 static kiln_status predict(const options *o) {
-    char mask_path[4096];
-    int H = 0, W = 0;
-    kiln_module *net = NULL;
-    char **inputs = NULL;
-    int64_t ninputs = 0;
-    struct stat sb;
-    bool is_dir = stat(o->predict, &sb) == 0 && S_ISDIR(sb.st_mode);
-    /* the inputs first: a missing or bad one fails before the model is built */
-    kiln_status st = is_dir ? kx_list_images(o->predict, &inputs, &ninputs) : check_size(o, o->predict, NULL, NULL);
-    for (int64_t i = 0; i < ninputs && !st; i++) st = check_size(o, inputs[i], NULL, NULL);
-    if (!st && is_dir && ninputs == 0)
-        st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict '%s' is a directory without a .png or .jpg image",
-                            o->predict);
-    /* two inputs of one NAME (a.png, a.jpg) would write one OUT/NAME.png */
-    for (int64_t i = 1; i < ninputs && !st; i++) {
-        const char *a = strrchr(inputs[i - 1], '/') + 1, *b = strrchr(inputs[i], '/') + 1;
-        const char *da = strrchr(a, '.'), *db = strrchr(b, '.');
-        if (da - a == db - b && !strncmp(a, b, (size_t)(da - a)))
-            st = kiln_set_error(KILN_STATUS_INVALID_ARGUMENT, "--predict: '%s' and '%s' would both write %s/%.*s.png",
-                                inputs[i - 1], inputs[i], o->c.out, (int)(da - a), a);
-    }
-    if (!st) st = kx_out_dir(o->c.out);
-    if (!st) st = kx_path_join(mask_path, sizeof mask_path, o->c.out, "mask.png");
-    if (!st) {
-        net = unet_create(3, 1, 16, KILN_F32);
-        st = net ? kiln_module_to(net, o->c.device) : kiln_last_status();
-    }
-    if (!st) st = kiln_checkpoint_load(o->checkpoint, net, NULL, true);
-    if (!st) kiln_module_train(net, false); /* batch norm with its running statistics */
-    kiln_no_grad_begin();
-    double t0 = kx_now_seconds();
-    if (!st && !is_dir) st = predict_one(o, net, o->predict, mask_path, &H, &W);
-    for (int64_t i = 0; i < ninputs && !st; i++) {
-        char name[1024], out[4096];
-        const char *b = strrchr(inputs[i], '/') + 1, *dot = strrchr(b, '.');
-        snprintf(name, sizeof name, "%.*s.png", (int)(dot - b), b);
-        st = kx_path_join(out, sizeof out, o->c.out, name);
-        if (!st) st = predict_one(o, net, inputs[i], out, &H, &W);
-        if (!st && !o->c.json) printf("car_mask: wrote %s (%dx%d) from %s\n", out, W, H, inputs[i]);
-        if (st) kx_error_prefix("'%s'", inputs[i]);
-    }
-    kiln_no_grad_end();
-    if (!st && !o->c.json && !is_dir) printf("car_mask: wrote %s (%dx%d) from %s\n", mask_path, W, H, o->predict);
-    if (!st && o->c.json) {
-        kx_json j;
-        kx_json_begin(&j);
-        kx_json_string(&j, "program", "car_mask");
-        kx_json_string(&j, "mode", "predict");
-        kx_json_int(&j, "threads", kiln_get_num_threads());
-        kx_json_string(&j, "input", o->predict);
-        kx_json_int(&j, "tile", o->tile);
-        if (is_dir) {
-            kx_json_int(&j, "images", ninputs);
-            kx_json_string(&j, "masks_dir", o->c.out);
-        } else {
-            kx_json_string(&j, "mask", mask_path);
-            kx_json_int(&j, "width", W);
-            kx_json_int(&j, "height", H);
-        }
-        kx_json_number(&j, "wall_s", kx_now_seconds() - t0);
-        kx_json_print(&j, stdout);
-    }
-    kx_paths_free(inputs, ninputs);
-    if (net) kiln_module_free(net);
-    return st;
+    kx_predict_job job = {.program = "car_mask", .input = o->predict, .out_dir = o->c.out, .one_name = "mask.png",
+                          .one_key = "mask", .dir_key = "masks_dir", .tile = o->tile, .json = o->c.json,
+                          .ctx = (void *)o, .check = predict_check, .load = predict_load, .one = predict_image};
+    return kx_predict_run(&job);
 }
 
 /* ---- timing training steps (the benchmarks run this) ---------------------------------------- */

@@ -232,6 +232,26 @@ typedef kiln_status (*kx_tile_rows)(void *ctx, int y0, int nrows, int W, const f
 kiln_status kx_tiles_run(const uint8_t *rgb, int H, int W, int tile, int overlap, int align, int C, kiln_device dev,
                          kx_tile_forward forward, void *fctx, kx_tile_rows rows, void *rctx);
 
+/* ---- --predict IMAGE|DIR (predict.c) ---------------------------------------------------
+ * One image to OUT/one_name, or each image of a folder to OUT/NAME.png (two inputs of one
+ * NAME are an error); every input is checked (check) before the net is built (load: the
+ * net, loaded and in eval mode, in *net; freed by the driver); one(...) turns an image into
+ * its output PNG and gives its size. Prints a line per output, or with json the result
+ * line: program, mode, threads, input, tile, then one_key, width, height (one image) or
+ * images and dir_key (a folder), and wall_s. */
+typedef struct {
+    const char *program, *input, *out_dir;
+    const char *one_name;         /* "mask.png" */
+    const char *one_key, *dir_key; /* JSON keys: "mask", "masks_dir" */
+    int tile;
+    bool json;
+    void *ctx;
+    kiln_status (*check)(void *ctx, const char *path);
+    kiln_status (*load)(void *ctx, kiln_module **net);
+    kiln_status (*one)(void *ctx, kiln_module *net, const char *in, const char *out, int *H, int *W);
+} kx_predict_job;
+kiln_status kx_predict_run(const kx_predict_job *job);
+
 /* ---- canvases, grids and plots ------------------------------------------------------ */
 
 /* An RGB image in memory (HWC bytes) to draw on. */
