@@ -179,6 +179,25 @@ __device__ __forceinline__ double block_sum(double v) {
     return v;
 }
 
+/* The NCHW planes of a 2-d window op (pooling, upsampling): batch and channels of `in`,
+ * the input's and the output's height and width, and `in`'s strides in elements. Each op's
+ * geometry extends it with its own fields. */
+struct plane_geom {
+    int64_t n, c, h, w, ho, wo;
+    int64_t xs[4];
+};
+
+static inline void set_planes(plane_geom &g, const kiln_cuda_tensor *in, int64_t h, int64_t w, int64_t ho,
+                              int64_t wo) {
+    g.n = in->shape[0];
+    g.c = in->shape[1];
+    g.h = h;
+    g.w = w;
+    g.ho = ho;
+    g.wo = wo;
+    for (int i = 0; i < 4; i++) g.xs[i] = in->strides[i];
+}
+
 } // namespace kiln_cuda
 
 #endif

@@ -8,11 +8,9 @@
 namespace {
 using namespace kiln_cuda;
 
-/* The geometry every pooling kernel reads: NCHW strides of the (maybe strided) input
- * in elements, sizes, and the attrs as plain fields. */
-struct pool_geom {
-    int64_t n, c, h, w, ho, wo;
-    int64_t xs[4]; /* strides of x (or of gy in the backward passes) */
+/* The geometry every pooling kernel reads: the planes (of x, or of gy in the backward
+ * passes) and the attrs as plain fields. */
+struct pool_geom : plane_geom {
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
     int count_include_pad;
 };
@@ -20,13 +18,7 @@ struct pool_geom {
 static pool_geom make_geom(const kiln_cuda_tensor *in, int64_t h, int64_t w, int64_t ho, int64_t wo,
                            const kiln_pool2d_attrs *at) {
     pool_geom g;
-    g.n = in->shape[0];
-    g.c = in->shape[1];
-    g.h = h;
-    g.w = w;
-    g.ho = ho;
-    g.wo = wo;
-    for (int i = 0; i < 4; i++) g.xs[i] = in->strides[i];
+    set_planes(g, in, h, w, ho, wo);
     g.kh = at->kernel[0];
     g.kw = at->kernel[1];
     g.sh = at->stride[0];

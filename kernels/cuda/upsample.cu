@@ -10,9 +10,8 @@
 namespace {
 using namespace kiln_cuda;
 
-struct up_geom {
-    int64_t n, c, h, w, ho, wo;
-    int64_t xs[4]; /* strides of x (forward) or gy (backward), in elements */
+/* The planes (of x forward, of gy backward) and the scales. */
+struct up_geom : plane_geom {
     double scale_h, scale_w;   /* bilinear: torch's scale in double */
     double nscale_h, nscale_w; /* nearest: the scale as torch rounds it for the dtype */
     int align_corners;
@@ -21,13 +20,7 @@ struct up_geom {
 static up_geom make_geom(const kiln_cuda_tensor *in, int64_t h, int64_t w, int64_t ho, int64_t wo,
                          const kiln_upsample2d_attrs *at, bool f64) {
     up_geom g;
-    g.n = in->shape[0];
-    g.c = in->shape[1];
-    g.h = h;
-    g.w = w;
-    g.ho = ho;
-    g.wo = wo;
-    for (int i = 0; i < 4; i++) g.xs[i] = in->strides[i];
+    set_planes(g, in, h, w, ho, wo);
     g.scale_h = at->scale[0];
     g.scale_w = at->scale[1];
     g.nscale_h = kiln_upsample_nearest_scale(at, 0, h, ho, f64);
